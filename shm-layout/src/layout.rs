@@ -1,0 +1,265 @@
+//! Where everything lives in the table file, computed from the pool layout.
+//!
+//! API Boundary: this is a versioned on-disk format ([`LAYOUT_VERSION`]). Any change to word
+//! positions, slot encoding or region order must bump the version; an old file is then refused
+//! with a clear error (or migrated by the supervisor), never reinterpreted.
+
+use crate::hash::{fmix64, hash64};
+
+/// Version of the table file layout.
+pub const LAYOUT_VERSION: u64 = 1;
+/// File magic ("PDHCPTBL").
+pub const MAGIC: u64 = u64::from_le_bytes(*b"PDHCPTBL");
+/// Value of the "initialised" header word once creation completed (written last).
+pub const INIT_MARK: u64 = MAGIC ^ LAYOUT_VERSION;
+
+/// Words in the header (one 4 KiB page).
+pub const HEADER_WORDS: usize = 512;
+/// Most owners (writers) a table tracks: worker ids map to owners 1..=64; see [`crate::owner`].
+pub const MAX_OWNERS: usize = 128;
+/// Words per owner record (intent record + counters).
+pub const OWNER_WORDS: usize = 128;
+/// First counter word within an owner record.
+pub const OWNER_COUNTERS_START: usize = 32;
+/// Counters available per owner.
+pub const OWNER_COUNTERS: usize = OWNER_WORDS - OWNER_COUNTERS_START;
+/// Most address ranges a table can have.
+pub const MAX_RANGES: usize = 1 << 20;
+/// Most slots a table can have (2^26 ≈ 67 million addresses).
+pub const MAX_SLOTS: u64 = 1 << 26;
+
+/// Header word positions.
+pub(crate) mod hw {
+    pub const MAGIC: usize = 0;
+    pub const LAYOUT_VERSION: usize = 1;
+    pub const FILE_BYTES: usize = 2;
+    pub const FINGERPRINT: usize = 3;
+    pub const SLOT_COUNT: usize = 4;
+    pub const RANGE_COUNT: usize = 5;
+    pub const INDEX_CAPACITY: usize = 6;
+    pub const CREATED: usize = 7;
+    pub const INITIALIZED: usize = 8;
+    pub const CLEAN: usize = 9;
+    pub const BOOT_ID_HI: usize = 10;
+    pub const BOOT_ID_LO: usize = 11;
+    pub const EPOCH: usize = 12;
+    pub const OPEN_COUNT: usize = 13;
+    pub const INDEX_OCCUPIED: usize = 14;
+    pub const LAST_OPEN: usize = 15;
+}
+
+/// One contiguous run of addresses that has slots.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeSpec {
+    /// First address (host order).
+    pub first: u32,
+    /// Last address, inclusive.
+    pub last: u32,
+    /// Whether the allocator may hand out these addresses (a pool) or they only exist for
+    /// reservations outside the pools.
+    pub in_pool: bool,
+}
+
+impl RangeSpec {
+    /// Number of addresses.
+    pub fn len(&self) -> u64 {
+        u64::from(self.last) - u64::from(self.first) + 1
+    }
+
+    /// Always false: a range holds at least one address.
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+}
+
+/// The pool layout a table is built for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LayoutSpec {
+    /// Sorted by `first`, disjoint.
+    pub ranges: Vec<RangeSpec>,
+}
+
+/// Why a layout cannot be built.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LayoutError {
+    /// No ranges at all.
+    #[error("the pool layout is empty: configure at least one pool or reservation")]
+    Empty,
+    /// Ranges out of order or overlapping.
+    #[error("address ranges overlap or are not sorted at range {0}")]
+    Overlap(usize),
+    /// A range with last < first.
+    #[error("address range {0} ends before it starts")]
+    Inverted(usize),
+    /// More addresses than a table can hold.
+    #[error("{0} addresses exceed the table limit of {MAX_SLOTS}")]
+    TooManySlots(u64),
+    /// More ranges than a table can hold.
+    #[error("{0} ranges exceed the table limit of {MAX_RANGES}")]
+    TooManyRanges(usize),
+}
+
+impl LayoutSpec {
+    /// Checks ordering and limits.
+    pub fn validate(&self) -> Result<(), LayoutError> {
+        if self.ranges.is_empty() {
+            return Err(LayoutError::Empty);
+        }
+        if self.ranges.len() > MAX_RANGES {
+            return Err(LayoutError::TooManyRanges(self.ranges.len()));
+        }
+        for (i, r) in self.ranges.iter().enumerate() {
+            if r.last < r.first {
+                return Err(LayoutError::Inverted(i));
+            }
+            if i > 0 && self.ranges[i - 1].last >= r.first {
+                return Err(LayoutError::Overlap(i));
+            }
+        }
+        let n = self.slot_count();
+        if n > MAX_SLOTS {
+            return Err(LayoutError::TooManySlots(n));
+        }
+        Ok(())
+    }
+
+    /// Total number of slots.
+    pub fn slot_count(&self) -> u64 {
+        self.ranges.iter().map(RangeSpec::len).sum()
+    }
+
+    /// A hash of the layout: a table built for another layout has another fingerprint.
+    pub fn fingerprint(&self) -> u64 {
+        let mut h = fmix64(LAYOUT_VERSION);
+        for r in &self.ranges {
+            let mut b = [0u8; 9];
+            b[..4].copy_from_slice(&r.first.to_le_bytes());
+            b[4..8].copy_from_slice(&r.last.to_le_bytes());
+            b[8] = u8::from(r.in_pool);
+            h = hash64(h, &b);
+        }
+        h
+    }
+}
+
+/// Word offsets of every region, derived from the slot and range counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Geometry {
+    /// Slots.
+    pub slot_count: u64,
+    /// Ranges.
+    pub range_count: u64,
+    /// Range directory (2 words per range).
+    pub ranges_off: usize,
+    /// Owner records.
+    pub owners_off: usize,
+    /// Slot array.
+    pub slots_off: usize,
+    /// Free bitmap (1 bit per slot, 1 = allocatable).
+    pub bitmap_off: usize,
+    /// Words of the free bitmap.
+    pub bitmap_words: usize,
+    /// Summary bitmap (1 bit per free-bitmap word, 1 = that word may have a free bit).
+    pub summary_off: usize,
+    /// Words of the summary.
+    pub summary_words: usize,
+    /// Client index (open addressing, one word per entry).
+    pub index_off: usize,
+    /// Entries of the client index (a power of two).
+    pub index_capacity: usize,
+    /// Total words of the file.
+    pub total_words: usize,
+}
+
+fn page_round(words: usize) -> usize {
+    words.div_ceil(512) * 512
+}
+
+impl Geometry {
+    /// Computes the geometry for a table of `slot_count` slots and `range_count` ranges.
+    pub fn new(slot_count: u64, range_count: u64) -> Geometry {
+        let slots = slot_count as usize;
+        let ranges_off = HEADER_WORDS;
+        let owners_off = ranges_off + page_round(range_count as usize * 2);
+        let slots_off = owners_off + MAX_OWNERS * OWNER_WORDS;
+        let bitmap_off = slots_off + page_round(slots * crate::slot::SLOT_WORDS);
+        let bitmap_words = slots.div_ceil(64);
+        let summary_off = bitmap_off + page_round(bitmap_words);
+        let summary_words = bitmap_words.div_ceil(64);
+        let index_off = summary_off + page_round(summary_words);
+        let index_capacity = (slots * 2).max(1024).next_power_of_two();
+        Geometry {
+            slot_count,
+            range_count,
+            ranges_off,
+            owners_off,
+            slots_off,
+            bitmap_off,
+            bitmap_words,
+            summary_off,
+            summary_words,
+            index_off,
+            index_capacity,
+            total_words: index_off + page_round(index_capacity),
+        }
+    }
+
+    /// File size in bytes.
+    pub fn file_bytes(&self) -> u64 {
+        self.total_words as u64 * 8
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ranges: &[(u32, u32, bool)]) -> LayoutSpec {
+        LayoutSpec {
+            ranges: ranges
+                .iter()
+                .map(|&(first, last, in_pool)| RangeSpec {
+                    first,
+                    last,
+                    in_pool,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn validation_catches_overlap_inversion_and_size() {
+        assert_eq!(spec(&[]).validate(), Err(LayoutError::Empty));
+        assert_eq!(
+            spec(&[(10, 20, true), (20, 30, true)]).validate(),
+            Err(LayoutError::Overlap(1))
+        );
+        assert_eq!(
+            spec(&[(10, 5, true)]).validate(),
+            Err(LayoutError::Inverted(0))
+        );
+        assert!(matches!(
+            spec(&[(0, u32::MAX, true)]).validate(),
+            Err(LayoutError::TooManySlots(_))
+        ));
+        assert_eq!(spec(&[(10, 20, true), (21, 30, false)]).validate(), Ok(()));
+    }
+
+    #[test]
+    fn fingerprint_depends_on_every_field() {
+        let a = spec(&[(10, 20, true)]).fingerprint();
+        assert_ne!(a, spec(&[(10, 21, true)]).fingerprint());
+        assert_ne!(a, spec(&[(11, 20, true)]).fingerprint());
+        assert_ne!(a, spec(&[(10, 20, false)]).fingerprint());
+        assert_eq!(a, spec(&[(10, 20, true)]).fingerprint());
+    }
+
+    #[test]
+    fn slash8_table_is_under_100_bytes_per_address() {
+        let n = (1u64 << 24) - 2;
+        let g = Geometry::new(n, 1);
+        let per = g.file_bytes() as f64 / n as f64;
+        assert!(per <= 100.0, "{per} bytes per address");
+        assert!(g.index_capacity as u64 >= 2 * n);
+    }
+}

@@ -1,0 +1,25 @@
+//! prodhcp's lease table in file-backed shared memory.
+//!
+//! One file under the state directory holds one fixed-size slot per address of every pool
+//! (direct index, no search), free bitmaps with a summary level, a client index, and per-owner
+//! intent records and counters. Each writer also owns a change ring in a file of its own. Every
+//! process maps the files `MAP_SHARED`; nothing is parsed at start, and the contents survive the
+//! death of any process.
+//!
+//! Architecture Invariant: this crate does no network I/O and knows nothing of DHCP packets; it
+//! is the only crate that turns raw memory into typed data (in [`mapping`], its only `unsafe`).
+
+pub mod hash;
+pub mod layout;
+pub mod mapping;
+pub mod ring;
+pub mod slot;
+pub mod table;
+
+pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
+pub use ring::{ChangeReason, ChangeRecord, RecordInput, Ring, RingFullError, RingOpenError};
+pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};
+pub use table::{
+    worker_owner, ChangeContext, CheckReport, RangeEntry, ReadError, Recovery, Table,
+    TableOpenError, UpdateError, IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER,
+};

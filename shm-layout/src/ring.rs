@@ -1,0 +1,491 @@
+//! Per-producer change rings: every committed slot change is appended here, in its own file.
+//!
+//! Each writer (a worker, the supervisor, an importer) owns one ring file and is its only producer.
+//! Consumers (the replication daemon, the auditor) each own a cursor in the ring's header. Records
+//! are fixed-size (256 bytes) and carry the full new slot image, so applying one is idempotent and
+//! ordered per slot by the image's version.
+//!
+//! File layout (64-bit words): a 64-word header, then `capacity` records of [`RECORD_WORDS`] words.
+//!
+//! | header word | meaning |
+//! |---|---|
+//! | 0 | magic |
+//! | 1 | ring layout version |
+//! | 2 | capacity (records, a power of two) |
+//! | 3 | owner id |
+//! | 4 | head: sequence number of the last published record (records are numbered from 1) |
+//! | 8..8+[`MAX_CONSUMERS`] | consumer cursors: bit 63 = registered, low bits = last sequence consumed |
+//!
+//! A record is published by writing all its words and then storing its sequence number into `head`
+//! with release ordering. When a registered consumer lags by a whole ring, the producer refuses to
+//! overwrite ([`RingFullError`]) — backpressure instead of silent loss. With no registered
+//! consumer the ring keeps the most recent `capacity` records as history.
+//!
+//! API Boundary: the ring file layout is versioned by [`RING_LAYOUT_VERSION`].
+
+use std::fs::{File, OpenOptions};
+use std::os::unix::fs::OpenOptionsExt;
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::mapping::{preallocate, WordMapping};
+use crate::slot::{SlotImage, SLOT_WORDS};
+
+const RING_MAGIC: u64 = u64::from_le_bytes(*b"PDHCPRNG");
+/// Version of the ring file layout.
+pub const RING_LAYOUT_VERSION: u64 = 1;
+const HEADER_WORDS: usize = 64;
+const W_MAGIC: usize = 0;
+const W_VERSION: usize = 1;
+const W_CAPACITY: usize = 2;
+const W_OWNER: usize = 3;
+const W_HEAD: usize = 4;
+const W_CURSORS: usize = 8;
+/// Most consumers a ring can have.
+pub const MAX_CONSUMERS: usize = 8;
+const REGISTERED: u64 = 1 << 63;
+
+/// Words per record (256 bytes).
+pub const RECORD_WORDS: usize = 32;
+const CONTEXT_WORDS: usize = RECORD_WORDS - 4 - SLOT_WORDS;
+/// Bytes of free-form context (e.g. relay agent circuit-id/remote-id) a record can carry.
+pub const CONTEXT_BYTES: usize = CONTEXT_WORDS * 8 - 1;
+
+/// Why a slot changed: the vocabulary of lease-table transitions shared by producers and consumers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[repr(u8)]
+pub enum ChangeReason {
+    /// An address was offered to a client.
+    Offer = 1,
+    /// A lease was committed (ACK to a new binding).
+    Commit = 2,
+    /// A lease was extended (ACK to a renewal/rebind/init-reboot of the same binding).
+    Renew = 3,
+    /// The client released its lease.
+    Release = 4,
+    /// The client declined the address; it is quarantined.
+    Decline = 5,
+    /// A lease ran out.
+    Expire = 6,
+    /// An offer ran out without a request.
+    OfferExpire = 7,
+    /// The decline quarantine ended.
+    QuarantineEnd = 8,
+    /// The lease was imported by an operator.
+    Import = 9,
+    /// The slot was reserved or unreserved by configuration.
+    Reservation = 10,
+    /// The slot was taken out of service (checksum failure).
+    Abandon = 11,
+    /// A crashed writer's half-done change was rolled back or forward by recovery.
+    Recovery = 12,
+    /// The slot was carried over from a table with another pool layout.
+    Migrate = 13,
+}
+
+impl ChangeReason {
+    /// Decodes a reason byte.
+    pub fn from_u8(v: u8) -> Option<ChangeReason> {
+        use ChangeReason::*;
+        [
+            Offer,
+            Commit,
+            Renew,
+            Release,
+            Decline,
+            Expire,
+            OfferExpire,
+            QuarantineEnd,
+            Import,
+            Reservation,
+            Abandon,
+            Recovery,
+            Migrate,
+        ]
+        .into_iter()
+        .find(|r| *r as u8 == v)
+    }
+
+    /// Stable upper-case name (the audit stream's MSGID).
+    pub fn name(self) -> &'static str {
+        match self {
+            ChangeReason::Offer => "LEASE-OFFER",
+            ChangeReason::Commit => "LEASE-COMMIT",
+            ChangeReason::Renew => "LEASE-RENEW",
+            ChangeReason::Release => "LEASE-RELEASE",
+            ChangeReason::Decline => "LEASE-DECLINE",
+            ChangeReason::Expire => "LEASE-EXPIRE",
+            ChangeReason::OfferExpire => "OFFER-EXPIRE",
+            ChangeReason::QuarantineEnd => "QUARANTINE-END",
+            ChangeReason::Import => "LEASE-IMPORT",
+            ChangeReason::Reservation => "LEASE-RESERVATION",
+            ChangeReason::Abandon => "LEASE-ABANDON",
+            ChangeReason::Recovery => "LEASE-RECOVERY",
+            ChangeReason::Migrate => "LEASE-MIGRATE",
+        }
+    }
+}
+
+/// One change record as read back from a ring.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ChangeRecord {
+    /// Sequence number within the producer's ring (from 1).
+    pub seq: u64,
+    /// Slot index in the table.
+    pub slot: u32,
+    /// Why it changed.
+    pub reason: ChangeReason,
+    /// Producer (owner id).
+    pub owner: u8,
+    /// Unix time of the change in milliseconds.
+    pub time_ms: u64,
+    /// Table epoch when written (for replication fencing).
+    pub epoch: u64,
+    /// The full new slot image.
+    pub image: SlotImage,
+    /// Free-form context bytes (at most [`CONTEXT_BYTES`]).
+    pub context: Vec<u8>,
+}
+
+/// Errors opening or creating a ring file.
+#[derive(Debug, thiserror::Error)]
+pub enum RingOpenError {
+    /// I/O error on the ring file.
+    #[error("ring file {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// The error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The file is not a ring of this layout version or is truncated.
+    #[error("ring file {path} is not a valid ring: {reason}")]
+    Invalid {
+        /// The file.
+        path: String,
+        /// What is wrong.
+        reason: String,
+    },
+}
+
+/// The producer would overwrite records a registered consumer has not read yet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("change ring full: a consumer lags by the whole ring")]
+pub struct RingFullError;
+
+/// A mapped ring file.
+#[derive(Debug)]
+pub struct Ring {
+    map: WordMapping,
+    _file: File,
+    capacity: u64,
+}
+
+/// A record to append.
+#[derive(Debug, Clone, Copy)]
+pub struct RecordInput<'a> {
+    /// Slot index.
+    pub slot: u32,
+    /// Why.
+    pub reason: ChangeReason,
+    /// Unix ms.
+    pub time_ms: u64,
+    /// Table epoch.
+    pub epoch: u64,
+    /// The new image.
+    pub image: &'a SlotImage,
+    /// Context bytes (truncated to [`CONTEXT_BYTES`]).
+    pub context: &'a [u8],
+}
+
+impl Ring {
+    /// Opens the ring at `path`, creating it with `capacity` records (a power of two ≥ 16) if it
+    /// does not exist. An existing ring keeps its own capacity.
+    pub fn open_or_create(path: &Path, owner: u8, capacity: u64) -> Result<Ring, RingOpenError> {
+        let io_err = |source| RingOpenError::Io {
+            path: path.display().to_string(),
+            source,
+        };
+        let invalid = |reason: String| RingOpenError::Invalid {
+            path: path.display().to_string(),
+            reason,
+        };
+        if !capacity.is_power_of_two() || capacity < 16 {
+            return Err(invalid(format!(
+                "capacity {capacity} is not a power of two ≥ 16"
+            )));
+        }
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .mode(0o600)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(io_err)?;
+        let len = file.metadata().map_err(io_err)?.len();
+        if len == 0 {
+            let bytes = ((HEADER_WORDS as u64) + capacity * RECORD_WORDS as u64) * 8;
+            preallocate(&file, bytes).map_err(io_err)?;
+            let map = WordMapping::map(&file, bytes as usize).map_err(io_err)?;
+            let w = map.words();
+            w[W_VERSION].store(RING_LAYOUT_VERSION, Ordering::Relaxed);
+            w[W_CAPACITY].store(capacity, Ordering::Relaxed);
+            w[W_OWNER].store(u64::from(owner), Ordering::Relaxed);
+            w[W_MAGIC].store(RING_MAGIC, Ordering::Release);
+            return Ok(Ring {
+                map,
+                _file: file,
+                capacity,
+            });
+        }
+        if len < (HEADER_WORDS * 8) as u64 {
+            return Err(invalid(format!(
+                "file is {len} bytes, shorter than its header"
+            )));
+        }
+        let header = WordMapping::map(&file, HEADER_WORDS * 8).map_err(io_err)?;
+        let h = header.words();
+        if h[W_MAGIC].load(Ordering::Acquire) != RING_MAGIC {
+            return Err(invalid("bad magic".into()));
+        }
+        if h[W_VERSION].load(Ordering::Relaxed) != RING_LAYOUT_VERSION {
+            return Err(invalid(format!(
+                "ring layout version {} (this build reads {RING_LAYOUT_VERSION})",
+                h[W_VERSION].load(Ordering::Relaxed)
+            )));
+        }
+        let cap = h[W_CAPACITY].load(Ordering::Relaxed);
+        if !cap.is_power_of_two() || !(16..=(1 << 24)).contains(&cap) {
+            return Err(invalid(format!("bad capacity {cap}")));
+        }
+        let bytes = ((HEADER_WORDS as u64) + cap * RECORD_WORDS as u64) * 8;
+        if len < bytes {
+            return Err(invalid(format!("file is {len} bytes, needs {bytes}")));
+        }
+        drop(header);
+        let map = WordMapping::map(&file, bytes as usize).map_err(io_err)?;
+        Ok(Ring {
+            map,
+            _file: file,
+            capacity: cap,
+        })
+    }
+
+    fn w(&self) -> &[AtomicU64] {
+        self.map.words()
+    }
+
+    /// Capacity in records.
+    pub fn capacity(&self) -> u64 {
+        self.capacity
+    }
+
+    /// Sequence number of the last published record (0 when none).
+    pub fn head(&self) -> u64 {
+        self.w()[W_HEAD].load(Ordering::Acquire)
+    }
+
+    fn record_words(&self, seq: u64) -> &[AtomicU64] {
+        let i = ((seq - 1) & (self.capacity - 1)) as usize;
+        let start = HEADER_WORDS + i * RECORD_WORDS;
+        &self.w()[start..start + RECORD_WORDS]
+    }
+
+    /// The lowest cursor among registered consumers, if any is registered.
+    fn slowest_consumer(&self) -> Option<u64> {
+        self.w()[W_CURSORS..W_CURSORS + MAX_CONSUMERS]
+            .iter()
+            .map(|c| c.load(Ordering::Acquire))
+            .filter(|c| c & REGISTERED != 0)
+            .map(|c| c & !REGISTERED)
+            .min()
+    }
+
+    /// Appends and publishes one record. Only the ring's single producer may call this.
+    pub fn append(&self, rec: &RecordInput<'_>) -> Result<u64, RingFullError> {
+        let seq = self.w()[W_HEAD].load(Ordering::Relaxed) + 1;
+        if let Some(slowest) = self.slowest_consumer() {
+            if seq - slowest > self.capacity {
+                return Err(RingFullError);
+            }
+        }
+        let r = self.record_words(seq);
+        // Invalidate the old record first so a concurrent reader of the overwritten sequence
+        // notices (it re-checks word 0 after reading).
+        r[0].store(0, Ordering::Relaxed);
+        std::sync::atomic::fence(Ordering::Release);
+        let ctx_len = rec.context.len().min(CONTEXT_BYTES);
+        r[1].store(
+            u64::from(rec.slot)
+                | (u64::from(rec.reason as u8) << 32)
+                | ((self.w()[W_OWNER].load(Ordering::Relaxed) & 0xff) << 40)
+                | ((ctx_len as u64) << 48),
+            Ordering::Relaxed,
+        );
+        r[2].store(rec.time_ms, Ordering::Relaxed);
+        r[3].store(rec.epoch, Ordering::Relaxed);
+        for (i, x) in rec.image.encode().iter().enumerate() {
+            r[4 + i].store(*x, Ordering::Relaxed);
+        }
+        let mut ctx = [0u8; CONTEXT_WORDS * 8];
+        ctx[..ctx_len].copy_from_slice(&rec.context[..ctx_len]);
+        for (i, chunk) in ctx.chunks_exact(8).enumerate() {
+            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+            r[4 + SLOT_WORDS + i].store(v, Ordering::Relaxed);
+        }
+        r[0].store(seq, Ordering::Release);
+        self.w()[W_HEAD].store(seq, Ordering::Release);
+        Ok(seq)
+    }
+
+    /// Reads record `seq`; `None` if it is not published yet or was already overwritten.
+    pub fn read(&self, seq: u64) -> Option<ChangeRecord> {
+        if seq == 0 || seq > self.head() || self.head() - seq >= self.capacity {
+            return None;
+        }
+        let r = self.record_words(seq);
+        if r[0].load(Ordering::Acquire) != seq {
+            return None;
+        }
+        let mut words = [0u64; RECORD_WORDS];
+        for (d, s) in words.iter_mut().zip(r) {
+            *d = s.load(Ordering::Relaxed);
+        }
+        std::sync::atomic::fence(Ordering::Acquire);
+        if r[0].load(Ordering::Relaxed) != seq {
+            return None;
+        }
+        let mut img = [0u64; SLOT_WORDS];
+        img.copy_from_slice(&words[4..4 + SLOT_WORDS]);
+        let image = SlotImage::decode(&img).ok()?;
+        let reason = ChangeReason::from_u8((words[1] >> 32) as u8)?;
+        let ctx_len = ((words[1] >> 48) as usize).min(CONTEXT_BYTES);
+        let mut ctx = Vec::with_capacity(CONTEXT_WORDS * 8);
+        for w in &words[4 + SLOT_WORDS..] {
+            ctx.extend_from_slice(&w.to_le_bytes());
+        }
+        ctx.truncate(ctx_len);
+        Some(ChangeRecord {
+            seq,
+            slot: words[1] as u32,
+            reason,
+            owner: (words[1] >> 40) as u8,
+            time_ms: words[2],
+            epoch: words[3],
+            image,
+            context: ctx,
+        })
+    }
+
+    /// Registers consumer `id` (0..MAX_CONSUMERS) starting after the current head, unless it is
+    /// already registered (then its cursor is kept). Returns its cursor.
+    pub fn register_consumer(&self, id: usize) -> Option<u64> {
+        let c = self
+            .w()
+            .get(W_CURSORS + id)
+            .filter(|_| id < MAX_CONSUMERS)?;
+        let cur = c.load(Ordering::Acquire);
+        if cur & REGISTERED != 0 {
+            return Some(cur & !REGISTERED);
+        }
+        let head = self.head();
+        c.store(head | REGISTERED, Ordering::Release);
+        Some(head)
+    }
+
+    /// Removes consumer `id`'s registration (the producer no longer waits for it).
+    pub fn unregister_consumer(&self, id: usize) {
+        if let Some(c) = self.w().get(W_CURSORS + id).filter(|_| id < MAX_CONSUMERS) {
+            c.store(0, Ordering::Release);
+        }
+    }
+
+    /// Records that consumer `id` has consumed every record up to `seq`.
+    pub fn advance_consumer(&self, id: usize, seq: u64) {
+        if let Some(c) = self.w().get(W_CURSORS + id).filter(|_| id < MAX_CONSUMERS) {
+            c.store(seq | REGISTERED, Ordering::Release);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::slot::LeaseState;
+
+    fn image(v: u64) -> SlotImage {
+        SlotImage {
+            version: v,
+            state: LeaseState::Leased,
+            expires: 100,
+            ..SlotImage::PRISTINE
+        }
+    }
+
+    fn append(ring: &Ring, v: u64) -> Result<u64, RingFullError> {
+        let img = image(v);
+        ring.append(&RecordInput {
+            slot: v as u32,
+            reason: ChangeReason::Commit,
+            time_ms: 5,
+            epoch: 1,
+            image: &img,
+            context: b"circuit",
+        })
+    }
+
+    #[test]
+    fn append_read_and_wrap_without_consumers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), 3, 16).unwrap();
+        for v in 1..=40 {
+            assert_eq!(append(&ring, v), Ok(v));
+        }
+        assert_eq!(ring.head(), 40);
+        assert!(ring.read(24).is_none(), "overwritten");
+        let r = ring.read(40).unwrap();
+        assert_eq!((r.slot, r.owner, r.image.version), (40, 3, 40));
+        assert_eq!(r.context, b"circuit");
+        assert!(ring.read(41).is_none());
+    }
+
+    #[test]
+    fn registered_consumer_applies_backpressure() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), 1, 16).unwrap();
+        assert_eq!(ring.register_consumer(0), Some(0));
+        for v in 1..=16 {
+            append(&ring, v).unwrap();
+        }
+        assert_eq!(append(&ring, 17), Err(RingFullError));
+        ring.advance_consumer(0, 1);
+        assert_eq!(append(&ring, 17), Ok(17));
+        ring.unregister_consumer(0);
+        for v in 18..=50 {
+            append(&ring, v).unwrap();
+        }
+    }
+
+    #[test]
+    fn reopen_keeps_records_and_rejects_garbage() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        {
+            let ring = Ring::open_or_create(&p, 2, 32).unwrap();
+            append(&ring, 7).unwrap();
+        }
+        let ring = Ring::open_or_create(&p, 2, 64).unwrap();
+        assert_eq!(ring.capacity(), 32);
+        assert_eq!(ring.read(1).unwrap().image.version, 7);
+        std::fs::write(dir.path().join("bad"), vec![0xAAu8; 4096]).unwrap();
+        assert!(matches!(
+            Ring::open_or_create(&dir.path().join("bad"), 2, 32),
+            Err(RingOpenError::Invalid { .. })
+        ));
+        std::fs::write(dir.path().join("short"), b"xx").unwrap();
+        assert!(Ring::open_or_create(&dir.path().join("short"), 2, 32).is_err());
+    }
+}

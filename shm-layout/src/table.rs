@@ -1,0 +1,1541 @@
+//! The lease table: open/create, slot reads and crash-safe writes, free bitmaps, client index,
+//! per-owner intent records and their recovery.
+//!
+//! # Write protocol (one slot, one writer at a time)
+//!
+//! 1. The writer records its *intent* in its own owner record: slot, the image it read (old),
+//!    the image it will write (new) and the ring sequence number the change record will get.
+//! 2. It takes the slot's lock by a compare-and-swap of word 0 from `version<<8` (unlocked, the
+//!    version it read) to `version<<8 | owner`. A failed CAS means somebody else changed or holds
+//!    the slot: the writer gives up (no waiting, so nobody can deadlock on a dead writer).
+//! 3. It writes words 1–7, then sets or clears the slot's free-bitmap bit to match the new state
+//!    (the bit of a slot only ever changes while its lock is held), updates the client index, and
+//!    appends the change record to its ring.
+//! 4. It unlocks by storing `(version+1)<<8`, and clears its intent.
+//!
+//! If the writer dies at any instruction, [`Table::recover_owner`] (run by the supervisor once the
+//! writer is known dead) finds at most one slot locked by it: when the change record was published
+//! it rolls the slot forward to the new image, otherwise back to the old one, fixes that slot's
+//! bitmap bit and unlocks it. A reply is only sent after step 4, so a rolled-back change was never
+//! acknowledged to a client, and a rolled-forward one is in the ring for replication and audit.
+//!
+//! Readers use the version word as a seqlock: a read that sees an owner in word 0, or a different
+//! word 0 after reading the rest, is retried, and gives [`ReadError::Busy`] after a bounded
+//! number of tries.
+
+use std::fs::{File, OpenOptions};
+use std::io;
+use std::ops::Range;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{fence, AtomicU64, Ordering};
+
+use crate::layout::{
+    hw, Geometry, LayoutSpec, RangeSpec, HEADER_WORDS, INIT_MARK, LAYOUT_VERSION, MAGIC,
+    MAX_OWNERS, MAX_RANGES, MAX_SLOTS, OWNER_COUNTERS_START, OWNER_WORDS,
+};
+use crate::mapping::{preallocate, WordMapping};
+use crate::ring::{ChangeReason, RecordInput, Ring, RingFullError};
+use crate::slot::{ClientKey, LeaseState, SlotDecodeError, SlotImage, SLOT_WORDS};
+
+/// Errors opening or creating a table file.
+#[derive(Debug, thiserror::Error)]
+pub enum TableOpenError {
+    /// I/O error.
+    #[error("lease table {path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        #[source]
+        source: io::Error,
+    },
+    /// The file is not a lease table, is of another layout version, is truncated or corrupt.
+    #[error("lease table {path} is unusable: {reason}")]
+    Corrupt {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The table was built for another pool layout.
+    #[error("lease table {path} was built for another pool layout (fingerprint {found:016x}, configuration needs {expected:016x})")]
+    LayoutMismatch {
+        /// The file.
+        path: PathBuf,
+        /// Fingerprint in the file.
+        found: u64,
+        /// Fingerprint of the configuration.
+        expected: u64,
+    },
+    /// Another process holds the table's lock.
+    #[error("lease table {path} is locked by another prodhcpd")]
+    Locked {
+        /// The file.
+        path: PathBuf,
+    },
+    /// Unsafe file permissions or type.
+    #[error("lease table {path}: {reason}")]
+    Unsafe {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The requested layout is invalid.
+    #[error("invalid pool layout: {0}")]
+    Layout(#[from] crate::layout::LayoutError),
+}
+
+/// Why a slot could not be read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum ReadError {
+    /// A writer holds the slot (or died holding it and recovery has not run yet).
+    #[error("slot is being written")]
+    Busy,
+    /// The slot fails its checksum or holds invalid values.
+    #[error("slot is corrupt: {0}")]
+    Corrupt(SlotDecodeError),
+    /// No such slot.
+    #[error("slot index out of range")]
+    OutOfRange,
+}
+
+/// Why a slot update was not made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum UpdateError {
+    /// The slot changed since it was read, or another writer holds it.
+    #[error("slot changed or is locked by another writer")]
+    Conflict,
+    /// The change record could not be appended (a consumer lags a whole ring behind).
+    #[error(transparent)]
+    RingFull(#[from] RingFullError),
+    /// No such slot, or an owner id out of range.
+    #[error("slot or owner out of range")]
+    OutOfRange,
+}
+
+/// What recovery did for one owner.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Recovery {
+    /// The owner had no change in progress.
+    Nothing,
+    /// The owner had an intent but did not hold the slot's lock (it never got it, or had
+    /// already released it); nothing to repair.
+    IntentCleared,
+    /// The change was published in the ring and has been completed.
+    RolledForward(u32),
+    /// The change was not published and has been undone.
+    RolledBack(u32),
+}
+
+/// A resolved address range of the table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RangeEntry {
+    /// The range.
+    pub spec: RangeSpec,
+    /// Slot index of its first address.
+    pub base: u32,
+}
+
+/// Context of a change, stored in its ring record.
+#[derive(Debug, Clone, Copy)]
+pub struct ChangeContext<'a> {
+    /// Why.
+    pub reason: ChangeReason,
+    /// Unix time in milliseconds.
+    pub time_ms: u64,
+    /// Free-form context bytes for consumers (e.g. relay agent information).
+    pub context: &'a [u8],
+}
+
+/// Result of a full consistency check.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct CheckReport {
+    /// Slots checked.
+    pub slots: u64,
+    /// Slots in each state, indexed by state code.
+    pub by_state: [u64; 8],
+    /// Slots failing their checksum.
+    pub corrupt: Vec<u32>,
+    /// Slots found locked (no writer should be alive when this runs).
+    pub locked: Vec<u32>,
+    /// Slots whose free-bitmap bit disagrees with their state.
+    pub bitmap_mismatch: Vec<u32>,
+    /// Client keys holding more than one offered/leased slot.
+    pub duplicate_holders: Vec<(u32, u32)>,
+    /// Offered/leased slots the client index does not find.
+    pub unindexed: Vec<u32>,
+}
+
+impl CheckReport {
+    /// Whether every invariant holds.
+    pub fn is_clean(&self) -> bool {
+        self.corrupt.is_empty()
+            && self.locked.is_empty()
+            && self.bitmap_mismatch.is_empty()
+            && self.duplicate_holders.is_empty()
+            && self.unindexed.is_empty()
+    }
+}
+
+/// Owner id used for a worker (`0..64` → `1..=64`).
+pub fn worker_owner(worker_id: usize) -> u8 {
+    (worker_id.min(63) + 1) as u8
+}
+/// Owner id of the supervisor.
+pub const SUPERVISOR_OWNER: u8 = 100;
+/// Owner id of a lease import.
+pub const IMPORT_OWNER: u8 = 101;
+/// Owner id of the replication daemon.
+pub const SYNCD_OWNER: u8 = 102;
+
+const READ_SPINS: u32 = 256;
+/// Index entry of a removed key (never a valid entry: slot numbers stay below 2^26).
+const TOMBSTONE: u64 = u64::MAX;
+
+/// Steps of the write protocol after which a simulated crash can stop a writer (tests).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[cfg_attr(not(test), allow(dead_code))]
+enum Step {
+    Intent,
+    Locked,
+    HalfWritten,
+    Bitmap,
+    Recorded,
+    Unlocked,
+}
+const MAX_PROBE: usize = 1 << 16;
+const INTENT_ACTIVE: usize = 0;
+const INTENT_SEQ: usize = 1;
+const INTENT_OLD: usize = 2;
+const INTENT_NEW: usize = 2 + SLOT_WORDS;
+
+/// A mapped lease table.
+#[derive(Debug)]
+pub struct Table {
+    map: WordMapping,
+    file: File,
+    path: PathBuf,
+    geo: Geometry,
+    ranges: Vec<RangeEntry>,
+    fingerprint: u64,
+}
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// This boot's id (from /proc), so a table can tell a process restart from a reboot.
+pub fn boot_id() -> (u64, u64) {
+    let text = std::fs::read_to_string("/proc/sys/kernel/random/boot_id").unwrap_or_default();
+    let hex: String = text.chars().filter(|c| c.is_ascii_hexdigit()).collect();
+    let hi = u64::from_str_radix(hex.get(..16).unwrap_or("0"), 16).unwrap_or(0);
+    let lo = u64::from_str_radix(hex.get(16..32).unwrap_or("0"), 16).unwrap_or(0);
+    (hi, lo)
+}
+
+impl Table {
+    /// Creates a new table file for `spec` at `path` (atomically: built under a temporary name
+    /// and renamed). Fails if `path` exists.
+    pub fn create(path: &Path, spec: &LayoutSpec) -> Result<Table, TableOpenError> {
+        spec.validate()?;
+        let io_err = |source| TableOpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        if path.symlink_metadata().is_ok() {
+            return Err(io_err(io::Error::new(
+                io::ErrorKind::AlreadyExists,
+                "refusing to overwrite an existing table",
+            )));
+        }
+        let tmp = path.with_extension("new");
+        let _ = std::fs::remove_file(&tmp);
+        let geo = Geometry::new(spec.slot_count(), spec.ranges.len() as u64);
+        {
+            let file = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .create_new(true)
+                .mode(0o600)
+                .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+                .open(&tmp)
+                .map_err(io_err)?;
+            preallocate(&file, geo.file_bytes()).map_err(io_err)?;
+            let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
+            let w = map.words();
+            let put = |i: usize, v: u64| w[i].store(v, Ordering::Relaxed);
+            put(hw::LAYOUT_VERSION, LAYOUT_VERSION);
+            put(hw::FILE_BYTES, geo.file_bytes());
+            put(hw::FINGERPRINT, spec.fingerprint());
+            put(hw::SLOT_COUNT, geo.slot_count);
+            put(hw::RANGE_COUNT, geo.range_count);
+            put(hw::INDEX_CAPACITY, geo.index_capacity as u64);
+            put(hw::CREATED, now_secs());
+            put(hw::CLEAN, 1);
+            put(hw::EPOCH, 1);
+            let mut base = 0u64;
+            for (i, r) in spec.ranges.iter().enumerate() {
+                put(
+                    geo.ranges_off + 2 * i,
+                    u64::from(r.first) | (u64::from(r.last) << 32),
+                );
+                put(
+                    geo.ranges_off + 2 * i + 1,
+                    base | (u64::from(r.in_pool) << 63),
+                );
+                if r.in_pool {
+                    set_bits(w, &geo, base, base + r.len());
+                }
+                base += r.len();
+            }
+            put(hw::MAGIC, MAGIC);
+            w[hw::INITIALIZED].store(INIT_MARK, Ordering::Release);
+            map.flush().map_err(io_err)?;
+        }
+        std::fs::rename(&tmp, path).map_err(io_err)?;
+        if let Some(dir) = path.parent() {
+            if let Ok(d) = File::open(dir) {
+                let _ = d.sync_all();
+            }
+        }
+        Table::open(path)
+    }
+
+    /// Opens an existing table and validates its header and range directory (not the
+    /// fingerprint; see [`Table::open_for`]).
+    pub fn open(path: &Path) -> Result<Table, TableOpenError> {
+        let io_err = |source| TableOpenError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let corrupt = |reason: String| TableOpenError::Corrupt {
+            path: path.to_path_buf(),
+            reason,
+        };
+        let file = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
+            .open(path)
+            .map_err(|e| {
+                if e.raw_os_error() == Some(libc::ELOOP) {
+                    TableOpenError::Unsafe {
+                        path: path.to_path_buf(),
+                        reason: "is a symbolic link; refusing to follow it".into(),
+                    }
+                } else {
+                    io_err(e)
+                }
+            })?;
+        let meta = file.metadata().map_err(io_err)?;
+        if !meta.is_file() {
+            return Err(TableOpenError::Unsafe {
+                path: path.to_path_buf(),
+                reason: "is not a regular file".into(),
+            });
+        }
+        if meta.mode() & 0o022 != 0 {
+            return Err(TableOpenError::Unsafe {
+                path: path.to_path_buf(),
+                reason: format!(
+                    "is writable by group or others (mode {:o}); fix with chmod 600",
+                    meta.mode() & 0o7777
+                ),
+            });
+        }
+        let len = meta.len();
+        if len < (HEADER_WORDS * 8) as u64 {
+            return Err(corrupt(format!(
+                "file is {len} bytes, shorter than the header (truncated?)"
+            )));
+        }
+        let header = WordMapping::map(&file, HEADER_WORDS * 8).map_err(io_err)?;
+        let h = header.words();
+        let get = |i: usize| h[i].load(Ordering::Acquire);
+        if get(hw::MAGIC) != MAGIC {
+            return Err(corrupt("bad magic: not a prodhcp lease table".into()));
+        }
+        if get(hw::LAYOUT_VERSION) != LAYOUT_VERSION {
+            return Err(corrupt(format!(
+                "layout version {} (this build reads version {LAYOUT_VERSION})",
+                get(hw::LAYOUT_VERSION)
+            )));
+        }
+        if get(hw::INITIALIZED) != INIT_MARK {
+            return Err(corrupt("creation never completed".into()));
+        }
+        let slot_count = get(hw::SLOT_COUNT);
+        let range_count = get(hw::RANGE_COUNT);
+        if slot_count == 0 || slot_count > MAX_SLOTS || range_count == 0 {
+            return Err(corrupt(format!(
+                "implausible slot count {slot_count} / range count {range_count}"
+            )));
+        }
+        if range_count > MAX_RANGES as u64 {
+            return Err(corrupt(format!("implausible range count {range_count}")));
+        }
+        let geo = Geometry::new(slot_count, range_count);
+        if get(hw::INDEX_CAPACITY) != geo.index_capacity as u64
+            || get(hw::FILE_BYTES) != geo.file_bytes()
+        {
+            return Err(corrupt("header geometry is inconsistent".into()));
+        }
+        if len < geo.file_bytes() {
+            return Err(corrupt(format!(
+                "file is {len} bytes but the table needs {} (truncated)",
+                geo.file_bytes()
+            )));
+        }
+        let fingerprint = get(hw::FINGERPRINT);
+        drop(header);
+        let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
+        let w = map.words();
+        let mut ranges = Vec::with_capacity(range_count as usize);
+        let mut expect_base = 0u64;
+        for i in 0..range_count as usize {
+            let a = w[geo.ranges_off + 2 * i].load(Ordering::Relaxed);
+            let b = w[geo.ranges_off + 2 * i + 1].load(Ordering::Relaxed);
+            let spec = RangeSpec {
+                first: a as u32,
+                last: (a >> 32) as u32,
+                in_pool: b >> 63 == 1,
+            };
+            let base = b & !(1 << 63);
+            if spec.last < spec.first
+                || base != expect_base
+                || ranges
+                    .last()
+                    .is_some_and(|p: &RangeEntry| p.spec.last >= spec.first)
+            {
+                return Err(corrupt(format!(
+                    "range directory entry {i} is inconsistent"
+                )));
+            }
+            expect_base += spec.len();
+            ranges.push(RangeEntry {
+                spec,
+                base: base as u32,
+            });
+        }
+        if expect_base != slot_count {
+            return Err(corrupt(
+                "range directory does not add up to the slot count".into(),
+            ));
+        }
+        let computed = LayoutSpec {
+            ranges: ranges.iter().map(|r| r.spec).collect(),
+        }
+        .fingerprint();
+        if computed != fingerprint {
+            return Err(corrupt(
+                "fingerprint does not match the range directory".into(),
+            ));
+        }
+        Ok(Table {
+            map,
+            file,
+            path: path.to_path_buf(),
+            geo,
+            ranges,
+            fingerprint,
+        })
+    }
+
+    /// Opens `path` and checks that it was built for `spec`.
+    pub fn open_for(path: &Path, spec: &LayoutSpec) -> Result<Table, TableOpenError> {
+        let t = Table::open(path)?;
+        let expected = spec.fingerprint();
+        if t.fingerprint != expected {
+            return Err(TableOpenError::LayoutMismatch {
+                path: path.to_path_buf(),
+                found: t.fingerprint,
+                expected,
+            });
+        }
+        Ok(t)
+    }
+
+    /// Takes the exclusive lock that keeps two supervisors off one table (released when the
+    /// table is dropped or the process dies).
+    pub fn lock_exclusive(&self) -> Result<(), TableOpenError> {
+        self.file.try_lock().map_err(|e| match e {
+            std::fs::TryLockError::WouldBlock => TableOpenError::Locked {
+                path: self.path.clone(),
+            },
+            std::fs::TryLockError::Error(source) => TableOpenError::Io {
+                path: self.path.clone(),
+                source,
+            },
+        })
+    }
+
+    fn w(&self) -> &[AtomicU64] {
+        self.map.words()
+    }
+
+    /// The file path.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The layout fingerprint.
+    pub fn fingerprint(&self) -> u64 {
+        self.fingerprint
+    }
+
+    /// Number of slots.
+    pub fn slot_count(&self) -> u32 {
+        self.geo.slot_count as u32
+    }
+
+    /// The address ranges.
+    pub fn ranges(&self) -> &[RangeEntry] {
+        &self.ranges
+    }
+
+    /// The geometry (file size, region offsets).
+    pub fn geometry(&self) -> &Geometry {
+        &self.geo
+    }
+
+    /// The slot of an address (host order), if the table has one.
+    pub fn slot_of_addr(&self, addr: u32) -> Option<u32> {
+        let i = self.ranges.partition_point(|r| r.spec.last < addr);
+        let r = self.ranges.get(i)?;
+        (addr >= r.spec.first).then(|| r.base + (addr - r.spec.first))
+    }
+
+    fn range_of_slot(&self, slot: u32) -> Option<&RangeEntry> {
+        let i = self
+            .ranges
+            .partition_point(|r| u64::from(r.base) + r.spec.len() <= u64::from(slot));
+        self.ranges.get(i).filter(|r| slot >= r.base)
+    }
+
+    /// The address (host order) of a slot.
+    pub fn addr_of_slot(&self, slot: u32) -> Option<u32> {
+        self.range_of_slot(slot)
+            .map(|r| r.spec.first + (slot - r.base))
+    }
+
+    /// Whether a slot belongs to a pool (as opposed to an out-of-pool reservation).
+    pub fn slot_in_pool(&self, slot: u32) -> bool {
+        self.range_of_slot(slot).is_some_and(|r| r.spec.in_pool)
+    }
+
+    /// The slot span covering the addresses `first..=last` (e.g. a subnet), if any slot lies in it.
+    pub fn slot_span(&self, first: u32, last: u32) -> Range<u32> {
+        let lo = self.ranges.partition_point(|r| r.spec.last < first);
+        let hi = self.ranges.partition_point(|r| r.spec.first <= last);
+        if lo >= hi {
+            return 0..0;
+        }
+        let a = &self.ranges[lo];
+        let b = &self.ranges[hi - 1];
+        let start = a.base + first.saturating_sub(a.spec.first);
+        let end = b.base + (last.min(b.spec.last) - b.spec.first) + 1;
+        start..end
+    }
+
+    fn slot_words(&self, slot: u32) -> Option<&[AtomicU64]> {
+        if u64::from(slot) >= self.geo.slot_count {
+            return None;
+        }
+        let start = self.geo.slots_off + slot as usize * SLOT_WORDS;
+        Some(&self.w()[start..start + SLOT_WORDS])
+    }
+
+    /// Reads a slot consistently (seqlock).
+    pub fn read(&self, slot: u32) -> Result<SlotImage, ReadError> {
+        let s = self.slot_words(slot).ok_or(ReadError::OutOfRange)?;
+        for attempt in 0..READ_SPINS {
+            let w0 = s[0].load(Ordering::Acquire);
+            if w0 & 0xff != 0 {
+                if attempt > READ_SPINS / 2 {
+                    std::thread::yield_now();
+                } else {
+                    std::hint::spin_loop();
+                }
+                continue;
+            }
+            let mut w = [0u64; SLOT_WORDS];
+            w[0] = w0;
+            for i in 1..SLOT_WORDS {
+                w[i] = s[i].load(Ordering::Relaxed);
+            }
+            fence(Ordering::Acquire);
+            if s[0].load(Ordering::Relaxed) == w0 {
+                return SlotImage::decode(&w).map_err(ReadError::Corrupt);
+            }
+        }
+        Err(ReadError::Busy)
+    }
+
+    /// The owner currently holding a slot's lock (0 = unlocked).
+    pub fn lock_owner(&self, slot: u32) -> u8 {
+        self.slot_words(slot)
+            .map(|s| s[0].load(Ordering::Acquire) as u8)
+            .unwrap_or(0)
+    }
+
+    fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
+        if owner == 0 || usize::from(owner) >= MAX_OWNERS {
+            return None;
+        }
+        let start = self.geo.owners_off + usize::from(owner) * OWNER_WORDS;
+        Some(&self.w()[start..start + OWNER_WORDS])
+    }
+
+    /// The owner's counter words (for statistics; the meaning of each index belongs to the
+    /// owner's code). Empty for an invalid owner.
+    pub fn counters(&self, owner: u8) -> &[AtomicU64] {
+        self.owner_words(owner)
+            .map(|o| &o[OWNER_COUNTERS_START..])
+            .unwrap_or(&[])
+    }
+
+    /// Whether the free-bitmap bit of a slot is set (the slot is allocatable).
+    pub fn is_free(&self, slot: u32) -> bool {
+        let wi = slot as usize / 64;
+        wi < self.geo.bitmap_words
+            && self.w()[self.geo.bitmap_off + wi].load(Ordering::Acquire) & (1 << (slot % 64)) != 0
+    }
+
+    fn set_free_bit(&self, slot: u32, free: bool) {
+        let wi = slot as usize / 64;
+        let bit = 1u64 << (slot % 64);
+        let word = &self.w()[self.geo.bitmap_off + wi];
+        let sword = &self.w()[self.geo.summary_off + wi / 64];
+        let sbit = 1u64 << (wi % 64);
+        if free {
+            word.fetch_or(bit, Ordering::AcqRel);
+            sword.fetch_or(sbit, Ordering::AcqRel);
+        } else {
+            let prev = word.fetch_and(!bit, Ordering::AcqRel);
+            if prev & !bit == 0 {
+                sword.fetch_and(!sbit, Ordering::AcqRel);
+                if word.load(Ordering::Acquire) != 0 {
+                    sword.fetch_or(sbit, Ordering::AcqRel);
+                }
+            }
+        }
+    }
+
+    fn bit_should_be_free(&self, slot: u32, state: LeaseState) -> bool {
+        state.is_allocatable() && self.slot_in_pool(slot)
+    }
+
+    /// The first slot at or after `start` (wrapping around within `span`) whose free bit is set.
+    /// A hint: the caller must still win the slot with [`Table::update`].
+    pub fn next_free(&self, span: Range<u32>, start: u32) -> Option<u32> {
+        if span.is_empty() {
+            return None;
+        }
+        let start = if span.contains(&start) {
+            start
+        } else {
+            span.start
+        };
+        self.scan_free(start, span.end)
+            .or_else(|| self.scan_free(span.start, start))
+    }
+
+    fn scan_free(&self, from: u32, to: u32) -> Option<u32> {
+        let w = self.w();
+        let mut slot = from as u64;
+        let to = to as u64;
+        while slot < to {
+            let wi = (slot / 64) as usize;
+            let swi = wi / 64;
+            let sbits =
+                w[self.geo.summary_off + swi].load(Ordering::Acquire) & (!0u64 << (wi % 64));
+            if sbits == 0 {
+                slot = ((swi as u64) + 1) * 4096;
+                continue;
+            }
+            let wi2 = swi * 64 + sbits.trailing_zeros() as usize;
+            if wi2 > wi {
+                slot = wi2 as u64 * 64;
+            }
+            let wi = (slot / 64) as usize;
+            if wi >= self.geo.bitmap_words {
+                return None;
+            }
+            let mut bits = w[self.geo.bitmap_off + wi].load(Ordering::Acquire);
+            bits &= !0u64 << (slot % 64);
+            let word_end = (wi as u64 + 1) * 64;
+            if to < word_end {
+                bits &= (1u64 << (to % 64)).wrapping_sub(1);
+            }
+            if bits != 0 {
+                return Some((wi as u64 * 64 + u64::from(bits.trailing_zeros())) as u32);
+            }
+            slot = word_end;
+        }
+        None
+    }
+
+    /// Counts free bits in a slot span (for pool statistics).
+    pub fn count_free(&self, span: Range<u32>) -> u64 {
+        let mut n = 0u64;
+        let mut slot = span.start;
+        while slot < span.end {
+            let wi = slot as usize / 64;
+            let mut bits = self.w()[self.geo.bitmap_off + wi].load(Ordering::Relaxed);
+            bits &= !0u64 << (slot % 64);
+            let word_end = (wi as u32 + 1) * 64;
+            if span.end < word_end {
+                bits &= (1u64 << (span.end % 64)).wrapping_sub(1);
+            }
+            n += u64::from(bits.count_ones());
+            slot = word_end;
+        }
+        n
+    }
+
+    // ------------------------------------------------------------------ client index ----
+
+    fn index(&self) -> &[AtomicU64] {
+        &self.w()[self.geo.index_off..self.geo.index_off + self.geo.index_capacity]
+    }
+
+    /// Finds the slot a client holds: among slots carrying `key`, the one in the most
+    /// significant state (leased, then offered, then released/expired/free).
+    pub fn find_client(&self, key: &ClientKey) -> Option<(u32, SlotImage)> {
+        if key.is_none() {
+            return None;
+        }
+        let h = key.hash();
+        let tag = h >> 32;
+        let idx = self.index();
+        let mask = idx.len() - 1;
+        let mut pos = (h as usize) & mask;
+        let mut best: Option<(u32, SlotImage)> = None;
+        for _ in 0..MAX_PROBE.min(idx.len()) {
+            let e = idx[pos].load(Ordering::Acquire);
+            if e == 0 {
+                break;
+            }
+            if e != TOMBSTONE && e >> 32 == tag {
+                let slot = (e as u32).wrapping_sub(1);
+                if let Ok(img) = self.read(slot) {
+                    if img.key == *key && best.is_none_or(|(_, b)| rank(img.state) > rank(b.state))
+                    {
+                        best = Some((slot, img));
+                    }
+                }
+            }
+            pos = (pos + 1) & mask;
+        }
+        best
+    }
+
+    /// Makes the index find `slot` for `key`. Reuses stale entries on the way.
+    fn index_insert(&self, key: &ClientKey, slot: u32) {
+        let h = key.hash();
+        let tag = h >> 32;
+        let entry = (tag << 32) | u64::from(slot + 1);
+        let idx = self.index();
+        let mask = idx.len() - 1;
+        for _retry in 0..8 {
+            let mut pos = (h as usize) & mask;
+            let mut reusable: Option<(usize, u64)> = None;
+            let mut done = false;
+            for _ in 0..MAX_PROBE.min(idx.len()) {
+                let e = idx[pos].load(Ordering::Acquire);
+                if e == 0 {
+                    if reusable.is_none() {
+                        reusable = Some((pos, 0));
+                    }
+                    break;
+                }
+                if e == entry {
+                    done = true;
+                    break;
+                }
+                if reusable.is_none() && (e == TOMBSTONE || self.index_entry_is_stale(e, slot)) {
+                    reusable = Some((pos, e));
+                }
+                pos = (pos + 1) & mask;
+            }
+            if done {
+                return;
+            }
+            let Some((p, old)) = reusable else {
+                return; // index saturated within the probe limit: lookups fall back to the slot
+            };
+            if idx[p]
+                .compare_exchange(old, entry, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                if old == 0 {
+                    self.w()[hw::INDEX_OCCUPIED].fetch_add(1, Ordering::Relaxed);
+                }
+                return;
+            }
+        }
+    }
+
+    /// Removes the entry that makes the index find `slot` for `key` (the slot is getting another
+    /// key). The entry becomes a tombstone, which keeps probe chains intact and is reused by
+    /// inserts; [`Table::index_cleanup`] turns tombstones at the end of a chain back into empty
+    /// entries.
+    fn index_remove(&self, key: &ClientKey, slot: u32) {
+        let h = key.hash();
+        let entry = ((h >> 32) << 32) | u64::from(slot + 1);
+        let idx = self.index();
+        let mask = idx.len() - 1;
+        let mut pos = (h as usize) & mask;
+        for _ in 0..MAX_PROBE.min(idx.len()) {
+            let e = idx[pos].load(Ordering::Acquire);
+            if e == 0 {
+                return;
+            }
+            if e == entry {
+                let _ =
+                    idx[pos].compare_exchange(e, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed);
+                return;
+            }
+            pos = (pos + 1) & mask;
+        }
+    }
+
+    /// Turns tombstones that end a probe chain into empty entries, scanning index positions
+    /// `positions` from the top down (so a run of tombstones before an empty entry shrinks in one
+    /// pass). Safe while writers run: an insert racing into the following entry restores the
+    /// tombstone. Returns how many entries were emptied. The supervisor calls it in slices.
+    pub fn index_cleanup(&self, positions: Range<usize>) -> u64 {
+        let idx = self.index();
+        let mask = idx.len() - 1;
+        let end = positions.end.min(idx.len());
+        let mut emptied = 0;
+        for pos in (positions.start..end).rev() {
+            if idx[pos].load(Ordering::Acquire) != TOMBSTONE
+                || idx[(pos + 1) & mask].load(Ordering::Acquire) != 0
+            {
+                continue;
+            }
+            if idx[pos]
+                .compare_exchange(TOMBSTONE, 0, Ordering::AcqRel, Ordering::Relaxed)
+                .is_err()
+            {
+                continue;
+            }
+            if idx[(pos + 1) & mask].load(Ordering::Acquire) != 0 {
+                // Someone inserted after it meanwhile: keep the chain connected.
+                if idx[pos]
+                    .compare_exchange(0, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_err()
+                {
+                    // An insert took the emptied position itself: it is occupied again.
+                    continue;
+                }
+                continue;
+            }
+            emptied += 1;
+            self.w()[hw::INDEX_OCCUPIED].fetch_sub(1, Ordering::Relaxed);
+        }
+        emptied
+    }
+
+    /// An entry is stale when the slot it names no longer carries a key with the entry's tag.
+    /// `own_slot` is locked by the caller, so its entries are judged by tag alone (the caller's
+    /// new key is being indexed and any other tag for it is old).
+    fn index_entry_is_stale(&self, e: u64, own_slot: u32) -> bool {
+        let slot = (e as u32).wrapping_sub(1);
+        if slot == own_slot {
+            return true;
+        }
+        match self.read(slot) {
+            Ok(img) => img.key.is_none() || img.key.hash() >> 32 != e >> 32,
+            Err(ReadError::Busy) => false,
+            Err(_) => true,
+        }
+    }
+
+    /// Index entries ever filled (a saturation hint for operators).
+    pub fn index_occupied(&self) -> u64 {
+        self.w()[hw::INDEX_OCCUPIED].load(Ordering::Relaxed)
+    }
+
+    /// Index capacity.
+    pub fn index_capacity(&self) -> usize {
+        self.geo.index_capacity
+    }
+
+    // ------------------------------------------------------------------ writes ----
+
+    /// Replaces slot `slot`, which the caller read as `expected`, with `new` (its version is set
+    /// to `expected.version + 1`), appending a change record to `ring`. See the module docs for
+    /// the protocol. Returns the committed image.
+    pub fn update(
+        &self,
+        owner: u8,
+        ring: &Ring,
+        slot: u32,
+        expected: &SlotImage,
+        new: &SlotImage,
+        ctx: &ChangeContext<'_>,
+    ) -> Result<SlotImage, UpdateError> {
+        self.update_until(owner, ring, slot, expected, new, ctx, None)
+    }
+
+    /// [`Table::update`], stopping dead after `stop` (to simulate a writer killed at that step).
+    #[allow(clippy::too_many_arguments)]
+    fn update_until(
+        &self,
+        owner: u8,
+        ring: &Ring,
+        slot: u32,
+        expected: &SlotImage,
+        new: &SlotImage,
+        ctx: &ChangeContext<'_>,
+        stop: Option<Step>,
+    ) -> Result<SlotImage, UpdateError> {
+        let s = self.slot_words(slot).ok_or(UpdateError::OutOfRange)?;
+        let o = self.owner_words(owner).ok_or(UpdateError::OutOfRange)?;
+        let v = expected.version;
+        let mut img = *new;
+        img.version = v + 1;
+        let enc_new = img.encode();
+        let enc_old = expected.encode();
+        // 1. intent
+        for i in 0..SLOT_WORDS {
+            o[INTENT_OLD + i].store(enc_old[i], Ordering::Relaxed);
+            o[INTENT_NEW + i].store(enc_new[i], Ordering::Relaxed);
+        }
+        o[INTENT_SEQ].store(ring.head() + 1, Ordering::Relaxed);
+        o[INTENT_ACTIVE].store(u64::from(slot) + 1, Ordering::Release);
+        if stop == Some(Step::Intent) {
+            return Err(UpdateError::Conflict);
+        }
+        // 2. lock
+        let unlocked = v << 8;
+        if s[0]
+            .compare_exchange(
+                unlocked,
+                unlocked | u64::from(owner),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return Err(UpdateError::Conflict);
+        }
+        fence(Ordering::Release);
+        if stop == Some(Step::Locked) {
+            return Err(UpdateError::Conflict);
+        }
+        // 3. contents, bitmap, index, record
+        for i in 1..SLOT_WORDS {
+            s[i].store(enc_new[i], Ordering::Relaxed);
+            if stop == Some(Step::HalfWritten) && i == SLOT_WORDS / 2 {
+                return Err(UpdateError::Conflict);
+            }
+        }
+        self.set_free_bit(slot, self.bit_should_be_free(slot, img.state));
+        if stop == Some(Step::Bitmap) {
+            return Err(UpdateError::Conflict);
+        }
+        if img.key != expected.key {
+            if !expected.key.is_none() {
+                self.index_remove(&expected.key, slot);
+            }
+            if !img.key.is_none() {
+                self.index_insert(&img.key, slot);
+            }
+        }
+        let rec = RecordInput {
+            slot,
+            reason: ctx.reason,
+            time_ms: ctx.time_ms,
+            epoch: self.epoch(),
+            image: &img,
+            context: ctx.context,
+        };
+        if let Err(full) = ring.append(&rec) {
+            for i in 1..SLOT_WORDS {
+                s[i].store(enc_old[i], Ordering::Relaxed);
+            }
+            self.set_free_bit(slot, self.bit_should_be_free(slot, expected.state));
+            s[0].store(unlocked, Ordering::Release);
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return Err(full.into());
+        }
+        if stop == Some(Step::Recorded) {
+            return Err(UpdateError::Conflict);
+        }
+        // 4. unlock
+        s[0].store(img.version << 8, Ordering::Release);
+        if stop == Some(Step::Unlocked) {
+            return Err(UpdateError::Conflict);
+        }
+        o[INTENT_ACTIVE].store(0, Ordering::Release);
+        Ok(img)
+    }
+
+    /// Completes or undoes the change a dead owner left half done. Must only be called when no
+    /// process is acting as `owner` any more (the supervisor calls it after reaping the process,
+    /// and for every owner at start-up).
+    pub fn recover_owner(&self, owner: u8, ring: Option<&Ring>) -> Recovery {
+        let Some(o) = self.owner_words(owner) else {
+            return Recovery::Nothing;
+        };
+        let active = o[INTENT_ACTIVE].load(Ordering::Acquire);
+        if active == 0 {
+            return Recovery::Nothing;
+        }
+        let slot = (active - 1) as u32;
+        let Some(s) = self.slot_words(slot) else {
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return Recovery::IntentCleared;
+        };
+        let w0 = s[0].load(Ordering::Acquire);
+        if w0 as u8 != owner {
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return Recovery::IntentCleared;
+        }
+        let load = |base: usize| {
+            let mut w = [0u64; SLOT_WORDS];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = o[base + i].load(Ordering::Relaxed);
+            }
+            w
+        };
+        let old = load(INTENT_OLD);
+        let new = load(INTENT_NEW);
+        let planned = o[INTENT_SEQ].load(Ordering::Relaxed);
+        let published = ring.is_some_and(|r| {
+            r.read(planned)
+                .is_some_and(|rec| rec.slot == slot && rec.image.version == new[0] >> 8)
+        });
+        let (words, outcome) = if published {
+            (new, Recovery::RolledForward(slot))
+        } else {
+            (old, Recovery::RolledBack(slot))
+        };
+        for i in 1..SLOT_WORDS {
+            s[i].store(words[i], Ordering::Relaxed);
+        }
+        let state = SlotImage::decode(&words)
+            .map(|i| i.state)
+            .unwrap_or(LeaseState::Abandoned);
+        self.set_free_bit(slot, self.bit_should_be_free(slot, state));
+        s[0].store(words[0] & !0xff, Ordering::Release);
+        o[INTENT_ACTIVE].store(0, Ordering::Release);
+        outcome
+    }
+
+    // ------------------------------------------------------------------ header state ----
+
+    /// The replication epoch.
+    pub fn epoch(&self) -> u64 {
+        self.w()[hw::EPOCH].load(Ordering::Acquire)
+    }
+
+    /// Sets the replication epoch.
+    pub fn set_epoch(&self, epoch: u64) {
+        self.w()[hw::EPOCH].store(epoch, Ordering::Release);
+    }
+
+    /// Whether the table was marked clean (orderly shutdown) and on which boot it was last
+    /// opened. Returns (clean, same_boot).
+    pub fn shutdown_state(&self) -> (bool, bool) {
+        let clean = self.w()[hw::CLEAN].load(Ordering::Acquire) == 1;
+        let (hi, lo) = boot_id();
+        let same = self.w()[hw::BOOT_ID_HI].load(Ordering::Relaxed) == hi
+            && self.w()[hw::BOOT_ID_LO].load(Ordering::Relaxed) == lo;
+        (clean, same)
+    }
+
+    /// Marks the table in use (not clean) by this boot. Called by the supervisor at start.
+    pub fn mark_open(&self) {
+        let (hi, lo) = boot_id();
+        self.w()[hw::BOOT_ID_HI].store(hi, Ordering::Relaxed);
+        self.w()[hw::BOOT_ID_LO].store(lo, Ordering::Relaxed);
+        self.w()[hw::OPEN_COUNT].fetch_add(1, Ordering::Relaxed);
+        self.w()[hw::LAST_OPEN].store(now_secs(), Ordering::Relaxed);
+        self.w()[hw::CLEAN].store(0, Ordering::Release);
+    }
+
+    /// Marks the table cleanly closed and flushes it to disk.
+    pub fn mark_clean(&self) -> io::Result<()> {
+        self.w()[hw::CLEAN].store(1, Ordering::Release);
+        self.map.flush()
+    }
+
+    /// Flushes dirty pages to disk.
+    pub fn flush(&self) -> io::Result<()> {
+        self.map.flush()
+    }
+
+    // ------------------------------------------------------------------ checks ----
+
+    /// Reads every slot and checks every invariant. O(slots): for tests, and for start-up after
+    /// a power loss (unclean flag and a different boot id).
+    pub fn check(&self) -> CheckReport {
+        let mut rep = CheckReport {
+            slots: self.geo.slot_count,
+            ..CheckReport::default()
+        };
+        let mut holders: std::collections::HashMap<ClientKey, u32> = Default::default();
+        for slot in 0..self.slot_count() {
+            let Some(s) = self.slot_words(slot) else {
+                break;
+            };
+            let mut w = [0u64; SLOT_WORDS];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = s[i].load(Ordering::Acquire);
+            }
+            if w[0] & 0xff != 0 {
+                rep.locked.push(slot);
+                continue;
+            }
+            let img = match SlotImage::decode(&w) {
+                Ok(i) => i,
+                Err(_) => {
+                    rep.corrupt.push(slot);
+                    continue;
+                }
+            };
+            rep.by_state[img.state as usize] += 1;
+            if self.is_free(slot) != self.bit_should_be_free(slot, img.state) {
+                rep.bitmap_mismatch.push(slot);
+            }
+            if matches!(img.state, LeaseState::Leased | LeaseState::Offered) && !img.key.is_none() {
+                if let Some(&other) = holders.get(&img.key) {
+                    rep.duplicate_holders.push((other, slot));
+                } else {
+                    holders.insert(img.key, slot);
+                }
+                if self.find_client(&img.key).is_none() {
+                    rep.unindexed.push(slot);
+                }
+            }
+        }
+        rep
+    }
+
+    /// Repairs what [`Table::check`] can repair without a peer: locked slots are unlocked as
+    /// they are (their contents are checked by the checksum), corrupt slots become abandoned,
+    /// bitmap bits are recomputed from the states and unindexed holders are re-indexed. Only
+    /// while no writer runs. Returns the report from before the repair.
+    pub fn repair(&self, owner: u8, ring: &Ring) -> CheckReport {
+        let rep = self.check();
+        for &slot in &rep.locked {
+            if let Some(s) = self.slot_words(slot) {
+                let w0 = s[0].load(Ordering::Acquire);
+                s[0].store(w0 & !0xff, Ordering::Release);
+            }
+        }
+        let now_ms = now_secs() * 1000;
+        for &slot in rep.corrupt.iter().chain(rep.locked.iter()) {
+            let Some(s) = self.slot_words(slot) else {
+                continue;
+            };
+            let mut w = [0u64; SLOT_WORDS];
+            for (i, x) in w.iter_mut().enumerate() {
+                *x = s[i].load(Ordering::Acquire);
+            }
+            if SlotImage::decode(&w).is_ok() {
+                continue;
+            }
+            // Rewrite as abandoned with a version above the torn one.
+            let torn = SlotImage {
+                version: w[0] >> 8,
+                ..SlotImage::PRISTINE
+            };
+            let enc = torn.encode();
+            for i in 1..SLOT_WORDS {
+                s[i].store(enc[i], Ordering::Relaxed);
+            }
+            s[0].store(enc[0], Ordering::Release);
+            let abandoned = SlotImage {
+                state: LeaseState::Abandoned,
+                updated: (now_ms / 1000) as u32,
+                ..SlotImage::PRISTINE
+            };
+            let _ = self.update(
+                owner,
+                ring,
+                slot,
+                &torn,
+                &abandoned,
+                &ChangeContext {
+                    reason: ChangeReason::Abandon,
+                    time_ms: now_ms,
+                    context: b"checksum",
+                },
+            );
+        }
+        for &slot in &rep.bitmap_mismatch {
+            if let Ok(img) = self.read(slot) {
+                self.set_free_bit(slot, self.bit_should_be_free(slot, img.state));
+            }
+        }
+        for &slot in &rep.unindexed {
+            if let Ok(img) = self.read(slot) {
+                self.index_insert(&img.key, slot);
+            }
+        }
+        rep
+    }
+}
+
+/// Preference among slots carrying the same client key.
+fn rank(state: LeaseState) -> u8 {
+    match state {
+        LeaseState::Leased => 5,
+        LeaseState::Offered => 4,
+        LeaseState::Released | LeaseState::Expired | LeaseState::Free => 3,
+        LeaseState::Reserved => 2,
+        LeaseState::Declined => 1,
+        LeaseState::Abandoned => 0,
+    }
+}
+
+/// Sets the free bits of slots `from..to` (creation only, before anybody maps the file).
+fn set_bits(w: &[AtomicU64], geo: &Geometry, from: u64, to: u64) {
+    let mut slot = from;
+    while slot < to {
+        let wi = (slot / 64) as usize;
+        let word_end = (wi as u64 + 1) * 64;
+        let mut bits = !0u64 << (slot % 64);
+        if to < word_end {
+            bits &= (1u64 << (to % 64)).wrapping_sub(1);
+        }
+        w[geo.bitmap_off + wi].fetch_or(bits, Ordering::Relaxed);
+        w[geo.summary_off + wi / 64].fetch_or(1 << (wi % 64), Ordering::Relaxed);
+        slot = word_end;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec() -> LayoutSpec {
+        LayoutSpec {
+            ranges: vec![
+                RangeSpec {
+                    first: 0x0a00_0064,
+                    last: 0x0a00_00c7,
+                    in_pool: true,
+                }, // 10.0.0.100-199
+                RangeSpec {
+                    first: 0x0a00_0105,
+                    last: 0x0a00_0105,
+                    in_pool: false,
+                }, // 10.0.1.5 (reservation outside the pool)
+                RangeSpec {
+                    first: 0x0b00_0000,
+                    last: 0x0b00_03ff,
+                    in_pool: true,
+                }, // 11.0.0.0-11.0.3.255
+            ],
+        }
+    }
+
+    struct Fixture {
+        _dir: tempfile::TempDir,
+        table: Table,
+        ring: Ring,
+    }
+
+    fn fixture() -> Fixture {
+        let dir = tempfile::tempdir().unwrap();
+        let table = Table::create(&dir.path().join("leases.table"), &spec()).unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("ring-1"), 1, 1024).unwrap();
+        Fixture {
+            _dir: dir,
+            table,
+            ring,
+        }
+    }
+
+    fn ctx() -> ChangeContext<'static> {
+        ChangeContext {
+            reason: ChangeReason::Commit,
+            time_ms: 1,
+            context: b"",
+        }
+    }
+
+    fn lease(mac: u8) -> SlotImage {
+        let mut i = SlotImage {
+            state: LeaseState::Leased,
+            expires: 2_000_000_000,
+            key: ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, mac]),
+            ..SlotImage::PRISTINE
+        };
+        i.set_hwaddr(1, &[2, 0, 0, 0, 0, mac]);
+        i
+    }
+
+    #[test]
+    fn addresses_map_to_slots_and_back() {
+        let f = fixture();
+        let t = &f.table;
+        assert_eq!(t.slot_count(), 100 + 1 + 1024);
+        assert_eq!(t.slot_of_addr(0x0a00_0064), Some(0));
+        assert_eq!(t.slot_of_addr(0x0a00_00c7), Some(99));
+        assert_eq!(t.slot_of_addr(0x0a00_00c8), None);
+        assert_eq!(t.slot_of_addr(0x0a00_0105), Some(100));
+        assert_eq!(t.slot_of_addr(0x0b00_0000), Some(101));
+        assert_eq!(t.slot_of_addr(0x0c00_0000), None);
+        for slot in 0..t.slot_count() {
+            assert_eq!(t.slot_of_addr(t.addr_of_slot(slot).unwrap()), Some(slot));
+        }
+        assert!(!t.slot_in_pool(100));
+        assert_eq!(t.slot_span(0x0a00_0000, 0x0aff_ffff), 0..101);
+        assert_eq!(t.slot_span(0x0b00_0000, 0x0bff_ffff), 101..1125);
+        assert_eq!(t.slot_span(0x0c00_0000, 0x0cff_ffff), 0..0);
+    }
+
+    #[test]
+    fn fresh_table_has_pool_slots_free_and_reservation_slots_not() {
+        let f = fixture();
+        assert!(f.table.is_free(0));
+        assert!(!f.table.is_free(100));
+        assert_eq!(f.table.count_free(0..f.table.slot_count()), 1124);
+        assert!(f.table.check().is_clean());
+    }
+
+    #[test]
+    fn update_read_find_and_conflict() {
+        let f = fixture();
+        let t = &f.table;
+        let committed = t
+            .update(1, &f.ring, 5, &SlotImage::PRISTINE, &lease(1), &ctx())
+            .unwrap();
+        assert_eq!(committed.version, 1);
+        assert_eq!(t.read(5), Ok(committed));
+        assert!(!t.is_free(5));
+        assert_eq!(t.find_client(&lease(1).key), Some((5, committed)));
+        assert_eq!(t.find_client(&lease(2).key), None);
+        // A stale expected image loses.
+        assert_eq!(
+            t.update(1, &f.ring, 5, &SlotImage::PRISTINE, &lease(2), &ctx()),
+            Err(UpdateError::Conflict)
+        );
+        // Releasing frees the bit but keeps the identity findable.
+        let released = SlotImage {
+            state: LeaseState::Released,
+            ..committed
+        };
+        let r = t
+            .update(1, &f.ring, 5, &committed, &released, &ctx())
+            .unwrap();
+        assert!(t.is_free(5));
+        assert_eq!(t.find_client(&lease(1).key).map(|x| x.0), Some(5));
+        assert_eq!(r.version, 2);
+        assert_eq!(f.ring.head(), 2);
+        assert_eq!(f.ring.read(2).unwrap().image, r);
+        assert!(t.check().is_clean());
+    }
+
+    #[test]
+    fn next_free_scans_spans_and_wraps() {
+        let f = fixture();
+        let t = &f.table;
+        assert_eq!(t.next_free(0..101, 0), Some(0));
+        assert_eq!(t.next_free(0..101, 50), Some(50));
+        // The out-of-pool reservation slot 100 is never free.
+        assert_eq!(t.next_free(0..101, 100), Some(0));
+        for slot in 0..100 {
+            t.update(
+                1,
+                &f.ring,
+                slot,
+                &SlotImage::PRISTINE,
+                &lease(slot as u8),
+                &ctx(),
+            )
+            .unwrap();
+        }
+        assert_eq!(t.next_free(0..101, 7), None);
+        assert_eq!(t.next_free(101..1125, 0), Some(101));
+        // Exhaust a whole summary word's worth in the big range and find the one left.
+        for slot in 101..1124 {
+            t.update(1, &f.ring, slot, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+        }
+        assert_eq!(t.next_free(101..1125, 200), Some(1124));
+        assert_eq!(t.count_free(0..1125), 1);
+    }
+
+    #[test]
+    fn a_writer_killed_at_any_step_is_recovered() {
+        for step in [
+            Step::Intent,
+            Step::Locked,
+            Step::HalfWritten,
+            Step::Bitmap,
+            Step::Recorded,
+            Step::Unlocked,
+        ] {
+            let f = fixture();
+            let t = &f.table;
+            let before = t
+                .update(1, &f.ring, 9, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+            let released = SlotImage {
+                state: LeaseState::Released,
+                ..before
+            };
+            let _ = t.update_until(1, &f.ring, 9, &before, &released, &ctx(), Some(step));
+            let expect_forward = matches!(step, Step::Recorded | Step::Unlocked);
+            let outcome = t.recover_owner(1, Some(&f.ring));
+            let after = t.read(9).unwrap();
+            match step {
+                Step::Intent | Step::Unlocked => assert_eq!(outcome, Recovery::IntentCleared),
+                Step::Recorded => assert_eq!(outcome, Recovery::RolledForward(9)),
+                _ => assert_eq!(outcome, Recovery::RolledBack(9), "{step:?}"),
+            }
+            if expect_forward {
+                assert_eq!(after.state, LeaseState::Released, "{step:?}");
+                assert_eq!(after.version, 2);
+            } else {
+                assert_eq!(after, before, "{step:?}");
+            }
+            let rep = t.check();
+            assert!(rep.is_clean(), "{step:?}: {rep:?}");
+            // The slot is writable again.
+            t.update(1, &f.ring, 9, &after, &lease(3), &ctx()).unwrap();
+            assert_eq!(t.recover_owner(1, Some(&f.ring)), Recovery::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_dead_lock_holder_blocks_only_its_slot_until_recovered() {
+        let f = fixture();
+        let t = &f.table;
+        let _ = t.update_until(
+            1,
+            &f.ring,
+            3,
+            &SlotImage::PRISTINE,
+            &lease(1),
+            &ctx(),
+            Some(Step::Locked),
+        );
+        assert_eq!(t.read(3), Err(ReadError::Busy));
+        assert_eq!(
+            t.update(2, &f.ring, 3, &SlotImage::PRISTINE, &lease(2), &ctx()),
+            Err(UpdateError::Conflict)
+        );
+        // Other slots are unaffected.
+        t.update(2, &f.ring, 4, &SlotImage::PRISTINE, &lease(2), &ctx())
+            .unwrap();
+        t.recover_owner(1, Some(&f.ring));
+        assert_eq!(t.read(3), Ok(SlotImage::PRISTINE));
+        assert!(t.is_free(3));
+    }
+
+    #[test]
+    fn reopen_validates_header_and_layout() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("t");
+        drop(Table::create(&p, &spec()).unwrap());
+        let t = Table::open_for(&p, &spec()).unwrap();
+        t.lock_exclusive().unwrap();
+        let t2 = Table::open(&p).unwrap();
+        assert!(matches!(
+            t2.lock_exclusive(),
+            Err(TableOpenError::Locked { .. })
+        ));
+        drop((t, t2));
+        let mut other = spec();
+        other.ranges[0].last += 1;
+        assert!(matches!(
+            Table::open_for(&p, &other),
+            Err(TableOpenError::LayoutMismatch { .. })
+        ));
+        assert!(Table::create(&p, &spec()).is_err(), "never overwrites");
+        // Truncations at several points are refused with a clear error.
+        let full = std::fs::read(&p).unwrap();
+        for len in [0usize, 100, 4095, 4096, 8192, full.len() - 8] {
+            let q = dir.path().join(format!("trunc{len}"));
+            std::fs::write(&q, &full[..len]).unwrap();
+            std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o600))
+                .unwrap();
+            let e = Table::open(&q).unwrap_err().to_string();
+            assert!(e.contains("unusable"), "{len}: {e}");
+        }
+        // Bad magic.
+        let mut bad = full.clone();
+        bad[0] ^= 0xff;
+        let q = dir.path().join("badmagic");
+        std::fs::write(&q, &bad).unwrap();
+        std::fs::set_permissions(&q, std::os::unix::fs::PermissionsExt::from_mode(0o600)).unwrap();
+        assert!(Table::open(&q).unwrap_err().to_string().contains("magic"));
+        // A symlink and a world-writable file are refused.
+        let l = dir.path().join("link");
+        std::os::unix::fs::symlink(&p, &l).unwrap();
+        assert!(matches!(
+            Table::open(&l),
+            Err(TableOpenError::Unsafe { .. })
+        ));
+        std::fs::set_permissions(&p, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
+        assert!(matches!(
+            Table::open(&p),
+            Err(TableOpenError::Unsafe { .. })
+        ));
+    }
+
+    #[test]
+    fn bit_flips_are_found_and_repaired_as_abandoned() {
+        let f = fixture();
+        let t = &f.table;
+        t.update(1, &f.ring, 7, &SlotImage::PRISTINE, &lease(1), &ctx())
+            .unwrap();
+        let w = &t.slot_words(7).unwrap()[2];
+        w.fetch_xor(1 << 9, Ordering::Relaxed);
+        assert!(matches!(t.read(7), Err(ReadError::Corrupt(_))));
+        let rep = t.check();
+        assert_eq!(rep.corrupt, vec![7]);
+        t.repair(SUPERVISOR_OWNER, &f.ring);
+        assert_eq!(t.read(7).unwrap().state, LeaseState::Abandoned);
+        assert!(!t.is_free(7));
+        assert!(t.check().is_clean());
+    }
+
+    #[test]
+    fn index_reuses_stale_entries() {
+        let f = fixture();
+        let t = &f.table;
+        // Churn many clients through a few slots; the index must not fill up.
+        let mut cur = [SlotImage::PRISTINE; 4];
+        for round in 0..2000u32 {
+            let slot = (round % 4) as u32;
+            let mut img = lease(0);
+            img.key = ClientKey::from_client_id(&round.to_le_bytes());
+            cur[slot as usize] = t
+                .update(1, &f.ring, slot, &cur[slot as usize], &img, &ctx())
+                .unwrap();
+            assert_eq!(t.find_client(&img.key).map(|x| x.0), Some(slot));
+        }
+        let before = t.index_occupied();
+        let cap = t.index_capacity();
+        let mut emptied = 0;
+        for _ in 0..3 {
+            emptied += t.index_cleanup(0..cap);
+        }
+        assert!(emptied > 0);
+        assert!(
+            t.index_occupied() < 16,
+            "{before} -> {}",
+            t.index_occupied()
+        );
+        for slot in 0..4u32 {
+            let img = t.read(slot).unwrap();
+            assert_eq!(t.find_client(&img.key).map(|x| x.0), Some(slot));
+        }
+    }
+}
