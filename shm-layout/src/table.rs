@@ -1513,7 +1513,7 @@ mod tests {
         // Churn many clients through a few slots; the index must not fill up.
         let mut cur = [SlotImage::PRISTINE; 4];
         for round in 0..2000u32 {
-            let slot = (round % 4) as u32;
+            let slot = round % 4;
             let mut img = lease(0);
             img.key = ClientKey::from_client_id(&round.to_le_bytes());
             cur[slot as usize] = t

@@ -63,7 +63,7 @@ fn writer_child() {
     while Instant::now() < deadline {
         // Mostly allocate through the free bitmap, sometimes release or renew a random slot.
         let r = rng.next();
-        let (slot, new_state) = if r % 3 != 0 {
+        let (slot, new_state) = if !r.is_multiple_of(3) {
             match table.next_free(0..SLOTS, (r >> 8) as u32 % SLOTS) {
                 Some(s) => (s, LeaseState::Leased),
                 None => ((r >> 8) as u32 % SLOTS, LeaseState::Released),
