@@ -165,7 +165,7 @@ pub struct Geometry {
     pub summary_words: usize,
     /// Client index (open addressing, one word per entry).
     pub index_off: usize,
-    /// Entries of the client index (a power of two).
+    /// Entries of the client index (twice the slots: load factor ≤ 0.5 for live keys).
     pub index_capacity: usize,
     /// Total words of the file.
     pub total_words: usize,
@@ -187,7 +187,7 @@ impl Geometry {
         let summary_off = bitmap_off + page_round(bitmap_words);
         let summary_words = bitmap_words.div_ceil(64);
         let index_off = summary_off + page_round(summary_words);
-        let index_capacity = (slots * 2).max(1024).next_power_of_two();
+        let index_capacity = (slots * 2).max(1024).div_ceil(512) * 512;
         Geometry {
             slot_count,
             range_count,

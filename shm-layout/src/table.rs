@@ -711,10 +711,10 @@ impl Table {
             return None;
         }
         let h = key.hash();
-        let tag = h >> 32;
+        let tag = tag_of(h);
         let idx = self.index();
-        let mask = idx.len() - 1;
-        let mut pos = (h as usize) & mask;
+        let cap = idx.len();
+        let mut pos = home(h, cap);
         let mut best: Option<(u32, SlotImage)> = None;
         for _ in 0..MAX_PROBE.min(idx.len()) {
             let e = idx[pos].load(Ordering::Acquire);
@@ -730,7 +730,7 @@ impl Table {
                     }
                 }
             }
-            pos = (pos + 1) & mask;
+            pos = next(pos, cap);
         }
         best
     }
@@ -738,12 +738,12 @@ impl Table {
     /// Makes the index find `slot` for `key`. Reuses stale entries on the way.
     fn index_insert(&self, key: &ClientKey, slot: u32) {
         let h = key.hash();
-        let tag = h >> 32;
+        let tag = tag_of(h);
         let entry = (tag << 32) | u64::from(slot + 1);
         let idx = self.index();
-        let mask = idx.len() - 1;
+        let cap = idx.len();
         for _retry in 0..8 {
-            let mut pos = (h as usize) & mask;
+            let mut pos = home(h, cap);
             let mut reusable: Option<(usize, u64)> = None;
             let mut done = false;
             for _ in 0..MAX_PROBE.min(idx.len()) {
@@ -761,7 +761,7 @@ impl Table {
                 if reusable.is_none() && (e == TOMBSTONE || self.index_entry_is_stale(e, slot)) {
                     reusable = Some((pos, e));
                 }
-                pos = (pos + 1) & mask;
+                pos = next(pos, cap);
             }
             if done {
                 return;
@@ -787,10 +787,10 @@ impl Table {
     /// entries.
     fn index_remove(&self, key: &ClientKey, slot: u32) {
         let h = key.hash();
-        let entry = ((h >> 32) << 32) | u64::from(slot + 1);
+        let entry = (tag_of(h) << 32) | u64::from(slot + 1);
         let idx = self.index();
-        let mask = idx.len() - 1;
-        let mut pos = (h as usize) & mask;
+        let cap = idx.len();
+        let mut pos = home(h, cap);
         for _ in 0..MAX_PROBE.min(idx.len()) {
             let e = idx[pos].load(Ordering::Acquire);
             if e == 0 {
@@ -801,7 +801,7 @@ impl Table {
                     idx[pos].compare_exchange(e, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed);
                 return;
             }
-            pos = (pos + 1) & mask;
+            pos = next(pos, cap);
         }
     }
 
@@ -811,12 +811,12 @@ impl Table {
     /// tombstone. Returns how many entries were emptied. The supervisor calls it in slices.
     pub fn index_cleanup(&self, positions: Range<usize>) -> u64 {
         let idx = self.index();
-        let mask = idx.len() - 1;
-        let end = positions.end.min(idx.len());
+        let cap = idx.len();
+        let end = positions.end.min(cap);
         let mut emptied = 0;
         for pos in (positions.start..end).rev() {
             if idx[pos].load(Ordering::Acquire) != TOMBSTONE
-                || idx[(pos + 1) & mask].load(Ordering::Acquire) != 0
+                || idx[next(pos, cap)].load(Ordering::Acquire) != 0
             {
                 continue;
             }
@@ -826,7 +826,7 @@ impl Table {
             {
                 continue;
             }
-            if idx[(pos + 1) & mask].load(Ordering::Acquire) != 0 {
+            if idx[next(pos, cap)].load(Ordering::Acquire) != 0 {
                 // Someone inserted after it meanwhile: keep the chain connected.
                 if idx[pos]
                     .compare_exchange(0, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed)
@@ -852,7 +852,7 @@ impl Table {
             return true;
         }
         match self.read(slot) {
-            Ok(img) => img.key.is_none() || img.key.hash() >> 32 != e >> 32,
+            Ok(img) => img.key.is_none() || tag_of(img.key.hash()) != e >> 32,
             Err(ReadError::Busy) => false,
             Err(_) => true,
         }
@@ -1185,6 +1185,26 @@ impl Table {
             }
         }
         rep
+    }
+}
+
+/// Home position of a hash in an index of `cap` entries (multiply-shift range reduction, so
+/// the capacity need not be a power of two).
+fn home(h: u64, cap: usize) -> usize {
+    ((u128::from(h) * cap as u128) >> 64) as usize
+}
+
+/// The part of a key hash stored in an index entry (the low half: the home position comes from
+/// the high bits, so the two are independent).
+fn tag_of(h: u64) -> u64 {
+    h & 0xffff_ffff
+}
+
+fn next(pos: usize, cap: usize) -> usize {
+    if pos + 1 >= cap {
+        0
+    } else {
+        pos + 1
     }
 }
 

@@ -1,0 +1,970 @@
+//! Tests of the whole pipeline: text in, [`Config`] or [`ConfigError`] out.
+
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+
+use proptest::prelude::*;
+
+use super::*;
+
+const EXAMPLE: &str = include_str!("../../etc/prodhcp.ron");
+
+/// The example from the design brief.
+const MINIMAL: &str = r#"(
+    state_dir: "/var/lib/prodhcp",
+    control_socket: "/run/prodhcp/control.sock",
+    interfaces: ["eth0"],
+    workers: 0,
+    subnets: [
+        (
+            network: "10.0.0.0/8",
+            pools: ["10.0.0.100-10.255.255.250"],
+            lease_time: 3600,
+            options: { "routers": "10.0.0.1", "domain-name-servers": "192.0.2.53" },
+            reservations: [(mac: "02:00:00:00:00:01", address: "10.0.0.5")],
+        ),
+    ],
+)
+"#;
+
+fn ip(s: &str) -> Ipv4Addr {
+    s.parse().unwrap()
+}
+
+fn range(first: &str, last: &str) -> AddressRange {
+    AddressRange::new(ip(first), ip(last)).unwrap()
+}
+
+/// A config with `top` added to the top level and `subnets` as the subnets list body.
+fn config_text(top: &str, subnets: &str) -> String {
+    format!(
+        "(\n    state_dir: \"/var/lib/prodhcp\",\n{top}\n    subnets: [\n{subnets}\n    ],\n)\n"
+    )
+}
+
+/// One subnet 10.0.0.0/24 with `extra` fields.
+fn subnet(extra: &str) -> String {
+    format!("        (\n            network: \"10.0.0.0/24\",\n{extra}\n        ),")
+}
+
+fn ok(text: &str) -> Config {
+    match parse(text) {
+        Ok(config) => config,
+        Err(e) => panic!("expected a valid config, got: {e}\n{text}"),
+    }
+}
+
+/// Parses `text`, expecting an error about `field` whose message contains `needle`, and
+/// pointing at a line.
+#[track_caller]
+fn rejects(text: &str, field: &str, needle: &str) -> ConfigError {
+    let err = match parse(text) {
+        Ok(_) => panic!("expected an error about {field}\n{text}"),
+        Err(e) => e,
+    };
+    assert_eq!(err.field(), Some(field), "wrong field in: {err}\n{text}");
+    assert!(err.to_string().contains(needle), "`{needle}` not in: {err}");
+    assert!(err.line().is_some(), "no line in: {err}");
+    err
+}
+
+/// The 1-based line of the first occurrence of `needle` in `text`.
+fn line_of(text: &str, needle: &str) -> usize {
+    let offset = text.find(needle).unwrap();
+    1 + text[..offset].matches('\n').count()
+}
+
+#[test]
+fn example_file_parses() {
+    let config = ok(EXAMPLE);
+    assert_eq!(config.subnets.len(), 2);
+    assert_eq!(config.server_id, Some(ip("198.18.0.10")));
+    assert_eq!(config.interfaces, ["eth1"]);
+    let carrier = &config.subnets[0];
+    assert_eq!(carrier.network.to_string(), "10.0.0.0/8");
+    assert_eq!(carrier.relays, [ip("198.18.0.2"), ip("198.18.0.3")]);
+    assert_eq!(carrier.options.get(224), Some(&[0, 0, 0, 7][..]));
+    assert_eq!(carrier.options.get(1), Some(&[255, 0, 0, 0][..]));
+    assert_eq!(carrier.options.get(28), Some(&[10, 255, 255, 255][..]));
+    assert_eq!(carrier.reservations.len(), 3);
+    assert_eq!(
+        carrier.reservations[1].client_id.as_deref(),
+        Some(&[1, 2, 0, 0, 0, 0, 2][..])
+    );
+    let direct = &config.subnets[1];
+    assert_eq!(direct.renew_time, 1800);
+    assert_eq!(direct.rebind_time, 3150);
+    assert_eq!(
+        direct.options.get(252),
+        Some(&b"http://wpad.lab.example/wpad.dat"[..])
+    );
+    // 10.0.0.5 and .6 lie outside the pools and get their own slots
+    let ranges = config.table_ranges();
+    assert_eq!(ranges[0], range("10.0.0.5", "10.0.0.6"));
+    assert!(config.table_size() < MAX_TABLE_ADDRESSES);
+}
+
+#[test]
+fn example_file_loads_from_disk() {
+    let path = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../etc/prodhcp.ron");
+    assert_eq!(load(&path).unwrap(), ok(EXAMPLE));
+}
+
+#[test]
+fn minimal_config_gets_defaults() {
+    let config = ok(MINIMAL);
+    assert_eq!(config.workers, 0);
+    assert!(config.effective_workers() >= 1);
+    assert!(config.effective_workers() <= MAX_WORKERS);
+    assert_eq!(config.decline_quarantine, 86_400);
+    assert_eq!(config.offer_hold, 30);
+    assert_eq!(config.log_level, "info");
+    assert_eq!(config.listen_port, 67);
+    assert_eq!(config.ring_capacity, 65_536);
+    assert_eq!(config.server_id, None);
+    assert_eq!(
+        config.table_file,
+        PathBuf::from("/var/lib/prodhcp/leases.table")
+    );
+    let s = &config.subnets[0];
+    assert_eq!(s.index, 0);
+    assert_eq!(
+        (s.lease_time, s.renew_time, s.rebind_time),
+        (3600, 1800, 3150)
+    );
+    assert_eq!(s.pools, [range("10.0.0.100", "10.255.255.250")]);
+    assert_eq!(s.options.get(3), Some(&[10, 0, 0, 1][..]));
+    assert_eq!(s.options.get(6), Some(&[192, 0, 2, 53][..]));
+    let codes: Vec<u8> = s.options.iter().map(|(c, _)| c).collect();
+    assert_eq!(codes, [1, 3, 6, 28]);
+    assert_eq!(
+        s.reservations,
+        [Reservation {
+            mac: Some(vec![2, 0, 0, 0, 0, 1]),
+            client_id: None,
+            address: ip("10.0.0.5"),
+            hostname: None,
+        }]
+    );
+}
+
+#[test]
+fn only_subnets_is_required() {
+    let config = ok("(subnets: [(network: \"10.0.0.0/24\")])");
+    assert_eq!(config.state_dir, PathBuf::from(DEFAULT_STATE_DIR));
+    assert_eq!(config.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+    assert!(config.interfaces.is_empty());
+    assert!(config.subnets[0].pools.is_empty());
+    assert_eq!(config.subnets[0].lease_time, DEFAULT_LEASE_TIME);
+    let err = parse("(state_dir: \"/x\")").unwrap_err();
+    assert!(
+        err.to_string().contains("missing field named `subnets`"),
+        "{err}"
+    );
+    assert_eq!(err.line(), Some(1));
+}
+
+#[test]
+fn optional_fields_take_plain_or_some() {
+    for form in ["\"198.18.0.10\"", "Some(\"198.18.0.10\")"] {
+        let text = config_text(&format!("    server_id: {form},"), &subnet(""));
+        assert_eq!(ok(&text).server_id, Some(ip("198.18.0.10")));
+    }
+    let text = config_text("    server_id: None,", &subnet(""));
+    assert_eq!(ok(&text).server_id, None);
+    let text = config_text(
+        "    table_file: \"/srv/t.table\", decline_quarantine: 60, offer_hold: 5, \
+         log_level: \"debug\", listen_port: 6767, ring_capacity: 1024, workers: 4,",
+        &subnet("renew_time: 100, rebind_time: 200, lease_time: 300,"),
+    );
+    let c = ok(&text);
+    assert_eq!(c.table_file, PathBuf::from("/srv/t.table"));
+    assert_eq!((c.decline_quarantine, c.offer_hold), (60, 5));
+    assert_eq!((c.listen_port, c.ring_capacity, c.workers), (6767, 1024, 4));
+    assert_eq!(c.effective_workers(), 4);
+    assert_eq!(c.log_level, "debug");
+    let s = &c.subnets[0];
+    assert_eq!((s.lease_time, s.renew_time, s.rebind_time), (300, 100, 200));
+}
+
+// ---- errors from the first stage carry ron's line and the serde path ----
+
+#[test]
+fn syntax_errors_name_line_and_field() {
+    let text = config_text("", &subnet("            lease_tim: 60,"));
+    let err = rejects(&text, "subnets[0].lease_tim", "expected one of `network`");
+    assert_eq!(err.line(), Some(line_of(&text, "lease_tim")));
+    assert!(err.to_string().starts_with(&format!(
+        "line {}, column 13: field `subnets[0].lease_tim`: Unexpected field named `lease_tim` in `Subnet`",
+        line_of(&text, "lease_tim")
+    )));
+
+    let text = config_text("    workers: \"two\",", &subnet(""));
+    let err = rejects(&text, "workers", "");
+    assert_eq!(err.line(), Some(line_of(&text, "\"two\"")));
+
+    let text = config_text(
+        "",
+        &subnet(
+            "            reservations: [(mac: \"02:00:00:00:00:01\", address: \"10.0.0.300\")],",
+        ),
+    );
+    let err = rejects(&text, "subnets[0].reservations[0].address", "IPv4");
+    assert_eq!(err.line(), Some(line_of(&text, "10.0.0.300")));
+
+    let text = config_text("", "        (network: \"10.0.0.0/33\"),");
+    rejects(&text, "subnets[0].network", "");
+
+    let text = config_text("    server_id: 198.18.0.10,", &subnet(""));
+    rejects(&text, "server_id", "");
+
+    let text = config_text(
+        "",
+        &subnet("            options: { \"routers\": \"10.0.0.1\", \"routers\": \"10.0.0.2\" },"),
+    );
+    rejects(&text, "subnets[0].options", "given twice");
+
+    let text = config_text(
+        "",
+        &subnet("            options: { \"routers\": [\"10.0.0.1\"] },"),
+    );
+    rejects(&text, "subnets[0].options[\"routers\"]", "");
+
+    // an error between entries has no field, never a placeholder
+    let text = config_text("    offer_hold: 30.5,", &subnet(""));
+    let err = parse(&text).unwrap_err();
+    assert_eq!(err.line(), Some(3));
+    assert!(!err.to_string().contains('?'), "{err}");
+
+    let err = parse("(subnets: [(network: \"10.0.0.0/24\")]) trailing").unwrap_err();
+    assert_eq!(err.line(), Some(1));
+    let err = parse("(subnets: [(network: \"10.0.0.0/24\")").unwrap_err();
+    assert!(err.line().is_some(), "{err}");
+}
+
+// ---- hostile input ----
+
+#[test]
+fn nul_bytes_are_refused_with_position() {
+    let text = config_text("    log_level: \"in\0fo\",", &subnet(""));
+    let err = parse(&text).unwrap_err();
+    assert!(err.to_string().contains("NUL"), "{err}");
+    assert_eq!(err.line(), Some(line_of(&text, "log_level")));
+    assert_eq!(err.column(), Some(19));
+}
+
+#[test]
+fn oversized_text_is_refused_before_parsing() {
+    let mut text = config_text("", &subnet(""));
+    text.push_str(&" ".repeat(MAX_FILE_SIZE as usize));
+    let err = parse(&text).unwrap_err();
+    assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
+    assert!(err.to_string().contains("16 MiB"));
+
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("big.ron");
+    std::fs::write(&path, &text).unwrap();
+    let err = load(&path).unwrap_err();
+    assert!(err.to_string().contains("big.ron"), "{err}");
+    assert!(err.to_string().contains("16 MiB"), "{err}");
+}
+
+#[test]
+fn deep_nesting_is_refused_without_recursion() {
+    let deep = |open: &str, close: &str| {
+        format!("(subnets: {}{})", open.repeat(10_000), close.repeat(10_000))
+    };
+    for (open, close) in [("[", "]"), ("(", ")"), ("{", "}"), ("Some(", ")")] {
+        let text = deep(open, close);
+        let err = parse(&text).unwrap_err();
+        assert!(err.to_string().contains("nest"), "{err}");
+        assert_eq!(err.line(), Some(1));
+        // ron alone, without the pre-scan, also stops (typed schema, recursion limit)
+        assert!(wire::read(&text).is_err());
+    }
+    // brackets inside strings and comments do not count
+    let text = format!(
+        "// {}\n(subnets: [(network: \"10.0.0.0/24\", options: {{ \"252\": \"str:{}\" }})])",
+        "[".repeat(200),
+        "(".repeat(200)
+    );
+    ok(&text);
+}
+
+#[test]
+fn invalid_utf8_is_refused_with_position() {
+    let mut bytes = b"(subnets: [\n  (network: \"10.0.0.0/24\"".to_vec();
+    bytes.extend_from_slice(&[0xff, 0xfe]);
+    let err = parse_bytes(&bytes).unwrap_err();
+    assert!(err.to_string().contains("UTF-8"), "{err}");
+    assert_eq!(err.line(), Some(2));
+}
+
+#[test]
+fn load_names_the_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("prodhcp.ron");
+    std::fs::write(&path, config_text("    workers: 65,", &subnet(""))).unwrap();
+    let err = load(&path).unwrap_err();
+    let text = err.to_string();
+    assert!(text.starts_with(&path.display().to_string()), "{text}");
+    assert!(text.contains("field `workers`"), "{text}");
+    assert_eq!(err.line(), Some(3));
+    let missing = load(&dir.path().join("missing.ron")).unwrap_err();
+    assert!(matches!(missing, ConfigError::Read { .. }));
+    assert!(missing.to_string().contains("missing.ron"));
+}
+
+// ---- top-level rules ----
+
+#[test]
+fn top_level_rules() {
+    let s = subnet("");
+    let cases: &[(&str, &str, &str)] = &[
+        ("workers: 65,", "workers", "at most 64"),
+        ("server_id: \"224.0.0.1\",", "server_id", "unicast"),
+        ("server_id: \"0.0.0.0\",", "server_id", "unicast"),
+        (
+            "decline_quarantine: 0,",
+            "decline_quarantine",
+            "out of range",
+        ),
+        (
+            "decline_quarantine: 4000000000,",
+            "decline_quarantine",
+            "out of range",
+        ),
+        ("offer_hold: 0,", "offer_hold", "out of range"),
+        ("offer_hold: 3601,", "offer_hold", "1 to 3600"),
+        ("log_level: \"loud\",", "log_level", "not a log level"),
+        ("listen_port: 0,", "listen_port", "1..=65535"),
+        ("ring_capacity: 1000,", "ring_capacity", "power of two"),
+        ("ring_capacity: 512,", "ring_capacity", "power of two"),
+        ("ring_capacity: 33554432,", "ring_capacity", "power of two"),
+        (
+            "control_socket: \"run/x.sock\",",
+            "control_socket",
+            "absolute",
+        ),
+        ("table_file: \"leases.table\",", "table_file", "absolute"),
+        (
+            "interfaces: [\"eth0\", \"eth0\"],",
+            "interfaces[1]",
+            "already listed",
+        ),
+        (
+            "interfaces: [\"a-very-long-name0\"],",
+            "interfaces[0]",
+            "1 to 15 bytes",
+        ),
+        ("interfaces: [\"\"],", "interfaces[0]", "1 to 15 bytes"),
+        ("interfaces: [\"eth/0\"],", "interfaces[0]", "'/'"),
+        ("interfaces: [\"eth0:1\"],", "interfaces[0]", "':'"),
+        ("interfaces: [\"..\"],", "interfaces[0]", "not an interface"),
+    ];
+    for (top, field, needle) in cases {
+        let text = config_text(&format!("    {top}"), &s);
+        let err = rejects(&text, field, needle);
+        assert_eq!(err.line(), Some(3), "{err}");
+    }
+    let long_socket = format!("    control_socket: \"/{}\",", "s".repeat(107));
+    rejects(&config_text(&long_socket, &s), "control_socket", "107");
+    let relative_state = "(state_dir: \"state\", subnets: [(network: \"10.0.0.0/24\")])";
+    rejects(relative_state, "state_dir", "absolute");
+    rejects("(subnets: [])", "subnets", "at least one subnet");
+    ok(&config_text(
+        "    workers: 64, ring_capacity: 16777216,",
+        &s,
+    ));
+}
+
+// ---- subnet rules ----
+
+#[test]
+fn network_must_not_have_host_bits() {
+    let text = config_text("", "        (network: \"10.0.0.1/8\"),");
+    rejects(&text, "subnets[0].network", "the network is 10.0.0.0/8");
+    ok(&config_text("", "        (network: \"0.0.0.0/0\"),"));
+    ok(&config_text(
+        "",
+        "        (network: \"10.0.0.7/32\", pools: [\"10.0.0.7-10.0.0.7\"]),",
+    ));
+}
+
+#[test]
+fn subnets_must_not_overlap() {
+    let text = config_text(
+        "",
+        "        (network: \"10.0.0.0/8\"),\n        (network: \"192.0.2.0/24\"),\n        (network: \"10.20.0.0/16\"),",
+    );
+    let err = rejects(
+        &text,
+        "subnets[2].network",
+        "overlaps subnets[0].network (10.0.0.0/8)",
+    );
+    assert_eq!(err.line(), Some(line_of(&text, "10.20.0.0/16")));
+    // reported on the later subnet even when the earlier one is the narrower
+    let text = config_text(
+        "",
+        "        (network: \"10.20.0.0/16\"),\n        (network: \"10.0.0.0/8\"),",
+    );
+    rejects(&text, "subnets[1].network", "overlaps subnets[0].network");
+    let text = config_text(
+        "",
+        "        (network: \"10.0.0.0/24\"),\n        (network: \"10.0.0.0/24\"),",
+    );
+    rejects(&text, "subnets[1].network", "overlaps");
+}
+
+#[test]
+fn pool_rules() {
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "pools: [\"10.0.0.10\"],",
+            "subnets[0].pools[0]",
+            "first-last",
+        ),
+        (
+            "pools: [\"10.0.0.10-10.0.0.x\"],",
+            "subnets[0].pools[0]",
+            "not an IPv4 address",
+        ),
+        (
+            "pools: [\"10.0.0.20-10.0.0.10\"],",
+            "subnets[0].pools[0]",
+            "is above the last",
+        ),
+        (
+            "pools: [\"10.0.0.10-10.0.1.10\"],",
+            "subnets[0].pools[0]",
+            "not inside the subnet's network",
+        ),
+        (
+            "pools: [\"9.255.255.255-10.0.0.10\"],",
+            "subnets[0].pools[0]",
+            "not inside",
+        ),
+        (
+            "pools: [\"10.0.0.0-10.0.0.10\"],",
+            "subnets[0].pools[0]",
+            "network address",
+        ),
+        (
+            "pools: [\"10.0.0.10-10.0.0.255\"],",
+            "subnets[0].pools[0]",
+            "broadcast address",
+        ),
+        (
+            "pools: [\"10.0.0.10-10.0.0.20\", \"10.0.0.30-10.0.0.40\", \"10.0.0.20-10.0.0.25\"],",
+            "subnets[0].pools[2]",
+            "overlaps subnets[0].pools[0] (10.0.0.10-10.0.0.20)",
+        ),
+        (
+            "pools: [\"10.0.0.50-10.0.0.60\", \"10.0.0.10-10.0.0.200\"],",
+            "subnets[0].pools[1]",
+            "overlaps subnets[0].pools[0]",
+        ),
+    ];
+    for (extra, field, needle) in cases {
+        let text = config_text("", &subnet(&format!("            {extra}")));
+        let err = rejects(&text, field, needle);
+        assert_eq!(err.line(), Some(line_of(&text, "pools")), "{err}");
+    }
+    // the error names the exact line of a pool on its own line
+    let text = config_text(
+        "",
+        &subnet("            pools: [\n                \"10.0.0.10-10.0.0.20\",\n                \"10.0.0.15-10.0.0.16\",\n            ],"),
+    );
+    let err = rejects(&text, "subnets[0].pools[1]", "overlaps");
+    assert_eq!(err.line(), Some(line_of(&text, "10.0.0.15")));
+    assert_eq!(err.column(), Some(17));
+    assert!(err.to_string().starts_with(&format!(
+        "line {}, column 17: field `subnets[0].pools[1]`: pool 10.0.0.15-10.0.0.16 overlaps",
+        line_of(&text, "10.0.0.15")
+    )));
+    // /31: both addresses are usable
+    ok(&config_text(
+        "",
+        "        (network: \"10.0.0.0/31\", pools: [\"10.0.0.0-10.0.0.1\"]),",
+    ));
+}
+
+#[test]
+fn table_limit_is_enforced() {
+    let exactly = config_text(
+        "",
+        "        (network: \"64.0.0.0/2\", pools: [\"64.0.0.1-68.0.0.0\"]),",
+    );
+    let config = ok(&exactly);
+    assert_eq!(config.table_size(), MAX_TABLE_ADDRESSES);
+    let over = config_text(
+        "",
+        "        (network: \"64.0.0.0/2\", pools: [\"64.0.0.1-68.0.0.0\"]),\n        (network: \"10.0.0.0/24\", pools: [\"10.0.0.1-10.0.0.1\"]),",
+    );
+    rejects(&over, "subnets[1].pools[0]", "2^26");
+    // a /0 pool is far over
+    let huge = config_text(
+        "",
+        "        (network: \"0.0.0.0/0\", pools: [\"0.0.0.1-255.255.255.254\"]),",
+    );
+    rejects(&huge, "subnets[0].pools[0]", "at most 67108864 (2^26)");
+    // a reservation outside the pools needs a slot too
+    let with_reservation = config_text(
+        "",
+        "        (network: \"64.0.0.0/2\", pools: [\"64.0.0.1-68.0.0.0\"], reservations: [(mac: \"02:00:00:00:00:01\", address: \"100.0.0.1\")]),",
+    );
+    rejects(&with_reservation, "subnets", "lease-table slots");
+}
+
+#[test]
+fn lease_time_rules() {
+    let cases: &[(&str, &str, &str)] = &[
+        ("lease_time: 0,", "subnets[0].lease_time", "out of range"),
+        (
+            "lease_time: 315360001,",
+            "subnets[0].lease_time",
+            "315360000",
+        ),
+        (
+            "lease_time: 4294967295,",
+            "subnets[0].lease_time",
+            "infinite leases",
+        ),
+        (
+            "lease_time: 100, renew_time: 0,",
+            "subnets[0].renew_time",
+            "at least 1",
+        ),
+        (
+            "lease_time: 100, rebind_time: 0,",
+            "subnets[0].rebind_time",
+            "at least 1",
+        ),
+        (
+            "lease_time: 100, rebind_time: 101,",
+            "subnets[0].rebind_time",
+            "must not exceed lease_time",
+        ),
+        (
+            "lease_time: 100, renew_time: 90, rebind_time: 80,",
+            "subnets[0].renew_time",
+            "renew_time (90 s) must not exceed rebind_time (80 s)",
+        ),
+        (
+            "lease_time: 100, renew_time: 90,",
+            "subnets[0].renew_time",
+            "the default rebind_time",
+        ),
+        (
+            "lease_time: 100, rebind_time: 40,",
+            "subnets[0].rebind_time",
+            "the default renew_time",
+        ),
+    ];
+    for (extra, field, needle) in cases {
+        let text = config_text("", &subnet(&format!("            {extra}")));
+        rejects(&text, field, needle);
+    }
+    ok(&config_text(
+        "",
+        &subnet("            lease_time: 315360000,"),
+    ));
+    let c = ok(&config_text("", &subnet("            lease_time: 1,")));
+    assert_eq!((c.subnets[0].renew_time, c.subnets[0].rebind_time), (0, 0));
+}
+
+#[test]
+fn reservation_rules() {
+    let r = |body: &str| {
+        config_text(
+            "",
+            &subnet(&format!(
+                "            pools: [\"10.0.0.100-10.0.0.200\"], reservations: [{body}],"
+            )),
+        )
+    };
+    let cases: &[(&str, &str, &str)] = &[
+        ("(address: \"10.0.0.5\")", "subnets[0].reservations[0]", "needs `mac`, `client_id`, or both"),
+        ("(mac: \"02:00:00:00:00:01\", address: \"10.0.1.5\")", "subnets[0].reservations[0].address", "not inside the subnet's network"),
+        ("(mac: \"02:00:00:00:00:01\", address: \"10.0.0.0\")", "subnets[0].reservations[0].address", "network or broadcast"),
+        ("(mac: \"02:00:00:00:00:01\", address: \"10.0.0.255\")", "subnets[0].reservations[0].address", "network or broadcast"),
+        ("(mac: \"02:00:00:00:00:1\", address: \"10.0.0.5\")", "subnets[0].reservations[0].mac", "not a MAC address"),
+        ("(mac: \"01:01:01:01:01:01:01:01:01:01:01:01:01:01:01:01:01\", address: \"10.0.0.5\")", "subnets[0].reservations[0].mac", "1 to 16 octets"),
+        ("(client_id: \"\", address: \"10.0.0.5\")", "subnets[0].reservations[0].client_id", "1 to 255 bytes"),
+        ("(client_id: \"010\", address: \"10.0.0.5\")", "subnets[0].reservations[0].client_id", "not hex"),
+        ("(mac: \"02:00:00:00:00:01\", address: \"10.0.0.5\", hostname: \"bad name\")", "subnets[0].reservations[0].hostname", "not a host name"),
+        (
+            "(mac: \"02:00:00:00:00:01\", address: \"10.0.0.5\"), (mac: \"02:00:00:00:00:01\", address: \"10.0.0.6\")",
+            "subnets[0].reservations[1].mac",
+            "already reserved at subnets[0].reservations[0].mac",
+        ),
+        (
+            "(client_id: \"01:02\", address: \"10.0.0.5\"), (client_id: \"0102\", address: \"10.0.0.6\")",
+            "subnets[0].reservations[1].client_id",
+            "already reserved",
+        ),
+        (
+            "(mac: \"02:00:00:00:00:01\", address: \"10.0.0.5\"), (mac: \"02:00:00:00:00:02\", address: \"10.0.0.5\")",
+            "subnets[0].reservations[1].address",
+            "10.0.0.5 is already reserved",
+        ),
+        ("(mac: \"02:00:00:00:00:01\", adress: \"10.0.0.5\")", "subnets[0].reservations[0].adress", "Unexpected field"),
+    ];
+    for (body, field, needle) in cases {
+        rejects(&r(body), field, needle);
+    }
+    // a duplicate MAC in another subnet is refused too
+    let text = config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", reservations: [(mac: \"02:00:00:00:00:01\", address: \"10.0.0.5\")]),\n        (network: \"10.0.1.0/24\", reservations: [(mac: \"02-00-00-00-00-01\", address: \"10.0.1.5\")]),",
+    );
+    let err = rejects(
+        &text,
+        "subnets[1].reservations[0].mac",
+        "subnets[0].reservations[0].mac",
+    );
+    assert_eq!(err.line(), Some(line_of(&text, "02-00")));
+    // both identifiers, a hostname, /31 edges
+    let c = ok(&r("(mac: \"02:00:00:00:00:01\", client_id: \"ff0001\", address: \"10.0.0.150\", hostname: \"cpe-1.example\")"));
+    let res = &c.subnets[0].reservations[0];
+    assert_eq!(res.client_id.as_deref(), Some(&[0xff, 0, 1][..]));
+    assert_eq!(res.hostname.as_deref(), Some("cpe-1.example"));
+    ok(&config_text("", "        (network: \"10.0.0.0/31\", reservations: [(mac: \"02:00:00:00:00:01\", address: \"10.0.0.0\")]),"));
+}
+
+#[test]
+fn relay_rules() {
+    let text = config_text(
+        "",
+        &subnet("            relays: [\"198.18.0.2\", \"255.255.255.255\"],"),
+    );
+    rejects(&text, "subnets[0].relays[1]", "not a unicast address");
+    let text = config_text("", &subnet("            relays: [\"0.0.0.0\"],"));
+    rejects(&text, "subnets[0].relays[0]", "unicast");
+    let text = config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", relays: [\"198.18.0.2\"]),\n        (network: \"10.0.1.0/24\", relays: [\"198.18.0.2\"]),",
+    );
+    rejects(
+        &text,
+        "subnets[1].relays[0]",
+        "already listed at subnets[0].relays[0]",
+    );
+}
+
+#[test]
+fn option_rules() {
+    let o = |body: &str| config_text("", &subnet(&format!("            options: {{ {body} }},")));
+    let cases: &[(&str, &str, &str)] = &[
+        (
+            "\"rooters\": \"10.0.0.1\"",
+            "subnets[0].options[\"rooters\"]",
+            "unknown option name",
+        ),
+        (
+            "\"51\": \"u32:600\"",
+            "subnets[0].options[\"51\"]",
+            "lease_time",
+        ),
+        (
+            "\"dhcp-server-identifier\": \"10.0.0.1\"",
+            "subnets[0].options[\"dhcp-server-identifier\"]",
+            "server_id",
+        ),
+        (
+            "\"82\": \"hex:01\"",
+            "subnets[0].options[\"82\"]",
+            "cannot be configured",
+        ),
+        ("\"0\": \"u8:1\"", "subnets[0].options[\"0\"]", "pad"),
+        ("\"255\": \"u8:1\"", "subnets[0].options[\"255\"]", "end"),
+        (
+            "\"300\": \"u8:1\"",
+            "subnets[0].options[\"300\"]",
+            "not an option code",
+        ),
+        (
+            "\"200\": \"5\"",
+            "subnets[0].options[\"200\"]",
+            "prefix the value with its type",
+        ),
+        (
+            "\"routers\": \"10.0.0.1\", \"3\": \"10.0.0.2\"",
+            "subnets[0].options[\"3\"]",
+            "already given as `routers`",
+        ),
+        (
+            "\"interface-mtu\": \"20\"",
+            "subnets[0].options[\"interface-mtu\"]",
+            "minimum of 68",
+        ),
+        (
+            "\"routers\": \"10.0.0.1 10.0.0.2\"",
+            "subnets[0].options[\"routers\"]",
+            "not an IPv4 address",
+        ),
+    ];
+    for (body, field, needle) in cases {
+        let text = o(body);
+        let err = rejects(&text, field, needle);
+        assert_eq!(err.line(), Some(line_of(&text, "options")), "{err}");
+    }
+    let big = format!("\"200\": \"hex:{}\"", "ab".repeat(1100));
+    rejects(&o(&big), "subnets[0].options", "at most 1024");
+    // a long value (> 255 bytes) is fine and kept whole
+    let long = format!("\"200\": \"hex:{}\"", "ab".repeat(400));
+    let c = ok(&o(&long));
+    assert_eq!(c.subnets[0].options.get(200).map(<[u8]>::len), Some(400));
+    // configured mask and broadcast replace the derived ones
+    let c = ok(&o(
+        "\"subnet-mask\": \"255.255.0.0\", \"28\": \"10.0.255.255\"",
+    ));
+    assert_eq!(c.subnets[0].options.get(1), Some(&[255, 255, 0, 0][..]));
+    assert_eq!(c.subnets[0].options.get(28), Some(&[10, 0, 255, 255][..]));
+    let c = ok(&o(""));
+    assert_eq!(c.subnets[0].options.get(1), Some(&[255, 255, 255, 0][..]));
+    assert_eq!(c.subnets[0].options.get(28), Some(&[10, 0, 0, 255][..]));
+}
+
+// ---- queries ----
+
+#[test]
+fn table_ranges_merge_only_within_a_subnet_and_kind() {
+    let text = config_text(
+        "",
+        "        (network: \"10.0.1.0/31\", pools: [\"10.0.1.0-10.0.1.1\"]),
+        (network: \"10.0.1.2/31\", pools: [\"10.0.1.2-10.0.1.3\"]),
+        (network: \"10.0.0.0/24\",
+         pools: [\"10.0.0.20-10.0.0.29\", \"10.0.0.10-10.0.0.19\", \"10.0.0.40-10.0.0.49\"],
+         reservations: [
+            (mac: \"02:00:00:00:00:01\", address: \"10.0.0.30\"),
+            (mac: \"02:00:00:00:00:02\", address: \"10.0.0.31\"),
+            (mac: \"02:00:00:00:00:03\", address: \"10.0.0.45\"),
+            (mac: \"02:00:00:00:00:04\", address: \"10.0.0.5\"),
+         ]),",
+    );
+    let c = ok(&text);
+    assert_eq!(
+        c.table_ranges(),
+        [
+            range("10.0.0.5", "10.0.0.5"),
+            range("10.0.0.10", "10.0.0.29"),
+            range("10.0.0.30", "10.0.0.31"),
+            range("10.0.0.40", "10.0.0.49"),
+            range("10.0.1.0", "10.0.1.1"),
+            range("10.0.1.2", "10.0.1.3"),
+        ]
+    );
+    let kinds: Vec<(usize, bool)> = c
+        .table_layout()
+        .iter()
+        .map(|t| (t.subnet, t.in_pool))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            (2, false),
+            (2, true),
+            (2, false),
+            (2, true),
+            (0, true),
+            (1, true)
+        ]
+    );
+    assert_eq!(c.table_size(), 1 + 20 + 2 + 10 + 2 + 2);
+}
+
+#[test]
+fn subnet_lookup() {
+    let text = config_text(
+        "",
+        "        (network: \"10.0.0.0/8\", relays: [\"198.18.0.2\", \"192.168.1.1\"]),\n        (network: \"192.168.1.0/24\"),",
+    );
+    let c = ok(&text);
+    let index = |s: Option<&Subnet>| s.map(|s| s.index);
+    assert_eq!(index(c.subnet_for_addr(ip("10.1.2.3"))), Some(0));
+    assert_eq!(index(c.subnet_for_addr(ip("192.168.1.1"))), Some(1));
+    assert_eq!(index(c.subnet_for_addr(ip("198.18.0.2"))), None);
+    assert_eq!(index(c.subnet_for_relay(ip("198.18.0.2"))), Some(0));
+    // the relays list wins over the network
+    assert_eq!(index(c.subnet_for_relay(ip("192.168.1.1"))), Some(0));
+    assert_eq!(index(c.subnet_for_relay(ip("192.168.1.2"))), Some(1));
+    assert_eq!(index(c.subnet_for_relay(ip("172.16.0.1"))), None);
+    assert!(c.subnets[0].contains(ip("10.0.0.1")));
+}
+
+#[test]
+fn same_table_layout_tells_reloadable_changes() {
+    let base = ok(EXAMPLE);
+    let change = |from: &str, to: &str| {
+        assert!(EXAMPLE.contains(from), "{from}");
+        ok(&EXAMPLE.replacen(from, to, 1))
+    };
+    assert!(base.same_table_layout(&base.clone()));
+    let reloadable = [
+        change("\"routers\": \"10.0.0.1\"", "\"routers\": \"10.0.0.2\""),
+        change("lease_time: 3600", "lease_time: 7200"),
+        change("log_level: \"info\"", "log_level: \"debug\""),
+        change("offer_hold: 30", "offer_hold: 10"),
+        // a reservation inside a pool needs no slot of its own
+        change("address: \"10.128.0.20\"", "address: \"10.128.0.21\""),
+        change("relays: [\"198.18.0.2\", \"198.18.0.3\"]", "relays: []"),
+    ];
+    for other in &reloadable {
+        assert!(base.same_table_layout(other));
+        assert_ne!(&base, other);
+    }
+    let other_workers = if base.effective_workers() == 1 { 2 } else { 1 };
+    let restart = [
+        change(
+            "\"192.168.10.100-192.168.10.199\"",
+            "\"192.168.10.100-192.168.10.198\"",
+        ),
+        // a reservation moved out of the pool needs its own slot
+        change("address: \"192.168.10.150\"", "address: \"192.168.10.250\""),
+        change("ring_capacity: 65536", "ring_capacity: 131072"),
+        change(
+            "table_file: \"/var/lib/prodhcp/leases.table\"",
+            "table_file: \"/srv/leases.table\"",
+        ),
+        change("workers: 0", &format!("workers: {other_workers}")),
+    ];
+    for other in &restart {
+        assert!(!base.same_table_layout(other));
+    }
+}
+
+// ---- properties ----
+
+/// A valid configuration holding `pools` (sorted, disjoint, inside 10.0.0.0/8 and away from
+/// its network and broadcast addresses) split over subnets of 10.0.0.0/8 by /16, plus a
+/// reservation at each of `reserved`.
+fn pools_config(pools: &[(u32, u32)], reserved: &[u32]) -> String {
+    let mut by_subnet: std::collections::BTreeMap<u32, (Vec<String>, Vec<String>)> =
+        Default::default();
+    for &(first, last) in pools {
+        let entry = by_subnet.entry(first >> 16).or_default();
+        entry.0.push(format!(
+            "\"{}-{}\"",
+            Ipv4Addr::from(first),
+            Ipv4Addr::from(last)
+        ));
+    }
+    for (k, &address) in reserved.iter().enumerate() {
+        let entry = by_subnet.entry(address >> 16).or_default();
+        entry.1.push(format!(
+            "(mac: \"02:00:00:00:{:02x}:{:02x}\", address: \"{}\")",
+            k >> 8,
+            k & 0xff,
+            Ipv4Addr::from(address)
+        ));
+    }
+    let subnets: Vec<String> = by_subnet
+        .iter()
+        .map(|(net, (pools, reservations))| {
+            format!(
+                "        (network: \"{}/16\", pools: [{}], reservations: [{}]),",
+                Ipv4Addr::from(net << 16),
+                pools.join(", "),
+                reservations.join(", ")
+            )
+        })
+        .collect();
+    config_text("", &subnets.join("\n"))
+}
+
+/// Sorted, disjoint ranges that each stay inside one /16 of 10.0.0.0/8, never touching the
+/// /16's first or last address.
+fn disjoint_pools() -> impl Strategy<Value = Vec<(u32, u32)>> {
+    proptest::collection::vec((0u32..4, 1u32..300, 0u32..300), 1..12).prop_map(|steps| {
+        let base = u32::from(Ipv4Addr::new(10, 0, 0, 0));
+        let mut pools = Vec::new();
+        let mut cursor = base + 1;
+        for (subnet_jump, gap, len) in steps {
+            if subnet_jump == 0 {
+                cursor = ((cursor >> 16) + 1) << 16 | 1;
+            }
+            let first = cursor + gap - 1;
+            let last = first + len;
+            if first >> 16 != last >> 16 || last & 0xffff == 0xffff {
+                continue;
+            }
+            pools.push((first, last));
+            cursor = last + 1;
+        }
+        pools
+    })
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn arbitrary_text_never_panics(text in ".{0,400}") {
+        let _ = parse(&text);
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..400)) {
+        let _ = parse_bytes(&bytes);
+    }
+
+    #[test]
+    fn mutated_example_never_panics(
+        at in 0usize..EXAMPLE.len(),
+        cut in 0usize..40,
+        insert in "[\\[\\](){}:,\"'/*#a-z0-9. -]{0,12}",
+    ) {
+        let start = (0..=at).rev().find(|&i| EXAMPLE.is_char_boundary(i)).unwrap_or(0);
+        let end = (start + cut..=EXAMPLE.len()).find(|&i| EXAMPLE.is_char_boundary(i)).unwrap_or(EXAMPLE.len());
+        let text = format!("{}{}{}", &EXAMPLE[..start], insert, &EXAMPLE[end..]);
+        if let Err(e) = parse(&text) {
+            // every error that is not about the size points at a line
+            prop_assert!(e.line().is_some() || e.field().is_some(), "{}", e);
+        }
+    }
+
+    #[test]
+    fn table_ranges_are_sorted_disjoint_and_covering(
+        pools in disjoint_pools(),
+        picks in proptest::collection::vec(any::<u16>(), 0..8),
+    ) {
+        // reserve some pool addresses and some addresses just outside pools
+        let mut reserved: Vec<u32> = Vec::new();
+        for (k, pick) in picks.iter().enumerate() {
+            if let Some(&(first, last)) = pools.get(usize::from(*pick) % pools.len().max(1)) {
+                let candidate = if k % 2 == 0 {
+                    first + u32::from(*pick) % (last - first + 1)
+                } else {
+                    last + 1
+                };
+                let outside_all = !pools.iter().any(|&(f, l)| f <= candidate && candidate <= l);
+                let special = candidate & 0xffff == 0 || candidate & 0xffff == 0xffff;
+                if !reserved.contains(&candidate) && !special && (k % 2 == 0 || outside_all) {
+                    reserved.push(candidate);
+                }
+            }
+        }
+        let text = pools_config(&pools, &reserved);
+        let config = match parse(&text) {
+            Ok(config) => config,
+            Err(e) => return Err(TestCaseError::fail(format!("{e}\n{text}"))),
+        };
+        let ranges = config.table_ranges();
+        for pair in ranges.windows(2) {
+            prop_assert!(pair[0].last < pair[1].first, "not sorted/disjoint: {:?}", pair);
+        }
+        let mut expected: Vec<u32> = pools.iter().flat_map(|&(f, l)| f..=l).collect();
+        expected.extend(reserved.iter().copied().filter(|a| !pools.iter().any(|&(f, l)| f <= *a && *a <= l)));
+        expected.sort_unstable();
+        let covered: Vec<u32> = ranges.iter().flat_map(|r| u32::from(r.first)..=u32::from(r.last)).collect();
+        prop_assert_eq!(covered, expected);
+        prop_assert_eq!(config.table_size(), ranges.iter().map(AddressRange::len).sum::<u64>());
+        // adjacent runs are never both of one subnet and one kind
+        for pair in config.table_layout().windows(2) {
+            if pair[0].range.is_followed_by(&pair[1].range) {
+                prop_assert!(pair[0].subnet != pair[1].subnet || pair[0].in_pool != pair[1].in_pool);
+            }
+        }
+    }
+}

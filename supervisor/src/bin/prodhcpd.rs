@@ -1,0 +1,112 @@
+//! `prodhcpd`: the prodhcp supervisor (and, as `prodhcpd worker`, one worker process).
+//!
+//! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage, 3 lease table
+//! unusable (corrupt, truncated, locked by another prodhcpd, unsafe permissions).
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+use prodhcp_supervisor::daemon::{exit, load_config, Supervisor};
+
+#[derive(Parser, Debug)]
+#[command(
+    name = "prodhcpd",
+    version,
+    about = "prodhcp DHCPv4 server (supervisor)"
+)]
+struct Args {
+    /// Configuration file (RON).
+    #[arg(long, short = 'c', default_value = "/etc/prodhcp/prodhcp.ron")]
+    config: PathBuf,
+    /// Validate the configuration and exit (0 = valid, 2 = invalid).
+    #[arg(long)]
+    check_config: bool,
+    #[command(subcommand)]
+    command: Option<Sub>,
+}
+
+#[derive(Subcommand, Debug)]
+enum Sub {
+    /// Internal: run one worker process (started by the supervisor with fds 3 and 4).
+    #[command(hide = true)]
+    Worker {
+        #[arg(long)]
+        id: usize,
+        #[arg(long)]
+        workers: usize,
+    },
+}
+
+fn init_logging(filter: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("PRODHCP_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(filter));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+fn code(c: i32) -> ExitCode {
+    ExitCode::from(c.clamp(0, 255) as u8)
+}
+
+fn main() -> ExitCode {
+    let args = match Args::try_parse() {
+        Ok(a) => a,
+        Err(e) => {
+            let _ = e.print();
+            return code(if e.use_stderr() {
+                exit::CONFIG
+            } else {
+                exit::OK
+            });
+        }
+    };
+    if let Some(Sub::Worker { id, workers }) = args.command {
+        init_logging("info");
+        let r = prodhcp_worker::run::run_worker(prodhcp_worker::run::WorkerArgs {
+            id,
+            workers,
+            udp_fd: prodhcp_supervisor::sys::WORKER_UDP_FD,
+            channel_fd: prodhcp_supervisor::sys::WORKER_CHANNEL_FD,
+        });
+        return match r {
+            Ok(()) => code(exit::OK),
+            Err(e) => {
+                eprintln!("prodhcpd worker {id}: {e}");
+                code(exit::RUNTIME)
+            }
+        };
+    }
+    if args.check_config {
+        return match load_config(&args.config) {
+            Ok((c, _)) => {
+                println!(
+                    "{}: OK ({} subnets, {} table slots, {} workers)",
+                    args.config.display(),
+                    c.subnets.len(),
+                    c.table_size(),
+                    c.effective_workers()
+                );
+                code(exit::OK)
+            }
+            Err(e) => {
+                eprintln!("{}", e.message);
+                code(e.code)
+            }
+        };
+    }
+    let level = load_config(&args.config)
+        .map(|(c, _)| c.log_level)
+        .unwrap_or_else(|_| "info".into());
+    init_logging(&level);
+    match Supervisor::start(&args.config) {
+        Ok(s) => code(s.run()),
+        Err(e) => {
+            eprintln!("prodhcpd: {}", e.message);
+            code(e.code)
+        }
+    }
+}

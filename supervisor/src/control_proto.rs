@@ -1,0 +1,881 @@
+//! Control protocol v1: the wire types spoken between `prodhcpd` (server) and `prodhcpctl` (client).
+//!
+//! API Boundary: this is a versioned format. Changing a field's meaning needs a new version number.
+//!
+//! # Transport
+//! A Unix stream socket (default [`DEFAULT_SOCKET_PATH`]). Every message is one JSON object on one
+//! line, terminated by `'\n'` (a trailing `'\r'` is tolerated). The server enforces a maximum request
+//! line of [`MAX_REQUEST_LINE`] bytes (16 MiB); a longer line is answered with an error response and
+//! the connection is closed. The client never sends more: imports go in batches of at most
+//! [`IMPORT_BATCH_MAX`] leases.
+//!
+//! A client may send several requests one after the other on the same connection; the server
+//! answers them in order. Import batches use this (and a client may have one batch in flight while
+//! it parses the next).
+//!
+//! # Requests
+//! ```text
+//! {"v": 1, "cmd": "status"}
+//! {"v": 1, "cmd": "stats"}
+//! {"v": 1, "cmd": "lease", "address": "10.0.0.5"}
+//! {"v": 1, "cmd": "leases_by_mac", "mac": "02:00:00:00:00:01"}
+//! {"v": 1, "cmd": "export"}
+//! {"v": 1, "cmd": "import", "leases": [LeaseRecord, ...]}
+//! ```
+//! The version is checked before anything else ([`parse_request`]): a request with a different
+//! `v` is refused with "unsupported control protocol version N (this daemon speaks 1)".
+//!
+//! # Responses
+//! Every request is answered by exactly one response line:
+//! `{"ok": true, "data": <json>}` or `{"ok": false, "error": "message"}`.
+//! `export` is the one exception: the server first writes zero or more lease lines
+//! `{"lease": LeaseRecord}` (one per non-free slot) and then the final response line, whose data is
+//! [`ExportDone`] `{"count": n}` (the number of lease lines sent before it).
+//!
+//! | cmd             | data on success                          |
+//! |-----------------|------------------------------------------|
+//! | `status`        | [`StatusData`]                           |
+//! | `stats`         | [`StatsData`]                            |
+//! | `lease`         | [`LeaseRecord`] (not found: `ok: false`) |
+//! | `leases_by_mac` | array of [`LeaseRecord`] (may be empty)  |
+//! | `export`        | [`ExportDone`] after the lease lines     |
+//! | `import`        | [`ImportResult`]                         |
+//!
+//! Import semantics: the server applies the records of a batch in order, so when the same address
+//! appears more than once (Kea memfile and dhcpd.leases are append-only logs) the last record wins.
+//! Each message in [`ImportResult::errors`] should start with the record's address, since the
+//! server does not know the file's line numbers.
+
+use std::collections::BTreeMap;
+use std::io::BufRead;
+use std::net::Ipv4Addr;
+
+use serde::{Deserialize, Serialize};
+
+/// The protocol version this code speaks.
+pub const PROTOCOL_VERSION: u32 = 1;
+
+/// Default path of the control socket.
+pub const DEFAULT_SOCKET_PATH: &str = "/run/prodhcp/control.sock";
+
+/// Maximum length of one request line (bytes, without the newline), enforced by the server.
+pub const MAX_REQUEST_LINE: usize = 16 << 20;
+
+/// Maximum length of one response line the client accepts.
+pub const MAX_RESPONSE_LINE: usize = 64 << 20;
+
+/// Maximum number of leases in one `import` request.
+pub const IMPORT_BATCH_MAX: usize = 10_000;
+
+/// One request: the protocol version plus the command.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Request {
+    /// Protocol version; must be [`PROTOCOL_VERSION`].
+    pub v: u32,
+    /// The command and its arguments.
+    #[serde(flatten)]
+    pub command: Command,
+}
+
+impl Request {
+    /// A request of the current protocol version.
+    pub fn new(command: Command) -> Self {
+        Request {
+            v: PROTOCOL_VERSION,
+            command,
+        }
+    }
+}
+
+/// The commands of protocol v1 (`"cmd"` field).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "cmd", rename_all = "snake_case")]
+pub enum Command {
+    /// Supervisor and worker state.
+    Status,
+    /// Packet counters and pool usage.
+    Stats,
+    /// The lease of one address.
+    Lease {
+        /// The address asked about.
+        address: Ipv4Addr,
+    },
+    /// Every non-free lease held by a hardware address.
+    LeasesByMac {
+        /// Hardware address, lowercase hex octets separated by ':'.
+        mac: String,
+    },
+    /// Stream every non-free slot (see the module documentation).
+    Export,
+    /// Apply a batch of lease records in order.
+    Import {
+        /// At most [`IMPORT_BATCH_MAX`] records.
+        leases: Vec<LeaseRecord>,
+    },
+}
+
+impl Command {
+    /// The wire name of the command (the `cmd` field).
+    pub fn name(&self) -> &'static str {
+        match self {
+            Command::Status => "status",
+            Command::Stats => "stats",
+            Command::Lease { .. } => "lease",
+            Command::LeasesByMac { .. } => "leases_by_mac",
+            Command::Export => "export",
+            Command::Import { .. } => "import",
+        }
+    }
+}
+
+/// State of a lease slot, as reported over the control socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum LeaseState {
+    /// Not in use.
+    Free,
+    /// Offered, not yet requested.
+    Offered,
+    /// Bound to a client.
+    Leased,
+    /// Released by the client.
+    Released,
+    /// Lifetime ran out.
+    Expired,
+    /// A client declined it (address conflict).
+    Declined,
+    /// Reserved by configuration.
+    Reserved,
+    /// Abandoned (e.g. ping check failed).
+    Abandoned,
+}
+
+impl LeaseState {
+    /// The wire name (`"leased"`, ...).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            LeaseState::Free => "free",
+            LeaseState::Offered => "offered",
+            LeaseState::Leased => "leased",
+            LeaseState::Released => "released",
+            LeaseState::Expired => "expired",
+            LeaseState::Declined => "declined",
+            LeaseState::Reserved => "reserved",
+            LeaseState::Abandoned => "abandoned",
+        }
+    }
+}
+
+impl std::fmt::Display for LeaseState {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One lease, as exchanged by `lease`, `leases_by_mac`, `export` and `import`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct LeaseRecord {
+    /// The leased address.
+    pub address: Ipv4Addr,
+    /// Slot state.
+    pub state: LeaseState,
+    /// Hardware address, lowercase hex octets separated by ':' (`02:00:00:00:00:01`).
+    #[serde(default)]
+    pub hwaddr: Option<String>,
+    /// Client identifier (option 61), lowercase hex without separators (`01020000000001`).
+    #[serde(default)]
+    pub client_id: Option<String>,
+    /// Expiry time, unix seconds (UTC).
+    pub expires: u64,
+    /// Subnet in CIDR notation, when known.
+    #[serde(default)]
+    pub subnet: Option<String>,
+    /// Client host name, when known.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hostname: Option<String>,
+}
+
+/// Result of the last configuration reload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ReloadStatus {
+    /// Whether it succeeded.
+    pub ok: bool,
+    /// What happened (the error when it failed).
+    pub message: String,
+}
+
+/// One worker process, as reported by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerStatus {
+    /// Worker index (0-based).
+    pub id: u32,
+    /// Process id; `null` while the worker is not running (e.g. being respawned).
+    pub pid: Option<u32>,
+    /// Lifecycle state (`running`, `starting`, `restarting`, ...).
+    pub state: String,
+    /// How many times it was respawned.
+    pub restarts: u64,
+}
+
+/// The lease table, as reported by `status`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct TableStatus {
+    /// Path of the table file.
+    pub path: String,
+    /// Number of slots.
+    pub slots: u64,
+    /// Whether the previous run shut down cleanly.
+    pub clean_start: bool,
+}
+
+/// Data of the `status` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatusData {
+    /// Supervisor process id.
+    pub pid: u32,
+    /// Supervisor lifecycle state (`running`, `reloading`, `stopping`, ...).
+    pub state: String,
+    /// Incremented on each successful reload (1 after start).
+    pub config_generation: u64,
+    /// Seconds since start.
+    pub uptime_secs: u64,
+    /// The last reload attempt.
+    pub last_reload: ReloadStatus,
+    /// One entry per worker.
+    pub workers: Vec<WorkerStatus>,
+    /// The lease table.
+    pub table: TableStatus,
+}
+
+/// Packet counters (one worker, or the total).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Counters {
+    /// Packets received.
+    pub received: u64,
+    /// DHCPDISCOVER received.
+    pub discover: u64,
+    /// DHCPREQUEST received.
+    pub request: u64,
+    /// DHCPDECLINE received.
+    pub decline: u64,
+    /// DHCPRELEASE received.
+    pub release: u64,
+    /// DHCPINFORM received.
+    pub inform: u64,
+    /// DHCPOFFER sent.
+    pub offer: u64,
+    /// DHCPACK sent.
+    pub ack: u64,
+    /// DHCPNAK sent.
+    pub nak: u64,
+    /// Packets dropped (sum of `drops`).
+    pub dropped: u64,
+    /// Drops by reason (`too_short`, ...).
+    pub drops: BTreeMap<String, u64>,
+}
+
+impl Counters {
+    /// The scalar counters as (name, value) pairs, in wire order.
+    pub fn named(&self) -> [(&'static str, u64); 10] {
+        [
+            ("received", self.received),
+            ("discover", self.discover),
+            ("request", self.request),
+            ("decline", self.decline),
+            ("release", self.release),
+            ("inform", self.inform),
+            ("offer", self.offer),
+            ("ack", self.ack),
+            ("nak", self.nak),
+            ("dropped", self.dropped),
+        ]
+    }
+}
+
+/// Counters of one worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct WorkerCounters {
+    /// Worker index.
+    pub id: u32,
+    /// Its counters (flattened into the same object).
+    #[serde(flatten)]
+    pub counters: Counters,
+}
+
+/// Usage of one address pool.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolStats {
+    /// First address of the pool.
+    pub first: Ipv4Addr,
+    /// Last address of the pool.
+    pub last: Ipv4Addr,
+    /// Number of addresses.
+    pub size: u64,
+    /// Free slots.
+    pub free: u64,
+    /// Offered slots.
+    pub offered: u64,
+    /// Leased slots.
+    pub leased: u64,
+    /// Declined slots.
+    pub declined: u64,
+    /// Reserved slots.
+    pub reserved: u64,
+}
+
+/// Data of the `stats` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatsData {
+    /// Sum over all workers.
+    pub total: Counters,
+    /// Per worker.
+    pub workers: Vec<WorkerCounters>,
+    /// Per pool.
+    pub pools: Vec<PoolStats>,
+}
+
+/// Data of the `import` response (and of `prodhcpctl leases import --json`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ImportResult {
+    /// Records applied.
+    pub imported: u64,
+    /// Records refused.
+    pub rejected: u64,
+    /// Records deliberately not imported (e.g. dhcpd `free`/`backup` leases); not errors.
+    #[serde(default)]
+    pub skipped: u64,
+    /// Why records were refused (bounded; the first messages).
+    #[serde(default)]
+    pub errors: Vec<String>,
+}
+
+/// Data of the final `export` response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ExportDone {
+    /// Number of lease lines sent before the final response.
+    pub count: u64,
+}
+
+/// One response line.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Response {
+    /// `{"ok": true, "data": ...}`
+    Ok(serde_json::Value),
+    /// `{"ok": false, "error": "..."}`
+    Err(String),
+}
+
+/// The JSON shape of a response line (and, with `lease`, of an export lease line).
+#[derive(Debug, Serialize, Deserialize)]
+struct ResponseWire {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    ok: Option<bool>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    data: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    error: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    lease: Option<LeaseRecord>,
+}
+
+impl Response {
+    /// A success response carrying `data`.
+    pub fn ok<T: Serialize>(data: &T) -> Result<Self, ProtoError> {
+        serde_json::to_value(data)
+            .map(Response::Ok)
+            .map_err(|e| ProtoError::Encode(e.to_string()))
+    }
+
+    /// A failure response.
+    pub fn error(message: impl Into<String>) -> Self {
+        Response::Err(message.into())
+    }
+
+    /// Decode the success data into `T`, or turn `ok: false` into [`ProtoError::Failed`].
+    pub fn into_data<T: serde::de::DeserializeOwned>(self) -> Result<T, ProtoError> {
+        match self {
+            Response::Ok(v) => serde_json::from_value(v)
+                .map_err(|e| ProtoError::Malformed(format!("unexpected response data: {e}"))),
+            Response::Err(msg) => Err(ProtoError::Failed(msg)),
+        }
+    }
+}
+
+/// One line the client reads while an `export` is running.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ExportFrame {
+    /// `{"lease": {...}}`
+    Lease(LeaseRecord),
+    /// The final response line.
+    Done(Response),
+}
+
+/// Errors of encoding or parsing protocol lines.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ProtoError {
+    /// The line is not valid JSON, or not an object of the expected shape.
+    #[error("malformed message: {0}")]
+    Malformed(String),
+    /// The request has no `v` field.
+    #[error("request has no protocol version field \"v\" (this daemon speaks {PROTOCOL_VERSION})")]
+    MissingVersion,
+    /// The request's `v` is not [`PROTOCOL_VERSION`].
+    #[error("unsupported control protocol version {0} (this daemon speaks {PROTOCOL_VERSION})")]
+    UnsupportedVersion(u64),
+    /// The version is right but the command or its arguments are not.
+    #[error("invalid request: {0}")]
+    InvalidRequest(String),
+    /// Serialization failed (should not happen for these types).
+    #[error("cannot encode message: {0}")]
+    Encode(String),
+    /// The server answered `{"ok": false, "error": ...}`.
+    #[error("{0}")]
+    Failed(String),
+}
+
+/// Errors of [`read_line_bounded`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ReadLineError {
+    /// The underlying read failed (includes timeouts: `WouldBlock`/`TimedOut`).
+    #[error("read failed: {0}")]
+    Io(#[from] std::io::Error),
+    /// The line is longer than the limit; the rest of it was not consumed.
+    #[error("line longer than {max} bytes")]
+    TooLong {
+        /// The limit.
+        max: usize,
+    },
+    /// The line is not UTF-8.
+    #[error("line is not valid UTF-8")]
+    NotUtf8,
+}
+
+/// Read one `'\n'`-terminated line of at most `max` bytes (newline excluded) from `reader`.
+///
+/// Returns `Ok(None)` at a clean end of stream (no bytes before EOF). A final line without a
+/// newline is returned as is. A trailing `"\r"` is removed. When the line exceeds `max`, returns
+/// [`ReadLineError::TooLong`] without consuming the rest of the line (the caller should close the
+/// connection). Never allocates more than `max` + one buffer's worth.
+pub fn read_line_bounded<R: BufRead + ?Sized>(
+    reader: &mut R,
+    max: usize,
+) -> Result<Option<String>, ReadLineError> {
+    let mut line: Vec<u8> = Vec::new();
+    let mut saw_any = false;
+    loop {
+        let available = match reader.fill_buf() {
+            Ok(b) => b,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(ReadLineError::Io(e)),
+        };
+        if available.is_empty() {
+            if !saw_any {
+                return Ok(None);
+            }
+            break;
+        }
+        saw_any = true;
+        match available.iter().position(|&b| b == b'\n') {
+            Some(i) => {
+                // One byte of slack for the '\r' of a CRLF pair; checked again below.
+                if line.len() + i > max.saturating_add(1) {
+                    return Err(ReadLineError::TooLong { max });
+                }
+                line.extend_from_slice(&available[..i]);
+                reader.consume(i + 1);
+                break;
+            }
+            None => {
+                let n = available.len();
+                // Allow one '\r' past the limit: it may be the CR of a CRLF pair.
+                if line.len() + n > max.saturating_add(1) {
+                    return Err(ReadLineError::TooLong { max });
+                }
+                line.extend_from_slice(available);
+                reader.consume(n);
+            }
+        }
+    }
+    if line.last() == Some(&b'\r') {
+        line.pop();
+    }
+    if line.len() > max {
+        return Err(ReadLineError::TooLong { max });
+    }
+    String::from_utf8(line)
+        .map(Some)
+        .map_err(|_| ReadLineError::NotUtf8)
+}
+
+/// Encode a request as one line, newline included.
+pub fn encode_request(request: &Request) -> Result<String, ProtoError> {
+    let mut s = serde_json::to_string(request).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Only the version field, read first so a wrong version gets its own error.
+#[derive(Deserialize)]
+struct VersionProbe {
+    v: Option<serde_json::Value>,
+}
+
+/// Parse one request line (without or with its newline). The version is checked first.
+pub fn parse_request(line: &str) -> Result<Request, ProtoError> {
+    if !line.trim_start().starts_with('{') {
+        return Err(ProtoError::Malformed(
+            "a request must be a JSON object".to_string(),
+        ));
+    }
+    let probe: VersionProbe =
+        serde_json::from_str(line).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    match probe.v {
+        None => return Err(ProtoError::MissingVersion),
+        Some(serde_json::Value::Number(n)) => match n.as_u64() {
+            Some(v) if v == u64::from(PROTOCOL_VERSION) => {}
+            Some(v) => return Err(ProtoError::UnsupportedVersion(v)),
+            None => {
+                return Err(ProtoError::InvalidRequest(format!(
+                    "protocol version must be a non-negative integer, got {n}"
+                )))
+            }
+        },
+        Some(other) => {
+            return Err(ProtoError::InvalidRequest(format!(
+                "protocol version must be an integer, got {other}"
+            )))
+        }
+    }
+    serde_json::from_str(line).map_err(|e| ProtoError::InvalidRequest(e.to_string()))
+}
+
+/// Encode a response as one line, newline included.
+pub fn encode_response(response: &Response) -> Result<String, ProtoError> {
+    let wire = match response {
+        Response::Ok(data) => ResponseWire {
+            ok: Some(true),
+            data: Some(data.clone()),
+            error: None,
+            lease: None,
+        },
+        Response::Err(msg) => ResponseWire {
+            ok: Some(false),
+            data: None,
+            error: Some(msg.clone()),
+            lease: None,
+        },
+    };
+    let mut s = serde_json::to_string(&wire).map_err(|e| ProtoError::Encode(e.to_string()))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Turn a decoded wire object into a response.
+fn wire_to_response(wire: ResponseWire) -> Result<Response, ProtoError> {
+    match wire.ok {
+        Some(true) => Ok(Response::Ok(wire.data.unwrap_or(serde_json::Value::Null))),
+        Some(false) => Ok(Response::Err(wire.error.unwrap_or_else(|| {
+            "daemon reported an error without a message".to_string()
+        }))),
+        None => Err(ProtoError::Malformed(
+            "response has no \"ok\" field".to_string(),
+        )),
+    }
+}
+
+/// Parse one response line.
+pub fn parse_response(line: &str) -> Result<Response, ProtoError> {
+    let wire: ResponseWire =
+        serde_json::from_str(line).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    wire_to_response(wire)
+}
+
+/// Encode one export lease line `{"lease": {...}}`, newline included.
+pub fn encode_export_lease(lease: &LeaseRecord) -> Result<String, ProtoError> {
+    #[derive(Serialize)]
+    struct LeaseLine<'a> {
+        lease: &'a LeaseRecord,
+    }
+    let mut s = serde_json::to_string(&LeaseLine { lease })
+        .map_err(|e| ProtoError::Encode(e.to_string()))?;
+    s.push('\n');
+    Ok(s)
+}
+
+/// Parse one line of an export stream: a lease line or the final response.
+pub fn parse_export_frame(line: &str) -> Result<ExportFrame, ProtoError> {
+    let mut wire: ResponseWire =
+        serde_json::from_str(line).map_err(|e| ProtoError::Malformed(e.to_string()))?;
+    match wire.lease.take() {
+        Some(lease) if wire.ok.is_none() => Ok(ExportFrame::Lease(lease)),
+        Some(_) => Err(ProtoError::Malformed(
+            "export line has both \"lease\" and \"ok\"".to_string(),
+        )),
+        None => wire_to_response(wire).map(ExportFrame::Done),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+    use std::io::{BufReader, Cursor};
+
+    fn sample_lease() -> LeaseRecord {
+        LeaseRecord {
+            address: Ipv4Addr::new(10, 0, 0, 5),
+            state: LeaseState::Leased,
+            hwaddr: Some("02:00:00:00:00:01".into()),
+            client_id: Some("01020000000001".into()),
+            expires: 1_764_000_000,
+            subnet: Some("10.0.0.0/8".into()),
+            hostname: None,
+        }
+    }
+
+    #[test]
+    fn requests_have_the_documented_wire_shape() {
+        let cases = [
+            (Command::Status, r#"{"v":1,"cmd":"status"}"#),
+            (Command::Stats, r#"{"v":1,"cmd":"stats"}"#),
+            (
+                Command::Lease {
+                    address: Ipv4Addr::new(10, 0, 0, 5),
+                },
+                r#"{"v":1,"cmd":"lease","address":"10.0.0.5"}"#,
+            ),
+            (
+                Command::LeasesByMac {
+                    mac: "02:00:00:00:00:01".into(),
+                },
+                r#"{"v":1,"cmd":"leases_by_mac","mac":"02:00:00:00:00:01"}"#,
+            ),
+            (Command::Export, r#"{"v":1,"cmd":"export"}"#),
+        ];
+        for (cmd, expected) in cases {
+            let line = encode_request(&Request::new(cmd.clone())).unwrap();
+            assert_eq!(line, format!("{expected}\n"));
+            assert_eq!(parse_request(&line).unwrap(), Request::new(cmd));
+        }
+    }
+
+    #[test]
+    fn import_request_round_trips() {
+        let req = Request::new(Command::Import {
+            leases: vec![sample_lease(), sample_lease()],
+        });
+        let line = encode_request(&req).unwrap();
+        assert!(line.starts_with(r#"{"v":1,"cmd":"import","leases":[{"address":"10.0.0.5""#));
+        assert_eq!(line.matches('\n').count(), 1);
+        assert_eq!(parse_request(&line).unwrap(), req);
+    }
+
+    #[test]
+    fn wrong_version_is_refused_with_a_clear_message() {
+        let err = parse_request(r#"{"v":2,"cmd":"status"}"#).unwrap_err();
+        assert_eq!(err, ProtoError::UnsupportedVersion(2));
+        assert_eq!(
+            err.to_string(),
+            "unsupported control protocol version 2 (this daemon speaks 1)"
+        );
+        // Version is checked before the command: an unknown v2 command still reports the version.
+        assert_eq!(
+            parse_request(r#"{"v":2,"cmd":"frobnicate"}"#).unwrap_err(),
+            ProtoError::UnsupportedVersion(2)
+        );
+        assert_eq!(
+            parse_request(r#"{"cmd":"status"}"#).unwrap_err(),
+            ProtoError::MissingVersion
+        );
+        assert!(matches!(
+            parse_request(r#"{"v":"1","cmd":"status"}"#),
+            Err(ProtoError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse_request(r#"{"v":-1,"cmd":"status"}"#),
+            Err(ProtoError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn bad_requests_are_errors_not_panics() {
+        assert!(matches!(
+            parse_request("not json"),
+            Err(ProtoError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request("[1]"),
+            Err(ProtoError::Malformed(_))
+        ));
+        assert!(matches!(
+            parse_request(r#"{"v":1,"cmd":"frobnicate"}"#),
+            Err(ProtoError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse_request(r#"{"v":1,"cmd":"lease","address":"10.0.0.256"}"#),
+            Err(ProtoError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            parse_request(r#"{"v":1}"#),
+            Err(ProtoError::InvalidRequest(_))
+        ));
+    }
+
+    #[test]
+    fn responses_round_trip() {
+        let ok = Response::ok(&ExportDone { count: 3 }).unwrap();
+        let line = encode_response(&ok).unwrap();
+        assert_eq!(line, "{\"ok\":true,\"data\":{\"count\":3}}\n");
+        assert_eq!(parse_response(&line).unwrap(), ok);
+        let done: ExportDone = parse_response(&line).unwrap().into_data().unwrap();
+        assert_eq!(done.count, 3);
+
+        let err = Response::error("no lease for 10.0.0.5");
+        let line = encode_response(&err).unwrap();
+        assert_eq!(line, "{\"ok\":false,\"error\":\"no lease for 10.0.0.5\"}\n");
+        assert_eq!(parse_response(&line).unwrap(), err);
+        assert_eq!(
+            parse_response(&line)
+                .unwrap()
+                .into_data::<ExportDone>()
+                .unwrap_err(),
+            ProtoError::Failed("no lease for 10.0.0.5".into())
+        );
+        assert!(parse_response(r#"{"data":1}"#).is_err());
+    }
+
+    #[test]
+    fn export_frames_parse() {
+        let line = encode_export_lease(&sample_lease()).unwrap();
+        assert!(line.starts_with("{\"lease\":{"));
+        assert_eq!(
+            parse_export_frame(&line).unwrap(),
+            ExportFrame::Lease(sample_lease())
+        );
+        let done = encode_response(&Response::ok(&ExportDone { count: 1 }).unwrap()).unwrap();
+        assert!(matches!(
+            parse_export_frame(&done).unwrap(),
+            ExportFrame::Done(Response::Ok(_))
+        ));
+    }
+
+    #[test]
+    fn status_and_stats_match_the_cli_contract() {
+        let status = r#"{"pid": 123, "state": "running", "config_generation": 1, "uptime_secs": 5,
+            "last_reload": {"ok": true, "message": "loaded"},
+            "workers": [{"id": 0, "pid": 124, "state": "running", "restarts": 0}],
+            "table": {"path": "/var/lib/prodhcp/leases.table", "slots": 254, "clean_start": true}}"#;
+        let s: StatusData = serde_json::from_str(status).unwrap();
+        assert_eq!(s.workers[0].pid, Some(124));
+        assert_eq!(s.table.slots, 254);
+
+        let stats = r#"{"total": {"received": 9, "discover": 1, "request": 1, "decline": 0, "release": 0,
+            "inform": 0, "offer": 1, "ack": 1, "nak": 0, "dropped": 2, "drops": {"too_short": 2}},
+            "workers": [{"id": 0, "received": 9, "discover": 1, "request": 1, "decline": 0, "release": 0,
+            "inform": 0, "offer": 1, "ack": 1, "nak": 0, "dropped": 2, "drops": {"too_short": 2}}],
+            "pools": [{"first": "10.0.0.100", "last": "10.0.0.200", "size": 101, "free": 100,
+            "offered": 0, "leased": 1, "declined": 0, "reserved": 0}]}"#;
+        let st: StatsData = serde_json::from_str(stats).unwrap();
+        assert_eq!(st.workers[0].counters.received, 9);
+        assert_eq!(st.total.drops.get("too_short"), Some(&2));
+        let re = serde_json::to_value(&st).unwrap();
+        assert_eq!(re["workers"][0]["id"], 0);
+        assert_eq!(re["workers"][0]["dropped"], 2);
+        assert_eq!(re["pools"][0]["first"], "10.0.0.100");
+    }
+
+    #[test]
+    fn lease_record_json_shape() {
+        let v = serde_json::to_value(sample_lease()).unwrap();
+        assert_eq!(v["address"], "10.0.0.5");
+        assert_eq!(v["state"], "leased");
+        assert_eq!(v["expires"], 1_764_000_000u64);
+        assert!(v.get("hostname").is_none());
+        let mut l = sample_lease();
+        l.client_id = None;
+        let v = serde_json::to_value(&l).unwrap();
+        assert!(v["client_id"].is_null());
+    }
+
+    #[test]
+    fn read_line_bounded_behaviour() {
+        let mut r = BufReader::with_capacity(4, Cursor::new(b"abc\r\ndefgh\nlast".to_vec()));
+        assert_eq!(
+            read_line_bounded(&mut r, 10).unwrap().as_deref(),
+            Some("abc")
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, 10).unwrap().as_deref(),
+            Some("defgh")
+        );
+        assert_eq!(
+            read_line_bounded(&mut r, 10).unwrap().as_deref(),
+            Some("last")
+        );
+        assert!(read_line_bounded(&mut r, 10).unwrap().is_none());
+
+        let mut r = BufReader::with_capacity(4, Cursor::new(b"0123456789A\n".to_vec()));
+        assert!(matches!(
+            read_line_bounded(&mut r, 10),
+            Err(ReadLineError::TooLong { max: 10 })
+        ));
+        // Exactly at the limit, with CRLF, is fine.
+        let mut r = BufReader::with_capacity(3, Cursor::new(b"0123456789\r\n".to_vec()));
+        assert_eq!(
+            read_line_bounded(&mut r, 10).unwrap().as_deref(),
+            Some("0123456789")
+        );
+        let mut r = Cursor::new(b"\xff\xfe\n".to_vec());
+        assert!(matches!(
+            read_line_bounded(&mut r, 10),
+            Err(ReadLineError::NotUtf8)
+        ));
+    }
+
+    fn arb_lease() -> impl Strategy<Value = LeaseRecord> {
+        (
+            any::<u32>(),
+            prop::sample::select(vec![
+                LeaseState::Leased,
+                LeaseState::Declined,
+                LeaseState::Expired,
+                LeaseState::Released,
+            ]),
+            prop::option::of("[0-9a-f]{2}(:[0-9a-f]{2}){0,15}"),
+            prop::option::of("([0-9a-f]{2}){1,20}"),
+            any::<u64>(),
+            prop::option::of(".{0,20}"),
+        )
+            .prop_map(
+                |(a, state, hwaddr, client_id, expires, hostname)| LeaseRecord {
+                    address: Ipv4Addr::from(a),
+                    state,
+                    hwaddr,
+                    client_id,
+                    expires,
+                    subnet: None,
+                    hostname,
+                },
+            )
+    }
+
+    proptest! {
+        #[test]
+        fn import_requests_round_trip(leases in prop::collection::vec(arb_lease(), 0..20)) {
+            let req = Request::new(Command::Import { leases });
+            let line = encode_request(&req).unwrap();
+            prop_assert_eq!(line.matches('\n').count(), 1);
+            prop_assert_eq!(parse_request(&line).unwrap(), req);
+        }
+
+        #[test]
+        fn parsing_arbitrary_lines_never_panics(s in ".{0,200}") {
+            let _ = parse_request(&s);
+            let _ = parse_response(&s);
+            let _ = parse_export_frame(&s);
+        }
+    }
+}

@@ -1,0 +1,949 @@
+//! The supervisor: configuration, the lease table's life cycle, worker processes, the control
+//! socket. Single-threaded; signal handlers only queue signals that the mio loop acts on.
+//!
+//! Architecture Invariant: the supervisor never starts a thread (it forks), and it never serves
+//! DHCP itself.
+
+use std::collections::HashMap;
+use std::io;
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::process::Child;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use prodhcp_config::Config;
+use prodhcp_worker::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
+use prodhcp_worker::counters::{Counters as WorkerCounterView, ENGINE_COUNTER_NAMES, ENGINE_DROPS};
+use prodhcp_worker::run::{layout_of, ring_path};
+use shm_layout::{
+    worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
+    IMPORT_OWNER, SUPERVISOR_OWNER,
+};
+use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
+use signal_hook_mio::v1_0::Signals;
+use tracing::{error, info, warn};
+
+use crate::control_proto::{
+    self as proto, Command, ImportResult, ReloadStatus, Response, StatsData, StatusData,
+    TableStatus, WorkerCounters, WorkerStatus,
+};
+use crate::control_server::{self, ConnEvent, Connection};
+use crate::leases;
+use crate::sys;
+
+/// Documented exit codes of `prodhcpd`.
+pub mod exit {
+    /// Clean stop.
+    pub const OK: i32 = 0;
+    /// Runtime failure (sockets, control socket, fatal I/O).
+    pub const RUNTIME: i32 = 1;
+    /// Bad configuration or usage.
+    pub const CONFIG: i32 = 2;
+    /// The lease table cannot be used (corrupt, truncated, locked, unsafe).
+    pub const TABLE: i32 = 3;
+}
+
+/// A fatal start-up or runtime error with its exit code.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct Fatal {
+    /// Exit code.
+    pub code: i32,
+    /// Message for the operator.
+    pub message: String,
+}
+
+impl Fatal {
+    fn runtime(what: &str, e: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            code: exit::RUNTIME,
+            message: format!("{what}: {e}"),
+        }
+    }
+    fn table(e: impl std::fmt::Display) -> Fatal {
+        Fatal {
+            code: exit::TABLE,
+            message: e.to_string(),
+        }
+    }
+}
+
+const SIGNALS: Token = Token(0);
+const LISTENER: Token = Token(1);
+const CHANNEL_BASE: usize = 1000;
+const CONN_BASE: usize = 100_000;
+const MAX_BACKOFF: Duration = Duration::from_secs(5);
+const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WorkerState {
+    Starting,
+    Running,
+    Backoff(Instant),
+    Stopped,
+}
+
+impl WorkerState {
+    fn name(self) -> &'static str {
+        match self {
+            WorkerState::Starting => "starting",
+            WorkerState::Running => "running",
+            WorkerState::Backoff(_) => "restarting",
+            WorkerState::Stopped => "stopped",
+        }
+    }
+}
+
+#[derive(Debug)]
+struct Worker {
+    id: usize,
+    child: Option<Child>,
+    channel: Option<UnixStream>,
+    reader: FrameReader,
+    state: WorkerState,
+    restarts: u64,
+    started: Instant,
+    backoff: Duration,
+    ring: Ring,
+}
+
+/// The running supervisor.
+pub struct Supervisor {
+    config_path: PathBuf,
+    config: Config,
+    config_text: String,
+    generation: u64,
+    last_reload: ReloadStatus,
+    table: Table,
+    clean_start: bool,
+    sockets: Vec<OwnedFd>,
+    workers: Vec<Worker>,
+    poll: Poll,
+    signals: Signals,
+    listener: UnixListener,
+    conns: HashMap<usize, Connection>,
+    next_conn: usize,
+    started: Instant,
+    sup_ring: Ring,
+    import_ring: Ring,
+    exe: PathBuf,
+    stopping: bool,
+    export_children: Vec<nix::unistd::Pid>,
+    index_cleanup_pos: usize,
+}
+
+/// Reads and validates a configuration file (exit code 2 on failure).
+pub fn load_config(path: &Path) -> Result<(Config, String), Fatal> {
+    let text = std::fs::read_to_string(path).map_err(|e| Fatal {
+        code: exit::CONFIG,
+        message: format!("{}: {e}", path.display()),
+    })?;
+    let config = prodhcp_config::parse(&text).map_err(|e| Fatal {
+        code: exit::CONFIG,
+        message: format!("{}: {e}", path.display()),
+    })?;
+    Ok((config, text))
+}
+
+/// Opens the table the configuration needs: creates it when missing, migrates it when it was
+/// built for another pool layout. Returns the table and whether it was cleanly closed.
+pub fn open_table(config: &Config) -> Result<(Table, bool), Fatal> {
+    let path = &config.table_file;
+    let spec = layout_of(config);
+    let t0 = Instant::now();
+    let table = match Table::open_for(path, &spec) {
+        Ok(t) => t,
+        Err(TableOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let t = Table::create(path, &spec).map_err(Fatal::table)?;
+            info!(
+                path = %path.display(),
+                slots = t.slot_count(),
+                bytes = t.geometry().file_bytes(),
+                ms = t0.elapsed().as_millis() as u64,
+                "created lease table"
+            );
+            t
+        }
+        Err(TableOpenError::LayoutMismatch { .. }) => migrate(config, &spec)?,
+        Err(e) => return Err(Fatal::table(e)),
+    };
+    lock_with_retry(&table)?;
+    let (clean, same_boot) = table.shutdown_state();
+    Ok((table, clean || same_boot))
+}
+
+fn lock_with_retry(table: &Table) -> Result<(), Fatal> {
+    // Workers of a previous supervisor may take a moment to die (they get SIGTERM from the
+    // kernel when it goes), and they do not hold the lock anyway; another live supervisor does.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match table.lock_exclusive() {
+            Ok(()) => return Ok(()),
+            Err(e @ TableOpenError::Locked { .. }) if Instant::now() >= deadline => {
+                return Err(Fatal::table(e))
+            }
+            Err(TableOpenError::Locked { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(Fatal::table(e)),
+        }
+    }
+}
+
+/// Builds a table for the new layout and carries every lease whose address still exists into
+/// it; the old file is kept as `<table>.prev`.
+fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fatal> {
+    let path = &config.table_file;
+    let old = Table::open(path).map_err(Fatal::table)?;
+    lock_with_retry(&old)?;
+    let tmp = path.with_extension("migrating");
+    let _ = std::fs::remove_file(&tmp);
+    let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
+    let ring = Ring::open_or_create(
+        &ring_path(config, SUPERVISOR_OWNER),
+        SUPERVISOR_OWNER,
+        u64::from(config.ring_capacity),
+    )
+    .map_err(Fatal::table)?;
+    let (mut kept, mut dropped) = (0u64, 0u64);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for slot in 0..old.slot_count() {
+        let Ok(img) = old.read(slot) else { continue };
+        if !leases::exported(&img) {
+            continue;
+        }
+        let Some(addr) = old.addr_of_slot(slot) else {
+            continue;
+        };
+        let Some(ns) = new.slot_of_addr(addr) else {
+            dropped += 1;
+            continue;
+        };
+        let ok = new.update(
+            SUPERVISOR_OWNER,
+            &ring,
+            ns,
+            &SlotImage::PRISTINE,
+            &img,
+            &ChangeContext {
+                reason: ChangeReason::Migrate,
+                time_ms: now_ms,
+                context: b"",
+            },
+        );
+        if ok.is_ok() {
+            kept += 1;
+        }
+    }
+    new.mark_clean().map_err(Fatal::table)?;
+    drop(new);
+    let prev = path.with_extension("prev");
+    std::fs::rename(path, &prev).map_err(|e| Fatal::table(format!("keeping old table: {e}")))?;
+    std::fs::rename(&tmp, path).map_err(|e| Fatal::table(format!("installing new table: {e}")))?;
+    warn!(kept, dropped, previous = %prev.display(), "pool layout changed: migrated the lease table");
+    drop(old);
+    Table::open_for(path, spec).map_err(Fatal::table)
+}
+
+fn recover(table: &Table, owner: u8, ring: Option<&Ring>) {
+    match table.recover_owner(owner, ring) {
+        Recovery::Nothing | Recovery::IntentCleared => {}
+        r => warn!(owner, outcome = ?r, "recovered a change left half done by a dead writer"),
+    }
+}
+
+fn ensure_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
+    std::fs::create_dir_all(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(mode))
+}
+
+impl Supervisor {
+    /// Loads everything and starts the workers.
+    pub fn start(config_path: &Path) -> Result<Supervisor, Fatal> {
+        let t0 = Instant::now();
+        let (config, config_text) = load_config(config_path)?;
+        ensure_private_dir(&config.state_dir, 0o750)
+            .map_err(|e| Fatal::runtime(&format!("state dir {}", config.state_dir.display()), e))?;
+        let (table, clean) = open_table(&config)?;
+        let cap = u64::from(config.ring_capacity);
+        let open_ring = |owner: u8| {
+            Ring::open_or_create(&ring_path(&config, owner), owner, cap).map_err(Fatal::table)
+        };
+        let sup_ring = open_ring(SUPERVISOR_OWNER)?;
+        let import_ring = open_ring(IMPORT_OWNER)?;
+        let n = config.effective_workers();
+        let mut rings = Vec::with_capacity(n);
+        for id in 0..n {
+            rings.push(open_ring(worker_owner(id))?);
+        }
+        // Every previous writer is dead now (we hold the lock): finish or undo their changes.
+        for owner in 1..=127u8 {
+            let ring = if owner == SUPERVISOR_OWNER {
+                Some(&sup_ring)
+            } else if owner == IMPORT_OWNER {
+                Some(&import_ring)
+            } else {
+                (1..=n as u8)
+                    .contains(&owner)
+                    .then(|| &rings[usize::from(owner) - 1])
+            };
+            recover(&table, owner, ring);
+        }
+        let (was_clean, same_boot) = table.shutdown_state();
+        if !was_clean && !same_boot {
+            // Power loss or a reboot without a clean stop: pages may be torn. Check everything.
+            let t = Instant::now();
+            let rep = table.repair(SUPERVISOR_OWNER, &sup_ring);
+            warn!(
+                corrupt = rep.corrupt.len(),
+                locked = rep.locked.len(),
+                bitmap_fixed = rep.bitmap_mismatch.len(),
+                ms = t.elapsed().as_millis() as u64,
+                "unclean shutdown on an earlier boot: checked every slot"
+            );
+        }
+        table.mark_open();
+        let (reserved, _) =
+            leases::apply_reservations(&table, &sup_ring, SUPERVISOR_OWNER, &config, None);
+        if reserved > 0 {
+            info!(reserved, "marked reserved addresses");
+        }
+
+        let sockets = prodhcp_worker::sys::reuseport_group(config.listen_port, n)
+            .map_err(|e| Fatal::runtime(&format!("UDP port {}", config.listen_port), e))?;
+        if let Some(dir) = config.control_socket.parent() {
+            ensure_private_dir(dir, 0o750)
+                .map_err(|e| Fatal::runtime(&format!("control socket dir {}", dir.display()), e))?;
+        }
+        let _ = std::fs::remove_file(&config.control_socket);
+        let listener = UnixListener::bind(&config.control_socket).map_err(|e| {
+            Fatal::runtime(
+                &format!("control socket {}", config.control_socket.display()),
+                e,
+            )
+        })?;
+        let _ = std::fs::set_permissions(
+            &config.control_socket,
+            std::fs::Permissions::from_mode(0o660),
+        );
+        listener
+            .set_nonblocking(true)
+            .map_err(|e| Fatal::runtime("control socket", e))?;
+        let poll = Poll::new().map_err(|e| Fatal::runtime("poll", e))?;
+        let mut signals = Signals::new([SIGHUP, SIGTERM, SIGINT, SIGCHLD])
+            .map_err(|e| Fatal::runtime("signals", e))?;
+        poll.registry()
+            .register(&mut signals, SIGNALS, Interest::READABLE)
+            .map_err(|e| Fatal::runtime("poll", e))?;
+        let lfd = listener.as_raw_fd();
+        poll.registry()
+            .register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)
+            .map_err(|e| Fatal::runtime("poll", e))?;
+        let exe = std::env::current_exe().map_err(|e| Fatal::runtime("own executable", e))?;
+        let workers = rings
+            .into_iter()
+            .enumerate()
+            .map(|(id, ring)| Worker {
+                id,
+                child: None,
+                channel: None,
+                reader: FrameReader::default(),
+                state: WorkerState::Stopped,
+                restarts: 0,
+                started: Instant::now(),
+                backoff: Duration::from_millis(100),
+                ring,
+            })
+            .collect();
+        let mut sup = Supervisor {
+            config_path: config_path.to_path_buf(),
+            config,
+            config_text,
+            generation: 1,
+            last_reload: ReloadStatus {
+                ok: true,
+                message: "initial configuration".into(),
+            },
+            table,
+            clean_start: clean,
+            sockets,
+            workers,
+            poll,
+            signals,
+            listener,
+            conns: HashMap::new(),
+            next_conn: 0,
+            started: Instant::now(),
+            sup_ring,
+            import_ring,
+            exe,
+            stopping: false,
+            export_children: Vec::new(),
+            index_cleanup_pos: 0,
+        };
+        for id in 0..sup.workers.len() {
+            sup.spawn(id);
+        }
+        info!(
+            workers = n,
+            slots = sup.table.slot_count(),
+            clean_start = clean,
+            ms = t0.elapsed().as_millis() as u64,
+            "prodhcpd started"
+        );
+        Ok(sup)
+    }
+
+    fn spawn(&mut self, id: usize) {
+        let w = &mut self.workers[id];
+        let result = (|| -> io::Result<(Child, UnixStream)> {
+            let (ours, theirs) = sys::socketpair()?;
+            let child = sys::spawn_worker(
+                &self.exe,
+                id,
+                self.sockets.len(),
+                &self.sockets[id],
+                &theirs,
+            )?;
+            drop(theirs);
+            let mut stream = UnixStream::from(ours);
+            write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
+            stream.set_nonblocking(true)?;
+            Ok((child, stream))
+        })();
+        match result {
+            Ok((child, stream)) => {
+                let fd = stream.as_raw_fd();
+                let _ = self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    Token(CHANNEL_BASE + id),
+                    Interest::READABLE,
+                );
+                w.child = Some(child);
+                w.channel = Some(stream);
+                w.reader = FrameReader::default();
+                w.state = WorkerState::Starting;
+                w.started = Instant::now();
+            }
+            Err(e) => {
+                error!(worker = id, error = %e, "cannot start worker");
+                w.state = WorkerState::Backoff(Instant::now() + w.backoff);
+                w.backoff = (w.backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    }
+
+    /// Runs until SIGTERM/SIGINT; returns the exit code.
+    pub fn run(mut self) -> i32 {
+        let mut events = Events::with_capacity(64);
+        loop {
+            let timeout = self.next_timeout();
+            match self.poll.poll(&mut events, Some(timeout)) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => {
+                    error!(error = %e, "poll failed");
+                    return self.shutdown(exit::RUNTIME);
+                }
+            }
+            let tokens: Vec<Token> = events.iter().map(|e| e.token()).collect();
+            for t in tokens {
+                match t {
+                    SIGNALS => {
+                        let sigs: Vec<i32> = self.signals.pending().collect();
+                        for s in sigs {
+                            match s {
+                                SIGHUP => self.reload(),
+                                SIGTERM | SIGINT => self.stopping = true,
+                                SIGCHLD => self.reap(),
+                                _ => {}
+                            }
+                        }
+                    }
+                    LISTENER => self.accept(),
+                    Token(t) if (CHANNEL_BASE..CONN_BASE).contains(&t) => {
+                        self.worker_channel(t - CHANNEL_BASE)
+                    }
+                    Token(t) if t >= CONN_BASE => self.serve_conn(t - CONN_BASE),
+                    _ => {}
+                }
+            }
+            if self.stopping {
+                return self.shutdown(exit::OK);
+            }
+            self.reap();
+            self.respawn_due();
+            self.housekeeping();
+        }
+    }
+
+    fn next_timeout(&self) -> Duration {
+        let mut t = Duration::from_millis(500);
+        for w in &self.workers {
+            if let WorkerState::Backoff(at) = w.state {
+                t = t.min(at.saturating_duration_since(Instant::now()));
+            }
+        }
+        t
+    }
+
+    fn housekeeping(&mut self) {
+        // Turn index tombstones back into empty entries, a slice at a time.
+        let cap = self.table.index_capacity();
+        let step = 1 << 16;
+        let from = self.index_cleanup_pos;
+        self.table.index_cleanup(from..(from + step).min(cap));
+        self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
+        // Close idle control connections.
+        let stale: Vec<usize> = self
+            .conns
+            .iter()
+            .filter(|(_, c)| c.since.elapsed() > Duration::from_secs(300))
+            .map(|(k, _)| *k)
+            .collect();
+        for k in stale {
+            self.close_conn(k);
+        }
+    }
+
+    fn reap(&mut self) {
+        // Export children.
+        self.export_children.retain(|pid| {
+            !matches!(
+                nix::sys::wait::waitpid(*pid, Some(nix::sys::wait::WaitPidFlag::WNOHANG)),
+                Ok(nix::sys::wait::WaitStatus::Exited(..))
+                    | Ok(nix::sys::wait::WaitStatus::Signaled(..))
+                    | Err(_)
+            )
+        });
+        for id in 0..self.workers.len() {
+            let status = {
+                let w = &mut self.workers[id];
+                match w.child.as_mut().map(|c| c.try_wait()) {
+                    Some(Ok(Some(st))) => st,
+                    _ => continue,
+                }
+            };
+            let owner = worker_owner(id);
+            let w = &mut self.workers[id];
+            w.child = None;
+            if let Some(ch) = w.channel.take() {
+                let fd = ch.as_raw_fd();
+                let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+            }
+            recover(&self.table, owner, Some(&w.ring));
+            if self.stopping {
+                w.state = WorkerState::Stopped;
+                continue;
+            }
+            if w.started.elapsed() > HEALTHY_AFTER {
+                w.backoff = Duration::from_millis(100);
+            }
+            warn!(worker = id, %status, retry_in_ms = w.backoff.as_millis() as u64, "worker died; restarting it");
+            w.state = WorkerState::Backoff(Instant::now() + w.backoff);
+            w.backoff = (w.backoff * 2).min(MAX_BACKOFF);
+            w.restarts += 1;
+        }
+    }
+
+    fn respawn_due(&mut self) {
+        if self.stopping {
+            return;
+        }
+        for id in 0..self.workers.len() {
+            if let WorkerState::Backoff(at) = self.workers[id].state {
+                if Instant::now() >= at {
+                    self.spawn(id);
+                }
+            }
+        }
+    }
+
+    fn worker_channel(&mut self, id: usize) {
+        let Some(w) = self.workers.get_mut(id) else {
+            return;
+        };
+        let Some(ch) = w.channel.as_mut() else { return };
+        loop {
+            match w.reader.poll(ch) {
+                Ok(ReadOutcome::Frame(FrameKind::Applied, _)) => {
+                    if w.state == WorkerState::Starting {
+                        w.state = WorkerState::Running;
+                    }
+                }
+                Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
+                    warn!(worker = id, message = %String::from_utf8_lossy(&msg), "worker refused the configuration");
+                }
+                Ok(ReadOutcome::Frame(..)) => {}
+                Ok(ReadOutcome::Pending) => return,
+                Ok(ReadOutcome::Closed) | Err(_) => {
+                    let fd = ch.as_raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    w.channel = None;
+                    return;
+                }
+            }
+        }
+    }
+
+    fn reload(&mut self) {
+        let t0 = Instant::now();
+        let result = load_config(&self.config_path).and_then(|(c, text)| {
+            if !self.config.same_table_layout(&c) {
+                return Err(Fatal {
+                    code: exit::CONFIG,
+                    message: "the new configuration changes the pool layout, the table file, the ring capacity or the number of workers; that needs a restart (the lease table is migrated at start)".into(),
+                });
+            }
+            if c.listen_port != self.config.listen_port || c.control_socket != self.config.control_socket {
+                return Err(Fatal {
+                    code: exit::CONFIG,
+                    message: "listen_port and control_socket cannot change on reload; restart instead".into(),
+                });
+            }
+            Ok((c, text))
+        });
+        match result {
+            Ok((config, text)) => {
+                let previous = std::mem::replace(&mut self.config, config);
+                self.config_text = text;
+                leases::apply_reservations(
+                    &self.table,
+                    &self.sup_ring,
+                    SUPERVISOR_OWNER,
+                    &self.config,
+                    Some(&previous),
+                );
+                for w in &mut self.workers {
+                    if let Some(ch) = w.channel.as_mut() {
+                        let _ = ch.set_nonblocking(false);
+                        if let Err(e) =
+                            write_frame(ch, FrameKind::Config, self.config_text.as_bytes())
+                        {
+                            warn!(worker = w.id, error = %e, "could not send the new configuration");
+                        }
+                        let _ = ch.set_nonblocking(true);
+                    }
+                }
+                self.generation += 1;
+                self.last_reload = ReloadStatus {
+                    ok: true,
+                    message: format!(
+                        "generation {} loaded in {} ms",
+                        self.generation,
+                        t0.elapsed().as_millis()
+                    ),
+                };
+                info!(
+                    generation = self.generation,
+                    us = t0.elapsed().as_micros() as u64,
+                    "configuration reloaded"
+                );
+            }
+            Err(e) => {
+                warn!(error = %e.message, "reload refused; keeping the running configuration");
+                self.last_reload = ReloadStatus {
+                    ok: false,
+                    message: e.message,
+                };
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => {
+                    if self.conns.len() >= control_server::MAX_CONNECTIONS {
+                        drop(stream);
+                        continue;
+                    }
+                    let Ok(conn) = Connection::new(stream) else {
+                        continue;
+                    };
+                    let key = self.next_conn;
+                    self.next_conn = self.next_conn.wrapping_add(1) % 1_000_000;
+                    let fd = conn.stream.as_raw_fd();
+                    if self
+                        .poll
+                        .registry()
+                        .register(
+                            &mut SourceFd(&fd),
+                            Token(CONN_BASE + key),
+                            Interest::READABLE,
+                        )
+                        .is_ok()
+                    {
+                        self.conns.insert(key, conn);
+                        self.serve_conn(key);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    warn!(error = %e, "control socket accept failed");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn close_conn(&mut self, key: usize) {
+        if let Some(c) = self.conns.remove(&key) {
+            let fd = c.stream.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+    }
+
+    fn serve_conn(&mut self, key: usize) {
+        loop {
+            let Some(conn) = self.conns.get_mut(&key) else {
+                return;
+            };
+            match conn.poll() {
+                ConnEvent::Pending => return,
+                ConnEvent::Closed => return self.close_conn(key),
+                ConnEvent::Error(msg) => {
+                    let _ = conn.respond(&Response::error(msg));
+                    return self.close_conn(key);
+                }
+                ConnEvent::Request(req) => {
+                    let peer = conn.peer_uid;
+                    if control_server::is_mutating(&req.command)
+                        && !matches!(peer, Some(0))
+                        && peer != Some(nix::unistd::geteuid().as_raw())
+                    {
+                        let conn = self.conns.get_mut(&key);
+                        if let Some(c) = conn {
+                            let _ = c.respond(&Response::error(
+                                "permission denied: importing leases needs root or the daemon's user",
+                            ));
+                        }
+                        continue;
+                    }
+                    if matches!(req.command, Command::Export) {
+                        self.export(key);
+                        return;
+                    }
+                    let resp = self.answer(req.command);
+                    let ok = self
+                        .conns
+                        .get_mut(&key)
+                        .map(|c| c.respond(&resp).is_ok())
+                        .unwrap_or(false);
+                    if !ok {
+                        return self.close_conn(key);
+                    }
+                }
+            }
+        }
+    }
+
+    fn export(&mut self, key: usize) {
+        let Some(conn) = self.conns.remove(&key) else {
+            return;
+        };
+        let fd = conn.stream.as_raw_fd();
+        let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        let table = &self.table;
+        let config = &self.config;
+        let mut stream = conn.stream;
+        let _ = stream.set_nonblocking(false);
+        let child = sys::fork_child(|| {
+            let leases = (0..table.slot_count()).filter_map(|slot| {
+                let img = table.read(slot).ok()?;
+                if !leases::exported(&img) {
+                    return None;
+                }
+                leases::record_of(table, config, slot, &img)
+            });
+            match control_server::write_export(&mut stream, leases) {
+                Ok(_) => 0,
+                Err(_) => 1,
+            }
+        });
+        match child {
+            Ok(pid) => self.export_children.push(pid),
+            Err(e) => warn!(error = %e, "cannot fork the export writer"),
+        }
+    }
+
+    fn answer(&mut self, cmd: Command) -> Response {
+        let ok = |r: Result<Response, proto::ProtoError>| {
+            r.unwrap_or_else(|e| Response::error(e.to_string()))
+        };
+        match cmd {
+            Command::Status => ok(Response::ok(&self.status())),
+            Command::Stats => ok(Response::ok(&self.stats())),
+            Command::Lease { address } => {
+                let Some(slot) = self.table.slot_of_addr(u32::from(address)) else {
+                    return Response::error(format!(
+                        "{address} is in no configured pool or reservation"
+                    ));
+                };
+                match self.table.read(slot) {
+                    Ok(img) => match leases::record_of(&self.table, &self.config, slot, &img) {
+                        Some(r) => ok(Response::ok(&r)),
+                        None => Response::error("no such slot"),
+                    },
+                    Err(e) => Response::error(format!("{address}: {e}")),
+                }
+            }
+            Command::LeasesByMac { mac } => {
+                let bytes: Option<Vec<u8>> = mac
+                    .split([':', '-'])
+                    .map(|p| u8::from_str_radix(p, 16).ok())
+                    .collect();
+                match bytes {
+                    Some(b) if !b.is_empty() && b.len() <= 16 => ok(Response::ok(
+                        &leases::leases_by_mac(&self.table, &self.config, &b),
+                    )),
+                    _ => Response::error(format!("bad MAC address {mac:?}")),
+                }
+            }
+            Command::Import { leases } => {
+                let r: ImportResult =
+                    leases::import_batch(&self.table, &self.import_ring, IMPORT_OWNER, &leases);
+                ok(Response::ok(&r))
+            }
+            Command::Export => Response::error("export is streamed"),
+        }
+    }
+
+    fn status(&self) -> StatusData {
+        StatusData {
+            pid: std::process::id(),
+            state: if self.stopping { "stopping" } else { "running" }.into(),
+            config_generation: self.generation,
+            uptime_secs: self.started.elapsed().as_secs(),
+            last_reload: self.last_reload.clone(),
+            workers: self
+                .workers
+                .iter()
+                .map(|w| WorkerStatus {
+                    id: w.id as u32,
+                    pid: w.child.as_ref().map(|c| c.id()),
+                    state: w.state.name().into(),
+                    restarts: w.restarts,
+                })
+                .collect(),
+            table: TableStatus {
+                path: self.table.path().display().to_string(),
+                slots: u64::from(self.table.slot_count()),
+                clean_start: self.clean_start,
+            },
+        }
+    }
+
+    fn stats(&self) -> StatsData {
+        let mut total = proto::Counters::default();
+        let mut per = Vec::new();
+        for w in &self.workers {
+            let view = WorkerCounterView::new(self.table.counters(worker_owner(w.id)));
+            let c = counters_of(&view);
+            add_counters(&mut total, &c);
+            per.push(WorkerCounters {
+                id: w.id as u32,
+                counters: c,
+            });
+        }
+        StatsData {
+            total,
+            workers: per,
+            pools: leases::pool_stats(&self.table, &self.config),
+        }
+    }
+
+    fn shutdown(mut self, code: i32) -> i32 {
+        self.stopping = true;
+        info!("stopping workers");
+        for w in &mut self.workers {
+            if let Some(ch) = w.channel.as_mut() {
+                let _ = ch.set_nonblocking(false);
+                let _ = write_frame(ch, FrameKind::Stop, b"");
+            }
+            if let Some(c) = w.child.as_ref() {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(c.id() as i32),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        for w in &mut self.workers {
+            if let Some(mut c) = w.child.take() {
+                loop {
+                    match c.try_wait() {
+                        Ok(Some(_)) | Err(_) => break,
+                        Ok(None) if Instant::now() >= deadline => {
+                            let _ = c.kill();
+                            let _ = c.wait();
+                            break;
+                        }
+                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+                    }
+                }
+            }
+            recover(&self.table, worker_owner(w.id), Some(&w.ring));
+        }
+        for pid in &self.export_children {
+            let _ = nix::sys::wait::waitpid(*pid, None);
+        }
+        recover(&self.table, IMPORT_OWNER, Some(&self.import_ring));
+        if let Err(e) = self.table.mark_clean() {
+            error!(error = %e, "could not flush the lease table");
+        }
+        let _ = std::fs::remove_file(&self.config.control_socket);
+        info!("prodhcpd stopped");
+        code
+    }
+}
+
+fn counters_of(view: &WorkerCounterView<'_>) -> proto::Counters {
+    let snap = view.snapshot();
+    let get = |name: &str| snap.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
+    let mut drops = std::collections::BTreeMap::new();
+    for i in ENGINE_DROPS {
+        let name = ENGINE_COUNTER_NAMES[i];
+        drops.insert(name.to_string(), get(name));
+    }
+    for (n, v) in &snap {
+        if n.starts_with("decode_") {
+            drops.insert(n.trim_start_matches("decode_").to_string(), *v);
+        }
+    }
+    proto::Counters {
+        received: get("received"),
+        discover: get("discover"),
+        request: get("request"),
+        decline: get("decline"),
+        release: get("release"),
+        inform: get("inform"),
+        offer: get("offer"),
+        ack: get("ack"),
+        nak: get("nak"),
+        dropped: get("dropped"),
+        drops,
+    }
+}
+
+fn add_counters(total: &mut proto::Counters, c: &proto::Counters) {
+    total.received += c.received;
+    total.discover += c.discover;
+    total.request += c.request;
+    total.decline += c.decline;
+    total.release += c.release;
+    total.inform += c.inform;
+    total.offer += c.offer;
+    total.ack += c.ack;
+    total.nak += c.nak;
+    total.dropped += c.dropped;
+    for (k, v) in &c.drops {
+        *total.drops.entry(k.clone()).or_default() += v;
+    }
+}

@@ -1,0 +1,308 @@
+//! Conversions between lease-table slots and the control protocol's lease records, plus the
+//! table-wide operations the supervisor runs: export, import, pool statistics, reservations.
+
+use std::net::Ipv4Addr;
+
+use prodhcp_config::Config;
+use shm_layout::{
+    ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table,
+};
+
+use crate::control_proto::{self as proto, ImportResult, LeaseRecord, PoolStats};
+
+fn now_secs() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+/// Converts a table state to the protocol's.
+pub fn proto_state(s: LeaseState) -> proto::LeaseState {
+    match s {
+        LeaseState::Free => proto::LeaseState::Free,
+        LeaseState::Offered => proto::LeaseState::Offered,
+        LeaseState::Leased => proto::LeaseState::Leased,
+        LeaseState::Released => proto::LeaseState::Released,
+        LeaseState::Expired => proto::LeaseState::Expired,
+        LeaseState::Declined => proto::LeaseState::Declined,
+        LeaseState::Reserved => proto::LeaseState::Reserved,
+        LeaseState::Abandoned => proto::LeaseState::Abandoned,
+    }
+}
+
+fn table_state(s: proto::LeaseState) -> LeaseState {
+    match s {
+        proto::LeaseState::Free => LeaseState::Free,
+        proto::LeaseState::Offered => LeaseState::Offered,
+        proto::LeaseState::Leased => LeaseState::Leased,
+        proto::LeaseState::Released => LeaseState::Released,
+        proto::LeaseState::Expired => LeaseState::Expired,
+        proto::LeaseState::Declined => LeaseState::Declined,
+        proto::LeaseState::Reserved => LeaseState::Reserved,
+        proto::LeaseState::Abandoned => LeaseState::Abandoned,
+    }
+}
+
+/// `aa:bb:cc` formatting.
+pub fn hex_colon(b: &[u8]) -> String {
+    b.iter()
+        .map(|x| format!("{x:02x}"))
+        .collect::<Vec<_>>()
+        .join(":")
+}
+
+fn hex_plain(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let digits: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
+    if digits.is_empty() || digits.len() % 2 != 0 {
+        return None;
+    }
+    (0..digits.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+/// The lease record of a slot (None for pristine/free slots without history).
+pub fn record_of(
+    table: &Table,
+    config: &Config,
+    slot: u32,
+    img: &SlotImage,
+) -> Option<LeaseRecord> {
+    let addr = Ipv4Addr::from(table.addr_of_slot(slot)?);
+    let client_id = match img.key.kind() {
+        KeyKind::ClientId => Some(hex_plain(img.key.as_bytes())),
+        _ => None,
+    };
+    Some(LeaseRecord {
+        address: addr,
+        state: proto_state(img.state),
+        hwaddr: (img.hlen > 0).then(|| hex_colon(img.hwaddr())),
+        client_id,
+        expires: u64::from(img.expires),
+        subnet: config.subnet_for_addr(addr).map(|s| s.network.to_string()),
+        hostname: None,
+    })
+}
+
+/// Whether export lists a slot: everything except never-used free slots.
+pub fn exported(img: &SlotImage) -> bool {
+    !(img.state == LeaseState::Free && img.key.is_none() && img.hlen == 0)
+}
+
+/// Every exported lease whose hardware address is `mac`.
+pub fn leases_by_mac(table: &Table, config: &Config, mac: &[u8]) -> Vec<LeaseRecord> {
+    (0..table.slot_count())
+        .filter_map(|slot| {
+            let img = table.read(slot).ok()?;
+            (img.hwaddr() == mac && img.state != LeaseState::Free)
+                .then(|| record_of(table, config, slot, &img))?
+        })
+        .collect()
+}
+
+/// Usage of every pool.
+pub fn pool_stats(table: &Table, config: &Config) -> Vec<PoolStats> {
+    let mut out = Vec::new();
+    for s in &config.subnets {
+        for p in &s.pools {
+            let span = table.slot_span(u32::from(p.first), u32::from(p.last));
+            let mut st = PoolStats {
+                first: p.first,
+                last: p.last,
+                size: p.len(),
+                free: table.count_free(span.clone()),
+                offered: 0,
+                leased: 0,
+                declined: 0,
+                reserved: 0,
+            };
+            for slot in span {
+                match table.read(slot).map(|i| i.state) {
+                    Ok(LeaseState::Offered) => st.offered += 1,
+                    Ok(LeaseState::Leased) => st.leased += 1,
+                    Ok(LeaseState::Declined) => st.declined += 1,
+                    Ok(LeaseState::Reserved) => st.reserved += 1,
+                    _ => {}
+                }
+            }
+            out.push(st);
+        }
+    }
+    out
+}
+
+/// Applies one batch of imported records, in order, as owner `owner` through `ring`.
+pub fn import_batch(
+    table: &Table,
+    ring: &Ring,
+    owner: u8,
+    records: &[LeaseRecord],
+) -> ImportResult {
+    let mut res = ImportResult::default();
+    let now = now_secs();
+    for r in records {
+        match import_one(table, ring, owner, r, now) {
+            Ok(()) => res.imported += 1,
+            Err(e) => {
+                res.rejected += 1;
+                if res.errors.len() < 100 {
+                    res.errors.push(format!("{}: {e}", r.address));
+                }
+            }
+        }
+    }
+    res
+}
+
+fn import_one(
+    table: &Table,
+    ring: &Ring,
+    owner: u8,
+    r: &LeaseRecord,
+    now: u64,
+) -> Result<(), String> {
+    let slot = table
+        .slot_of_addr(u32::from(r.address))
+        .ok_or("address is in no configured pool or reservation")?;
+    let hw = match &r.hwaddr {
+        Some(h) => Some(parse_hex(h).filter(|b| b.len() <= 16).ok_or("bad hwaddr")?),
+        None => None,
+    };
+    let cid = match &r.client_id {
+        Some(h) => Some(parse_hex(h).ok_or("bad client_id")?),
+        None => None,
+    };
+    let mut state = table_state(r.state);
+    if state == LeaseState::Leased && r.expires <= now {
+        state = LeaseState::Expired;
+    }
+    let mut img = SlotImage {
+        state,
+        expires: r.expires.min(u64::from(u32::MAX)) as u32,
+        updated: now as u32,
+        ..SlotImage::PRISTINE
+    };
+    if let Some(h) = &hw {
+        img.set_hwaddr(1, h);
+    }
+    img.key = match (&cid, &hw) {
+        (Some(c), _) => ClientKey::from_client_id(c),
+        (None, Some(h)) => ClientKey::from_hwaddr(1, h),
+        (None, None) if state == LeaseState::Declined => ClientKey::NONE,
+        (None, None) => return Err("neither hwaddr nor client_id".into()),
+    };
+    if state == LeaseState::Declined {
+        img.key = ClientKey::NONE;
+    }
+    for _ in 0..16 {
+        let cur = table.read(slot).map_err(|e| e.to_string())?;
+        let res = table.update(
+            owner,
+            ring,
+            slot,
+            &cur,
+            &img,
+            &ChangeContext {
+                reason: ChangeReason::Import,
+                time_ms: now * 1000,
+                context: b"",
+            },
+        );
+        match res {
+            Ok(_) => return Ok(()),
+            Err(shm_layout::UpdateError::Conflict) => continue,
+            Err(e) => return Err(e.to_string()),
+        }
+    }
+    Err("slot busy".into())
+}
+
+/// Marks the in-pool slots of configured reservations as reserved (so the allocator stops
+/// offering them) and returns slots reserved by a previous configuration to the pool.
+/// Returns (reserved, released).
+pub fn apply_reservations(
+    table: &Table,
+    ring: &Ring,
+    owner: u8,
+    config: &Config,
+    previous: Option<&Config>,
+) -> (u64, u64) {
+    let now = now_secs();
+    let mut reserved_addrs = std::collections::HashMap::new();
+    for s in &config.subnets {
+        for r in &s.reservations {
+            let keys = prodhcp_worker::serve_config::reservation_keys(r);
+            reserved_addrs.insert(u32::from(r.address), keys);
+        }
+    }
+    let mut n_res = 0;
+    let mut n_rel = 0;
+    let ctx = ChangeContext {
+        reason: ChangeReason::Reservation,
+        time_ms: now * 1000,
+        context: b"",
+    };
+    for (&addr, keys) in &reserved_addrs {
+        let Some(slot) = table.slot_of_addr(addr) else {
+            continue;
+        };
+        let Ok(cur) = table.read(slot) else { continue };
+        if cur.state.is_allocatable() {
+            let new = SlotImage {
+                state: LeaseState::Reserved,
+                key: keys.first().copied().unwrap_or(ClientKey::NONE),
+                updated: now as u32,
+                ..cur
+            };
+            if table.update(owner, ring, slot, &cur, &new, &ctx).is_ok() {
+                n_res += 1;
+            }
+        }
+    }
+    // Addresses the previous configuration reserved and this one does not go back to the
+    // pool (at start there is no previous configuration: the workers' sweepers do it).
+    for old in previous.map(|c| c.subnets.as_slice()).unwrap_or(&[]) {
+        for r in &old.reservations {
+            let addr = u32::from(r.address);
+            if reserved_addrs.contains_key(&addr) {
+                continue;
+            }
+            let Some(slot) = table.slot_of_addr(addr) else {
+                continue;
+            };
+            let Ok(cur) = table.read(slot) else { continue };
+            if cur.state != LeaseState::Reserved {
+                continue;
+            }
+            let new = SlotImage {
+                state: LeaseState::Free,
+                updated: now as u32,
+                ..cur
+            };
+            if table.update(owner, ring, slot, &cur, &new, &ctx).is_ok() {
+                n_rel += 1;
+            }
+        }
+    }
+    (n_res, n_rel)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn hex_helpers() {
+        assert_eq!(hex_colon(&[2, 0, 0xab]), "02:00:ab");
+        assert_eq!(parse_hex("02:00:ab"), Some(vec![2, 0, 0xab]));
+        assert_eq!(parse_hex("0200ab"), Some(vec![2, 0, 0xab]));
+        assert_eq!(parse_hex("0"), None);
+        assert_eq!(parse_hex("zz"), None);
+    }
+}

@@ -1,0 +1,10 @@
+//! `prodhcpd` (the supervisor) and `prodhcpctl`: configuration, process life cycle, the lease
+//! table's opening and migration, and the control socket.
+
+pub mod control_proto;
+pub mod control_server;
+pub mod ctl;
+pub mod daemon;
+pub mod import;
+pub mod leases;
+pub mod sys;

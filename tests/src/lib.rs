@@ -1,0 +1,91 @@
+//! System tests for prodhcp: network-namespace labs that run the real `prodhcpd`, real DHCP
+//! clients, a real relay, perfdhcp, and a scripted client.
+//!
+//! - [`lab`]: RAII namespaces, bridges, veths, processes, scratch dir;
+//! - [`topo`]: the standard topology (server, router/relay, load, clients);
+//! - [`config`]: server configurations rendered as RON;
+//! - [`daemon`]: prodhcpd and prodhcpctl;
+//! - [`packet`] and [`client`]: the scripted DHCPv4 client;
+//! - [`tools`]: dhclient, udhcpc, dhcpcd, dhcrelay, perfdhcp.
+//!
+//! Every test starts with [`preflight`]: without root or a needed program it fails with a
+//! clear message, unless `PRODHCP_SKIP_SYSTEM_TESTS=1`, which skips with a printed reason.
+
+pub mod client;
+pub mod config;
+pub mod daemon;
+pub mod lab;
+pub mod packet;
+pub mod tools;
+pub mod topo;
+
+use std::path::Path;
+
+/// Environment variable that makes every system test skip (with a printed reason).
+pub const SKIP_ENV: &str = "PRODHCP_SKIP_SYSTEM_TESTS";
+
+/// Checks what test `test` needs: root (for namespaces), the programs in `programs` on
+/// PATH, and the prodhcp binaries. Returns false when the test must be skipped
+/// (`PRODHCP_SKIP_SYSTEM_TESTS=1`); panics with the reason when something is missing.
+#[track_caller]
+pub fn preflight(test: &str, programs: &[&str]) -> bool {
+    if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: {SKIP_ENV}=1");
+        return false;
+    }
+    assert!(
+        nix::unistd::geteuid().is_root(),
+        "{test}: system tests need root (network namespaces, port 67); run them as root, \
+         or set {SKIP_ENV}=1 to skip them"
+    );
+    for p in ["ip"].iter().chain(programs) {
+        assert!(
+            on_path(p),
+            "{test}: `{p}` is not installed (or not on PATH); install it, or set {SKIP_ENV}=1 \
+             to skip the system tests"
+        );
+    }
+    daemon::binary("prodhcpd");
+    daemon::binary("prodhcpctl");
+    true
+}
+
+/// Like [`preflight`] for tests that only run the binaries (no namespaces, no root).
+#[track_caller]
+pub fn preflight_binaries(test: &str) -> bool {
+    if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
+        eprintln!("SKIPPED {test}: {SKIP_ENV}=1");
+        return false;
+    }
+    daemon::binary("prodhcpd");
+    daemon::binary("prodhcpctl");
+    true
+}
+
+/// True if `program` is an executable file in a PATH directory (or the sbin directories,
+/// which a non-login root shell may lack).
+pub fn on_path(program: &str) -> bool {
+    let path = std::env::var("PATH").unwrap_or_default();
+    let found = path
+        .split(':')
+        .chain(["/usr/sbin", "/sbin", "/usr/bin", "/bin"])
+        .any(|dir| is_executable(&Path::new(dir).join(program)));
+    found
+}
+
+fn is_executable(p: &Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    p.metadata()
+        .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn on_path_finds_sh_and_not_nonsense() {
+        assert!(on_path("sh"));
+        assert!(!on_path("definitely-not-a-program-xyz"));
+    }
+}

@@ -1,0 +1,138 @@
+//! SIGKILL of random workers under load: the supervisor restarts them, and every ACK a
+//! client received is in the lease table with that client's MAC; no address is held twice.
+
+use std::collections::{HashMap, HashSet};
+use std::net::Ipv4Addr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use prodhcp_systests::client::{Extras, Identity, TestClient};
+use prodhcp_systests::config::SubnetConfig;
+use prodhcp_systests::daemon::{worker_field, Daemon};
+use prodhcp_systests::packet::test_mac;
+use prodhcp_systests::preflight;
+use prodhcp_systests::tools::spawn_perfdhcp;
+use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
+
+const KILL_PHASE: Duration = Duration::from_secs(20);
+/// A second address in the load namespace, mapped to its own subnet, for the scripted client.
+const AGENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
+
+/// The parent PID of `pid`, from /proc.
+fn ppid(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("PPid:"))
+        .and_then(|v| v.trim().parse().ok())
+}
+
+#[test]
+fn killed_workers_are_restarted_and_no_ack_is_lost() {
+    if !preflight("kill_workers", &["perfdhcp"]) {
+        return;
+    }
+    let t = Topology::new("killw");
+    t.lab.add_address("l", "l0", "198.18.0.4/24");
+    let cfg = t.standard_config().subnet(
+        SubnetConfig::new("198.18.64.0/18", "198.18.64.1-198.18.127.254").relay("198.18.0.4"),
+    );
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let mut agent = TestClient::relay(&t.load, AGENT_IP, SERVER_IP).expect("agent socket");
+    agent.set_timeout(Duration::from_millis(500));
+
+    let secs = KILL_PHASE.as_secs() as u32 + 2;
+    let load = spawn_perfdhcp(&t.lab, &t.load, LOAD_IP, SERVER_IP, 50_000, 200, secs);
+
+    // The scripted client records every ACK while workers die.
+    let stop = Arc::new(AtomicBool::new(false));
+    let stop_c = Arc::clone(&stop);
+    let recorder = thread::spawn(move || {
+        let mut acked: Vec<(String, Ipv4Addr)> = Vec::new();
+        let mut n = 0u32;
+        while !stop_c.load(Ordering::Relaxed) && n < 100_000 {
+            let id = Identity::mac(test_mac(0x60, n));
+            if let Ok(b) = agent.dora(&id, &Extras::default()) {
+                acked.push((id.mac_string(), b.address));
+            }
+            n += 1;
+        }
+        (acked, n)
+    });
+
+    let daemon_pid = d.pid();
+    let t0 = Instant::now();
+    let mut kills = 0u32;
+    let mut rng = u64::from(std::process::id()) | 1;
+    while t0.elapsed() < KILL_PHASE {
+        rng ^= rng << 13;
+        rng ^= rng >> 7;
+        rng ^= rng << 17;
+        thread::sleep(Duration::from_millis(300 + rng % 700));
+        let out = d.ctl(&["status"]);
+        let Some(st) = out.json.filter(|_| out.status.success()) else {
+            continue;
+        };
+        let pids: Vec<u32> = worker_field(&st, "pid")
+            .iter()
+            .filter_map(|p| p.as_u64().and_then(|p| u32::try_from(p).ok()))
+            .collect();
+        let Some(&victim) = pids.get((rng as usize / 7) % pids.len().max(1)) else {
+            continue;
+        };
+        // Only ever a child of our own daemon.
+        if ppid(victim) == Some(daemon_pid)
+            && kill(Pid::from_raw(victim as i32), Signal::SIGKILL).is_ok()
+        {
+            kills += 1;
+        }
+    }
+    stop.store(true, Ordering::Relaxed);
+    let (acked, attempts) = recorder.join().expect("recorder thread");
+    load.wait_timeout(Duration::from_secs(40));
+    assert!(kills >= 10, "only {kills} kills happened");
+    assert!(
+        !acked.is_empty(),
+        "the scripted client got no ACK in {attempts} attempts"
+    );
+
+    let st = d
+        .wait_ready(Duration::from_secs(10))
+        .unwrap_or_else(|e| panic!("workers not all running after the kills: {e}"));
+    assert_eq!(d.pid(), daemon_pid);
+    let restarts: u64 = worker_field(&st, "restarts")
+        .iter()
+        .filter_map(|r| r.as_u64())
+        .sum();
+    assert!(
+        restarts > 0,
+        "no restarts reported after {kills} kills: {st}"
+    );
+
+    let export = d.export();
+    let mut by_addr: HashMap<String, String> = HashMap::new();
+    let mut seen = HashSet::new();
+    for l in &export {
+        let addr = l["address"].as_str().expect("address").to_string();
+        assert!(
+            seen.insert(addr.clone()),
+            "{addr} appears twice in the export"
+        );
+        by_addr.insert(addr, l["hwaddr"].as_str().unwrap_or("").to_string());
+    }
+    let lost: Vec<_> = acked
+        .iter()
+        .filter(|(mac, addr)| by_addr.get(&addr.to_string()) != Some(mac))
+        .collect();
+    assert!(
+        lost.is_empty(),
+        "{} of {} ACKed leases are missing or held by another MAC after {kills} kills: {:?}",
+        lost.len(),
+        acked.len(),
+        lost.iter().take(10).collect::<Vec<_>>()
+    );
+}

@@ -1,0 +1,452 @@
+//! Protocol scenarios driven by the scripted client: renew, rebind, release, decline,
+//! INFORM, NAK, reservations at exhaustion, option 82 echo, subnet selection precedence and
+//! the parameter request list.
+//!
+//! The scripted client acts as a relay agent at 198.18.1.1 (the router's address on
+//! segment 1, so giaddr selects 198.18.1.0/24), or as a bound client in a namespace on
+//! segment 1 that holds its leased address and unicasts through the router.
+
+use std::collections::HashSet;
+use std::net::Ipv4Addr;
+use std::thread;
+use std::time::Duration;
+
+use prodhcp_systests::client::{Extras, Identity, TestClient};
+use prodhcp_systests::config::{ServerConfig, SubnetConfig};
+use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::packet::{opt, test_mac, MessageType, RelayAgentInfo};
+use prodhcp_systests::preflight;
+use prodhcp_systests::topo::{Topology, NET1, POOL1, RELAY1_IP, SERVER_IP};
+
+/// Builds the lab and the daemon (config from `configure`), then runs `body` with a relay
+/// agent client at 198.18.1.1.
+fn scenario(
+    tag: &str,
+    configure: impl FnOnce(&Topology) -> ServerConfig,
+    body: impl FnOnce(&Topology, &Daemon, &TestClient),
+) {
+    if !preflight(tag, &[]) {
+        return;
+    }
+    let t = Topology::new(tag);
+    let cfg = configure(&t);
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
+    body(&t, &d, &agent);
+}
+
+/// A config whose segment-1 subnet is replaced by `sub`.
+fn with_segment1(t: &Topology, sub: SubnetConfig) -> ServerConfig {
+    let mut cfg = t.standard_config();
+    cfg.subnets.retain(|s| s.network != NET1);
+    cfg.subnets.push(sub);
+    cfg
+}
+
+fn no_extras() -> Extras {
+    Extras::default()
+}
+
+fn expiry(d: &Daemon, ip: Ipv4Addr) -> u64 {
+    let l = d.lease(ip).unwrap_or_else(|| panic!("no lease for {ip}"));
+    l["expires"]
+        .as_u64()
+        .unwrap_or_else(|| panic!("lease without expires: {l}"))
+}
+
+fn state(d: &Daemon, ip: Ipv4Addr) -> String {
+    d.lease(ip)
+        .map(|l| l["state"].as_str().unwrap_or("?").to_string())
+        .unwrap_or_else(|| "none".to_string())
+}
+
+#[test]
+fn renew_unicast_extends_the_lease() {
+    scenario(
+        "renew",
+        |t| t.standard_config(),
+        |t, d, agent| {
+            let id = Identity::mac(test_mac(0x10, 1));
+            let b = agent.dora(&id, &no_extras()).expect("DORA");
+            assert_eq!(b.address.octets()[..3], [198, 18, 1]);
+            let e0 = expiry(d, b.address);
+            thread::sleep(Duration::from_millis(2100));
+
+            let cl = t.add_client("br1", Some(&format!("{}/24", b.address)), Some(RELAY1_IP));
+            let me = TestClient::unicast(&cl.ns, b.address, SERVER_IP).expect("client socket");
+            let ack = me.renew(&id, b.address, &no_extras()).expect("renew reply");
+            assert_eq!(
+                ack.msg_type,
+                Some(MessageType::Ack),
+                "renew answered {:?}",
+                ack.msg_type
+            );
+            assert_eq!(ack.yiaddr, b.address);
+            assert!(
+                ack.option_u32(opt::LEASE_TIME).is_some(),
+                "ACK without lease time"
+            );
+            let e1 = expiry(d, b.address);
+            assert!(e1 > e0, "expiry not extended by renew: {e0} -> {e1}");
+            assert_eq!(state(d, b.address), "leased");
+        },
+    );
+}
+
+#[test]
+fn rebind_through_a_relay_extends_the_lease() {
+    scenario(
+        "rebind",
+        |t| t.standard_config(),
+        |_t, d, agent| {
+            let id = Identity::mac(test_mac(0x11, 1));
+            let b = agent.dora(&id, &no_extras()).expect("DORA");
+            let e0 = expiry(d, b.address);
+            thread::sleep(Duration::from_millis(2100));
+            let ack = agent
+                .rebind(&id, b.address, &no_extras())
+                .expect("rebind reply");
+            assert_eq!(ack.msg_type, Some(MessageType::Ack));
+            assert_eq!(ack.yiaddr, b.address);
+            assert!(expiry(d, b.address) > e0, "expiry not extended by rebind");
+        },
+    );
+}
+
+#[test]
+fn release_frees_the_address_for_reuse() {
+    let one = SubnetConfig::new(NET1, "198.18.1.100-198.18.1.100");
+    scenario(
+        "release",
+        |t| with_segment1(t, one),
+        |_t, d, agent| {
+            let a = Identity::mac(test_mac(0x12, 1));
+            let b = Identity::mac(test_mac(0x12, 2));
+            let lease = agent.dora(&a, &no_extras()).expect("DORA for A");
+            let ip = lease.address;
+            assert_eq!(ip, Ipv4Addr::new(198, 18, 1, 100));
+            // The only address is taken: B gets nothing.
+            let other = agent.discover(&b, &no_extras());
+            assert!(
+                !matches!(&other, Ok(r) if r.msg_type == Some(MessageType::Offer)),
+                "B was offered an address from an exhausted pool: {other:?}"
+            );
+
+            agent
+                .release(&a, ip, lease.server_id)
+                .expect("send RELEASE");
+            thread::sleep(Duration::from_millis(300));
+            assert_eq!(state(d, ip), "released");
+
+            // The same client gets the same address back.
+            let again = agent
+                .dora(&a, &no_extras())
+                .expect("DORA for A after release");
+            assert_eq!(again.address, ip, "A did not get its released address back");
+            agent
+                .release(&a, ip, again.server_id)
+                .expect("send RELEASE");
+            thread::sleep(Duration::from_millis(300));
+
+            // And the address is reusable by another client.
+            let reuse = agent
+                .dora(&b, &no_extras())
+                .expect("DORA for B after release");
+            assert_eq!(reuse.address, ip);
+            let l = d.lease(ip).expect("lease");
+            assert_eq!(l["hwaddr"], b.mac_string().as_str());
+            assert_eq!(l["state"], "leased");
+        },
+    );
+}
+
+#[test]
+fn declined_address_is_quarantined() {
+    let two = SubnetConfig::new(NET1, "198.18.1.100-198.18.1.101");
+    scenario(
+        "decline",
+        |t| {
+            let mut c = with_segment1(t, two);
+            c.decline_quarantine = 600;
+            c
+        },
+        |_t, d, agent| {
+            let a = Identity::mac(test_mac(0x13, 1));
+            let b = agent.dora(&a, &no_extras()).expect("DORA");
+            let bad = b.address;
+            agent.decline(&a, bad, b.server_id).expect("send DECLINE");
+            thread::sleep(Duration::from_millis(300));
+            assert_eq!(state(d, bad), "declined");
+            // Other clients: none is ever offered the declined address.
+            for n in 2..5 {
+                let id = Identity::mac(test_mac(0x13, n));
+                if let Ok(r) = agent.discover(&id, &no_extras()) {
+                    assert_ne!(r.yiaddr, bad, "declined {bad} offered again to client {n}");
+                    if r.msg_type == Some(MessageType::Offer) {
+                        let sid = r.server_id().unwrap_or(SERVER_IP);
+                        let _ = agent.request_selecting(&id, r.yiaddr, sid, &no_extras());
+                    }
+                }
+            }
+            assert_eq!(state(d, bad), "declined");
+        },
+    );
+}
+
+#[test]
+fn inform_is_acked_without_address_or_lease() {
+    scenario(
+        "inform",
+        |t| t.standard_config(),
+        |t, d, _agent| {
+            let static_ip = Ipv4Addr::new(198, 18, 1, 50);
+            let cl = t.add_client("br1", Some("198.18.1.50/24"), Some(RELAY1_IP));
+            let me = TestClient::unicast(&cl.ns, static_ip, SERVER_IP).expect("client socket");
+            let id = Identity::mac(cl.mac);
+            let ex = Extras {
+                params: Some(vec![opt::SUBNET_MASK, opt::ROUTERS]),
+                ..Default::default()
+            };
+            let ack = me.inform(&id, static_ip, &ex).expect("INFORM reply");
+            assert_eq!(ack.msg_type, Some(MessageType::Ack));
+            assert_eq!(
+                ack.yiaddr,
+                Ipv4Addr::UNSPECIFIED,
+                "INFORM ACK must not carry yiaddr"
+            );
+            assert_eq!(ack.option_addrs(opt::ROUTERS), Some(vec![RELAY1_IP]));
+            assert!(
+                ack.option(opt::LEASE_TIME).is_none(),
+                "INFORM ACK must not carry a lease time"
+            );
+            assert!(
+                d.lease(static_ip).is_none_or(|l| l["state"] == "free"),
+                "INFORM created a lease"
+            );
+            assert!(
+                d.leases_by_mac(&id.mac_string()).is_empty(),
+                "INFORM created a lease"
+            );
+        },
+    );
+}
+
+#[test]
+fn init_reboot_for_a_wrong_subnet_is_naked() {
+    scenario(
+        "nak",
+        |t| t.standard_config(),
+        |_t, d, agent| {
+            let id = Identity::mac(test_mac(0x14, 1));
+            let wrong = Ipv4Addr::new(198, 18, 2, 150);
+            let r = agent
+                .init_reboot(&id, wrong, &no_extras())
+                .expect("reply to init-reboot");
+            assert_eq!(
+                r.msg_type,
+                Some(MessageType::Nak),
+                "expected NAK, got {:?}",
+                r.msg_type
+            );
+            assert_eq!(r.yiaddr, Ipv4Addr::UNSPECIFIED);
+            assert!(d.lease(wrong).is_none_or(|l| l["state"] == "free"));
+            // The client can still get a lease on its own subnet.
+            let b = agent.dora(&id, &no_extras()).expect("DORA after NAK");
+            assert_eq!(b.address.octets()[..3], [198, 18, 1]);
+        },
+    );
+}
+
+#[test]
+fn reservation_is_honoured_at_pool_exhaustion() {
+    let reserved_mac = test_mac(0x15, 0xff);
+    let reserved = Ipv4Addr::new(198, 18, 1, 102);
+    let small = SubnetConfig::new(NET1, "198.18.1.100-198.18.1.103").reserve(
+        &prodhcp_systests::packet::mac_string(&reserved_mac),
+        "198.18.1.102",
+    );
+    scenario(
+        "reserve",
+        |t| with_segment1(t, small),
+        |_t, d, agent| {
+            let mut got = HashSet::new();
+            for n in 1..=5 {
+                let id = Identity::mac(test_mac(0x15, n));
+                // Each asks for the reserved address in its DISCOVER (option 50).
+                let ask = Extras {
+                    extra: vec![(opt::REQUESTED_IP, reserved.octets().to_vec())],
+                    ..Default::default()
+                };
+                if let Ok(offer) = agent.discover(&id, &ask) {
+                    assert_ne!(
+                        offer.yiaddr, reserved,
+                        "client {n} was offered the reserved address"
+                    );
+                    if offer.msg_type == Some(MessageType::Offer) {
+                        let sid = offer.server_id().unwrap_or(SERVER_IP);
+                        let ack = agent.request_selecting(&id, offer.yiaddr, sid, &no_extras());
+                        match ack {
+                            Ok(a) if a.msg_type == Some(MessageType::Ack) => {
+                                got.insert(a.yiaddr);
+                            }
+                            _ => {}
+                        }
+                    }
+                }
+                if let Ok(r) = agent.init_reboot(&id, reserved, &no_extras()) {
+                    assert_ne!(
+                        r.msg_type,
+                        Some(MessageType::Ack),
+                        "client {n} was ACKed the reserved address"
+                    );
+                }
+            }
+            assert_eq!(
+                got.len(),
+                3,
+                "the three unreserved addresses should all be leased: {got:?}"
+            );
+            let id = Identity::mac(reserved_mac);
+            let b = agent
+                .dora(&id, &no_extras())
+                .expect("DORA for the reserved client");
+            assert_eq!(b.address, reserved);
+            let l = d.lease(reserved).expect("lease of the reserved address");
+            assert_eq!(l["hwaddr"], id.mac_string().as_str());
+            assert_eq!(l["state"], "leased");
+        },
+    );
+}
+
+#[test]
+fn option_82_is_echoed_byte_for_byte() {
+    scenario(
+        "opt82",
+        |t| t.standard_config(),
+        |_t, _d, agent| {
+            let info = RelayAgentInfo {
+                circuit_id: Some(b"olt-3/slot-1/port-17:vlan-204".to_vec()),
+                remote_id: Some(vec![0x00, 0x11, 0x22, 0x33, 0x44, 0x55, 0xff]),
+                link_selection: None,
+            };
+            let ex = Extras {
+                relay_info: Some(info.clone()),
+                ..Default::default()
+            };
+            let id = Identity::mac(test_mac(0x16, 1));
+            let b = agent.dora(&id, &ex).expect("DORA with option 82");
+            let sent = info.encode();
+            assert_eq!(
+                b.offer.option(opt::RELAY_AGENT_INFO),
+                Some(&sent[..]),
+                "OFFER 82"
+            );
+            assert_eq!(
+                b.ack.option(opt::RELAY_AGENT_INFO),
+                Some(&sent[..]),
+                "ACK 82"
+            );
+            // Without 82 in the request, none in the reply.
+            let plain = agent
+                .discover(&Identity::mac(test_mac(0x16, 2)), &no_extras())
+                .expect("OFFER");
+            assert!(plain.option(opt::RELAY_AGENT_INFO).is_none());
+        },
+    );
+}
+
+#[test]
+fn subnet_selection_prefers_link_selection_then_118_then_giaddr() {
+    let net3 = SubnetConfig::new("198.18.3.0/24", "198.18.3.100-198.18.3.199");
+    scenario(
+        "subsel",
+        |t| t.standard_config().subnet(net3),
+        |_t, _d, agent| {
+            let cases: [(&str, Option<Ipv4Addr>, Option<Ipv4Addr>, u8); 4] = [
+                ("giaddr only", None, None, 1),
+                ("118", Some(Ipv4Addr::new(198, 18, 2, 0)), None, 2),
+                ("82.5", None, Some(Ipv4Addr::new(198, 18, 3, 0)), 3),
+                (
+                    "82.5 over 118",
+                    Some(Ipv4Addr::new(198, 18, 2, 0)),
+                    Some(Ipv4Addr::new(198, 18, 3, 0)),
+                    3,
+                ),
+            ];
+            for (n, (what, sel118, link, want)) in cases.into_iter().enumerate() {
+                let ex = Extras {
+                    subnet_selection: sel118,
+                    relay_info: link.map(|l| RelayAgentInfo {
+                        link_selection: Some(l),
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                };
+                let id = Identity::mac(test_mac(0x17, n as u32));
+                let b = agent
+                    .dora(&id, &ex)
+                    .unwrap_or_else(|e| panic!("{what}: {e}"));
+                assert_eq!(
+                    b.address.octets()[..3],
+                    [198, 18, want],
+                    "{what}: got {}",
+                    b.address
+                );
+            }
+        },
+    );
+}
+
+#[test]
+fn parameter_request_list_is_honoured() {
+    let sub = SubnetConfig::new(NET1, POOL1)
+        .option("routers", "198.18.1.1")
+        .option("domain-name-servers", "198.18.0.53, 198.18.0.54")
+        .option("domain-name", "lab.test");
+    scenario(
+        "prl",
+        |t| with_segment1(t, sub),
+        |_t, _d, agent| {
+            let ex = Extras {
+                params: Some(vec![
+                    opt::SUBNET_MASK,
+                    opt::ROUTERS,
+                    opt::DNS_SERVERS,
+                    opt::DOMAIN_NAME,
+                ]),
+                max_message_size: Some(1500),
+                ..Default::default()
+            };
+            let b = agent
+                .dora(&Identity::mac(test_mac(0x18, 1)), &ex)
+                .expect("DORA");
+            for r in [&b.offer, &b.ack] {
+                assert_eq!(
+                    r.option_addr(opt::SUBNET_MASK),
+                    Some(Ipv4Addr::new(255, 255, 255, 0))
+                );
+                assert_eq!(r.option_addrs(opt::ROUTERS), Some(vec![RELAY1_IP]));
+                assert_eq!(
+                    r.option_addrs(opt::DNS_SERVERS),
+                    Some(vec![
+                        Ipv4Addr::new(198, 18, 0, 53),
+                        Ipv4Addr::new(198, 18, 0, 54)
+                    ])
+                );
+                assert_eq!(r.option(opt::DOMAIN_NAME), Some(&b"lab.test"[..]));
+            }
+            // A short list: what is asked for is there, in the ACK of a client that asked only
+            // for the routers.
+            let ex = Extras {
+                params: Some(vec![opt::ROUTERS]),
+                ..Default::default()
+            };
+            let b = agent
+                .dora(&Identity::mac(test_mac(0x18, 2)), &ex)
+                .expect("DORA");
+            assert_eq!(b.ack.option_addrs(opt::ROUTERS), Some(vec![RELAY1_IP]));
+            assert!(b.ack.option(opt::LEASE_TIME).is_some());
+            assert_eq!(b.ack.server_id(), Some(SERVER_IP));
+        },
+    );
+}

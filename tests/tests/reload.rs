@@ -1,0 +1,75 @@
+//! SIGHUP reloads the configuration in place: same PID, `config_generation` + 1, a changed
+//! option shows in the next OFFER; a bad file keeps the old configuration serving and
+//! `last_reload.ok` turns false.
+
+use std::net::Ipv4Addr;
+
+use prodhcp_systests::client::{Extras, Identity, TestClient};
+use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::packet::{opt, test_mac, MessageType};
+use prodhcp_systests::preflight;
+use prodhcp_systests::topo::{Topology, NET1, RELAY1_IP, SERVER_IP};
+
+fn offered_routers(agent: &TestClient, n: u32) -> Option<Vec<Ipv4Addr>> {
+    let ex = Extras {
+        params: Some(vec![opt::ROUTERS]),
+        ..Default::default()
+    };
+    let r = agent
+        .discover(&Identity::mac(test_mac(0x40, n)), &ex)
+        .expect("OFFER");
+    assert_eq!(r.msg_type, Some(MessageType::Offer));
+    r.option_addrs(opt::ROUTERS)
+}
+
+#[test]
+fn sighup_applies_a_good_config_and_keeps_serving_on_a_bad_one() {
+    if !preflight("reload", &[]) {
+        return;
+    }
+    let t = Topology::new("reload");
+    let mut cfg = t.standard_config();
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
+    let pid = d.pid();
+    let gen0 = d.status()["config_generation"]
+        .as_u64()
+        .expect("config_generation");
+    assert_eq!(offered_routers(&agent, 1), Some(vec![RELAY1_IP]));
+
+    // A good change.
+    let new_router = Ipv4Addr::new(198, 18, 1, 254);
+    for s in cfg.subnets.iter_mut().filter(|s| s.network == NET1) {
+        s.options = vec![("routers".into(), new_router.to_string())];
+    }
+    cfg.write(d.config_path());
+    let st = d.reload();
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(pid)), "{st}");
+    assert_eq!(st["config_generation"].as_u64(), Some(gen0 + 1), "{st}");
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
+    assert_eq!(d.pid(), pid);
+    assert_eq!(offered_routers(&agent, 2), Some(vec![new_router]));
+
+    // A bad file: the running configuration stays.
+    std::fs::write(
+        d.config_path(),
+        "(\n    workers: 2,\n    subnets: [ (network: \"not a network\") ],\n)\n",
+    )
+    .expect("write bad config");
+    let st = d.reload();
+    assert_eq!(st["last_reload"]["ok"], false, "{st}");
+    assert!(
+        st["last_reload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.is_empty()),
+        "a failed reload must say why: {st}"
+    );
+    assert_eq!(st["config_generation"].as_u64(), Some(gen0 + 1), "{st}");
+    assert!(
+        d.process().is_running(),
+        "prodhcpd died on a bad reload: {}",
+        d.process().stderr()
+    );
+    assert_eq!(d.pid(), pid);
+    assert_eq!(offered_routers(&agent, 3), Some(vec![new_router]));
+}

@@ -1,0 +1,13 @@
+//! prodhcp's DHCPv4 worker: the codec, the protocol engine over the shared lease table, and the
+//! mio event loop one worker process runs.
+//!
+//! Architecture Invariant: nothing a client sends can panic a worker; every malformed packet is
+//! a counted drop.
+
+pub mod channel;
+pub mod codec;
+pub mod counters;
+pub mod engine;
+pub mod run;
+pub mod serve_config;
+pub mod sys;

@@ -1,0 +1,223 @@
+//! The worker process: one mio loop over this worker's UDP socket and its channel to the
+//! supervisor, plus a periodic sweep of its share of the table.
+
+use std::io;
+use std::net::SocketAddrV4;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::unix::SourceFd;
+use mio::{Events, Interest, Poll, Token};
+use prodhcp_config::Config;
+use shm_layout::{worker_owner, LayoutSpec, RangeSpec, Ring, Table};
+
+use crate::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
+use crate::codec::MAX_REPLY;
+use crate::counters::Counter;
+use crate::engine::{Engine, Incoming};
+use crate::serve_config::ServeConfig;
+use crate::sys::{self, RecvBatch};
+
+const UDP: Token = Token(0);
+const CHANNEL: Token = Token(1);
+/// How often the sweeper runs, and how many slots it visits per run.
+const SWEEP_EVERY: Duration = Duration::from_millis(200);
+
+/// Errors that end a worker.
+#[derive(Debug, thiserror::Error)]
+pub enum WorkerError {
+    /// I/O on the socket, channel or poll.
+    #[error("worker i/o: {0}")]
+    Io(#[from] io::Error),
+    /// The first configuration could not be used.
+    #[error("worker configuration: {0}")]
+    Config(String),
+    /// The table could not be opened.
+    #[error(transparent)]
+    Table(#[from] shm_layout::TableOpenError),
+    /// The ring could not be opened.
+    #[error(transparent)]
+    Ring(#[from] shm_layout::RingOpenError),
+}
+
+/// How the supervisor started this worker.
+#[derive(Debug)]
+pub struct WorkerArgs {
+    /// Worker id (0-based).
+    pub id: usize,
+    /// Number of workers.
+    pub workers: usize,
+    /// Inherited UDP socket.
+    pub udp_fd: RawFd,
+    /// Inherited channel to the supervisor.
+    pub channel_fd: RawFd,
+}
+
+/// The lease table layout a configuration needs.
+pub fn layout_of(config: &Config) -> LayoutSpec {
+    LayoutSpec {
+        ranges: config
+            .table_layout()
+            .into_iter()
+            .map(|t| RangeSpec {
+                first: u32::from(t.range.first),
+                last: u32::from(t.range.last),
+                in_pool: t.in_pool,
+            })
+            .collect(),
+    }
+}
+
+/// Path of an owner's change ring.
+pub fn ring_path(config: &Config, owner: u8) -> PathBuf {
+    config.state_dir.join(format!("ring-{owner}.dat"))
+}
+
+fn parse_config(text: &[u8]) -> Result<Config, String> {
+    let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
+    prodhcp_config::parse(text).map_err(|e| e.to_string())
+}
+
+/// Runs a worker until told to stop, SIGTERM, or the supervisor goes away.
+pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
+    sys::die_with_parent()?;
+    let term = Arc::new(AtomicBool::new(false));
+    signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
+    signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
+
+    // SAFETY-free ownership transfer: these fds were placed by the supervisor for us alone.
+    let udp: OwnedFd = owned(args.udp_fd)?;
+    let mut channel = UnixStream::from(owned(args.channel_fd)?);
+
+    // The first frame is the configuration (blocking read).
+    let mut reader = FrameReader::default();
+    let first = loop {
+        match reader.poll(&mut channel)? {
+            ReadOutcome::Frame(FrameKind::Config, text) => break text,
+            ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => return Ok(()),
+            _ => continue,
+        }
+    };
+    let config = parse_config(&first).map_err(WorkerError::Config)?;
+    let owner = worker_owner(args.id);
+    let table = Table::open_for(&config.table_file, &layout_of(&config))?;
+    let ring = Ring::open_or_create(
+        &ring_path(&config, owner),
+        owner,
+        u64::from(config.ring_capacity),
+    )?;
+    let serve = ServeConfig::build(config, &table);
+    let mut engine = Engine::new(table, ring, owner, serve, args.id, args.workers);
+    write_frame(&mut channel, FrameKind::Applied, b"started")?;
+    channel.set_nonblocking(true)?;
+
+    let mut poll = Poll::new()?;
+    let udp_raw = udp.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&udp_raw), UDP, Interest::READABLE)?;
+    let ch_raw = channel.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&ch_raw), CHANNEL, Interest::READABLE)?;
+    let mut events = Events::with_capacity(16);
+    let mut batch = RecvBatch::default();
+    let mut out = [0u8; MAX_REPLY];
+    let sweep_budget = (engine.table().slot_count() / args.workers.max(1) as u32 / 150).max(1024);
+    let mut next_sweep = Instant::now() + SWEEP_EVERY;
+
+    while !term.load(Ordering::Relaxed) {
+        let timeout = next_sweep.saturating_duration_since(Instant::now());
+        match poll.poll(&mut events, Some(timeout)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        }
+        for ev in events.iter() {
+            match ev.token() {
+                UDP => serve_udp(&mut engine, &udp, &mut batch, &mut out)?,
+                CHANNEL => loop {
+                    match reader.poll(&mut channel)? {
+                        ReadOutcome::Frame(FrameKind::Config, text) => {
+                            let reply = match parse_config(&text) {
+                                Ok(c) => {
+                                    let serve = ServeConfig::build(c, engine.table());
+                                    engine.reconfigure(serve);
+                                    (FrameKind::Applied, "applied".to_string())
+                                }
+                                Err(e) => (FrameKind::Rejected, e),
+                            };
+                            channel.set_nonblocking(false)?;
+                            write_frame(&mut channel, reply.0, reply.1.as_bytes())?;
+                            channel.set_nonblocking(true)?;
+                        }
+                        ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => {
+                            return Ok(())
+                        }
+                        ReadOutcome::Frame(..) => {}
+                        ReadOutcome::Pending => break,
+                    }
+                },
+                _ => {}
+            }
+        }
+        if Instant::now() >= next_sweep {
+            engine.sweep(sweep_budget);
+            next_sweep = Instant::now() + SWEEP_EVERY;
+        }
+    }
+    Ok(())
+}
+
+fn owned(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0
+        || nix::fcntl::fcntl(
+            // SAFETY: only used to ask whether the descriptor is open; no ownership taken.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("inherited descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the supervisor placed this descriptor for this process alone (dup2 before exec)
+    // and nothing else in the worker owns it; it was just checked to be open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+}
+
+fn serve_udp(
+    engine: &mut Engine,
+    udp: &OwnedFd,
+    batch: &mut RecvBatch,
+    out: &mut [u8; MAX_REPLY],
+) -> Result<(), WorkerError> {
+    loop {
+        let n = match batch.recv(udp.as_raw_fd()) {
+            Ok(0) => return Ok(()),
+            Ok(n) => n,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(e.into()),
+        };
+        for i in 0..n {
+            let m = batch.meta[i];
+            let inc = Incoming {
+                src: m.src,
+                ifindex: m.ifindex,
+                local: m.local,
+                broadcast: m.dst.is_broadcast() || m.dst.octets()[3] == 255,
+            };
+            let Some(reply) = engine.handle(&batch.bufs[i][..m.len], &inc, out) else {
+                continue;
+            };
+            let dst: SocketAddrV4 = reply.dst;
+            if sys::send_to(udp, &out[..reply.len], dst, reply.ifindex, reply.src).is_err() {
+                engine.counters().drop_for(Counter::DropSendError);
+            }
+        }
+    }
+}

@@ -1,0 +1,216 @@
+//! The small system layer of the worker: socket setup (SO_REUSEPORT group, IP_PKTINFO, the
+//! classic-BPF steering program) and batched receive/send. Kept here so the rest of the worker
+//! stays free of socket options and raw file descriptors.
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+
+use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn};
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// Creates the `n` UDP sockets of one SO_REUSEPORT group on `0.0.0.0:port`, in order, and
+/// attaches the steering program that spreads clients over them by a hash of chaddr (the kernel
+/// hashes on the source address otherwise, which puts everything from one relay on one socket).
+/// The supervisor creates them once and keeps them across worker restarts, so a restarted
+/// worker finds the datagrams queued meanwhile and client→worker steering never changes.
+pub fn reuseport_group(port: u16, n: usize) -> io::Result<Vec<OwnedFd>> {
+    let mut socks = Vec::with_capacity(n);
+    for _ in 0..n {
+        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+        s.set_reuse_port(true)?;
+        s.set_reuse_address(true)?;
+        s.set_broadcast(true)?;
+        s.set_nonblocking(true)?;
+        s.set_recv_buffer_size(8 << 20)?;
+        s.set_send_buffer_size(8 << 20)?;
+        socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+        s.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, port).into())?;
+        socks.push(OwnedFd::from(s));
+    }
+    if n > 1 {
+        attach_steering(&socks[0], n as u32)?;
+    }
+    Ok(socks)
+}
+
+/// The classic BPF program run by the kernel for every datagram of the group, with the data
+/// pointer at the UDP payload: A = bytes 30..34 (the last four octets of a 6-byte chaddr),
+/// multiplied by a golden-ratio constant, shifted, modulo the group size. A packet too short to
+/// load from lands on socket 0 (the program aborts with 0).
+pub fn steering_program(n: u32) -> [libc::sock_filter; 5] {
+    let ins = |code: u32, k: u32| libc::sock_filter {
+        code: code as u16,
+        jt: 0,
+        jf: 0,
+        k,
+    };
+    [
+        ins(libc::BPF_LD | libc::BPF_W | libc::BPF_ABS, 30),
+        ins(libc::BPF_ALU | libc::BPF_MUL | libc::BPF_K, 0x9E37_79B1),
+        ins(libc::BPF_ALU | libc::BPF_RSH | libc::BPF_K, 16),
+        ins(libc::BPF_ALU | libc::BPF_MOD | libc::BPF_K, n.max(1)),
+        ins(libc::BPF_RET | libc::BPF_A, 0),
+    ]
+}
+
+fn attach_steering(fd: &OwnedFd, n: u32) -> io::Result<()> {
+    let mut prog = steering_program(n);
+    let fprog = libc::sock_fprog {
+        len: prog.len() as u16,
+        filter: prog.as_mut_ptr(),
+    };
+    socket::setsockopt(fd, sockopt::AttachReusePortCbpf, &fprog).map_err(io::Error::from)
+}
+
+/// One received datagram's metadata.
+#[derive(Debug, Clone, Copy)]
+pub struct Received {
+    /// Bytes in the buffer.
+    pub len: usize,
+    /// Source.
+    pub src: SocketAddrV4,
+    /// Arrival interface.
+    pub ifindex: u32,
+    /// Local address to answer from (IP_PKTINFO `ipi_spec_dst`).
+    pub local: Ipv4Addr,
+    /// Destination address of the datagram.
+    pub dst: Ipv4Addr,
+}
+
+/// Batch size of recvmmsg/sendmmsg.
+pub const BATCH: usize = 32;
+/// Receive buffer per datagram (larger datagrams are truncated and dropped by the codec's
+/// option framing check).
+pub const RECV_BUF: usize = 2048;
+
+/// Preallocated state for batched receives.
+#[derive(Debug)]
+pub struct RecvBatch {
+    headers: socket::MultiHeaders<SockaddrIn>,
+    /// Datagram buffers.
+    pub bufs: Vec<[u8; RECV_BUF]>,
+    /// Metadata of the datagrams received by the last call.
+    pub meta: Vec<Received>,
+}
+
+impl Default for RecvBatch {
+    fn default() -> Self {
+        let cmsg = nix::cmsg_space!(libc::in_pktinfo);
+        RecvBatch {
+            headers: socket::MultiHeaders::preallocate(BATCH, Some(cmsg)),
+            bufs: vec![[0u8; RECV_BUF]; BATCH],
+            meta: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl RecvBatch {
+    /// Receives up to [`BATCH`] datagrams without blocking. Returns how many (0 = would block).
+    pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
+        self.meta.clear();
+        let mut iovs: Vec<[io::IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [io::IoSliceMut::new(&mut b[..])])
+            .collect();
+        let res = match socket::recvmmsg(
+            fd,
+            &mut self.headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_DONTWAIT,
+            None,
+        ) {
+            Ok(r) => r,
+            Err(nix::errno::Errno::EAGAIN) => return Ok(0),
+            Err(e) => return Err(e.into()),
+        };
+        for msg in res {
+            let mut ifindex = 0;
+            let mut local = Ipv4Addr::UNSPECIFIED;
+            let mut dst = Ipv4Addr::UNSPECIFIED;
+            if let Ok(cmsgs) = msg.cmsgs() {
+                for c in cmsgs {
+                    if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
+                        ifindex = pi.ipi_ifindex as u32;
+                        local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
+                        dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                    }
+                }
+            }
+            let src = msg
+                .address
+                .map(|a| SocketAddrV4::new(a.ip(), a.port()))
+                .unwrap_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0));
+            let truncated = msg.flags.contains(MsgFlags::MSG_TRUNC);
+            self.meta.push(Received {
+                len: if truncated { 0 } else { msg.bytes },
+                src,
+                ifindex,
+                local,
+                dst,
+            });
+        }
+        Ok(self.meta.len())
+    }
+}
+
+/// Sends one datagram, through interface `ifindex` with source `src` when given (replies to
+/// clients that have no address yet), else routed normally.
+pub fn send_to(
+    fd: impl AsFd,
+    buf: &[u8],
+    dst: SocketAddrV4,
+    ifindex: Option<u32>,
+    src: Ipv4Addr,
+) -> io::Result<()> {
+    let addr = SockaddrIn::from(dst);
+    let iov = [io::IoSlice::new(buf)];
+    let pi;
+    let cmsgs: Vec<ControlMessage<'_>> = match ifindex {
+        Some(ifi) => {
+            pi = libc::in_pktinfo {
+                ipi_ifindex: ifi as i32,
+                ipi_spec_dst: libc::in_addr {
+                    s_addr: u32::from(src).to_be(),
+                },
+                ipi_addr: libc::in_addr { s_addr: 0 },
+            };
+            vec![ControlMessage::Ipv4PacketInfo(&pi)]
+        }
+        None => Vec::new(),
+    };
+    socket::sendmsg(
+        fd.as_fd().as_raw_fd(),
+        &iov,
+        &cmsgs,
+        MsgFlags::MSG_DONTWAIT,
+        Some(&addr),
+    )
+    .map(|_| ())
+    .map_err(io::Error::from)
+}
+
+/// Sets the signal the kernel sends this process when its parent (the supervisor) dies.
+pub fn die_with_parent() -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(io::Error::from)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn steering_program_spreads_and_bounds() {
+        let p = steering_program(4);
+        assert_eq!(p[3].k, 4);
+        assert_eq!(steering_program(0)[3].k, 1, "never modulo zero");
+        // Emulate the program: the index is always below n and varies with chaddr.
+        let run = |mac_tail: u32| ((mac_tail.wrapping_mul(0x9E37_79B1)) >> 16) % 4;
+        let mut seen = [0u32; 4];
+        for m in 0..1000u32 {
+            seen[run(m) as usize] += 1;
+        }
+        assert!(seen.iter().all(|&c| c > 150), "{seen:?}");
+    }
+}
