@@ -88,10 +88,7 @@ impl Connection {
         self.stream.set_nonblocking(false)?;
         self.stream
             .set_write_timeout(Some(std::time::Duration::from_secs(10)))?;
-        let r = self
-            .stream
-            .write_all(line.as_bytes())
-            .and_then(|_| self.stream.write_all(b"\n"));
+        let r = self.stream.write_all(with_newline(&line).as_bytes());
         self.stream.set_nonblocking(true)?;
         r
     }
@@ -112,16 +109,23 @@ pub fn write_export(
     let mut count = 0u64;
     for l in leases {
         if let Ok(line) = encode_export_lease(&l) {
-            w.write_all(line.as_bytes())?;
-            w.write_all(b"\n")?;
+            w.write_all(with_newline(&line).as_bytes())?;
             count += 1;
         }
     }
     let done =
         Response::ok(&ExportDone { count }).unwrap_or_else(|e| Response::error(e.to_string()));
     let line = encode_response(&done).unwrap_or_default();
-    w.write_all(line.as_bytes())?;
-    w.write_all(b"\n")?;
+    w.write_all(with_newline(&line).as_bytes())?;
     w.flush()?;
     Ok(count)
+}
+
+/// The protocol's encoders end lines with '\n'; make sure exactly one is sent.
+fn with_newline(line: &str) -> std::borrow::Cow<'_, str> {
+    if line.ends_with('\n') {
+        std::borrow::Cow::Borrowed(line)
+    } else {
+        std::borrow::Cow::Owned(format!("{line}\n"))
+    }
 }

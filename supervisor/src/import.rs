@@ -338,7 +338,7 @@ fn parse_hex_octets(s: &[u8], what: &str, max: usize) -> Result<Vec<u8>, String>
             .strip_prefix(b"0x")
             .or_else(|| s.strip_prefix(b"0X"))
             .unwrap_or(s);
-        if digits.is_empty() || digits.len() % 2 != 0 {
+        if digits.is_empty() || digits.len() & 1 == 1 {
             return Err(bad());
         }
         if digits.len() / 2 > max {
