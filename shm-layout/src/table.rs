@@ -34,7 +34,7 @@ use crate::layout::{
     hw, Geometry, LayoutSpec, RangeSpec, HEADER_WORDS, INIT_MARK, LAYOUT_VERSION, MAGIC,
     MAX_OWNERS, MAX_RANGES, MAX_SLOTS, OWNER_COUNTERS_START, OWNER_WORDS,
 };
-use crate::mapping::{preallocate, WordMapping};
+use crate::mapping::{preallocate_written, WordMapping};
 use crate::ring::{ChangeReason, RecordInput, Ring, RingFullError};
 use crate::slot::{ClientKey, LeaseState, SlotDecodeError, SlotImage, SLOT_WORDS};
 
@@ -265,7 +265,7 @@ impl Table {
                 .custom_flags(libc::O_NOFOLLOW | libc::O_CLOEXEC)
                 .open(&tmp)
                 .map_err(io_err)?;
-            preallocate(&file, geo.file_bytes()).map_err(io_err)?;
+            preallocate_written(&file, geo.file_bytes()).map_err(io_err)?;
             let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
             let w = map.words();
             let put = |i: usize, v: u64| w[i].store(v, Ordering::Relaxed);
