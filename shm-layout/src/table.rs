@@ -1122,6 +1122,57 @@ impl Table {
         rep
     }
 
+    /// Takes a slot that fails its checksum out of service: it is rewritten as `abandoned`
+    /// (never handed out, its free bit cleared) with a version above the torn one, and the
+    /// change is recorded. Returns false if the slot is readable (nothing to do) or busy.
+    pub fn abandon_corrupt(&self, owner: u8, ring: &Ring, slot: u32) -> bool {
+        let Some(s) = self.slot_words(slot) else {
+            return false;
+        };
+        let mut w = [0u64; SLOT_WORDS];
+        for (i, x) in w.iter_mut().enumerate() {
+            *x = s[i].load(Ordering::Acquire);
+        }
+        if w[0] & 0xff != 0 || SlotImage::decode(&w).is_ok() {
+            return false;
+        }
+        // Claim the slot with the lock word as it is, then write a valid image under the lock.
+        let torn_version = w[0] >> 8;
+        if s[0]
+            .compare_exchange(
+                w[0],
+                w[0] | u64::from(owner),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            return false;
+        }
+        let now = now_secs();
+        let abandoned = SlotImage {
+            version: torn_version + 1,
+            state: LeaseState::Abandoned,
+            updated: now as u32,
+            ..SlotImage::PRISTINE
+        };
+        let enc = abandoned.encode();
+        for i in 1..SLOT_WORDS {
+            s[i].store(enc[i], Ordering::Relaxed);
+        }
+        self.set_free_bit(slot, false);
+        let _ = ring.append(&RecordInput {
+            slot,
+            reason: ChangeReason::Abandon,
+            time_ms: now * 1000,
+            epoch: self.epoch(),
+            image: &abandoned,
+            context: b"checksum",
+        });
+        s[0].store(enc[0], Ordering::Release);
+        true
+    }
+
     /// Repairs what [`Table::check`] can repair without a peer: locked slots are unlocked as
     /// they are (their contents are checked by the checksum), corrupt slots become abandoned,
     /// bitmap bits are recomputed from the states and unindexed holders are re-indexed. Only
@@ -1134,45 +1185,8 @@ impl Table {
                 s[0].store(w0 & !0xff, Ordering::Release);
             }
         }
-        let now_ms = now_secs() * 1000;
         for &slot in rep.corrupt.iter().chain(rep.locked.iter()) {
-            let Some(s) = self.slot_words(slot) else {
-                continue;
-            };
-            let mut w = [0u64; SLOT_WORDS];
-            for (i, x) in w.iter_mut().enumerate() {
-                *x = s[i].load(Ordering::Acquire);
-            }
-            if SlotImage::decode(&w).is_ok() {
-                continue;
-            }
-            // Rewrite as abandoned with a version above the torn one.
-            let torn = SlotImage {
-                version: w[0] >> 8,
-                ..SlotImage::PRISTINE
-            };
-            let enc = torn.encode();
-            for i in 1..SLOT_WORDS {
-                s[i].store(enc[i], Ordering::Relaxed);
-            }
-            s[0].store(enc[0], Ordering::Release);
-            let abandoned = SlotImage {
-                state: LeaseState::Abandoned,
-                updated: (now_ms / 1000) as u32,
-                ..SlotImage::PRISTINE
-            };
-            let _ = self.update(
-                owner,
-                ring,
-                slot,
-                &torn,
-                &abandoned,
-                &ChangeContext {
-                    reason: ChangeReason::Abandon,
-                    time_ms: now_ms,
-                    context: b"checksum",
-                },
-            );
+            self.abandon_corrupt(owner, ring, slot);
         }
         for &slot in &rep.bitmap_mismatch {
             if let Ok(img) = self.read(slot) {

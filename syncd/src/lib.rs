@@ -1,1 +1,140 @@
-//! placeholder
+//! prodhcp's replication daemon — skeleton.
+//!
+//! The full syncd (shipping change records to the peer appliance, applying the peer's records,
+//! acknowledging, bulk sync) belongs to the replication issue. What exists now is the consumer
+//! side of the change rings that syncd and the auditor will both use: a registered cursor per
+//! ring, draining records in order, and advancing the cursor only after the records were handled,
+//! so nothing is skipped across a crash of the consumer.
+//!
+//! Architecture Invariant: only syncd talks to the peer.
+
+use shm_layout::{ChangeRecord, Ring};
+
+/// Consumer slot used by syncd in every ring.
+pub const SYNCD_CONSUMER: usize = 0;
+/// Consumer slot reserved for the audit stream.
+pub const AUDIT_CONSUMER: usize = 1;
+
+/// A registered consumer of one producer's ring.
+#[derive(Debug)]
+pub struct RingCursor<'r> {
+    ring: &'r Ring,
+    consumer: usize,
+    next: u64,
+}
+
+/// Records the consumer can no longer read (overwritten before it registered or while it was
+/// not registered). With a registered consumer this cannot happen: the producer stops instead.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("records {from}..={to} were overwritten before they were consumed")]
+pub struct Gap {
+    /// First missing sequence number.
+    pub from: u64,
+    /// Last missing sequence number.
+    pub to: u64,
+}
+
+impl<'r> RingCursor<'r> {
+    /// Registers (or resumes) consumer `consumer` on `ring`.
+    pub fn register(ring: &'r Ring, consumer: usize) -> Option<RingCursor<'r>> {
+        let last = ring.register_consumer(consumer)?;
+        Some(RingCursor {
+            ring,
+            consumer,
+            next: last + 1,
+        })
+    }
+
+    /// Hands every published record after the cursor to `handle`, in order, at most `max`, and
+    /// advances the cursor past the records `handle` accepted (returns `true` for). Stops at the
+    /// first record `handle` refuses (to be retried later).
+    pub fn drain(
+        &mut self,
+        max: usize,
+        mut handle: impl FnMut(&ChangeRecord) -> bool,
+    ) -> Result<usize, Gap> {
+        let head = self.ring.head();
+        let mut done = 0;
+        while self.next <= head && done < max {
+            let Some(rec) = self.ring.read(self.next) else {
+                let gap = Gap {
+                    from: self.next,
+                    to: head.saturating_sub(self.ring.capacity()),
+                };
+                self.next = head
+                    .saturating_sub(self.ring.capacity() - 1)
+                    .max(self.next + 1);
+                return Err(gap);
+            };
+            if !handle(&rec) {
+                break;
+            }
+            self.ring.advance_consumer(self.consumer, self.next);
+            self.next += 1;
+            done += 1;
+        }
+        Ok(done)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::{ChangeReason, LeaseState, RecordInput, SlotImage};
+
+    fn push(ring: &Ring, v: u64) -> Result<u64, shm_layout::RingFullError> {
+        let img = SlotImage {
+            version: v,
+            state: LeaseState::Leased,
+            ..SlotImage::PRISTINE
+        };
+        ring.append(&RecordInput {
+            slot: v as u32,
+            reason: ChangeReason::Commit,
+            time_ms: 0,
+            epoch: 1,
+            image: &img,
+            context: b"",
+        })
+    }
+
+    #[test]
+    fn drains_in_order_resumes_after_restart_and_applies_backpressure() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ring");
+        let ring = Ring::open_or_create(&path, 1, 16).unwrap();
+        let mut c = RingCursor::register(&ring, SYNCD_CONSUMER).unwrap();
+        for v in 1..=10 {
+            push(&ring, v).unwrap();
+        }
+        let mut seen = Vec::new();
+        // Handle 4, refuse the 5th.
+        let n = c
+            .drain(100, |r| {
+                if seen.len() == 4 {
+                    return false;
+                }
+                seen.push(r.image.version);
+                true
+            })
+            .unwrap();
+        assert_eq!(n, 4);
+        assert_eq!(seen, vec![1, 2, 3, 4]);
+        // A new consumer process resumes where the last one acknowledged.
+        let _ = c;
+        let ring2 = Ring::open_or_create(&path, 1, 16).unwrap();
+        let mut c2 = RingCursor::register(&ring2, SYNCD_CONSUMER).unwrap();
+        let mut rest = Vec::new();
+        c2.drain(100, |r| {
+            rest.push(r.image.version);
+            true
+        })
+        .unwrap();
+        assert_eq!(rest, (5..=10).collect::<Vec<_>>());
+        // The producer cannot lap a registered consumer.
+        for v in 11..=26 {
+            push(&ring, v).unwrap();
+        }
+        assert!(push(&ring, 27).is_err());
+    }
+}

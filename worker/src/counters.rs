@@ -60,13 +60,15 @@ pub enum Counter {
     SweepOfferExpired,
     /// Quarantines that ended.
     SweepQuarantineEnded,
+    /// Slots failing their checksum, taken out of service by the sweeper.
+    SweepAbandoned,
 }
 
 /// First counter index of the codec's drop reasons.
 pub const CODEC_DROPS_START: usize = 32;
 
 /// Names of the engine counters, indexed by `Counter as usize`.
-pub const ENGINE_COUNTER_NAMES: [&str; 25] = [
+pub const ENGINE_COUNTER_NAMES: [&str; 26] = [
     "received",
     "discover",
     "request",
@@ -92,6 +94,7 @@ pub const ENGINE_COUNTER_NAMES: [&str; 25] = [
     "sweep_expired",
     "sweep_offer_expired",
     "sweep_quarantine_ended",
+    "sweep_abandoned",
 ];
 
 /// Index of the first drop-reason counter among the engine counters.

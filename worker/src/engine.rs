@@ -771,3 +771,285 @@ impl Engine {
         visited
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::run::{layout_of, ring_path};
+    use dhcproto::{v4, Decodable};
+
+    const CFG: &str = r#"(
+        state_dir: "/tmp/unused",
+        control_socket: "/tmp/unused/ctl.sock",
+        interfaces: [],
+        workers: 1,
+        offer_hold: 30,
+        decline_quarantine: 600,
+        subnets: [
+            (
+                network: "10.0.0.0/24",
+                pools: ["10.0.0.10-10.0.0.12"],
+                lease_time: 3600,
+                relays: ["198.18.0.2"],
+                options: { "routers": "10.0.0.1" },
+                reservations: [(mac: "02:00:00:00:00:99", address: "10.0.0.11")],
+            ),
+            (
+                network: "10.1.0.0/16",
+                pools: ["10.1.0.10-10.1.0.200"],
+                lease_time: 600,
+            ),
+        ],
+    )"#;
+
+    struct Fx {
+        _dir: tempfile::TempDir,
+        engine: Engine,
+    }
+
+    fn fixture() -> Fx {
+        let dir = tempfile::tempdir().unwrap();
+        let text = CFG.replace("/tmp/unused", dir.path().to_str().unwrap());
+        let config = prodhcp_config::parse(&text).unwrap();
+        let table = Table::create(&config.table_file, &layout_of(&config)).unwrap();
+        let ring = Ring::open_or_create(&ring_path(&config, 1), 1, 1024).unwrap();
+        let serve = ServeConfig::build(config, &table);
+        Fx {
+            _dir: dir,
+            engine: Engine::new(table, ring, 1, serve, 0, 1),
+        }
+    }
+
+    fn packet(
+        kind: u8,
+        mac: u8,
+        giaddr: [u8; 4],
+        ciaddr: [u8; 4],
+        opts: &[(u8, &[u8])],
+    ) -> Vec<u8> {
+        let mut p = vec![0u8; 240];
+        p[0] = 1;
+        p[1] = 1;
+        p[2] = 6;
+        p[4..8].copy_from_slice(&[0, 0, 0, mac]);
+        p[12..16].copy_from_slice(&ciaddr);
+        p[24..28].copy_from_slice(&giaddr);
+        p[28..34].copy_from_slice(&[2, 0, 0, 0, 0, mac]);
+        p[236..240].copy_from_slice(&[99, 130, 83, 99]);
+        p.extend_from_slice(&[53, 1, kind]);
+        for (code, val) in opts {
+            p.push(*code);
+            p.push(val.len() as u8);
+            p.extend_from_slice(val);
+        }
+        p.push(255);
+        p
+    }
+
+    const RELAY: [u8; 4] = [198, 18, 0, 2];
+    const NONE: [u8; 4] = [0, 0, 0, 0];
+
+    fn inc() -> Incoming {
+        Incoming {
+            src: SocketAddrV4::new(Ipv4Addr::from(RELAY), 67),
+            ifindex: 1,
+            local: Ipv4Addr::new(198, 18, 0, 1),
+            broadcast: false,
+        }
+    }
+
+    fn send(e: &mut Engine, pkt: &[u8]) -> Option<(v4::Message, Outgoing)> {
+        let mut out = [0u8; MAX_REPLY];
+        let o = e.handle(pkt, &inc(), &mut out)?;
+        Some((
+            v4::Message::decode(&mut dhcproto::Decoder::new(&out[..o.len])).unwrap(),
+            o,
+        ))
+    }
+
+    fn msg_type(m: &v4::Message) -> v4::MessageType {
+        m.opts().msg_type().unwrap()
+    }
+
+    fn dora(e: &mut Engine, mac: u8) -> Ipv4Addr {
+        let (offer, o) = send(e, &packet(1, mac, RELAY, NONE, &[])).expect("offer");
+        assert_eq!(msg_type(&offer), v4::MessageType::Offer);
+        assert_eq!(
+            o.dst,
+            SocketAddrV4::new(Ipv4Addr::from(RELAY), 67),
+            "to the relay"
+        );
+        let ip = offer.yiaddr();
+        let sid = [198, 18, 0, 1];
+        let (ack, _) = send(
+            e,
+            &packet(3, mac, RELAY, NONE, &[(50, &ip.octets()), (54, &sid)]),
+        )
+        .expect("ack");
+        assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+        assert_eq!(ack.yiaddr(), ip);
+        ip
+    }
+
+    #[test]
+    fn dora_commits_a_lease_and_the_client_gets_it_back() {
+        let mut f = fixture();
+        let ip = dora(&mut f.engine, 1);
+        let slot = f.engine.table().slot_of_addr(u32::from(ip)).unwrap();
+        let img = f.engine.table().read(slot).unwrap();
+        assert_eq!(img.state, LeaseState::Leased);
+        assert_eq!(img.hwaddr(), &[2, 0, 0, 0, 0, 1]);
+        assert_eq!(dora(&mut f.engine, 1), ip, "same client, same address");
+        assert!(f.engine.table().check().is_clean());
+    }
+
+    #[test]
+    fn reserved_address_is_never_given_to_others_even_at_exhaustion() {
+        let mut f = fixture();
+        // Pool 10.0.0.10-12 with .11 reserved: two other clients fit, the third gets nothing.
+        let a = dora(&mut f.engine, 1);
+        let b = dora(&mut f.engine, 2);
+        assert!(![a, b].contains(&Ipv4Addr::new(10, 0, 0, 11)));
+        assert!(send(&mut f.engine, &packet(1, 3, RELAY, NONE, &[])).is_none());
+        // A request for the reserved address by someone else is NAKed.
+        let (nak, _) = send(
+            &mut f.engine,
+            &packet(3, 4, RELAY, NONE, &[(50, &[10, 0, 0, 11])]),
+        )
+        .unwrap();
+        assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+        // The reserved client still gets its address.
+        assert_eq!(dora(&mut f.engine, 0x99), Ipv4Addr::new(10, 0, 0, 11));
+    }
+
+    #[test]
+    fn release_and_decline_change_state_and_are_only_accepted_from_the_holder() {
+        let mut f = fixture();
+        let ip = dora(&mut f.engine, 1);
+        let slot = f.engine.table().slot_of_addr(u32::from(ip)).unwrap();
+        // Someone else's RELEASE is ignored.
+        assert!(send(&mut f.engine, &packet(7, 2, NONE, ip.octets(), &[])).is_none());
+        assert_eq!(
+            f.engine.table().read(slot).unwrap().state,
+            LeaseState::Leased
+        );
+        assert!(send(&mut f.engine, &packet(7, 1, NONE, ip.octets(), &[])).is_none());
+        assert_eq!(
+            f.engine.table().read(slot).unwrap().state,
+            LeaseState::Released
+        );
+        assert!(f.engine.table().is_free(slot));
+        let ip2 = dora(&mut f.engine, 1);
+        assert_eq!(ip2, ip, "a released address goes back to its client");
+        assert!(send(
+            &mut f.engine,
+            &packet(4, 1, RELAY, NONE, &[(50, &ip.octets())])
+        )
+        .is_none());
+        let img = f.engine.table().read(slot).unwrap();
+        assert_eq!(img.state, LeaseState::Declined);
+        assert!(!f.engine.table().is_free(slot));
+        assert_ne!(
+            dora(&mut f.engine, 1),
+            ip,
+            "a declined address is quarantined"
+        );
+    }
+
+    #[test]
+    fn wrong_subnet_init_reboot_is_naked_and_link_selection_wins() {
+        let mut f = fixture();
+        let (nak, _) = send(
+            &mut f.engine,
+            &packet(3, 1, RELAY, NONE, &[(50, &[10, 1, 0, 50])]),
+        )
+        .unwrap();
+        assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+        // 82.5 link selection → the 10.1.0.0/16 subnet, even though giaddr maps to 10.0.0.0/24.
+        let ls: &[u8] = &[5, 4, 10, 1, 0, 1];
+        let (offer, _) = send(&mut f.engine, &packet(1, 5, RELAY, NONE, &[(82, ls)])).unwrap();
+        assert!(offer.yiaddr().octets().starts_with(&[10, 1]));
+        // 118 subnet selection likewise.
+        let (offer, _) = send(
+            &mut f.engine,
+            &packet(1, 6, RELAY, NONE, &[(118, &[10, 1, 0, 0])]),
+        )
+        .unwrap();
+        assert!(offer.yiaddr().octets().starts_with(&[10, 1]));
+    }
+
+    #[test]
+    fn inform_acks_without_a_lease() {
+        let mut f = fixture();
+        let free_before = f.engine.table().count_free(0..3);
+        let (ack, o) = send(&mut f.engine, &packet(8, 1, NONE, [10, 0, 0, 50], &[])).unwrap();
+        assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+        assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
+        assert!(ack.opts().get(v4::OptionCode::AddressLeaseTime).is_none());
+        assert_eq!(
+            o.dst,
+            SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 50), CLIENT_PORT)
+        );
+        assert_eq!(
+            f.engine.table().count_free(0..3),
+            free_before,
+            "no lease taken"
+        );
+    }
+
+    #[test]
+    fn sweeper_expires_leases_and_offers() {
+        let mut f = fixture();
+        let ip = dora(&mut f.engine, 1);
+        let slot = f.engine.table().slot_of_addr(u32::from(ip)).unwrap();
+        // Age the lease by rewriting its expiry into the past.
+        let cur = f.engine.table().read(slot).unwrap();
+        let old = SlotImage { expires: 1, ..cur };
+        f.engine
+            .table
+            .update(
+                1,
+                &f.engine.ring,
+                slot,
+                &cur,
+                &old,
+                &ChangeContext {
+                    reason: ChangeReason::Renew,
+                    time_ms: 0,
+                    context: b"",
+                },
+            )
+            .unwrap();
+        f.engine.sweep(10_000);
+        let img = f.engine.table().read(slot).unwrap();
+        assert_eq!(img.state, LeaseState::Expired);
+        assert!(f.engine.table().is_free(slot));
+        assert!(f.engine.table().check().is_clean());
+    }
+
+    #[test]
+    fn arbitrary_bytes_never_panic_and_are_counted() {
+        let mut f = fixture();
+        let mut seed = 0x1234_5678_u64;
+        let base = packet(1, 1, RELAY, NONE, &[(55, &[1, 3, 6])]);
+        for i in 0..20_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            let mut p = base.clone();
+            let n = (seed % p.len() as u64) as usize;
+            p.truncate(if i % 3 == 0 { n } else { p.len() });
+            let k = (seed >> 20) as usize % p.len().max(1);
+            if let Some(b) = p.get_mut(k) {
+                *b = (seed >> 40) as u8;
+            }
+            let mut out = [0u8; MAX_REPLY];
+            let _ = f.engine.handle(&p, &inc(), &mut out);
+        }
+        let snap = f.engine.counters().snapshot();
+        let get = |n: &str| snap.iter().find(|(k, _)| k == n).map(|x| x.1).unwrap_or(0);
+        assert_eq!(get("received"), 20_000);
+        assert!(get("dropped") > 0);
+        assert!(f.engine.table().check().is_clean());
+    }
+}
