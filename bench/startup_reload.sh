@@ -135,9 +135,8 @@ sed -i 's/192.0.2.53/192.0.2.54/' "$WORK/p8.ron"
 t=$(date +%s.%N)
 kill -HUP "$DAEMON_PID"
 while :; do
-    g=$(ctl --json status | python3 -c "import json,sys; print(json.load(sys.stdin)['config_generation'])")
+    g=$(ctl --json status | tr -d ' \n' | grep -o '"config_generation":[0-9]*' | cut -d: -f2)
     [ "$g" != "$gen0" ] && break
-    sleep 0.001
 done
 RELOAD_E2E=$(python3 -c "print(f'{($(date +%s.%N) - $t) * 1000:.1f}')")
 RELOAD_US=$(grep -o 'configuration reloaded.*us[^0-9]*[0-9]*' "$WORK/p8.log" | tail -1 | grep -o '[0-9]*$')
@@ -154,27 +153,40 @@ size=$(stat -c %s "$STATE/leases.table")
 echo "table file: $size bytes = $(python3 -c "print(f'{$size / 16777214:.1f}')") bytes per pool address (/8); rings: $(du -cb "$STATE"/ring-*.dat | tail -1 | cut -f1) bytes"
 
 # Throughput: /8 with the preloaded leases (new clients), then a fresh /24.
-perf() { # perf CLIENTS -> "rate drops"
-    ip netns exec $CLI timeout 60 perfdhcp -4 -l 198.18.0.2 -R "$1" -r "$RATE" -p 10 -d 2 198.18.0.1 2>&1 |
-        awk '/^Rate:/{r=$2} /^drops:/{d+=$2} END{print r, d+0}'
+daemon_ticks() { # utime+stime of the supervisor and its workers, in clock ticks
+    local t=0 p
+    for p in $DAEMON_PID $(pgrep -P "$DAEMON_PID" || true); do
+        t=$((t + $(awk '{print $14 + $15}' /proc/$p/stat 2>/dev/null || echo 0)))
+    done
+    echo $t
 }
-read -r r8 d8 <<<"$(perf 16000000)"
-echo "perfdhcp DORA at $RATE/s, /8 pool holding $LEASES leases, new clients: ${r8} leases/s, drops ${d8}"
+perf() { # perf CLIENTS -> "rate drops server-µs-per-lease"
+    local t0 t1 out
+    t0=$(daemon_ticks)
+    out=$(ip netns exec $CLI timeout 60 perfdhcp -4 -l 198.18.0.2 -R "$1" -r "$RATE" -p 10 -d 2 198.18.0.1 2>&1 |
+        awk '/^Rate:/{r=$2} /^drops:/{d+=$2} END{print r, d+0}')
+    t1=$(daemon_ticks)
+    read -r r d <<<"$out"
+    echo "$r $d $(python3 -c "print(f'{($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / max(1.0, float('$r') * 10):.1f}')")"
+}
+read -r r8 d8 c8 <<<"$(perf 16000000)"
+echo "perfdhcp DORA at $RATE/s, /8 pool holding $LEASES leases, new clients: ${r8} leases/s, drops ${d8}, server CPU ${c8} µs/lease"
 stop_daemon
 STATE="$WORK/state24"; rm -rf "$STATE"; mkdir -p "$STATE"
 config "$WORK/p24.ron" "10.0.0.0/24" "10.0.0.1-10.0.0.254" "$STATE"
 start_daemon "$WORK/p24.ron" "$WORK/p24.log"; wait_ready
-read -r r24 d24 <<<"$(perf 250)"
-echo "perfdhcp DORA at $RATE/s, /24 pool (250 clients cycling): ${r24} leases/s, drops ${d24}"
+read -r r24 d24 c24 <<<"$(perf 250)"
+echo "perfdhcp DORA at $RATE/s, /24 pool (250 clients cycling): ${r24} leases/s, drops ${d24}, server CPU ${c24} µs/lease"
 stop_daemon
 STATE="$WORK/state8b"; rm -rf "$STATE"; mkdir -p "$STATE"
 config "$WORK/p8b.ron" "10.0.0.0/8" "10.0.0.1-10.255.255.254" "$STATE"
 start_daemon "$WORK/p8b.ron" "$WORK/p8b.log"; wait_ready
-read -r r8b d8b <<<"$(perf 16000000)"
-echo "perfdhcp DORA at $RATE/s, empty /8 pool, new clients: ${r8b} leases/s, drops ${d8b}"
+read -r r8b d8b c8b <<<"$(perf 16000000)"
+echo "perfdhcp DORA at $RATE/s, empty /8 pool, new clients: ${r8b} leases/s, drops ${d8b}, server CPU ${c8b} µs/lease"
 stop_daemon
-python3 - "$r24" "$r8" "$r8b" <<'PY'
+python3 - "$r24" "$r8" "$r8b" "$c24" "$c8" "$c8b" <<'PY'
 import sys
-r24, r8, r8b = map(float, sys.argv[1:])
-print(f"/8 (10M leases) vs /24: {100 * (r8 - r24) / r24:+.1f} %; empty /8 vs /24: {100 * (r8b - r24) / r24:+.1f} %")
+r24, r8, r8b, c24, c8, c8b = map(float, sys.argv[1:])
+print(f"leases/s  /8 ({'preloaded'}) vs /24: {100 * (r8 - r24) / r24:+.1f} %; empty /8 vs /24: {100 * (r8b - r24) / r24:+.1f} %")
+print(f"CPU/lease /8 (preloaded) vs /24: {100 * (c8 - c24) / c24:+.1f} %; empty /8 vs /24: {100 * (c8b - c24) / c24:+.1f} %")
 PY
