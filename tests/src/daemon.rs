@@ -89,6 +89,20 @@ pub fn ctl_at(socket: &Path, args: &[&str]) -> CtlOutput {
 }
 
 /// Runs `prodhcpd --config FILE --check-config` and returns its output.
+/// Runs `prodhcpd --config PATH --check-table` (the daemon must be stopped).
+pub fn check_table(path: &Path) -> Output {
+    let bin = binary("prodhcpd");
+    run_bounded(
+        &[
+            bin.to_str().expect("utf-8 bin path"),
+            "--config",
+            path.to_str().expect("utf-8 config path"),
+            "--check-table",
+        ],
+        Duration::from_secs(60),
+    )
+}
+
 pub fn check_config(path: &Path) -> Output {
     let bin = binary("prodhcpd");
     run_bounded(

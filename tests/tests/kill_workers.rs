@@ -12,7 +12,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prodhcp_systests::client::{Extras, Identity, TestClient};
 use prodhcp_systests::config::SubnetConfig;
-use prodhcp_systests::daemon::{worker_field, Daemon};
+use prodhcp_systests::daemon::{check_table, worker_field, Daemon};
 use prodhcp_systests::packet::test_mac;
 use prodhcp_systests::preflight;
 use prodhcp_systests::tools::spawn_perfdhcp;
@@ -134,5 +134,17 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
         lost.len(),
         acked.len(),
         lost.iter().take(10).collect::<Vec<_>>()
+    );
+
+    // Offline, every slot must pass every invariant: no torn or locked slot, the free bitmap
+    // agrees with the states, no client holds two addresses, every holder is indexed.
+    let cfg = d.config_path().to_path_buf();
+    d.stop();
+    let out = check_table(&cfg);
+    assert!(
+        out.status.success(),
+        "table check after {kills} kills failed:\n{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
     );
 }
