@@ -167,7 +167,7 @@ perf() { # perf CLIENTS -> "rate drops server-µs-per-lease"
         awk '/^Rate:/{r=$2} /^drops:/{d+=$2} END{print r, d+0}')
     t1=$(daemon_ticks)
     read -r r d <<<"$out"
-    echo "$r $d $(python3 -c "print(f'{($t1 - $t0) / $(getconf CLK_TCK) * 1e6 / max(1.0, float('$r') * 10):.1f}')")"
+    echo "$r $d $(awk -v t=$((t1 - t0)) -v hz="$(getconf CLK_TCK)" -v r="${r:-0}" 'BEGIN { if (r <= 0) r = 1; printf "%.1f", t / hz * 1e6 / (r * 10) }')"
 }
 read -r r8 d8 c8 <<<"$(perf 16000000)"
 echo "perfdhcp DORA at $RATE/s, /8 pool holding $LEASES leases, new clients: ${r8} leases/s, drops ${d8}, server CPU ${c8} µs/lease"
