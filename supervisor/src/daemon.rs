@@ -78,6 +78,8 @@ const CHANNEL_BASE: usize = 1000;
 const CONN_BASE: usize = 100_000;
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 const HEALTHY_AFTER: Duration = Duration::from_secs(30);
+/// A running worker whose heartbeat does not move for this long is killed and restarted.
+const HANG_AFTER: Duration = Duration::from_millis(1500);
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum WorkerState {
@@ -109,6 +111,8 @@ struct Worker {
     started: Instant,
     backoff: Duration,
     ring: Ring,
+    /// Last heartbeat counter value seen and when it last changed.
+    heartbeat: (u64, Instant),
 }
 
 /// The running supervisor.
@@ -358,6 +362,7 @@ impl Supervisor {
                 started: Instant::now(),
                 backoff: Duration::from_millis(100),
                 ring,
+                heartbeat: (0, Instant::now()),
             })
             .collect();
         let mut sup = Supervisor {
@@ -429,6 +434,7 @@ impl Supervisor {
                 w.reader = FrameReader::default();
                 w.state = WorkerState::Starting;
                 w.started = Instant::now();
+                w.heartbeat = (u64::MAX, Instant::now());
             }
             Err(e) => {
                 error!(worker = id, error = %e, "cannot start worker");
@@ -492,7 +498,34 @@ impl Supervisor {
         t
     }
 
+    /// Kills a running worker whose heartbeat has not moved for [`HANG_AFTER`] (stopped with
+    /// SIGSTOP, stuck in the kernel, spinning): its share of the clients is steered to its
+    /// socket, so a hung worker would silently starve them. It is restarted like a crashed one.
+    fn check_heartbeats(&mut self) {
+        for w in &mut self.workers {
+            if w.state != WorkerState::Running {
+                continue;
+            }
+            let beat = WorkerCounterView::new(self.table.counters(worker_owner(w.id)))
+                .get(prodhcp_worker::counters::Counter::Heartbeat);
+            if beat != w.heartbeat.0 {
+                w.heartbeat = (beat, Instant::now());
+            } else if w.heartbeat.1.elapsed() > HANG_AFTER {
+                if let Some(c) = w.child.as_mut() {
+                    warn!(
+                        worker = w.id,
+                        pid = c.id(),
+                        "worker stopped answering its heartbeat; killing it"
+                    );
+                    let _ = c.kill();
+                }
+                w.heartbeat = (beat, Instant::now());
+            }
+        }
+    }
+
     fn housekeeping(&mut self) {
+        self.check_heartbeats();
         // Turn index tombstones back into empty entries, a slice at a time.
         let cap = self.table.index_capacity();
         let step = 1 << 16;

@@ -148,3 +148,46 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
         String::from_utf8_lossy(&out.stderr)
     );
 }
+
+/// RELIABILITY B5: a worker that stops answering (SIGSTOP) is detected by its missing heartbeat,
+/// killed and replaced within a few seconds, and the clients steered to it are served again.
+#[test]
+fn a_stopped_worker_is_detected_and_replaced() {
+    if !preflight("stopped_worker", &[]) {
+        return;
+    }
+    let t = Topology::new("stopw");
+    let d = Daemon::start(&t.lab, &t.srv, &t.standard_config());
+    let before = d.worker_pids();
+    assert!(before.len() >= 2, "needs two workers: {before:?}");
+    let victim = before[0];
+    assert!(kill(Pid::from_raw(victim as i32), Signal::SIGSTOP).is_ok());
+    let deadline = Instant::now() + Duration::from_secs(8);
+    let replaced = loop {
+        let now = d.worker_pids();
+        if !now.contains(&victim) && now.len() == before.len() {
+            break now;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "stopped worker {victim} not replaced: {now:?}"
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    assert_eq!(
+        replaced[1..],
+        before[1..],
+        "only the stopped worker was replaced"
+    );
+    // Every client gets a lease, including those steered to the replaced worker's socket.
+    let agent = TestClient::relay(&t.load, LOAD_IP, SERVER_IP).expect("relay agent socket");
+    for n in 0..24 {
+        let id = Identity {
+            mac: test_mac(0x61, n),
+            client_id: None,
+        };
+        agent
+            .dora(&id, &Extras::default())
+            .unwrap_or_else(|e| panic!("client {n} after the replacement: {e}"));
+    }
+}

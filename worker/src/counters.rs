@@ -62,13 +62,16 @@ pub enum Counter {
     SweepQuarantineEnded,
     /// Slots failing their checksum, taken out of service by the sweeper.
     SweepAbandoned,
+    /// Incremented by the worker's loop at least every 200 ms; the supervisor kills a worker
+    /// whose heartbeat stops (hung or stopped) so its clients are served again.
+    Heartbeat,
 }
 
 /// First counter index of the codec's drop reasons.
 pub const CODEC_DROPS_START: usize = 32;
 
 /// Names of the engine counters, indexed by `Counter as usize`.
-pub const ENGINE_COUNTER_NAMES: [&str; 26] = [
+pub const ENGINE_COUNTER_NAMES: [&str; 27] = [
     "received",
     "discover",
     "request",
@@ -95,6 +98,7 @@ pub const ENGINE_COUNTER_NAMES: [&str; 26] = [
     "sweep_offer_expired",
     "sweep_quarantine_ended",
     "sweep_abandoned",
+    "heartbeat",
 ];
 
 /// Index of the first drop-reason counter among the engine counters.
@@ -121,6 +125,13 @@ impl<'a> Counters<'a> {
     /// Adds one.
     pub fn inc(&self, c: Counter) {
         self.add_at(c as usize, 1);
+    }
+
+    /// Reads one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.words
+            .get(c as usize)
+            .map_or(0, |w| w.load(Ordering::Relaxed))
     }
 
     /// Adds `n`.

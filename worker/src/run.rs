@@ -26,6 +26,8 @@ const UDP: Token = Token(0);
 const CHANNEL: Token = Token(1);
 /// How often the sweeper runs, and how many slots it visits per run.
 const SWEEP_EVERY: Duration = Duration::from_millis(200);
+/// Receive batches served before the loop looks at its channel, heartbeat and sweeper again.
+const MAX_BATCHES_PER_TURN: usize = 64;
 
 /// Errors that end a worker.
 #[derive(Debug, thiserror::Error)]
@@ -128,16 +130,24 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let sweep_budget = (engine.table().slot_count() / args.workers.max(1) as u32 / 150).max(1024);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
 
+    // Edge-triggered: a socket not drained in one turn (bounded so the loop keeps its
+    // heartbeat under flood) is served again on the next turn without waiting for an event.
+    let mut udp_pending = false;
     while !term.load(Ordering::Relaxed) {
-        let timeout = next_sweep.saturating_duration_since(Instant::now());
+        let timeout = if udp_pending {
+            Duration::ZERO
+        } else {
+            next_sweep.saturating_duration_since(Instant::now())
+        };
         match poll.poll(&mut events, Some(timeout)) {
             Ok(()) => {}
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         }
+        let mut udp_ready = udp_pending;
         for ev in events.iter() {
             match ev.token() {
-                UDP => serve_udp(&mut engine, &udp, &mut batch, &mut out)?,
+                UDP => udp_ready = true,
                 CHANNEL => loop {
                     match reader.poll(&mut channel)? {
                         ReadOutcome::Frame(FrameKind::Config, text) => {
@@ -163,7 +173,11 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
                 _ => {}
             }
         }
+        if udp_ready {
+            udp_pending = !serve_udp(&mut engine, &udp, &mut batch, &mut out)?;
+        }
         if Instant::now() >= next_sweep {
+            engine.counters().inc(Counter::Heartbeat);
             engine.sweep(sweep_budget);
             next_sweep = Instant::now() + SWEEP_EVERY;
         }
@@ -190,15 +204,16 @@ fn owned(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// Serves up to [`MAX_BATCHES_PER_TURN`] batches; returns whether the socket was drained.
 fn serve_udp(
     engine: &mut Engine,
     udp: &OwnedFd,
     batch: &mut RecvBatch,
     out: &mut [u8; MAX_REPLY],
-) -> Result<(), WorkerError> {
-    loop {
+) -> Result<bool, WorkerError> {
+    for _ in 0..MAX_BATCHES_PER_TURN {
         let n = match batch.recv(udp.as_raw_fd()) {
-            Ok(0) => return Ok(()),
+            Ok(0) => return Ok(true),
             Ok(n) => n,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
@@ -220,4 +235,5 @@ fn serve_udp(
             }
         }
     }
+    Ok(false)
 }
