@@ -202,7 +202,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     let path = &config.table_file;
     let old = Table::open(path).map_err(Fatal::table)?;
     lock_with_retry(&old)?;
-    let tmp = path.with_extension("migrating");
+    let tmp = with_suffix(path, ".migrating");
     let _ = std::fs::remove_file(&tmp);
     let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
     let ring = Ring::open_or_create(
@@ -246,12 +246,19 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     }
     new.mark_clean().map_err(Fatal::table)?;
     drop(new);
-    let prev = path.with_extension("prev");
+    let prev = with_suffix(path, ".prev");
     std::fs::rename(path, &prev).map_err(|e| Fatal::table(format!("keeping old table: {e}")))?;
     std::fs::rename(&tmp, path).map_err(|e| Fatal::table(format!("installing new table: {e}")))?;
     warn!(kept, dropped, previous = %prev.display(), "pool layout changed: migrated the lease table");
     drop(old);
     Table::open_for(path, spec).map_err(Fatal::table)
+}
+
+/// `path` with `suffix` appended to its file name (`leases.table` → `leases.table.prev`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
 }
 
 fn recover(table: &Table, owner: u8, ring: Option<&Ring>) {

@@ -20,7 +20,7 @@ use crate::codec::MAX_REPLY;
 use crate::counters::Counter;
 use crate::engine::{Engine, Incoming};
 use crate::serve_config::ServeConfig;
-use crate::sys::{self, RecvBatch};
+use crate::sys::{self, RecvBatch, SendBatch};
 
 const UDP: Token = Token(0);
 const CHANNEL: Token = Token(1);
@@ -126,6 +126,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
         .register(&mut SourceFd(&ch_raw), CHANNEL, Interest::READABLE)?;
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
+    let mut sends = SendBatch::default();
     let mut out = [0u8; MAX_REPLY];
     let sweep_budget = (engine.table().slot_count() / args.workers.max(1) as u32 / 150).max(1024);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
@@ -174,7 +175,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
             }
         }
         if udp_ready {
-            udp_pending = !serve_udp(&mut engine, &udp, &mut batch, &mut out)?;
+            udp_pending = !serve_udp(&mut engine, &udp, &mut batch, &mut sends, &mut out)?;
         }
         if Instant::now() >= next_sweep {
             engine.counters().inc(Counter::Heartbeat);
@@ -204,11 +205,18 @@ fn owned(fd: RawFd) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
+/// The send batch has as many buffers as the receive batch has datagrams, and it is flushed
+/// after every receive batch, so it cannot overflow.
+fn unreachable_batch_overflow() {
+    debug_assert!(false, "send batch overflow");
+}
+
 /// Serves up to [`MAX_BATCHES_PER_TURN`] batches; returns whether the socket was drained.
 fn serve_udp(
     engine: &mut Engine,
     udp: &OwnedFd,
     batch: &mut RecvBatch,
+    sends: &mut SendBatch,
     out: &mut [u8; MAX_REPLY],
 ) -> Result<bool, WorkerError> {
     for _ in 0..MAX_BATCHES_PER_TURN {
@@ -226,13 +234,28 @@ fn serve_udp(
                 local: m.local,
                 broadcast: m.dst.is_broadcast() || m.dst.octets()[3] == 255,
             };
-            let Some(reply) = engine.handle(&batch.bufs[i][..m.len], &inc, out) else {
+            // Replies routed normally (to relays and renewing clients) are batched into one
+            // sendmmsg; broadcasts to clients without an address need a per-packet interface.
+            let Some(buf) = sends.next_buf() else {
+                unreachable_batch_overflow();
+                continue;
+            };
+            let Some(reply) = engine.handle(&batch.bufs[i][..m.len], &inc, buf) else {
                 continue;
             };
             let dst: SocketAddrV4 = reply.dst;
-            if sys::send_to(udp, &out[..reply.len], dst, reply.ifindex, reply.src).is_err() {
-                engine.counters().drop_for(Counter::DropSendError);
+            if reply.ifindex.is_none() {
+                sends.push(reply.len, dst);
+            } else {
+                out[..reply.len].copy_from_slice(&buf[..reply.len]);
+                if sys::send_to(udp, &out[..reply.len], dst, reply.ifindex, reply.src).is_err() {
+                    engine.counters().drop_for(Counter::DropSendError);
+                }
             }
+        }
+        let unsent = sends.flush(udp);
+        for _ in 0..unsent {
+            engine.counters().drop_for(Counter::DropSendError);
         }
     }
     Ok(false)

@@ -155,6 +155,73 @@ impl RecvBatch {
     }
 }
 
+/// Replies waiting to be sent with one `sendmmsg`.
+#[derive(Debug)]
+pub struct SendBatch {
+    headers: socket::MultiHeaders<SockaddrIn>,
+    bufs: Vec<[u8; crate::codec::MAX_REPLY]>,
+    lens: Vec<usize>,
+    addrs: Vec<Option<SockaddrIn>>,
+}
+
+impl Default for SendBatch {
+    fn default() -> Self {
+        SendBatch {
+            headers: socket::MultiHeaders::preallocate(BATCH, None),
+            bufs: vec![[0u8; crate::codec::MAX_REPLY]; BATCH],
+            lens: Vec::with_capacity(BATCH),
+            addrs: Vec::with_capacity(BATCH),
+        }
+    }
+}
+
+impl SendBatch {
+    /// The buffer the next reply should be written into, if the batch has room.
+    pub fn next_buf(&mut self) -> Option<&mut [u8; crate::codec::MAX_REPLY]> {
+        let i = self.lens.len();
+        self.bufs.get_mut(i)
+    }
+
+    /// Queues the reply written into [`SendBatch::next_buf`].
+    pub fn push(&mut self, len: usize, dst: SocketAddrV4) {
+        self.lens.push(len);
+        self.addrs.push(Some(SockaddrIn::from(dst)));
+    }
+
+    /// Whether nothing is queued.
+    pub fn is_empty(&self) -> bool {
+        self.lens.is_empty()
+    }
+
+    /// Sends everything queued; returns how many datagrams the kernel did not take.
+    pub fn flush(&mut self, fd: impl AsFd) -> usize {
+        let n = self.lens.len();
+        if n == 0 {
+            return 0;
+        }
+        let iovs: Vec<[io::IoSlice<'_>; 1]> = self
+            .bufs
+            .iter()
+            .zip(&self.lens)
+            .map(|(b, &l)| [io::IoSlice::new(&b[..l])])
+            .collect();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let sent = socket::sendmmsg(
+            fd.as_fd().as_raw_fd(),
+            &mut self.headers,
+            iovs.iter(),
+            &self.addrs,
+            no_cmsgs,
+            MsgFlags::MSG_DONTWAIT,
+        )
+        .map(|r| r.count())
+        .unwrap_or(0);
+        self.lens.clear();
+        self.addrs.clear();
+        n - sent.min(n)
+    }
+}
+
 /// Sends one datagram, through interface `ifindex` with source `src` when given (replies to
 /// clients that have no address yet), else routed normally.
 pub fn send_to(
