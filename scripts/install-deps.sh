@@ -66,7 +66,7 @@ daemon_pids() {
 
 # Stops daemons that were not running before apt ran (argument: the "before" list).
 stop_new_daemons() {
-    local before=$1 after line name pid pf u
+    local before=$1 after name pid pf u
     after=$(daemon_pids)
     [[ -n $after ]] || return 0
     while read -r name pid; do
