@@ -202,6 +202,7 @@ enum Step {
     Locked,
     HalfWritten,
     Bitmap,
+    Indexed,
     Recorded,
     Unlocked,
 }
@@ -951,6 +952,9 @@ impl Table {
                 self.index_insert(&img.key, slot);
             }
         }
+        if stop == Some(Step::Indexed) {
+            return Err(UpdateError::Conflict);
+        }
         let rec = RecordInput {
             slot,
             reason: ctx.reason,
@@ -1023,10 +1027,14 @@ impl Table {
         for i in 1..SLOT_WORDS {
             s[i].store(words[i], Ordering::Relaxed);
         }
-        let state = SlotImage::decode(&words)
-            .map(|i| i.state)
-            .unwrap_or(LeaseState::Abandoned);
+        let image = SlotImage::decode(&words).ok();
+        let state = image.map_or(LeaseState::Abandoned, |i| i.state);
         self.set_free_bit(slot, self.bit_should_be_free(slot, state));
+        // The dead writer may have tombstoned the old key's index entry before it died: make
+        // sure the key the slot now carries is findable again (still holding the slot's lock).
+        if let Some(img) = image.filter(|i| !i.key.is_none()) {
+            self.index_insert(&img.key, slot);
+        }
         s[0].store(words[0] & !0xff, Ordering::Release);
         o[INTENT_ACTIVE].store(0, Ordering::Release);
         outcome
@@ -1411,6 +1419,7 @@ mod tests {
             Step::Locked,
             Step::HalfWritten,
             Step::Bitmap,
+            Step::Indexed,
             Step::Recorded,
             Step::Unlocked,
         ] {
@@ -1443,6 +1452,34 @@ mod tests {
             // The slot is writable again.
             t.update(1, &f.ring, 9, &after, &lease(3), &ctx()).unwrap();
             assert_eq!(t.recover_owner(1, Some(&f.ring)), Recovery::Nothing);
+        }
+    }
+
+    #[test]
+    fn a_writer_killed_while_rekeying_a_slot_leaves_both_keys_findable_as_committed() {
+        for step in [
+            Step::Locked,
+            Step::HalfWritten,
+            Step::Bitmap,
+            Step::Indexed,
+            Step::Recorded,
+        ] {
+            let f = fixture();
+            let t = &f.table;
+            let before = t
+                .update(1, &f.ring, 9, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+            let _ = t.update_until(1, &f.ring, 9, &before, &lease(2), &ctx(), Some(step));
+            t.recover_owner(1, Some(&f.ring));
+            let (holder, gone) = if step == Step::Recorded {
+                (lease(2).key, lease(1).key)
+            } else {
+                (lease(1).key, lease(2).key)
+            };
+            assert_eq!(t.find_client(&holder).map(|x| x.0), Some(9), "{step:?}");
+            assert_eq!(t.find_client(&gone), None, "{step:?}");
+            let rep = t.check();
+            assert!(rep.is_clean(), "{step:?}: {rep:?}");
         }
     }
 
