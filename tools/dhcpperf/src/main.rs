@@ -1,0 +1,8 @@
+//! The `dhcpperf` binary: see the library's documentation and `dhcpperf --help`.
+
+use clap::Parser;
+
+fn main() {
+    let cli = dhcpperf::cli::Cli::parse();
+    std::process::exit(dhcpperf::cli::run(cli));
+}

@@ -1,0 +1,345 @@
+//! End-to-end: `dhcpperf responder` and the load scenarios in a pair of network namespaces
+//! created by the test (veth between them, 198.18.x.0/24). Skipped, with a printed reason,
+//! when not run as root. Every process is started by the test and killed by PID; the
+//! namespaces are deleted in `Drop`.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::thread;
+use std::time::{Duration, Instant};
+
+const BIN: &str = env!("CARGO_BIN_EXE_dhcpperf");
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+fn is_root() -> bool {
+    Command::new("id")
+        .arg("-u")
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
+        .unwrap_or(false)
+}
+
+fn ip(args: &[&str]) {
+    let out = Command::new("ip").args(args).output().expect("run ip");
+    assert!(
+        out.status.success(),
+        "ip {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// Two namespaces joined by a veth pair: `srv` has .1, `cli` has .2 of 198.18.`net`.0/24.
+struct NsPair {
+    srv: String,
+    cli: String,
+    net: u8,
+    children: Vec<Child>,
+    dir: PathBuf,
+}
+
+impl NsPair {
+    fn new() -> Option<Self> {
+        if !is_root() {
+            eprintln!("SKIP: network-namespace test needs root");
+            return None;
+        }
+        let n = COUNTER.fetch_add(1, Ordering::Relaxed);
+        let tag = format!("dpf{}x{n}", std::process::id());
+        let net = 100 + (n % 100) as u8;
+        let dir = std::env::temp_dir().join(format!("{tag}-files"));
+        std::fs::create_dir_all(&dir).expect("tmp dir");
+        let pair = Self {
+            srv: format!("{tag}s"),
+            cli: format!("{tag}c"),
+            net,
+            children: Vec::new(),
+            dir,
+        };
+        ip(&["netns", "add", &pair.srv]);
+        ip(&["netns", "add", &pair.cli]);
+        ip(&[
+            "-n", &pair.srv, "link", "add", "v0", "type", "veth", "peer", "name", "v1", "netns",
+            &pair.cli,
+        ]);
+        for (ns, dev, host) in [(&pair.srv, "v0", 1), (&pair.cli, "v1", 2)] {
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+            ip(&[
+                "-n",
+                ns,
+                "addr",
+                "add",
+                &format!("198.18.{net}.{host}/24"),
+                "dev",
+                dev,
+            ]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+        }
+        Some(pair)
+    }
+
+    fn srv_ip(&self) -> String {
+        format!("198.18.{}.1", self.net)
+    }
+
+    fn cli_ip(&self) -> String {
+        format!("198.18.{}.2", self.net)
+    }
+
+    fn spawn(&mut self, ns: &str, prog: &str, args: &[&str]) {
+        let child = Command::new("ip")
+            .args(["netns", "exec", ns, prog])
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("spawn");
+        self.children.push(child);
+        thread::sleep(Duration::from_millis(300));
+    }
+
+    fn start_responder(&mut self) {
+        let (srv, listen) = (self.srv.clone(), self.srv_ip());
+        self.spawn(
+            &srv,
+            BIN,
+            &[
+                "responder",
+                "--listen",
+                &listen,
+                "--threads",
+                "2",
+                "--duration",
+                "60s",
+            ],
+        );
+    }
+
+    /// Runs dhcpperf in the client namespace, bounded by `timeout` (coreutils).
+    fn run(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", "60", "ip", "netns", "exec", &self.cli, BIN])
+            .args(args)
+            .args(["--server", &self.srv_ip(), "--relay-ip", &self.cli_ip()]);
+        cmd.output().expect("run dhcpperf")
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.join(name)
+    }
+}
+
+impl Drop for NsPair {
+    fn drop(&mut self) {
+        for c in &mut self.children {
+            // kill() signals this child's own PID only; then reap it.
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.srv])
+            .status();
+        let _ = Command::new("ip")
+            .args(["netns", "del", &self.cli])
+            .status();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+fn json_of(out: &Output) -> serde_json::Value {
+    serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "not JSON ({e}): stdout {} stderr {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    })
+}
+
+fn count(v: &serde_json::Value, phase: usize, field: &str) -> u64 {
+    v["phases"][phase]["counts"][field]
+        .as_u64()
+        .unwrap_or_else(|| panic!("no {field} in phase {phase}: {v}"))
+}
+
+fn lines(p: &Path) -> usize {
+    std::fs::read_to_string(p)
+        .map(|s| s.lines().count())
+        .unwrap_or(0)
+}
+
+#[test]
+fn dora_renew_release_against_the_responder() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder();
+    let rec = lab.path("dora.jsonl");
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "5000",
+        "--count",
+        "10000",
+        "--json",
+        "--client-id",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "sent_discover"), 10_000);
+    assert_eq!(count(&v, 0, "acks"), 10_000, "{v}");
+    assert_eq!(
+        count(&v, 0, "failed_discover") + count(&v, 0, "failed_request"),
+        0
+    );
+    assert_eq!(count(&v, 0, "bad_reply"), 0);
+    assert_eq!(v["phases"][0]["latency"]["request_ack"]["count"], 10_000);
+    assert!(
+        v["phases"][0]["leases_per_s"].as_f64().unwrap() > 4000.0,
+        "{v}"
+    );
+    assert_eq!(lines(&rec), 10_000);
+
+    let out = lab.run(&[
+        "renew", "--rate", "4000", "--count", "2000", "--json", "--seed", "2",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "acks"), 2000);
+    assert_eq!(count(&v, 1, "sent_renew"), 2000);
+    assert_eq!(count(&v, 1, "renew_acks"), 2000);
+
+    let rec = lab.path("release.jsonl");
+    let out = lab.run(&[
+        "release",
+        "--rate",
+        "4000",
+        "--count",
+        "1000",
+        "--json",
+        "--seed",
+        "3",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 1, "sent_release"), 1000);
+    assert_eq!(lines(&rec), 2000, "1000 acks + 1000 releases");
+}
+
+#[test]
+fn avalanche_mix_and_sweep_against_the_responder() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder();
+    let out = lab.run(&[
+        "avalanche",
+        "--count",
+        "5000",
+        "--deadline",
+        "20s",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["phases"][0]["bound_at_end"], 5000, "{v}");
+    assert_eq!(count(&v, 0, "acks"), 5000);
+
+    let out = lab.run(&[
+        "mix",
+        "--rate",
+        "1000",
+        "--renew-rate",
+        "500",
+        "--release-rate",
+        "200",
+        "--prebind",
+        "1000",
+        "--duration",
+        "2s",
+        "--json",
+        "--seed",
+        "4",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "acks"), 1000, "prebind");
+    let renews = count(&v, 1, "renew_acks");
+    let releases = count(&v, 1, "sent_release");
+    assert!((800..=1100).contains(&renews), "renews {renews}");
+    assert!((300..=450).contains(&releases), "releases {releases}");
+    assert!(count(&v, 1, "acks") >= 1900);
+
+    let out = lab.run(&[
+        "sweep",
+        "--start-rate",
+        "2000",
+        "--step-rate",
+        "2000",
+        "--max-rate",
+        "4000",
+        "--step-duration",
+        "1s",
+        "--json",
+        "--seed",
+        "5",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["sweep"]["steps"].as_array().map(Vec::len), Some(2), "{v}");
+    assert_eq!(v["sweep"]["max_zero_loss_rate"], 4000.0, "{v}");
+}
+
+#[test]
+fn unreachable_server_and_nonsense_replies_end_cleanly() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    // Nothing listens on the server: ICMP port unreachable, then give up.
+    let t0 = Instant::now();
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "200",
+        "--count",
+        "2000",
+        "--give-up",
+        "1s",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(stdout.contains("no answers from"), "{stdout}");
+    assert!(t0.elapsed() < Duration::from_secs(8));
+
+    // A server that answers every datagram with garbage (and one truncated reply).
+    let script = format!(
+        "import socket\ns=socket.socket(socket.AF_INET,socket.SOCK_DGRAM)\n\
+         s.setsockopt(socket.SOL_SOCKET,socket.SO_REUSEADDR,1)\ns.bind(('{}',67))\n\
+         s.settimeout(30)\n\
+         while True:\n    d,a=s.recvfrom(2000)\n    s.sendto(b'\\x02'+d[1:240]+b'junk',('{}',67))\n    s.sendto(b'x',('{}',67))\n",
+        lab.srv_ip(),
+        lab.cli_ip(),
+        lab.cli_ip()
+    );
+    let srv = lab.srv.clone();
+    lab.spawn(&srv, "python3", &["-c", &script]);
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "100",
+        "--count",
+        "300",
+        "--give-up",
+        "1s",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(3), "{out:?}");
+    let v = json_of(&out);
+    assert!(count(&v, 0, "bad_reply") >= 100, "{v}");
+    assert_eq!(count(&v, 0, "acks"), 0);
+}
