@@ -1,0 +1,144 @@
+#!/usr/bin/env bash
+# The one test command:   sudo scripts/test.sh
+#
+# 1. installs what the tests need (scripts/install-deps.sh; fast when already installed);
+# 2. cargo fmt --check, clippy -D warnings, build of every binary;
+# 3. every test of the workspace with cargo-nextest, including the system tests, which build
+#    network-namespace labs (namespaces `pdt<tag>-<pid>-<n><role>`) and run the real daemon,
+#    dhclient, udhcpc, dhcpcd, dhcrelay and perfdhcp inside them. They need root.
+#
+# Exits non-zero if any step fails, after running the others and printing a summary.
+# Before and after the tests it deletes `pdt*` lab namespaces left by crashed runs, but only
+# those whose creator PID (encoded in the name) is no longer alive.
+#
+# Environment: PRODHCP_SKIP_DEPS=1 skips step 1; extra arguments are passed to nextest
+# (e.g. `sudo scripts/test.sh -E 'test(relay)'`).
+set -euo pipefail
+
+cd "$(dirname "$(readlink -f "$0")")/.."
+REPO=$(pwd)
+
+log() { printf '\n=== %s\n' "$*"; }
+
+if [[ $(id -u) -ne 0 ]]; then
+    echo "scripts/test.sh: the system tests need root (network namespaces, UDP port 67)." >&2
+    echo "Run: sudo scripts/test.sh" >&2
+    exit 2
+fi
+
+# --- cargo under sudo -----------------------------------------------------------------------
+# sudo resets PATH; find the invoking user's toolchain, and run cargo as that user so the
+# target directory stays theirs. Only the test run itself needs root.
+if ! command -v cargo >/dev/null; then
+    user_home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
+    for home in "$user_home" "$HOME"; do
+        if [[ -x $home/.cargo/bin/cargo ]]; then
+            export PATH="$home/.cargo/bin:$PATH" CARGO_HOME="$home/.cargo" RUSTUP_HOME="$home/.rustup"
+            break
+        fi
+    done
+fi
+as_user() {
+    if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
+        sudo -u "$SUDO_USER" env PATH="$PATH" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
+            ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} "$@"
+    else
+        "$@"
+    fi
+}
+
+# --- stale lab namespaces -------------------------------------------------------------------
+# Same rule as tests/src/lab.rs (cleanup_stale_namespaces / stale_owner_pid): a name
+# `pdt<tag>-<pid>-<digit>…` with no '-' in <tag> or after the counter; removed only when
+# /proc/<pid> does not exist. Processes still inside are stopped first (they are the lab's).
+cleanup_stale_namespaces() {
+    local dir=/run/netns name pid pids n=0
+    [[ -d $dir ]] || return 0
+    for path in "$dir"/pdt*; do
+        [[ -e $path ]] || continue
+        name=${path##*/}
+        [[ $name =~ ^pdt[^-]*-([0-9]+)-[0-9][^-]*$ ]] || continue
+        pid=${BASH_REMATCH[1]}
+        [[ -e /proc/$pid ]] && continue
+        pids=$(ip netns pids "$name" 2>/dev/null || true)
+        if [[ -n $pids ]]; then
+            kill -TERM $pids 2>/dev/null || true
+            for _ in 1 2 3 4 5 6; do
+                sleep 0.5
+                pids=$(ip netns pids "$name" 2>/dev/null || true)
+                [[ -z $pids ]] && break
+            done
+            if [[ -n $pids ]]; then kill -KILL $pids 2>/dev/null || true; fi
+        fi
+        ip netns del "$name" 2>/dev/null || true
+        n=$((n + 1))
+    done
+    if ((n > 0)); then echo "removed $n stale lab namespace(s) of dead test runs"; fi
+    return 0
+}
+
+# --- steps ----------------------------------------------------------------------------------
+declare -a NAMES=() RESULTS=() TIMES=()
+FAILED=0
+
+# step NAME CMD...: runs CMD, records pass/fail and duration, never aborts the script.
+step() {
+    local name=$1 t0 rc
+    shift
+    log "$name: $*"
+    t0=$(date +%s)
+    set +e
+    "$@"
+    rc=$?
+    set -e
+    NAMES+=("$name")
+    TIMES+=("$(($(date +%s) - t0))s")
+    if ((rc == 0)); then
+        RESULTS+=("ok")
+    else
+        RESULTS+=("FAILED (exit $rc)")
+        FAILED=1
+    fi
+    return "$rc"
+}
+skip() {
+    NAMES+=("$1")
+    RESULTS+=("skipped ($2)")
+    TIMES+=("-")
+    FAILED=1
+}
+
+summary() {
+    local i total=$(($(date +%s) - START))
+    printf '\n=== summary (%s, %ds)\n' "$REPO" "$total"
+    for i in "${!NAMES[@]}"; do
+        printf '  %-14s %-22s %s\n' "${NAMES[$i]}" "${RESULTS[$i]}" "${TIMES[$i]}"
+    done
+    if ((FAILED)); then echo "RESULT: FAILED"; else echo "RESULT: all passed"; fi
+}
+START=$(date +%s)
+trap 'cleanup_stale_namespaces >/dev/null 2>&1 || true' EXIT
+trap 'echo; echo "interrupted"; summary; exit 130' INT TERM
+
+if [[ ${PRODHCP_SKIP_DEPS:-0} == 1 ]]; then
+    echo "PRODHCP_SKIP_DEPS=1: not checking dependencies"
+elif ! step deps scripts/install-deps.sh; then
+    summary
+    exit 1
+fi
+command -v cargo >/dev/null || { echo "cargo not found (install Rust with rustup)" >&2; exit 1; }
+
+step fmt as_user cargo fmt --all -- --check || true
+step clippy as_user cargo clippy --workspace --all-targets -- -D warnings || true
+if step build as_user cargo build --workspace --bins &&
+    step build-tests as_user cargo nextest run --workspace --no-run; then
+    cleanup_stale_namespaces
+    # Root from here: the system tests create network namespaces and bind port 67.
+    step tests cargo nextest run --workspace --no-fail-fast "$@" || true
+    cleanup_stale_namespaces
+else
+    skip tests "build failed"
+fi
+
+summary
+exit "$FAILED"
