@@ -64,23 +64,6 @@ impl WordMapping {
     }
 }
 
-/// Writes zeros over `file` up to `len` bytes (after reserving the blocks), so every block is
-/// allocated *and written*: later first writes through a mapping then neither hit a hole on a
-/// full disk (SIGBUS) nor pay the file system's unwritten-extent conversion on the hot path
-/// (measured: a fresh fallocated /8 table served 18 % fewer leases/s than a written one).
-pub fn preallocate_written(file: &File, len: u64) -> io::Result<()> {
-    use std::os::unix::fs::FileExt;
-    preallocate(file, len)?;
-    let zeros = vec![0u8; 8 << 20];
-    let mut off = 0u64;
-    while off < len {
-        let n = (len - off).min(zeros.len() as u64) as usize;
-        file.write_all_at(&zeros[..n], off)?;
-        off += n as u64;
-    }
-    file.sync_data()
-}
-
 /// Reserves the disk blocks of `file` up to `len` bytes, so that later writes through a mapping
 /// never hit a hole on a full disk (which would be SIGBUS, not an error).
 pub fn preallocate(file: &File, len: u64) -> io::Result<()> {
