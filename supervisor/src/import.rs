@@ -1815,7 +1815,7 @@ lease 10.0.0.10 {\n  ends 3 2025/01/08 10:00:00;\n  binding state active;\n  har
     /// Parse speed on generated data. Prints numbers, asserts nothing about time:
     /// `cargo test -p prodhcp-supervisor --release -- --ignored parse_speed --nocapture`
     #[test]
-    #[ignore]
+    #[ignore = "a measurement that prints parse speed, not a test; run by hand with --ignored"]
     fn parse_speed() {
         let n = 1_000_000;
         for (format, data) in [
