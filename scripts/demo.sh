@@ -42,24 +42,9 @@ die() {
 now() { date +%s.%N; }
 since() { awk -v a="$1" -v b="$(now)" 'BEGIN { printf "%.1f", b - a }'; }
 
-# --- cargo under sudo (same rule as scripts/test.sh) ----------------------------------------
-if ! command -v cargo >/dev/null; then
-    user_home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
-    for home in "$user_home" "$HOME"; do
-        if [[ -x $home/.cargo/bin/cargo ]]; then
-            export PATH="$home/.cargo/bin:$PATH" CARGO_HOME="$home/.cargo" RUSTUP_HOME="$home/.rustup"
-            break
-        fi
-    done
-fi
-as_user() {
-    if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
-        sudo -u "$SUDO_USER" env PATH="$PATH" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
-            ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} "$@"
-    else
-        "$@"
-    fi
-}
+# --- cargo under sudo ---------------------------------------------------------------------
+# shellcheck source=scripts/cargo-env.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/cargo-env.sh"
 
 # --- lab state and cleanup ------------------------------------------------------------------
 PREFIX="pdemo-$$"

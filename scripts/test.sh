@@ -26,26 +26,9 @@ if [[ $(id -u) -ne 0 ]]; then
     exit 2
 fi
 
-# --- cargo under sudo -----------------------------------------------------------------------
-# sudo resets PATH; find the invoking user's toolchain, and run cargo as that user so the
-# target directory stays theirs. Only the test run itself needs root.
-if ! command -v cargo >/dev/null; then
-    user_home=$(getent passwd "${SUDO_USER:-root}" | cut -d: -f6)
-    for home in "$user_home" "$HOME"; do
-        if [[ -x $home/.cargo/bin/cargo ]]; then
-            export PATH="$home/.cargo/bin:$PATH" CARGO_HOME="$home/.cargo" RUSTUP_HOME="$home/.rustup"
-            break
-        fi
-    done
-fi
-as_user() {
-    if [[ -n ${SUDO_USER:-} && $SUDO_USER != root ]]; then
-        sudo -u "$SUDO_USER" env PATH="$PATH" ${CARGO_HOME:+CARGO_HOME="$CARGO_HOME"} \
-            ${RUSTUP_HOME:+RUSTUP_HOME="$RUSTUP_HOME"} "$@"
-    else
-        "$@"
-    fi
-}
+# --- cargo under sudo ---------------------------------------------------------------------
+# shellcheck source=scripts/cargo-env.sh
+source "$(dirname "$(readlink -f "${BASH_SOURCE[0]}")")/cargo-env.sh"
 
 # --- stale lab namespaces -------------------------------------------------------------------
 # Same rule as tests/src/lab.rs (cleanup_stale_namespaces / stale_owner_pid): a name

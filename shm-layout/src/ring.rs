@@ -28,7 +28,7 @@ use std::os::unix::fs::OpenOptionsExt;
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::mapping::{preallocate, WordMapping};
+use crate::mapping::{preallocate, write_zeros, WordMapping};
 use crate::slot::{SlotImage, SLOT_WORDS};
 
 const RING_MAGIC: u64 = u64::from_le_bytes(*b"PDHCPRNG");
@@ -229,6 +229,7 @@ impl Ring {
         if len == 0 {
             let bytes = ((HEADER_WORDS as u64) + capacity * RECORD_WORDS as u64) * 8;
             preallocate(&file, bytes).map_err(io_err)?;
+            write_zeros(&file, 0, bytes).map_err(io_err)?;
             let map = WordMapping::map(&file, bytes as usize).map_err(io_err)?;
             let w = map.words();
             w[W_VERSION].store(RING_LAYOUT_VERSION, Ordering::Relaxed);

@@ -136,7 +136,7 @@ pub struct Supervisor {
     import_ring: Ring,
     exe: PathBuf,
     stopping: bool,
-    /// Short-lived children (export writers, prefault), reaped on SIGCHLD.
+    /// Short-lived export writers, reaped on SIGCHLD.
     export_children: Vec<nix::unistd::Pid>,
     index_cleanup_pos: usize,
 }
@@ -164,7 +164,6 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), Fatal> {
         Ok(t) => t,
         Err(TableOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
             let t = Table::create(path, &spec).map_err(Fatal::table)?;
-            prefault_in_background(&t);
             info!(
                 path = %path.display(),
                 slots = t.slot_count(),
@@ -180,31 +179,6 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), Fatal> {
     lock_with_retry(&table)?;
     let (clean, same_boot) = table.shutdown_state();
     Ok((table, clean || same_boot))
-}
-
-/// Touches every page of a freshly created table from a short-lived child process, so the
-/// workers never pay the file system's first-write cost (see [`Table::prefault`]). The child
-/// is reaped by the SIGCHLD handling like any other child; if it dies nothing is lost.
-fn prefault_in_background(table: &Table) {
-    match sys::fork_child(|| {
-        table.prefault();
-        0
-    }) {
-        Ok(pid) => {
-            info!(
-                pid = pid.as_raw(),
-                "touching the new table's pages in the background"
-            );
-            PREFAULT_CHILDREN.with(|c| c.borrow_mut().push(pid));
-        }
-        Err(e) => warn!(error = %e, "cannot fork the prefault child; first writes will be slower"),
-    }
-}
-
-thread_local! {
-    /// Prefault children started before the supervisor's state exists; adopted by `start`.
-    static PREFAULT_CHILDREN: std::cell::RefCell<Vec<nix::unistd::Pid>> =
-        const { std::cell::RefCell::new(Vec::new()) };
 }
 
 fn lock_with_retry(table: &Table) -> Result<(), Fatal> {
@@ -232,7 +206,6 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     let tmp = with_suffix(path, ".migrating");
     let _ = std::fs::remove_file(&tmp);
     let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
-    prefault_in_background(&new);
     let ring = Ring::open_or_create(
         &ring_path(config, SUPERVISOR_OWNER),
         SUPERVISOR_OWNER,
@@ -423,7 +396,7 @@ impl Supervisor {
             import_ring,
             exe,
             stopping: false,
-            export_children: PREFAULT_CHILDREN.with(|c| std::mem::take(&mut *c.borrow_mut())),
+            export_children: Vec::new(),
             index_cleanup_pos: 0,
         };
         for id in 0..sup.workers.len() {
