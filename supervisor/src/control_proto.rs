@@ -273,6 +273,10 @@ pub struct Counters {
     pub dropped: u64,
     /// Drops by reason (`too_short`, ...).
     pub drops: BTreeMap<String, u64>,
+    /// Lease-table maintenance by the workers' sweepers: `expired` leases, `offer_expired`,
+    /// `quarantine_ended` (declined addresses back in the pool), `abandoned` (slots failing
+    /// their checksum taken out of service).
+    pub sweeper: BTreeMap<String, u64>,
 }
 
 impl Counters {

@@ -7,6 +7,7 @@
 //! An import that completes exits 0 even when records were rejected; the rejections are in the
 //! summary (`rejected`, `errors`).
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::io::{self, BufReader, BufWriter, Write};
 use std::net::Ipv4Addr;
@@ -966,6 +967,33 @@ pub fn pool_utilisation(p: &PoolStats) -> f64 {
     }
 }
 
+/// One titled table of named counters (drop reasons, sweeper events), a column per entry of
+/// `columns`; empty when no column has any name.
+fn map_section(
+    title: &str,
+    header: &[String],
+    columns: &[&Counters],
+    map: impl Fn(&Counters) -> &BTreeMap<String, u64>,
+) -> String {
+    let mut names: Vec<&String> = columns.iter().flat_map(|c| map(c).keys()).collect();
+    names.sort();
+    names.dedup();
+    if names.is_empty() {
+        return String::new();
+    }
+    let mut rows = vec![header.to_vec()];
+    for n in names {
+        let mut row = vec![n.clone()];
+        row.extend(
+            columns
+                .iter()
+                .map(|c| group_digits(map(c).get(n).copied().unwrap_or(0))),
+        );
+        rows.push(row);
+    }
+    format!("{title}:\n{}", table(&rows, "  "))
+}
+
 /// Human form of `stats`: counters (total, then each worker), drops, then pools.
 pub fn format_stats(s: &StatsData) -> String {
     let mut out = String::from("counters:\n");
@@ -986,23 +1014,8 @@ pub fn format_stats(s: &StatsData) -> String {
     }
     out.push_str(&table(&rows, "  "));
 
-    let mut reasons: Vec<&String> = columns.iter().flat_map(|c| c.drops.keys()).collect();
-    reasons.sort();
-    reasons.dedup();
-    if !reasons.is_empty() {
-        out.push_str("drops:\n");
-        let mut rows = vec![header];
-        for r in reasons {
-            let mut row = vec![r.clone()];
-            row.extend(
-                columns
-                    .iter()
-                    .map(|c| group_digits(c.drops.get(r).copied().unwrap_or(0))),
-            );
-            rows.push(row);
-        }
-        out.push_str(&table(&rows, "  "));
-    }
+    out.push_str(&map_section("drops", &header, &columns, |c| &c.drops));
+    out.push_str(&map_section("sweeper", &header, &columns, |c| &c.sweeper));
 
     out.push_str("pools:\n");
     if s.pools.is_empty() {

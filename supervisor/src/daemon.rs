@@ -953,9 +953,12 @@ fn counters_of(view: &WorkerCounterView<'_>) -> proto::Counters {
         let name = ENGINE_COUNTER_NAMES[i];
         drops.insert(name.to_string(), get(name));
     }
+    let mut sweeper = std::collections::BTreeMap::new();
     for (n, v) in &snap {
-        if n.starts_with("decode_") {
-            drops.insert(n.trim_start_matches("decode_").to_string(), *v);
+        if let Some(reason) = n.strip_prefix("decode_") {
+            drops.insert(reason.to_string(), *v);
+        } else if let Some(event) = n.strip_prefix("sweep_") {
+            sweeper.insert(event.to_string(), *v);
         }
     }
     proto::Counters {
@@ -970,6 +973,7 @@ fn counters_of(view: &WorkerCounterView<'_>) -> proto::Counters {
         nak: get("nak"),
         dropped: get("dropped"),
         drops,
+        sweeper,
     }
 }
 
@@ -986,5 +990,8 @@ fn add_counters(total: &mut proto::Counters, c: &proto::Counters) {
     total.dropped += c.dropped;
     for (k, v) in &c.drops {
         *total.drops.entry(k.clone()).or_default() += v;
+    }
+    for (k, v) in &c.sweeper {
+        *total.sweeper.entry(k.clone()).or_default() += v;
     }
 }

@@ -450,3 +450,60 @@ fn parameter_request_list_is_honoured() {
         },
     );
 }
+
+/// Expired leases are reclaimed by the sweeper and their addresses handed out again; the
+/// `stats` sweeper counters say so.
+#[test]
+fn expired_leases_are_reclaimed_and_reused() {
+    let tiny = SubnetConfig::new(NET1, "198.18.1.100-198.18.1.101").times(2, 1, 1);
+    scenario(
+        "expiry",
+        |t| with_segment1(t, tiny),
+        |_t, d, agent| {
+            let a = agent
+                .dora(&Identity::mac(test_mac(0x71, 1)), &no_extras())
+                .expect("first lease");
+            let b = agent
+                .dora(&Identity::mac(test_mac(0x71, 2)), &no_extras())
+                .expect("second lease");
+            assert_ne!(a.address, b.address);
+            // The pool is full now.
+            let third = Identity::mac(test_mac(0x71, 3));
+            assert!(
+                agent
+                    .discover(&third, &no_extras())
+                    .map(|o| o.msg_type != Some(MessageType::Offer))
+                    .unwrap_or(true),
+                "a full pool made an offer"
+            );
+            // After the 2 s leases ran out, the sweeper makes the addresses free again.
+            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            let got = loop {
+                thread::sleep(Duration::from_millis(250));
+                if let Ok(bound) = agent.dora(&third, &no_extras()) {
+                    break bound;
+                }
+                assert!(
+                    std::time::Instant::now() < deadline,
+                    "no address reclaimed 8 s after 2 s leases: {}",
+                    d.stats()
+                );
+            };
+            assert!([a.address, b.address].contains(&got.address));
+            let other = if got.address == a.address {
+                b.address
+            } else {
+                a.address
+            };
+            assert_eq!(state(d, other), "expired");
+            let expired = d.stats()["total"]["sweeper"]["expired"]
+                .as_u64()
+                .unwrap_or(0);
+            assert!(
+                expired >= 2,
+                "sweeper counted {expired} expiries: {}",
+                d.stats()
+            );
+        },
+    );
+}
