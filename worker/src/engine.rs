@@ -292,6 +292,12 @@ impl Engine {
         img
     }
 
+    /// The client's reservation, by its identity (client-id) or its hardware address.
+    fn reservation_of(&self, c: &Client) -> Option<crate::serve_config::ReservedFor> {
+        let by_key = &self.cfg.reservation_by_key;
+        by_key.get(&c.key).or_else(|| by_key.get(&c.hwkey)).copied()
+    }
+
     /// Whether `cur` may be given to client `c`: it is theirs, or allocatable and not reserved
     /// for somebody else.
     fn usable_by(&self, slot: u32, cur: &SlotImage, c: &Client, now: u64) -> bool {
@@ -323,12 +329,7 @@ impl Engine {
         let span = self.cfg.subnets[subnet].span.clone();
         let hold = now + u64::from(self.cfg.config.offer_hold);
         // 1. A reservation.
-        let reserved = self
-            .cfg
-            .reservation_by_key
-            .get(&c.key)
-            .or_else(|| self.cfg.reservation_by_key.get(&c.hwkey))
-            .copied();
+        let reserved = self.reservation_of(c);
         if let Some(r) = reserved.filter(|r| r.subnet == subnet) {
             let slot = self
                 .table
@@ -472,14 +473,8 @@ impl Engine {
             return Ok(Some(self.nak(req, inc, "address not on this network", out)));
         }
         // A client with a reservation elsewhere in this subnet is moved to it.
-        let reserved = self
-            .cfg
-            .reservation_by_key
-            .get(&c.key)
-            .or_else(|| self.cfg.reservation_by_key.get(&c.hwkey))
-            .copied();
-        if let Some(r) = reserved.filter(|r| r.subnet == subnet && r.address != addr) {
-            let _ = r;
+        let reserved = self.reservation_of(&c);
+        if reserved.is_some_and(|r| r.subnet == subnet && r.address != addr) {
             return Ok(Some(self.nak(
                 req,
                 inc,
