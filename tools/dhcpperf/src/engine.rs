@@ -174,6 +174,21 @@ struct Slot {
     server: AtomicU32,
 }
 
+impl Slot {
+    /// Moves the client from state word `cur` to `phase` (same sequence, tries reset); false
+    /// when another thread changed it first.
+    fn advance(&self, cur: u32, phase: u32) -> bool {
+        self.state
+            .compare_exchange(
+                cur,
+                word(phase, 0, seq_of(cur)),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_ok()
+    }
+}
+
 /// The simulated clients of one or more phases: a contiguous range of client indices.
 #[derive(Debug)]
 pub struct ClientTable {
@@ -1044,16 +1059,7 @@ impl Generator {
         let lat = u64::from((now as u32).wrapping_sub(slot.sent_us.load(Ordering::Relaxed)));
         let late = !sh.retransmit && lat > sh.timeout_us;
         let fail_late = |failed: &AtomicU64| {
-            if slot
-                .state
-                .compare_exchange(
-                    cur,
-                    word(phase::FAILED, 0, seq_of(cur)),
-                    Ordering::AcqRel,
-                    Ordering::Relaxed,
-                )
-                .is_ok()
-            {
+            if slot.advance(cur, phase::FAILED) {
                 inc(failed, 1);
                 inc(&c.late, 1);
                 sh.in_flight.fetch_sub(1, Ordering::Relaxed);
@@ -1127,16 +1133,7 @@ impl Generator {
                     return;
                 }
                 if p.msg_type == MessageType::Nak {
-                    if slot
-                        .state
-                        .compare_exchange(
-                            cur,
-                            word(phase::NAKED, 0, seq_of(cur)),
-                            Ordering::AcqRel,
-                            Ordering::Relaxed,
-                        )
-                        .is_ok()
-                    {
+                    if slot.advance(cur, phase::NAKED) {
                         inc(&c.naks, 1);
                         sh.in_flight.fetch_sub(1, Ordering::Relaxed);
                     } else {
@@ -1149,16 +1146,7 @@ impl Generator {
                     inc(&c.bad_reply, 1);
                     return;
                 };
-                if slot
-                    .state
-                    .compare_exchange(
-                        cur,
-                        word(phase::BOUND, 0, seq_of(cur)),
-                        Ordering::AcqRel,
-                        Ordering::Relaxed,
-                    )
-                    .is_err()
-                {
+                if !slot.advance(cur, phase::BOUND) {
                     inc(&c.unexpected, 1);
                     return;
                 }
@@ -1421,16 +1409,7 @@ impl Tx<'_, '_, '_> {
             phase::RENEW_SENT => &sh.counters.failed_renew,
             _ => return,
         };
-        if slot
-            .state
-            .compare_exchange(
-                e.word,
-                word(phase::FAILED, 0, seq_of(e.word)),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_ok()
-        {
+        if slot.advance(e.word, phase::FAILED) {
             inc(failed, 1);
             sh.in_flight.fetch_sub(1, Ordering::Relaxed);
         }
