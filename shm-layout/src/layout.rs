@@ -46,6 +46,14 @@ pub(crate) mod hw {
     pub const OPEN_COUNT: usize = 13;
     pub const INDEX_OCCUPIED: usize = 14;
     pub const LAST_OPEN: usize = 15;
+    /// Words 40–41: the client index's SipHash key, random per table, written at creation.
+    /// Both zero in a table created before the key existed (it is then hashed unkeyed, as it
+    /// was built; see `Table::open`). Uses words every older table holds as zero, so no
+    /// layout version change was needed.
+    pub const INDEX_KEY0: usize = 40;
+    pub const INDEX_KEY1: usize = 41;
+    /// Client index inserts that gave up (probe limit or CAS retries exhausted).
+    pub const INDEX_GIVE_UPS: usize = 42;
 }
 
 /// One contiguous run of addresses that has slots.

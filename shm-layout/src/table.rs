@@ -24,6 +24,7 @@
 //! number of tries.
 
 use std::fs::{File, OpenOptions};
+use std::hash::Hasher;
 use std::io;
 use std::ops::Range;
 use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
@@ -221,6 +222,8 @@ pub struct Table {
     geo: Geometry,
     ranges: Vec<RangeEntry>,
     fingerprint: u64,
+    /// SipHash key of the client index (`None`: a table from before keys, hashed unkeyed).
+    index_key: Option<(u64, u64)>,
 }
 
 fn now_secs() -> u64 {
@@ -284,6 +287,9 @@ impl Table {
             put(hw::CREATED, now_secs());
             put(hw::CLEAN, 1);
             put(hw::EPOCH, 1);
+            let (k0, k1) = random_index_key().map_err(io_err)?;
+            put(hw::INDEX_KEY0, k0);
+            put(hw::INDEX_KEY1, k1);
             let mut base = 0u64;
             for (i, r) in spec.ranges.iter().enumerate() {
                 put(
@@ -398,6 +404,13 @@ impl Table {
             )));
         }
         let fingerprint = get(hw::FINGERPRINT);
+        // A table created before the index had a key holds zeros here; its index was built
+        // with the unkeyed hash and stays readable that way (a migration or a new table gets
+        // a key). Creation never writes an all-zero key.
+        let index_key = match (get(hw::INDEX_KEY0), get(hw::INDEX_KEY1)) {
+            (0, 0) => None,
+            k => Some(k),
+        };
         drop(header);
         let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
         let w = map.words();
@@ -449,6 +462,7 @@ impl Table {
             geo,
             ranges,
             fingerprint,
+            index_key,
         })
     }
 
@@ -667,6 +681,11 @@ impl Table {
             let wi2 = swi * 64 + sbits.trailing_zeros() as usize;
             if wi2 > wi {
                 slot = wi2 as u64 * 64;
+                // The jump may leave the span (its tail was full): the next word belongs to
+                // whatever follows, e.g. the neighbouring subnet.
+                if slot >= to {
+                    return None;
+                }
             }
             let wi = (slot / 64) as usize;
             if wi >= self.geo.bitmap_words {
@@ -676,7 +695,8 @@ impl Table {
             bits &= !0u64 << (slot % 64);
             let word_end = (wi as u64 + 1) * 64;
             if to < word_end {
-                bits &= (1u64 << (to % 64)).wrapping_sub(1);
+                // `slot < to`, so `to` lies in this word: keep its bits below `to`.
+                bits &= (1u64 << (to - wi as u64 * 64)).wrapping_sub(1);
             }
             if bits != 0 {
                 return Some((wi as u64 * 64 + u64::from(bits.trailing_zeros())) as u32);
@@ -690,13 +710,14 @@ impl Table {
     pub fn count_free(&self, span: Range<u32>) -> u64 {
         let mut n = 0u64;
         let mut slot = span.start;
-        while slot < span.end {
+        let span_end = span.end.min(self.slot_count());
+        while slot < span_end {
             let wi = slot as usize / 64;
             let mut bits = self.w()[self.geo.bitmap_off + wi].load(Ordering::Relaxed);
             bits &= !0u64 << (slot % 64);
             let word_end = (wi as u32 + 1) * 64;
-            if span.end < word_end {
-                bits &= (1u64 << (span.end % 64)).wrapping_sub(1);
+            if span_end < word_end {
+                bits &= (1u64 << (span_end % 64)).wrapping_sub(1);
             }
             n += u64::from(bits.count_ones());
             slot = word_end;
@@ -710,13 +731,36 @@ impl Table {
         &self.w()[self.geo.index_off..self.geo.index_off + self.geo.index_capacity]
     }
 
+    /// The index hash of a client key in this table: SipHash-1-3 under the table's random key,
+    /// so a client cannot craft identifiers that share a home position (long probe chains) in
+    /// somebody else's table. Tables from before the key use [`ClientKey::hash`].
+    fn key_hash(&self, key: &ClientKey) -> u64 {
+        match self.index_key {
+            Some((k0, k1)) => {
+                let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
+                h.write_u8(key.kind() as u8);
+                h.write(key.as_bytes());
+                h.finish()
+            }
+            None => key.hash(),
+        }
+    }
+
     /// Finds the slot a client holds: among slots carrying `key`, the one in the most
     /// significant state (leased, then offered, then released/expired/free).
+    ///
+    /// The index is the only way to find a client by key: a lookup stops at the first empty
+    /// entry or after [`MAX_PROBE`] entries, like an insert, and never scans the slots (that
+    /// would be O(slots) per packet on a /8). So a key whose insert gave up (counted in
+    /// [`Table::index_give_ups`], logged by the supervisor) is not found here: the client looks
+    /// new to DISCOVER until the index has room again, although a REQUEST naming its address
+    /// still finds the slot by address and checks the key in it. With a load factor ≤ 0.5, a
+    /// keyed hash and tombstone cleanup, a give-up needs a nearly full index.
     pub fn find_client(&self, key: &ClientKey) -> Option<(u32, SlotImage)> {
         if key.is_none() {
             return None;
         }
-        let h = key.hash();
+        let h = self.key_hash(key);
         let tag = tag_of(h);
         let idx = self.index();
         let cap = idx.len();
@@ -741,17 +785,28 @@ impl Table {
         best
     }
 
-    /// Makes the index find `slot` for `key`. Reuses stale entries on the way.
+    /// Makes the index find `slot` for `key`. Reuses stale entries on the way. The caller holds
+    /// `slot`'s lock.
+    ///
+    /// After filling an entry it probes again from the home position: if an entry before it
+    /// became empty meanwhile ([`Table::index_cleanup`] emptied a tombstone that ended the chain
+    /// just before this insert filled the following empty entry), lookups would stop there and
+    /// never reach the new entry. It is then turned into a tombstone and the insert retried
+    /// (which takes the emptied position). An insert that finds no usable entry within the
+    /// probe limit, or loses every retry, gives up: counted in the header
+    /// ([`Table::index_give_ups`]); see [`Table::find_client`] for what that means for lookups.
     fn index_insert(&self, key: &ClientKey, slot: u32) {
-        let h = key.hash();
+        let h = self.key_hash(key);
         let tag = tag_of(h);
         let entry = (tag << 32) | u64::from(slot + 1);
         let idx = self.index();
         let cap = idx.len();
+        let give_up = || {
+            self.w()[hw::INDEX_GIVE_UPS].fetch_add(1, Ordering::Relaxed);
+        };
         for _retry in 0..8 {
             let mut pos = home(h, cap);
             let mut reusable: Option<(usize, u64)> = None;
-            let mut done = false;
             for _ in 0..MAX_PROBE.min(idx.len()) {
                 let e = idx[pos].load(Ordering::Acquire);
                 if e == 0 {
@@ -761,30 +816,55 @@ impl Table {
                     break;
                 }
                 if e == entry {
-                    done = true;
-                    break;
+                    return; // already findable: every entry before it is occupied
                 }
                 if reusable.is_none() && (e == TOMBSTONE || self.index_entry_is_stale(e, slot)) {
                     reusable = Some((pos, e));
                 }
                 pos = next(pos, cap);
             }
-            if done {
-                return;
-            }
             let Some((p, old)) = reusable else {
-                return; // index saturated within the probe limit: lookups fall back to the slot
+                give_up(); // no empty, tombstoned or stale entry within the probe limit
+                return;
             };
+            #[cfg(test)]
+            tests::before_index_cas(self);
             if idx[p]
                 .compare_exchange(old, entry, Ordering::AcqRel, Ordering::Acquire)
-                .is_ok()
+                .is_err()
             {
-                if old == 0 {
-                    self.w()[hw::INDEX_OCCUPIED].fetch_add(1, Ordering::Relaxed);
-                }
+                continue;
+            }
+            if old == 0 {
+                self.w()[hw::INDEX_OCCUPIED].fetch_add(1, Ordering::Relaxed);
+            }
+            if self.index_reaches(h, p, entry) {
                 return;
             }
+            // Cut off from its home: retire this copy (a tombstone keeps any chain that has
+            // grown behind it connected) and insert again.
+            let _ = idx[p].compare_exchange(entry, TOMBSTONE, Ordering::AcqRel, Ordering::Relaxed);
         }
+        give_up();
+    }
+
+    /// Whether a lookup for hash `h` reaches `entry` (stored at position `at`) before an empty
+    /// entry stops it.
+    fn index_reaches(&self, h: u64, at: usize, entry: u64) -> bool {
+        let idx = self.index();
+        let cap = idx.len();
+        let mut pos = home(h, cap);
+        for _ in 0..MAX_PROBE.min(cap) {
+            let e = idx[pos].load(Ordering::Acquire);
+            if e == entry {
+                return true;
+            }
+            if e == 0 || pos == at {
+                return false;
+            }
+            pos = next(pos, cap);
+        }
+        false
     }
 
     /// Removes the entry that makes the index find `slot` for `key` (the slot is getting another
@@ -792,7 +872,7 @@ impl Table {
     /// inserts; [`Table::index_cleanup`] turns tombstones at the end of a chain back into empty
     /// entries.
     fn index_remove(&self, key: &ClientKey, slot: u32) {
-        let h = key.hash();
+        let h = self.key_hash(key);
         let entry = (tag_of(h) << 32) | u64::from(slot + 1);
         let idx = self.index();
         let cap = idx.len();
@@ -858,7 +938,7 @@ impl Table {
             return true;
         }
         match self.read(slot) {
-            Ok(img) => img.key.is_none() || tag_of(img.key.hash()) != e >> 32,
+            Ok(img) => img.key.is_none() || tag_of(self.key_hash(&img.key)) != e >> 32,
             Err(ReadError::Busy) => false,
             Err(_) => true,
         }
@@ -872,6 +952,13 @@ impl Table {
     /// Index capacity.
     pub fn index_capacity(&self) -> usize {
         self.geo.index_capacity
+    }
+
+    /// Client index inserts that gave up since the table was created (probe limit reached or
+    /// every retry lost). Each is a client that [`Table::find_client`] cannot find, so it may
+    /// look new to DISCOVER: the supervisor logs increases and `prodhcpctl status` shows it.
+    pub fn index_give_ups(&self) -> u64 {
+        self.w()[hw::INDEX_GIVE_UPS].load(Ordering::Relaxed)
     }
 
     // ------------------------------------------------------------------ writes ----
@@ -969,11 +1056,7 @@ impl Table {
             context: ctx.context,
         };
         if let Err(full) = ring.append(&rec) {
-            for i in 1..SLOT_WORDS {
-                s[i].store(enc_old[i], Ordering::Relaxed);
-            }
-            self.set_free_bit(slot, self.bit_should_be_free(slot, expected.state));
-            s[0].store(unlocked, Ordering::Release);
+            self.roll_back_unrecorded(slot, expected, &img);
             o[INTENT_ACTIVE].store(0, Ordering::Release);
             return Err(full.into());
         }
@@ -987,6 +1070,41 @@ impl Table {
         }
         o[INTENT_ACTIVE].store(0, Ordering::Release);
         Ok(img)
+    }
+
+    /// Undoes a change whose record could not be appended, while still holding the slot's lock:
+    /// the old contents, bitmap bit and index entries come back exactly, and the slot is
+    /// unlocked at version `expected.version + 2` (contents re-encoded with that version).
+    ///
+    /// Why not back at `expected.version`: version `v + 1` was carried, under the lock, by the
+    /// image that failed (in the slot words and this owner's intent record). The next successful
+    /// write from `v` would publish a *different* image as `v + 1`, and replication compares
+    /// slots by version, so two images must never share one. Skipping to `v + 2` with the old
+    /// contents keeps versions unique per image; the unused `v + 1` just has no ring record (a
+    /// consumer sees a gap, never a conflict). A caller holding the image it read at `v` gets
+    /// [`UpdateError::Conflict`] on a retry and must re-read, as after any concurrent change.
+    fn roll_back_unrecorded(&self, slot: u32, expected: &SlotImage, attempted: &SlotImage) {
+        let Some(s) = self.slot_words(slot) else {
+            return;
+        };
+        let restored = SlotImage {
+            version: expected.version + 2,
+            ..*expected
+        };
+        let enc = restored.encode();
+        for i in 1..SLOT_WORDS {
+            s[i].store(enc[i], Ordering::Relaxed);
+        }
+        self.set_free_bit(slot, self.bit_should_be_free(slot, expected.state));
+        if attempted.key != expected.key {
+            if !attempted.key.is_none() {
+                self.index_remove(&attempted.key, slot);
+            }
+            if !expected.key.is_none() {
+                self.index_insert(&expected.key, slot);
+            }
+        }
+        s[0].store(enc[0], Ordering::Release);
     }
 
     /// Completes or undoes the change a dead owner left half done. Must only be called when no
@@ -1137,31 +1255,30 @@ impl Table {
 
     /// Takes a slot that fails its checksum out of service: it is rewritten as `abandoned`
     /// (never handed out, its free bit cleared) with a version above the torn one, and the
-    /// change is recorded. Returns false if the slot is readable (nothing to do) or busy.
+    /// change is recorded. Returns false if the slot is readable (nothing to do), busy, or the
+    /// change record could not be appended (the slot is then left as it was, unlocked).
+    ///
+    /// Follows the write protocol of [`Table::update`] (intent, lock, release fence, contents,
+    /// bitmap, ring record, unlock), so a writer killed inside it is recovered by
+    /// [`Table::recover_owner`] like any other: rolled forward to `abandoned` when the record was
+    /// published, back to the torn words (still caught by the checksum) otherwise.
     pub fn abandon_corrupt(&self, owner: u8, ring: &Ring, slot: u32) -> bool {
-        let Some(s) = self.slot_words(slot) else {
+        self.abandon_corrupt_until(owner, ring, slot, None)
+    }
+
+    /// [`Table::abandon_corrupt`], stopping dead after `stop` (to simulate a killed writer).
+    fn abandon_corrupt_until(&self, owner: u8, ring: &Ring, slot: u32, stop: Option<Step>) -> bool {
+        let (Some(s), Some(o)) = (self.slot_words(slot), self.owner_words(owner)) else {
             return false;
         };
-        let mut w = [0u64; SLOT_WORDS];
-        for (i, x) in w.iter_mut().enumerate() {
+        let mut torn = [0u64; SLOT_WORDS];
+        for (i, x) in torn.iter_mut().enumerate() {
             *x = s[i].load(Ordering::Acquire);
         }
-        if w[0] & 0xff != 0 || SlotImage::decode(&w).is_ok() {
+        if torn[0] & 0xff != 0 || SlotImage::decode(&torn).is_ok() {
             return false;
         }
-        // Claim the slot with the lock word as it is, then write a valid image under the lock.
-        let torn_version = w[0] >> 8;
-        if s[0]
-            .compare_exchange(
-                w[0],
-                w[0] | u64::from(owner),
-                Ordering::AcqRel,
-                Ordering::Relaxed,
-            )
-            .is_err()
-        {
-            return false;
-        }
+        let torn_version = torn[0] >> 8;
         let now = now_secs();
         let abandoned = SlotImage {
             version: torn_version + 1,
@@ -1170,11 +1287,45 @@ impl Table {
             ..SlotImage::PRISTINE
         };
         let enc = abandoned.encode();
+        // 1. intent (the old image is the torn words as they are)
+        for i in 0..SLOT_WORDS {
+            o[INTENT_OLD + i].store(torn[i], Ordering::Relaxed);
+            o[INTENT_NEW + i].store(enc[i], Ordering::Relaxed);
+        }
+        o[INTENT_SEQ].store(ring.head() + 1, Ordering::Relaxed);
+        o[INTENT_ACTIVE].store(u64::from(slot) + 1, Ordering::Release);
+        if stop == Some(Step::Intent) {
+            return false;
+        }
+        // 2. lock: claim the slot with the lock word as it is
+        if s[0]
+            .compare_exchange(
+                torn[0],
+                torn[0] | u64::from(owner),
+                Ordering::AcqRel,
+                Ordering::Relaxed,
+            )
+            .is_err()
+        {
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return false;
+        }
+        fence(Ordering::Release);
+        if stop == Some(Step::Locked) {
+            return false;
+        }
+        // 3. contents, bitmap, record
         for i in 1..SLOT_WORDS {
             s[i].store(enc[i], Ordering::Relaxed);
+            if stop == Some(Step::HalfWritten) && i == SLOT_WORDS / 2 {
+                return false;
+            }
         }
         self.set_free_bit(slot, false);
-        let _ = ring.append(&RecordInput {
+        if stop == Some(Step::Bitmap) {
+            return false;
+        }
+        let appended = ring.append(&RecordInput {
             slot,
             reason: ChangeReason::Abandon,
             time_ms: now * 1000,
@@ -1182,7 +1333,24 @@ impl Table {
             image: &abandoned,
             context: b"checksum",
         });
+        if appended.is_err() {
+            // Unrecorded: put the torn words back (the checksum keeps catching them), bit clear.
+            for i in 1..SLOT_WORDS {
+                s[i].store(torn[i], Ordering::Relaxed);
+            }
+            s[0].store(torn[0], Ordering::Release);
+            o[INTENT_ACTIVE].store(0, Ordering::Release);
+            return false;
+        }
+        if stop == Some(Step::Recorded) {
+            return false;
+        }
+        // 4. unlock
         s[0].store(enc[0], Ordering::Release);
+        if stop == Some(Step::Unlocked) {
+            return false;
+        }
+        o[INTENT_ACTIVE].store(0, Ordering::Release);
         true
     }
 
@@ -1213,6 +1381,16 @@ impl Table {
         }
         rep
     }
+}
+
+/// A random SipHash key for a new table's client index (never all zero: that marks a table
+/// from before keys).
+fn random_index_key() -> io::Result<(u64, u64)> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b).map_err(|e| io::Error::other(format!("random index key: {e}")))?;
+    let k0 = u64::from_le_bytes(b[..8].try_into().unwrap_or_default());
+    let k1 = u64::from_le_bytes(b[8..].try_into().unwrap_or_default());
+    Ok(if (k0, k1) == (0, 0) { (1, 0) } else { (k0, k1) })
 }
 
 /// Home position of a hash in an index of `cap` entries (multiply-shift range reduction, so
@@ -1612,6 +1790,387 @@ mod tests {
         for slot in 0..4u32 {
             let img = t.read(slot).unwrap();
             assert_eq!(t.find_client(&img.key).map(|x| x.0), Some(slot));
+        }
+    }
+
+    thread_local! {
+        /// A test's action run once inside the next `index_insert`, just before its CAS.
+        static BEFORE_INDEX_CAS: std::cell::RefCell<Option<Box<dyn FnOnce(&Table)>>> =
+            const { std::cell::RefCell::new(None) };
+    }
+
+    pub(super) fn before_index_cas(t: &Table) {
+        if let Some(f) = BEFORE_INDEX_CAS.with(|h| h.borrow_mut().take()) {
+            f(t);
+        }
+    }
+
+    #[test]
+    fn next_free_stays_inside_a_span_whose_tail_word_is_full() {
+        // Subnet A is slots 0..101 (100 pool slots and one reservation), subnet B starts at 101.
+        // Fill A's tail 64..100 and B's first slots up to 127, so bitmap word 1 is all zero and
+        // the summary sends the scan to word 2 (slot 128, in subnet B).
+        let f = fixture();
+        let t = &f.table;
+        for slot in (64..100).chain(101..128) {
+            t.update(1, &f.ring, slot, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+        }
+        assert!(t.is_free(128));
+        assert_eq!(t.next_free(0..101, 64), Some(0), "wraps to A's free head");
+        for slot in 0..64 {
+            t.update(1, &f.ring, slot, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+        }
+        assert_eq!(t.next_free(0..101, 64), None, "A is full");
+        assert_eq!(t.next_free(0..101, 0), None, "A is full");
+        assert_eq!(t.count_free(0..101), 0);
+        assert_eq!(t.next_free(101..1125, 101), Some(128));
+    }
+
+    /// Slots of the property-test table: three whole summary words (4096 slots each) and a part.
+    const PROP_SLOTS: u32 = 3 * 4096 + 1000;
+
+    /// Span boundaries: anywhere, on a bitmap word, or near a summary word boundary.
+    fn boundary() -> impl proptest::strategy::Strategy<Value = u32> {
+        use proptest::prelude::*;
+        prop_oneof![
+            0..=PROP_SLOTS,
+            (0..=PROP_SLOTS / 64).prop_map(|k| k * 64),
+            (0..=PROP_SLOTS / 4096, -3i64..=3).prop_map(|(k, d)| (i64::from(k) * 4096 + d)
+                .clamp(0, i64::from(PROP_SLOTS))
+                as u32),
+        ]
+    }
+
+    /// The first free slot at or after `start` within `span`, wrapping, the slow way.
+    fn naive_next_free(free: &[bool], span: Range<u32>, start: u32) -> Option<u32> {
+        if span.is_empty() {
+            return None;
+        }
+        let start = if span.contains(&start) {
+            start
+        } else {
+            span.start
+        };
+        (start..span.end)
+            .chain(span.start..start)
+            .find(|&s| free[s as usize])
+    }
+
+    #[test]
+    fn next_free_and_count_free_match_a_naive_scan() {
+        use proptest::prelude::*;
+        use proptest::test_runner::{Config, TestRunner};
+        let dir = tempfile::tempdir().unwrap();
+        let layout = LayoutSpec {
+            ranges: vec![RangeSpec {
+                first: 0x0a00_0000,
+                last: 0x0a00_0000 + PROP_SLOTS - 1,
+                in_pool: true,
+            }],
+        };
+        let t = Table::create(&dir.path().join("t"), &layout).unwrap();
+        let fill = (
+            any::<bool>(),
+            prop::collection::vec((0..PROP_SLOTS, 1u32..6000, any::<bool>()), 0..12),
+            prop::collection::vec(0..PROP_SLOTS, 0..6),
+            prop::collection::vec((boundary(), boundary(), 0..PROP_SLOTS + 64), 1..24),
+        );
+        let mut runner = TestRunner::new(Config::with_cases(512));
+        runner
+            .run(&fill, |(base_free, runs, singles, spans)| {
+                let mut free = vec![base_free; PROP_SLOTS as usize];
+                for (at, len, f) in runs {
+                    let end = (at + len).min(PROP_SLOTS);
+                    free[at as usize..end as usize].fill(f);
+                }
+                for s in singles {
+                    free[s as usize] = !free[s as usize];
+                }
+                for (slot, &f) in free.iter().enumerate() {
+                    t.set_free_bit(slot as u32, f);
+                }
+                for (a, b, start) in spans {
+                    let span = a.min(b)..a.max(b);
+                    let want = naive_next_free(&free, span.clone(), start);
+                    let got = t.next_free(span.clone(), start);
+                    prop_assert_eq!(got, want, "span {:?} start {}", span, start);
+                    if let Some(g) = got {
+                        prop_assert!(span.contains(&g) && free[g as usize]);
+                    }
+                    let count = free[span.start as usize..span.end as usize]
+                        .iter()
+                        .filter(|&&f| f)
+                        .count() as u64;
+                    prop_assert_eq!(t.count_free(span.clone()), count, "span {:?}", span);
+                }
+                Ok(())
+            })
+            .unwrap();
+    }
+
+    fn key(id: &str) -> ClientKey {
+        ClientKey::from_client_id(id.as_bytes())
+    }
+
+    fn holding(k: ClientKey) -> SlotImage {
+        SlotImage { key: k, ..lease(0) }
+    }
+
+    #[test]
+    fn an_insert_racing_index_cleanup_stays_reachable() {
+        let f = fixture();
+        let t = &f.table;
+        // A live entry of another client (slot 5) sits at the victim's home position H, and
+        // H+1 is empty, so the victim's insert picks H+1. Just before its CAS, the other
+        // client's entry is removed (tombstone) and cleanup empties H, which now ends the chain.
+        let other = t
+            .update(
+                1,
+                &f.ring,
+                5,
+                &SlotImage::PRISTINE,
+                &holding(key("other")),
+                &ctx(),
+            )
+            .unwrap();
+        let victim = key("victim");
+        let cap = t.index_capacity();
+        let h = t.key_hash(&victim);
+        let at = home(h, cap);
+        let other_entry = (tag_of(t.key_hash(&other.key)) << 32) | 6;
+        t.index()[at].store(other_entry, Ordering::Relaxed);
+        t.index()[next(at, cap)].store(0, Ordering::Relaxed);
+        let ran = std::rc::Rc::new(std::cell::Cell::new(false));
+        let ran2 = ran.clone();
+        BEFORE_INDEX_CAS.with(|hook| {
+            *hook.borrow_mut() = Some(Box::new(move |t: &Table| {
+                t.index()[at].store(TOMBSTONE, Ordering::Release);
+                assert_eq!(t.index_cleanup(at..at + 1), 1, "cleanup empties H");
+                ran2.set(true);
+            }))
+        });
+        t.update(
+            1,
+            &f.ring,
+            7,
+            &SlotImage::PRISTINE,
+            &holding(victim),
+            &ctx(),
+        )
+        .unwrap();
+        assert!(ran.get(), "the interleaving ran");
+        assert_eq!(
+            t.find_client(&victim).map(|x| x.0),
+            Some(7),
+            "the victim's entry is reachable from its home"
+        );
+        assert_eq!(t.index_give_ups(), 0);
+    }
+
+    #[test]
+    fn a_saturated_probe_chain_counts_a_give_up() {
+        let f = fixture();
+        let t = &f.table;
+        let other = t
+            .update(
+                1,
+                &f.ring,
+                5,
+                &SlotImage::PRISTINE,
+                &holding(key("other")),
+                &ctx(),
+            )
+            .unwrap();
+        // Every index entry names a live, correctly keyed slot: nothing is reusable.
+        let e = (tag_of(t.key_hash(&other.key)) << 32) | 6;
+        for x in t.index() {
+            x.store(e, Ordering::Relaxed);
+        }
+        assert_eq!(t.index_give_ups(), 0);
+        t.update(
+            1,
+            &f.ring,
+            7,
+            &SlotImage::PRISTINE,
+            &holding(key("late")),
+            &ctx(),
+        )
+        .unwrap();
+        assert_eq!(t.index_give_ups(), 1);
+        // As documented on find_client: the lookup does not scan the slots.
+        assert_eq!(t.find_client(&key("late")), None);
+        assert_eq!(t.find_client(&key("other")).map(|x| x.0), Some(5));
+        // The counter is in the file: another mapping sees it.
+        assert_eq!(Table::open(t.path()).unwrap().index_give_ups(), 1);
+    }
+
+    #[test]
+    fn two_tables_hash_the_same_key_to_different_home_positions() {
+        let (a, b) = (fixture(), fixture());
+        let cap = a.table.index_capacity();
+        assert_eq!(cap, b.table.index_capacity());
+        let keys: Vec<ClientKey> = (0..16).map(|i| key(&format!("client-{i}"))).collect();
+        let same = keys
+            .iter()
+            .filter(|k| home(a.table.key_hash(k), cap) == home(b.table.key_hash(k), cap))
+            .count();
+        // Independent random keys: each home agrees with probability 1/cap (≈ 0.0004).
+        assert!(same <= 1, "{same} of 16 keys share their home position");
+        // And each table finds its own clients.
+        for (t, ring) in [(&a.table, &a.ring), (&b.table, &b.ring)] {
+            t.update(1, ring, 3, &SlotImage::PRISTINE, &holding(keys[0]), &ctx())
+                .unwrap();
+            assert_eq!(t.find_client(&keys[0]).map(|x| x.0), Some(3));
+        }
+    }
+
+    #[test]
+    fn a_table_from_before_index_keys_keeps_its_unkeyed_index() {
+        let f = fixture();
+        let path = f.table.path().to_path_buf();
+        let k = key("old-client");
+        // Build the state an older build left: no key words, the entry placed by the plain hash.
+        f.table.w()[hw::INDEX_KEY0].store(0, Ordering::Relaxed);
+        f.table.w()[hw::INDEX_KEY1].store(0, Ordering::Relaxed);
+        let old = Table::open(&path).unwrap();
+        assert_eq!(old.key_hash(&k), k.hash());
+        old.update(1, &f.ring, 4, &SlotImage::PRISTINE, &holding(k), &ctx())
+            .unwrap();
+        drop(old);
+        let again = Table::open(&path).unwrap();
+        assert_eq!(again.find_client(&k).map(|x| x.0), Some(4));
+        assert!(again.check().is_clean());
+    }
+
+    #[test]
+    fn a_full_ring_rolls_back_the_index_and_never_reuses_a_version() {
+        let dir = tempfile::tempdir().unwrap();
+        let t = Table::create(&dir.path().join("t"), &spec()).unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("ring"), 1, 16).unwrap();
+        assert_eq!(ring.register_consumer(0), Some(0)); // a consumer that never reads
+        let before = t
+            .update(
+                1,
+                &ring,
+                9,
+                &SlotImage::PRISTINE,
+                &holding(key("a")),
+                &ctx(),
+            )
+            .unwrap();
+        for slot in 20..35 {
+            t.update(
+                1,
+                &ring,
+                slot,
+                &SlotImage::PRISTINE,
+                &lease(slot as u8),
+                &ctx(),
+            )
+            .unwrap();
+        }
+        assert_eq!(ring.head(), 16);
+        // Re-keying slot 9 to "b" (released, so its free bit would be set) cannot be recorded.
+        let attempted = SlotImage {
+            state: LeaseState::Released,
+            ..holding(key("b"))
+        };
+        assert_eq!(
+            t.update(1, &ring, 9, &before, &attempted, &ctx()),
+            Err(UpdateError::RingFull(RingFullError))
+        );
+        let after = t.read(9).unwrap();
+        assert_eq!(after.version, before.version + 2, "v+1 is never reused");
+        assert_eq!(
+            SlotImage {
+                version: 0,
+                ..after
+            },
+            SlotImage {
+                version: 0,
+                ..before
+            }
+        );
+        assert!(!t.is_free(9));
+        assert_eq!(
+            t.find_client(&key("a")).map(|x| x.0),
+            Some(9),
+            "old key findable"
+        );
+        assert_eq!(
+            t.find_client(&key("b")),
+            None,
+            "new key gone from the index"
+        );
+        assert_eq!(t.lock_owner(9), 0);
+        assert_eq!(t.recover_owner(1, Some(&ring)), Recovery::Nothing);
+        let rep = t.check();
+        assert!(rep.is_clean(), "{rep:?}");
+        // Once the consumer catches up, the write goes through on a fresh read only.
+        ring.advance_consumer(0, ring.head());
+        assert_eq!(
+            t.update(1, &ring, 9, &before, &attempted, &ctx()),
+            Err(UpdateError::Conflict)
+        );
+        let done = t.update(1, &ring, 9, &after, &attempted, &ctx()).unwrap();
+        assert_eq!(done.version, before.version + 3);
+        assert_eq!(t.find_client(&key("b")).map(|x| x.0), Some(9));
+        // Every version of slot 9 still in the ring names one image only, and the version the
+        // failed image held under the lock (2) was never given to another image.
+        let mut seen: std::collections::HashMap<u64, SlotImage> = Default::default();
+        for rec in (1..=ring.head()).filter_map(|seq| ring.read(seq)) {
+            if rec.slot == 9 {
+                let prev = seen.insert(rec.image.version, rec.image);
+                assert!(prev.is_none_or(|p| p == rec.image));
+            }
+        }
+        assert_eq!(seen.get(&4), Some(&done));
+        assert!(!seen.contains_key(&2) && !seen.contains_key(&3));
+    }
+
+    #[test]
+    fn a_writer_killed_inside_abandon_corrupt_is_recovered() {
+        for step in [
+            Step::Intent,
+            Step::Locked,
+            Step::HalfWritten,
+            Step::Bitmap,
+            Step::Recorded,
+            Step::Unlocked,
+        ] {
+            let f = fixture();
+            let t = &f.table;
+            t.update(1, &f.ring, 7, &SlotImage::PRISTINE, &lease(1), &ctx())
+                .unwrap();
+            t.slot_words(7).unwrap()[2].fetch_xor(1 << 9, Ordering::Relaxed);
+            assert!(matches!(t.read(7), Err(ReadError::Corrupt(_))));
+            assert!(!t.abandon_corrupt_until(SUPERVISOR_OWNER, &f.ring, 7, Some(step)));
+            let outcome = t.recover_owner(SUPERVISOR_OWNER, Some(&f.ring));
+            match step {
+                Step::Intent | Step::Unlocked => {
+                    assert_eq!(outcome, Recovery::IntentCleared, "{step:?}")
+                }
+                Step::Recorded => assert_eq!(outcome, Recovery::RolledForward(7), "{step:?}"),
+                _ => assert_eq!(outcome, Recovery::RolledBack(7), "{step:?}"),
+            }
+            assert_eq!(t.lock_owner(7), 0, "{step:?}: still locked");
+            if matches!(step, Step::Recorded | Step::Unlocked) {
+                assert_eq!(t.read(7).unwrap().state, LeaseState::Abandoned, "{step:?}");
+            } else {
+                // Back to the torn words: the next repair pass abandons the slot.
+                assert!(matches!(t.read(7), Err(ReadError::Corrupt(_))), "{step:?}");
+                assert!(t.abandon_corrupt(SUPERVISOR_OWNER, &f.ring, 7), "{step:?}");
+                assert_eq!(t.read(7).unwrap().state, LeaseState::Abandoned);
+            }
+            assert!(!t.is_free(7));
+            let rep = t.check();
+            assert!(rep.is_clean(), "{step:?}: {rep:?}");
+            assert_eq!(
+                t.recover_owner(SUPERVISOR_OWNER, Some(&f.ring)),
+                Recovery::Nothing
+            );
         }
     }
 }
