@@ -363,22 +363,56 @@ impl Engine {
                 }
             }
         }
-        // 4. A free address from the bitmap, starting at this worker's cursor.
+        // 4. A free address from the bitmap, starting at this worker's cursor (which only moves
+        //    forward, past every address examined). An address another client gave back less
+        //    than RECENTLY_FREED_SECS ago is passed over, at most RECENT_SKIPS times per
+        //    DISCOVER: never-used and long-free addresses go first, so a returning client
+        //    usually still finds its old address free (step 2), as with Kea and dhcpd. When the
+        //    scan finds only such addresses (bound reached, wrapped or ran dry), it takes the
+        //    least recently freed of those it passed over. Cost: at most RECENT_SKIPS more slot
+        //    reads per DISCOVER, never a scan.
+        const RECENTLY_FREED_SECS: u64 = 3600;
+        const RECENT_SKIPS: usize = 8;
+        let recently_freed = |cur: &SlotImage| {
+            !cur.key.is_none()
+                && cur.key != c.key
+                && now.saturating_sub(u64::from(cur.updated)) < RECENTLY_FREED_SECS
+        };
         let mut start = self.cursors[subnet];
-        for _ in 0..ALLOC_ATTEMPTS {
-            let slot = self
-                .table
-                .next_free(span.clone(), start)
-                .ok_or(Counter::DropPoolExhausted)?;
-            start = if slot + 1 >= span.end {
-                span.start
-            } else {
-                slot + 1
+        let mut passed_over: Option<(u32, SlotImage)> = None; // the least recently freed
+        let mut first_passed = None;
+        let mut skips = 0;
+        for _ in 0..ALLOC_ATTEMPTS + RECENT_SKIPS {
+            let found = self.table.next_free(span.clone(), start);
+            let skipping = skips < RECENT_SKIPS && found.is_some() && found != first_passed;
+            let (slot, cur) = match passed_over {
+                Some(oldest) if !skipping => {
+                    skips = RECENT_SKIPS;
+                    passed_over = None;
+                    oldest
+                }
+                _ => {
+                    let slot = found.ok_or(Counter::DropPoolExhausted)?;
+                    start = if slot + 1 >= span.end {
+                        span.start
+                    } else {
+                        slot + 1
+                    };
+                    let Ok(cur) = self.read(slot) else { continue };
+                    if !cur.state.is_allocatable() {
+                        continue;
+                    }
+                    if skipping && recently_freed(&cur) {
+                        skips += 1;
+                        first_passed.get_or_insert(slot);
+                        if passed_over.is_none_or(|(_, p)| cur.updated < p.updated) {
+                            passed_over = Some((slot, cur));
+                        }
+                        continue;
+                    }
+                    (slot, cur)
+                }
             };
-            let Ok(cur) = self.read(slot) else { continue };
-            if !cur.state.is_allocatable() {
-                continue;
-            }
             let addr = self.table.addr_of_slot(slot).unwrap_or(0);
             if self.cfg.reserved_for_other(addr, &c.key, &c.hwkey) {
                 // Park it as reserved so the bitmap stops offering it.
@@ -922,6 +956,78 @@ mod tests {
         assert_eq!(msg_type(&nak), v4::MessageType::Nak);
         // The reserved client still gets its address.
         assert_eq!(dora(&mut f.engine, 0x99), Ipv4Addr::new(10, 0, 0, 11));
+    }
+
+    /// A second engine on the fixture's files, as after a worker restart (its allocation
+    /// cursor starts over at the beginning of its share).
+    fn restarted(f: &Fx) -> Engine {
+        let text = CFG.replace("/tmp/unused", f._dir.path().to_str().unwrap());
+        let config = prodhcp_config::parse(&text).unwrap();
+        let table = Table::open(&config.table_file).unwrap();
+        let ring = Ring::open_or_create(&ring_path(&config, 1), 1, 1024).unwrap();
+        let serve = ServeConfig::build(config, &table);
+        Engine::new(table, ring, 1, serve, 0, 1)
+    }
+
+    fn release(e: &mut Engine, mac: u8, ip: Ipv4Addr) {
+        assert!(send(e, &packet(7, mac, NONE, ip.octets(), &[])).is_none());
+        let slot = e.table().slot_of_addr(u32::from(ip)).unwrap();
+        assert_eq!(e.table().read(slot).unwrap().state, LeaseState::Released);
+    }
+
+    #[test]
+    fn a_new_client_gets_a_never_used_address_before_a_just_released_one() {
+        let f = fixture();
+        let mut e = restarted(&f);
+        let a = dora(&mut e, 1);
+        assert_eq!(a, Ipv4Addr::new(10, 0, 0, 10));
+        release(&mut e, 1, a);
+        // The worker restarts: its cursor is back at .10, the address just released.
+        let mut e = restarted(&f);
+        let b = dora(&mut e, 2);
+        assert_eq!(
+            b,
+            Ipv4Addr::new(10, 0, 0, 12),
+            "offered the never-used address, not the one just released (.11 is reserved)"
+        );
+        assert_eq!(
+            dora(&mut e, 1),
+            a,
+            "the releasing client gets its address back"
+        );
+        assert!(e.table().check().is_clean());
+    }
+
+    #[test]
+    fn with_only_recently_freed_addresses_left_the_least_recently_freed_is_offered() {
+        let mut f = fixture();
+        let a = dora(&mut f.engine, 1);
+        let b = dora(&mut f.engine, 2);
+        assert_eq!(
+            (a, b),
+            (Ipv4Addr::new(10, 0, 0, 10), Ipv4Addr::new(10, 0, 0, 12))
+        );
+        release(&mut f.engine, 1, a);
+        release(&mut f.engine, 2, b);
+        // Make .12 the older release (100 s ago); .10 was released just now.
+        let t = f.engine.table();
+        let ring = Ring::open_or_create(&f._dir.path().join("ring-test"), 50, 16).unwrap();
+        let slot_b = t.slot_of_addr(u32::from(b)).unwrap();
+        let cur = t.read(slot_b).unwrap();
+        let older = SlotImage {
+            updated: cur.updated - 100,
+            ..cur
+        };
+        let ctx = ChangeContext {
+            reason: ChangeReason::Release,
+            time_ms: 0,
+            context: b"",
+        };
+        t.update(50, &ring, slot_b, &cur, &older, &ctx).unwrap();
+        // The cursor wraps to .10 first; both free addresses are recent, so the scan comes
+        // back round and takes the least recently freed one. The pool is not "exhausted".
+        assert_eq!(dora(&mut f.engine, 3), b);
+        assert!(send(&mut f.engine, &packet(1, 4, RELAY, NONE, &[])).is_some());
     }
 
     #[test]
