@@ -1793,9 +1793,11 @@ mod tests {
         }
     }
 
+    /// A test's action run once inside the next `index_insert`, just before its CAS.
+    type IndexHook = Box<dyn FnOnce(&Table)>;
+
     thread_local! {
-        /// A test's action run once inside the next `index_insert`, just before its CAS.
-        static BEFORE_INDEX_CAS: std::cell::RefCell<Option<Box<dyn FnOnce(&Table)>>> =
+        static BEFORE_INDEX_CAS: std::cell::RefCell<Option<IndexHook>> =
             const { std::cell::RefCell::new(None) };
     }
 

@@ -226,6 +226,21 @@ pub struct TableStatus {
     pub slots: u64,
     /// Whether the previous run shut down cleanly.
     pub clean_start: bool,
+    /// The client index (absent in replies of older daemons).
+    #[serde(default)]
+    pub index: IndexStatus,
+}
+
+/// The lease table's client index, as reported by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IndexStatus {
+    /// Entries ever filled and not yet emptied again (live, stale and tombstones).
+    pub occupied: u64,
+    /// Entries in all.
+    pub capacity: u64,
+    /// Inserts that gave up since the table was created: each is a client that lookups by
+    /// identity cannot find, so its next DISCOVER may get a new address.
+    pub give_ups: u64,
 }
 
 /// Data of the `status` response.

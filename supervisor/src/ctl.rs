@@ -939,6 +939,13 @@ pub fn format_status(s: &StatusData) -> String {
             "recovered after an unclean stop"
         }
     );
+    let _ = writeln!(
+        out,
+        "client index: {} of {} entries used, {} inserts gave up",
+        group_digits(s.table.index.occupied),
+        group_digits(s.table.index.capacity),
+        group_digits(s.table.index.give_ups)
+    );
     let _ = writeln!(out, "workers: {}", s.workers.len());
     let mut rows = vec![vec![
         "ID".to_string(),
@@ -1110,8 +1117,8 @@ pub fn format_import_summary(r: &ImportResult) -> String {
 mod tests {
     use super::*;
     use crate::control_proto::{
-        encode_export_lease, encode_response, parse_request, LeaseState, PoolStats, ReloadStatus,
-        TableStatus, WorkerCounters, WorkerStatus,
+        encode_export_lease, encode_response, parse_request, IndexStatus, LeaseState, PoolStats,
+        ReloadStatus, TableStatus, WorkerCounters, WorkerStatus,
     };
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
@@ -1221,6 +1228,11 @@ mod tests {
                 path: "/var/lib/prodhcp/leases.table".into(),
                 slots: 254,
                 clean_start: true,
+                index: IndexStatus {
+                    occupied: 30,
+                    capacity: 1024,
+                    give_ups: 2,
+                },
             },
         }
     }
@@ -1386,6 +1398,12 @@ mod tests {
         assert!(c
             .out
             .contains("lease table: /var/lib/prodhcp/leases.table (254 slots, clean start)"));
+        assert!(
+            c.out
+                .contains("client index: 30 of 1,024 entries used, 2 inserts gave up"),
+            "{}",
+            c.out
+        );
         let lines: Vec<&str> = c.out.lines().collect();
         assert!(
             lines.contains(&"  ID  PID  STATE       RESTARTS"),

@@ -28,8 +28,8 @@ use signal_hook_mio::v1_0::Signals;
 use tracing::{error, info, warn};
 
 use crate::control_proto::{
-    self as proto, Command, ImportResult, ReloadStatus, Response, StatsData, StatusData,
-    TableStatus, WorkerCounters, WorkerStatus,
+    self as proto, Command, ImportResult, IndexStatus, ReloadStatus, Response, StatsData,
+    StatusData, TableStatus, WorkerCounters, WorkerStatus,
 };
 use crate::control_server::{self, ConnEvent, Connection};
 use crate::leases;
@@ -139,6 +139,8 @@ pub struct Supervisor {
     /// Short-lived export writers, reaped on SIGCHLD.
     export_children: Vec<nix::unistd::Pid>,
     index_cleanup_pos: usize,
+    /// Client index give-ups last logged, and when (the log is rate-limited).
+    index_give_ups_logged: (u64, Option<Instant>),
 }
 
 /// Reads and validates a configuration file (exit code 2 on failure).
@@ -398,6 +400,7 @@ impl Supervisor {
             stopping: false,
             export_children: Vec::new(),
             index_cleanup_pos: 0,
+            index_give_ups_logged: (0, None),
         };
         for id in 0..sup.workers.len() {
             sup.spawn(id);
@@ -540,6 +543,7 @@ impl Supervisor {
         let from = self.index_cleanup_pos;
         self.table.index_cleanup(from..(from + step).min(cap));
         self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
+        self.log_index_give_ups();
         // Close idle control connections.
         let stale: Vec<usize> = self
             .conns
@@ -549,6 +553,24 @@ impl Supervisor {
             .collect();
         for k in stale {
             self.close_conn(k);
+        }
+    }
+
+    /// Warns when client index inserts gave up since the last warning (at most once a minute;
+    /// at start for any the table already counts): such clients look new to DISCOVER.
+    fn log_index_give_ups(&mut self) {
+        let total = self.table.index_give_ups();
+        let (logged, at) = self.index_give_ups_logged;
+        if total > logged && at.is_none_or(|t| t.elapsed() >= Duration::from_secs(60)) {
+            warn!(
+                new = total - logged,
+                total,
+                occupied = self.table.index_occupied(),
+                capacity = self.table.index_capacity(),
+                "client index inserts gave up (probe limit or contention): those clients cannot \
+                 be found by identity and may get a second address"
+            );
+            self.index_give_ups_logged = (total, Some(Instant::now()));
         }
     }
 
@@ -877,6 +899,11 @@ impl Supervisor {
                 path: self.table.path().display().to_string(),
                 slots: u64::from(self.table.slot_count()),
                 clean_start: self.clean_start,
+                index: IndexStatus {
+                    occupied: self.table.index_occupied(),
+                    capacity: self.table.index_capacity() as u64,
+                    give_ups: self.table.index_give_ups(),
+                },
             },
         }
     }
