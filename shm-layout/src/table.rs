@@ -893,8 +893,10 @@ impl Table {
 
     /// Turns tombstones that end a probe chain into empty entries, scanning index positions
     /// `positions` from the top down (so a run of tombstones before an empty entry shrinks in one
-    /// pass). Safe while writers run: an insert racing into the following entry restores the
-    /// tombstone. Returns how many entries were emptied. The supervisor calls it in slices.
+    /// pass). Safe while writers run: an insert that fills the following entry before the
+    /// re-check below makes this restore the tombstone; one that fills it after the re-check
+    /// finds the emptied entry when it probes again from its home and re-inserts (see
+    /// `index_insert`). Returns how many entries were emptied. The supervisor calls it in slices.
     pub fn index_cleanup(&self, positions: Range<usize>) -> u64 {
         let idx = self.index();
         let cap = idx.len();
