@@ -981,7 +981,10 @@ fn authoritative_is_a_per_subnet_bool_defaulting_to_false() {
     let text = config_text("", &subnet("            authoritative: \"yes\","));
     rejects(&text, "subnets[0].authoritative", "boolean");
     // Changing it is a plain reload: the table layout does not depend on it.
-    let a = ok(&config_text("", "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"]),"));
+    let a = ok(&config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"]),",
+    ));
     let b = ok(&config_text(
         "",
         "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"], authoritative: true),",
