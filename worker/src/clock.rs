@@ -13,14 +13,17 @@
 //!   therefore advances exactly with the monotonic clock across a step: a forward step does not
 //!   expire leases that clients still use, a backward step does not stretch holds, offers or
 //!   quarantines. Slewing (adjtime) stays far below the tolerance and is followed as is.
-//! - **Implausible wall clock at start** (before 1970, or before [`MIN_PLAUSIBLE_MS`], or before
-//!   the newest change this worker has already recorded): the lease clock starts at the
-//!   latest of those floors instead, so leases never expire "in 1970" and a backward step
-//!   across a worker restart never makes the lease clock run backwards past what its ring holds.
+//! - **Implausible wall clock at start** (before [`MIN_PLAUSIBLE_MS`], 2024, e.g. a box without
+//!   a real-time clock that booted in 1970): the lease clock starts at the newest change this
+//!   worker has already recorded in its ring, or at [`MIN_PLAUSIBLE_MS`] if that is later, so
+//!   leases never expire "in 1970" and lease times stay consistent with the table. A plausible
+//!   wall clock is trusted at start (a floor taken from the ring would keep the lease clock
+//!   ahead for good after a clock that ran fast was corrected while the worker was down).
 //!
-//! Known limit: the offset lives in the worker process. A forward step that happens while a
-//! worker is *not running* (between its death and its restart) is not seen by it; the offset it
-//! had is lost on restart and it starts from the wall clock again (floored as above).
+//! Known limit: the offset lives in the worker process. A step that happens while a worker is
+//! *not running* (between its death and its restart) is not seen by it; the offset it had is
+//! lost on restart and it starts from the wall clock again. A backward step then stretches the
+//! leases already granted (the safe direction); a forward step can expire them early.
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -126,17 +129,18 @@ pub struct LeaseClock {
 }
 
 impl LeaseClock {
-    /// A lease clock over `source` that never starts before `floor_ms` (e.g. the time of the
-    /// newest change already recorded) nor before [`MIN_PLAUSIBLE_MS`].
-    pub fn new(source: Box<dyn TimeSource>, floor_ms: i64) -> LeaseClock {
+    /// A lease clock over `source`. If the wall clock reads before [`MIN_PLAUSIBLE_MS`] it
+    /// starts at `newest_ms` (the time of the newest change already recorded) or
+    /// [`MIN_PLAUSIBLE_MS`], whichever is later.
+    pub fn new(source: Box<dyn TimeSource>, newest_ms: i64) -> LeaseClock {
         let wall = source.wall_ms();
-        let floor = floor_ms.max(MIN_PLAUSIBLE_MS);
-        let offset_ms = if wall < floor {
+        let offset_ms = if wall < MIN_PLAUSIBLE_MS {
+            let floor = newest_ms.max(MIN_PLAUSIBLE_MS);
             tracing::warn!(
                 wall_ms = wall,
                 floor_ms = floor,
-                "wall clock is behind the newest recorded change or before 2024; \
-                 lease times start from the floor instead"
+                "wall clock reads before 2024; lease times start from the newest recorded \
+                 change (or 2024) instead"
             );
             floor - wall
         } else {
@@ -249,9 +253,13 @@ mod tests {
         let m = ManualClock::new(-86_400_000);
         let mut c = LeaseClock::new(Box::new(m.clone()), 0);
         assert_eq!(c.now_ms(), MIN_PLAUSIBLE_MS);
-        let floor = MIN_PLAUSIBLE_MS + 1_000_000;
-        let mut c = LeaseClock::new(Box::new(m.clone()), floor);
+        let newest = MIN_PLAUSIBLE_MS + 1_000_000;
+        let mut c = LeaseClock::new(Box::new(m.clone()), newest);
         m.advance(1_000);
-        assert_eq!(c.now_ms(), floor + 1_000);
+        assert_eq!(c.now_ms(), newest + 1_000);
+        // A plausible wall clock is trusted, whatever the ring says.
+        let m = ManualClock::new(T0);
+        let mut c = LeaseClock::new(Box::new(m), T0 + 3_600_000);
+        assert_eq!(c.now_ms(), T0);
     }
 }

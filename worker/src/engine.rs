@@ -157,8 +157,8 @@ impl Engine {
         )
     }
 
-    /// [`Engine::new`] with its time taken from `time` (tests inject a hand-driven clock). The
-    /// lease clock never starts before the newest change in this worker's ring.
+    /// [`Engine::new`] with its time taken from `time` (tests inject a hand-driven clock). A wall
+    /// clock before 2024 is replaced by the time of the newest change in this worker's ring.
     pub fn with_clock(
         table: Table,
         ring: Ring,
@@ -679,25 +679,34 @@ impl Engine {
     }
 
     /// After a NAK that moves a client to its reservation: the dynamic lease or offer it holds
-    /// at `addr` is released, so it does not stay leased to a client that no longer uses it.
+    /// (at the address it asked for, or found by its key) is released, so it does not stay
+    /// leased to a client that will use its reserved address from now on.
     fn release_moved_client(&self, req: &Request<'_>, c: &Client, addr: Ipv4Addr, now: u64) {
-        let Some(slot) = self.table.slot_of_addr(u32::from(addr)) else {
-            return;
-        };
-        let Ok(cur) = self.table.read(slot) else {
-            return;
-        };
-        if cur.key != c.key || !matches!(cur.state, LeaseState::Leased | LeaseState::Offered) {
-            return;
-        }
-        let new = SlotImage {
-            state: LeaseState::Released,
-            expires: now as u32,
-            updated: now as u32,
-            ..cur
-        };
-        if let Err(c) = self.commit(slot, &cur, &new, ChangeReason::Release, req) {
-            self.counters().inc(c);
+        let reserved_slot = self
+            .reservation_of(c)
+            .and_then(|r| self.table.slot_of_addr(u32::from(r.address)));
+        let asked = self.table.slot_of_addr(u32::from(addr));
+        let found = self.table.find_client(&c.key).map(|(s, _)| s);
+        for slot in [asked, found].into_iter().flatten() {
+            if Some(slot) == reserved_slot {
+                continue;
+            }
+            let Ok(cur) = self.table.read(slot) else {
+                continue;
+            };
+            if cur.key != c.key || !matches!(cur.state, LeaseState::Leased | LeaseState::Offered) {
+                continue;
+            }
+            let new = SlotImage {
+                state: LeaseState::Released,
+                expires: now as u32,
+                updated: now as u32,
+                ..cur
+            };
+            if let Err(e) = self.commit(slot, &cur, &new, ChangeReason::Release, req) {
+                // The NAK goes out anyway; the lease then ends at its expiry.
+                self.counters().inc(e);
+            }
         }
     }
 
@@ -1530,6 +1539,17 @@ mod tests {
             .table
             .update(1, &f.engine.ring, slot, &cur, &held, &ctx)
             .unwrap();
+        // It INIT-REBOOTs asking for yet another address: NAK, and its lease is given back.
+        let reboot = packet(3, 0x99, RELAY, NONE, &[(50, &[10, 0, 0, 12])]);
+        assert_eq!(verdict(&mut f.engine, &reboot), NAK);
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 10]), LeaseState::Released);
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Free);
+        // Likewise when it renews the dynamic lease itself.
+        let cur = f.engine.table().read(slot).unwrap();
+        f.engine
+            .table
+            .update(1, &f.engine.ring, slot, &cur, &held, &ctx)
+            .unwrap();
         let renew = packet(3, 0x99, RELAY, [10, 0, 0, 10], &[]);
         assert_eq!(verdict(&mut f.engine, &renew), NAK);
         assert_eq!(state_of(&f.engine, [10, 0, 0, 10]), LeaseState::Released);
@@ -1793,7 +1813,7 @@ mod tests {
     }
 
     #[test]
-    fn a_restarted_engine_never_starts_before_its_newest_ring_record() {
+    fn a_restarted_engine_without_a_plausible_clock_resumes_at_its_newest_record() {
         let clock = crate::clock::ManualClock::new(T0_MS);
         let mut f = fixture_from(CFG, Some(clock));
         dora(&mut f.engine, 1);
@@ -1801,10 +1821,10 @@ mod tests {
         let Engine {
             table, ring, cfg, ..
         } = engine;
-        // The wall clock went back an hour while the worker was down: its lease clock resumes
-        // at its newest record, so a new lease still runs for an hour after that.
-        let earlier = crate::clock::ManualClock::new(T0_MS - 3_600_000);
-        let mut e = Engine::with_clock(table, ring, 1, cfg, 0, 1, Box::new(earlier));
+        // The box rebooted without its real-time clock: the worker's lease clock resumes at
+        // its newest record, so a new lease runs for an hour after that, not from 1970.
+        let rtc_less = crate::clock::ManualClock::new(0);
+        let mut e = Engine::with_clock(table, ring, 1, cfg, 0, 1, Box::new(rtc_less));
         let ip = dora(&mut e, 2);
         assert_eq!(expires_of(&e, ip), T0 + 3600);
         drop(_dir);
