@@ -21,9 +21,11 @@
 //! | any                | client has a reservation at another address of the subnet | NAK, its lease at the asked address released |
 //! | SELECTING          | address is ours and usable by the client                   | ACK         |
 //! | SELECTING          | anything else (taken, outside the pools, off network)      | NAK         |
-//! | other              | our record of the client at this address, usable           | ACK         |
-//! | other              | our record of the client at this address, not usable       | NAK         |
+//! | other              | the client's live lease/offer at this address, usable      | ACK         |
+//! | other              | the client's live lease/offer at this address, not usable  | NAK         |
 //! | other              | client bound to another address of the subnet             | NAK         |
+//! | other              | earlier record of the client at this address, usable      | ACK         |
+//! | other              | earlier record of the client at this address, not usable  | NAK         |
 //! | other              | address held by or reserved for another client             | NAK         |
 //! | other              | no record, subnet not authoritative                        | silent      |
 //! | other              | no record, authoritative, free address of the pools        | NAK         |
@@ -622,8 +624,8 @@ impl Engine {
             // otherwise (it cannot be served as offered).
             (Some(s), Some(cur)) if selecting && self.usable_by(s, &cur, &c, now) => Ok((s, cur)),
             _ if selecting => Err(Some("address not available")),
-            // Our record of this client at this address.
-            (Some(s), Some(cur)) if cur.key == c.key => {
+            // The client's live lease or offer at this address (renewals): ACK when usable.
+            (Some(s), Some(cur)) if cur.key == c.key && is_live(&cur, now) => {
                 if self.usable_by(s, &cur, &c, now) {
                     Ok((s, cur))
                 } else {
@@ -639,6 +641,14 @@ impl Engine {
                     // The client is bound to another address here: two addresses for one
                     // client would follow from an ACK.
                     _ if binding.is_some() => Err(Some("client is bound to another address")),
+                    // An earlier record of this client at this address (released, expired).
+                    (Some(s), Some(cur)) if cur.key == c.key => {
+                        if self.usable_by(s, &cur, &c, now) {
+                            Ok((s, cur))
+                        } else {
+                            Err(Some("address not available"))
+                        }
+                    }
                     // The address is this server's, held by or reserved for somebody else.
                     (Some(s), Some(cur)) if !self.usable_by(s, &cur, &c, now) => {
                         Err(Some("address not available"))
@@ -1471,6 +1481,33 @@ mod tests {
             let rebind_other = packet(3, 1, RELAY, [10, 0, 0, 12], &[]);
             assert_eq!(verdict(&mut f.engine, &rebind_other), NAK);
             assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Free);
+            // An earlier record elsewhere does not make a second address possible: the
+            // client released 10.0.0.12 long ago (its record stays) and is bound to `ip`.
+            let slot12 = f
+                .engine
+                .table()
+                .slot_of_addr(u32::from_be_bytes([10, 0, 0, 12]))
+                .unwrap();
+            let cur12 = f.engine.table().read(slot12).unwrap();
+            let mut old12 = SlotImage {
+                state: LeaseState::Released,
+                expires: 1,
+                updated: 1,
+                key: ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 1]),
+                ..SlotImage::PRISTINE
+            };
+            old12.set_hwaddr(1, &[2, 0, 0, 0, 0, 1]);
+            let ctx = ChangeContext {
+                reason: ChangeReason::Release,
+                time_ms: 0,
+                context: b"",
+            };
+            f.engine
+                .table
+                .update(1, &f.engine.ring, slot12, &cur12, &old12, &ctx)
+                .unwrap();
+            assert_eq!(verdict(&mut f.engine, &other), NAK);
+            assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Released);
             // RENEW of its own address: ACK.
             assert_eq!(
                 verdict(&mut f.engine, &packet(3, 1, NONE, ip.octets(), &[])),
