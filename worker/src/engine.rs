@@ -33,8 +33,9 @@
 //! | other              | no record, authoritative, address outside the pools        | NAK         |
 //!
 //! Silence is a counted drop (`no_subnet`, `not_authoritative`, `other_server`). A NAK sent
-//! through a relay has the broadcast bit set (§4.3.2: "if giaddr is set ... the server sets the
-//! broadcast bit in the DHCPNAK"); without a relay it is broadcast on the receiving interface.
+//! through a relay has the broadcast bit set (§4.3.2: "If 'giaddr' is set in the DHCPREQUEST
+//! message, the client is on a different subnet. The server MUST set the broadcast bit in the
+//! DHCPNAK"); without a relay it is broadcast on the receiving interface.
 //! RELEASE and DECLINE naming another server in option 54 are ignored (§4.3.4, §4.3.5).
 //!
 //! # Time
@@ -833,9 +834,8 @@ impl Engine {
         };
         let len = encode_reply(req, &params, out);
         if req.giaddr != Ipv4Addr::UNSPECIFIED {
-            // RFC 2131 §4.3.2: "If giaddr is set in the DHCPREQUEST message, the server
-            // ... sets the broadcast bit in the DHCPNAK", so the relay broadcasts it to a client
-            // whose address is wrong.
+            // RFC 2131 §4.3.2: "The server MUST set the broadcast bit in the DHCPNAK, so that
+            // the relay agent will broadcast the DHCPNAK to the client" (its address is wrong).
             out[10] |= 0x80;
         }
         self.destination(req, inc, len, true)
