@@ -63,6 +63,13 @@ pub struct Subnet {
     pub reservations: Vec<Reservation>,
     /// Relay agent addresses (giaddr) that map to this subnet even when outside `network`.
     pub relays: Vec<Ipv4Addr>,
+    /// ISC dhcpd's `authoritative`: when true the server NAKs requests (INIT-REBOOT, RENEW,
+    /// REBIND) on this subnet for addresses it has no record of the client holding, and for
+    /// addresses outside this subnet's network or pools. When false (the default) it stays
+    /// silent in those cases (RFC 2131 §4.3.2), so that other servers on the same link or
+    /// behind the same relay (split scopes) can answer. NAKs for a client whose known binding
+    /// differs from what it asks for are sent either way.
+    pub authoritative: bool,
 }
 
 /// A fixed address for a client known by MAC address, client identifier, or both.

@@ -968,3 +968,26 @@ proptest! {
         }
     }
 }
+
+#[test]
+fn authoritative_is_a_per_subnet_bool_defaulting_to_false() {
+    let config = ok(&config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", authoritative: true),\n        (network: \"10.0.1.0/24\"),",
+    ));
+    assert!(config.subnets[0].authoritative);
+    assert!(!config.subnets[1].authoritative, "default is false");
+    assert!(!ok(EXAMPLE).subnets[0].authoritative);
+    let text = config_text("", &subnet("            authoritative: \"yes\","));
+    rejects(&text, "subnets[0].authoritative", "boolean");
+    // Changing it is a plain reload: the table layout does not depend on it.
+    let a = ok(&config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"]),",
+    ));
+    let b = ok(&config_text(
+        "",
+        "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"], authoritative: true),",
+    ));
+    assert!(a.same_table_layout(&b));
+}

@@ -246,6 +246,7 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
         options,
         reservations,
         relays: wire.relays,
+        authoritative: wire.authoritative,
     })
 }
 

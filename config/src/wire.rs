@@ -103,6 +103,8 @@ pub(crate) struct WireSubnet {
     pub reservations: Vec<WireReservation>,
     #[serde(default)]
     pub relays: Vec<Ipv4Addr>,
+    #[serde(default)]
+    pub authoritative: bool,
 }
 
 /// One entry of `reservations`.

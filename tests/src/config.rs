@@ -28,6 +28,8 @@ pub struct SubnetConfig {
     pub reservations: Vec<(String, String)>,
     /// Relay addresses (giaddr) mapped to this subnet although outside it.
     pub relays: Vec<String>,
+    /// ISC dhcpd's `authoritative` (NAK instead of silence for unknown clients/addresses).
+    pub authoritative: bool,
 }
 
 impl SubnetConfig {
@@ -42,7 +44,14 @@ impl SubnetConfig {
             options: Vec::new(),
             reservations: Vec::new(),
             relays: Vec::new(),
+            authoritative: false,
         }
+    }
+
+    /// Sets `authoritative`.
+    pub fn authoritative(mut self, on: bool) -> Self {
+        self.authoritative = on;
+        self
     }
 
     /// Adds a named option.
@@ -159,6 +168,7 @@ impl ServerConfig {
                 .map(|(m, a)| format!("(mac: {}, address: {})", quote(m), quote(a)))
                 .collect();
             let _ = writeln!(s, "            reservations: [{}],", res.join(", "));
+            let _ = writeln!(s, "            authoritative: {},", sub.authoritative);
             let _ = writeln!(s, "            relays: {},", list(&sub.relays));
             s.push_str("        ),\n");
         }

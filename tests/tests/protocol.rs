@@ -233,9 +233,17 @@ fn inform_is_acked_without_address_or_lease() {
 
 #[test]
 fn init_reboot_for_a_wrong_subnet_is_naked() {
+    // Only an authoritative subnet NAKs a client it has no record of (RFC 2131 §4.3.2; see
+    // nak_rules.rs for the default, silence).
     scenario(
         "nak",
-        |t| t.standard_config(),
+        |t| {
+            let mut cfg = t.standard_config();
+            for s in &mut cfg.subnets {
+                s.authoritative = s.network == NET1;
+            }
+            cfg
+        },
         |_t, d, agent| {
             let id = Identity::mac(test_mac(0x14, 1));
             let wrong = Ipv4Addr::new(198, 18, 2, 150);

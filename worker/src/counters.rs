@@ -65,13 +65,21 @@ pub enum Counter {
     /// Incremented by the worker's loop at least every 200 ms; the supervisor kills a worker
     /// whose heartbeat stops (hung or stopped) so its clients are served again.
     Heartbeat,
+    /// A candidate slot outside the subnet's slot span was refused (the free bitmap or the
+    /// index pointed into another subnet); the request is dropped.
+    DropOutsideSpan,
+    /// A REQUEST this server stays silent on (RFC 2131 §4.3.2): no record of the client and the
+    /// subnet is not `authoritative`.
+    DropNotAuthoritative,
+    /// Wall clock steps detected and absorbed by the lease clock.
+    ClockStep,
 }
 
 /// First counter index of the codec's drop reasons.
 pub const CODEC_DROPS_START: usize = 32;
 
 /// Names of the engine counters, indexed by `Counter as usize`.
-pub const ENGINE_COUNTER_NAMES: [&str; 27] = [
+pub const ENGINE_COUNTER_NAMES: [&str; 30] = [
     "received",
     "discover",
     "request",
@@ -99,10 +107,27 @@ pub const ENGINE_COUNTER_NAMES: [&str; 27] = [
     "sweep_quarantine_ended",
     "sweep_abandoned",
     "heartbeat",
+    "outside_span",
+    "not_authoritative",
+    "clock_step",
 ];
 
-/// Index of the first drop-reason counter among the engine counters.
-pub const ENGINE_DROPS: std::ops::Range<usize> = 10..21;
+/// Indexes of the drop-reason counters among the engine counters.
+pub const ENGINE_DROPS: [usize; 13] = [
+    Counter::DropNoSubnet as usize,
+    Counter::DropNotServedInterface as usize,
+    Counter::DropPoolExhausted as usize,
+    Counter::DropBusy as usize,
+    Counter::DropOtherServer as usize,
+    Counter::DropNotOwner as usize,
+    Counter::DropRingFull as usize,
+    Counter::DropSendError as usize,
+    Counter::DropCorruptSlot as usize,
+    Counter::DropReservationTaken as usize,
+    Counter::DropMalformedRequest as usize,
+    Counter::DropOutsideSpan as usize,
+    Counter::DropNotAuthoritative as usize,
+];
 
 /// A view of one worker's counters.
 #[derive(Debug, Clone, Copy)]
@@ -184,6 +209,11 @@ mod tests {
             ENGINE_COUNTER_NAMES[Counter::DropMalformedRequest as usize],
             "malformed_request"
         );
+        assert_eq!(
+            ENGINE_COUNTER_NAMES[Counter::ClockStep as usize],
+            "clock_step"
+        );
+        assert_eq!(ENGINE_COUNTER_NAMES.len(), Counter::ClockStep as usize + 1);
         assert!(ENGINE_COUNTER_NAMES.len() <= CODEC_DROPS_START);
         assert!(CODEC_DROPS_START + DropReason::ALL.len() <= shm_layout::layout::OWNER_COUNTERS);
         let words: Vec<AtomicU64> = (0..96).map(|_| AtomicU64::new(0)).collect();

@@ -4,6 +4,50 @@
 //! Architecture Invariant: nothing a client sends can panic the engine, and the engine never
 //! produces a reply before the table change behind it has been committed (its change record
 //! published in the ring).
+//!
+//! # REQUEST: ACK, NAK or silence (RFC 2131 §4.3.2)
+//!
+//! The state is read from the packet: SELECTING (option 54 and 50), INIT-REBOOT (50, no 54,
+//! ciaddr 0), RENEWING/REBINDING (ciaddr, no 54). The subnet is chosen as for a DISCOVER (82.5,
+//! 118, giaddr/relays, receiving interface, or ciaddr for a unicast renewal). "Record" means a
+//! slot of the selected subnet carrying the client's key (client-id, else hardware address);
+//! a "binding" is such a record that is a live lease or offer. `authoritative` is the subnet's
+//! setting (ISC dhcpd's meaning, default false). Rows are checked top to bottom:
+//!
+//! | state              | situation                                                  | reply       |
+//! |--------------------|------------------------------------------------------------|-------------|
+//! | SELECTING          | option 54 names another server                             | silent (our offer withdrawn) |
+//! | any                | no subnet for the request (unknown relay, 82.5, 118, ciaddr) | silent    |
+//! | any                | client has a reservation at another address of the subnet | NAK, its lease at the asked address released |
+//! | SELECTING          | address is ours and usable by the client                   | ACK         |
+//! | SELECTING          | anything else (taken, outside the pools, off network)      | NAK         |
+//! | other              | the client's live lease/offer at this address, usable      | ACK         |
+//! | other              | the client's live lease/offer at this address, not usable  | NAK         |
+//! | other              | client bound to another address of the subnet             | NAK         |
+//! | other              | earlier record of the client at this address, usable      | ACK         |
+//! | other              | earlier record of the client at this address, not usable  | NAK         |
+//! | other              | address held by or reserved for another client             | NAK         |
+//! | other              | no record, subnet not authoritative                        | silent      |
+//! | other              | no record, authoritative, free address of the pools        | NAK         |
+//! | other              | no record, authoritative, address off the subnet's network | NAK         |
+//! | other              | no record, authoritative, address outside the pools        | NAK         |
+//!
+//! Silence is a counted drop (`no_subnet`, `not_authoritative`, `other_server`). A NAK sent
+//! through a relay has the broadcast bit set (§4.3.2: "If 'giaddr' is set in the DHCPREQUEST
+//! message, the client is on a different subnet. The server MUST set the broadcast bit in the
+//! DHCPNAK"); without a relay it is broadcast on the receiving interface.
+//! RELEASE and DECLINE naming another server in option 54 are ignored (§4.3.4, §4.3.5).
+//!
+//! # Time
+//!
+//! Lease times come from a [`LeaseClock`]: the wall clock corrected for steps so a lease lasts
+//! its duration in real (monotonic) time; see [`crate::clock`].
+//!
+//! # Allocation guard
+//!
+//! Every candidate of a DISCOVER (reservation, the client's previous address, the requested
+//! address, the bitmap scan) must lie in the selected subnet's slot span; one outside is
+//! refused, logged, and the request counted as `outside_span`.
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
@@ -12,8 +56,10 @@ use shm_layout::{
     UpdateError,
 };
 
+use crate::clock::{LeaseClock, TimeSource};
 use crate::codec::{self, encode_reply, MessageType, ReplyParams, Request, MAX_REPLY};
 use crate::counters::{Counter, Counters};
+use crate::ring_context;
 use crate::serve_config::ServeConfig;
 
 /// The DHCP client port.
@@ -58,6 +104,17 @@ pub struct Engine {
     cursors: Vec<u32>,
     sweep_span: std::ops::Range<u32>,
     sweep_pos: u32,
+    /// Lease time (wall clock corrected for steps); see [`crate::clock`].
+    clock: LeaseClock,
+    /// The clock's reading for the packet or sweep step being handled, ms.
+    now_ms: i64,
+    /// Slot span of the subnet the current DISCOVER allocates in (checked by `offer_slot`).
+    offer_span: std::ops::Range<u32>,
+    /// Candidates outside `offer_span` refused during the current DISCOVER.
+    outside_span_hits: u32,
+    /// Test hook: runs between reading the client's own slot and committing the offer.
+    #[cfg(test)]
+    race_hook: Option<fn(&Table, u32)>,
 }
 
 struct Client {
@@ -65,25 +122,20 @@ struct Client {
     hwkey: ClientKey,
 }
 
-fn unix_now() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
+fn relay_context(req: &Request<'_>) -> ([u8; shm_layout::ring::CONTEXT_BYTES], usize) {
+    let mut buf = [0u8; shm_layout::ring::CONTEXT_BYTES];
+    let n = ring_context::encode(
+        req.circuit_id.as_deref(),
+        req.remote_id.as_deref(),
+        req.hostname,
+        &mut buf,
+    );
+    (buf, n)
 }
 
-fn relay_context(req: &Request<'_>) -> ([u8; 200], usize) {
-    // circuit-id and remote-id, each as (len, bytes), truncated to fit a ring record.
-    let mut buf = [0u8; 200];
-    let mut n = 0;
-    for part in [req.circuit_id, req.remote_id, req.hostname] {
-        let p = part.unwrap_or(&[]);
-        let take = p.len().min(60);
-        buf[n] = take as u8;
-        buf[n + 1..n + 1 + take].copy_from_slice(&p[..take]);
-        n += 1 + take;
-    }
-    (buf, n)
+/// Whether `img` is a binding that still holds its address (a live lease or offer).
+fn is_live(img: &SlotImage, now: u64) -> bool {
+    matches!(img.state, LeaseState::Leased | LeaseState::Offered) && u64::from(img.expires) > now
 }
 
 impl Engine {
@@ -97,6 +149,32 @@ impl Engine {
         worker: usize,
         workers: usize,
     ) -> Engine {
+        Engine::with_clock(
+            table,
+            ring,
+            owner,
+            cfg,
+            worker,
+            workers,
+            Box::<crate::clock::SystemClock>::default(),
+        )
+    }
+
+    /// [`Engine::new`] with its time taken from `time` (tests inject a hand-driven clock). A wall
+    /// clock before 2024 is replaced by the time of the newest change in this worker's ring.
+    pub fn with_clock(
+        table: Table,
+        ring: Ring,
+        owner: u8,
+        cfg: ServeConfig,
+        worker: usize,
+        workers: usize,
+        time: Box<dyn TimeSource>,
+    ) -> Engine {
+        let floor_ms = ring
+            .read(ring.head())
+            .map_or(0, |r| i64::try_from(r.time_ms).unwrap_or(i64::MAX));
+        let clock = LeaseClock::new(time, floor_ms);
         let n = table.slot_count() as u64;
         let workers = workers.max(1) as u64;
         let w = (worker as u64).min(workers - 1);
@@ -117,7 +195,29 @@ impl Engine {
             cursors,
             sweep_pos: sweep_span.start,
             sweep_span,
+            clock,
+            now_ms: 0,
+            offer_span: 0..0,
+            outside_span_hits: 0,
+            #[cfg(test)]
+            race_hook: None,
         }
+    }
+
+    /// Reads the lease clock (absorbing and counting a step) for the work that follows;
+    /// returns lease time in unix seconds.
+    fn tick(&mut self) -> u64 {
+        let (now_ms, step) = self.clock.tick();
+        if step.is_some() {
+            self.counters().inc(Counter::ClockStep);
+        }
+        self.now_ms = now_ms;
+        u64::try_from(now_ms / 1000).unwrap_or(0)
+    }
+
+    /// The lease clock's current correction (lease time minus wall time), ms.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock.offset_ms()
     }
 
     /// Swaps in a new configuration (same table layout).
@@ -160,7 +260,7 @@ impl Engine {
             self.counters()
                 .add(Counter::MalformedOptions, u64::from(req.malformed_options));
         }
-        let now = unix_now();
+        let now = self.tick();
         let result = match req.msg_type {
             MessageType::Discover => {
                 self.counters().inc(Counter::Discover);
@@ -242,10 +342,7 @@ impl Engine {
         req: &Request<'_>,
     ) -> Result<SlotImage, Counter> {
         let (ctx, n) = relay_context(req);
-        let time_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        let time_ms = u64::try_from(self.now_ms).unwrap_or(0);
         self.table
             .update(
                 self.owner,
@@ -327,6 +424,7 @@ impl Engine {
         now: u64,
     ) -> Result<(u32, SlotImage), Counter> {
         let span = self.cfg.subnets[subnet].span.clone();
+        self.offer_span = span.clone();
         let hold = now + u64::from(self.cfg.config.offer_hold);
         // 1. A reservation.
         let reserved = self.reservation_of(c);
@@ -341,12 +439,25 @@ impl Engine {
             }
             return self.offer_slot(req, c, slot, &cur, hold, now);
         }
-        // 2. The client's current or previous address in this subnet.
-        if let Some((slot, cur)) = self.table.find_client(&c.key) {
-            if span.contains(&slot) && self.usable_by(slot, &cur, c, now) {
-                if let Ok(x) = self.offer_slot(req, c, slot, &cur, hold, now) {
-                    return Ok(x);
-                }
+        // 2. The client's current or previous address in this subnet. When its slot is
+        // momentarily busy (another writer changed or holds it between our read and our
+        // commit: the supervisor, an importer, a sweeper), look again once rather than give
+        // the client a second address.
+        for attempt in 0..2 {
+            let Some((slot, cur)) = self.table.find_client(&c.key) else {
+                break;
+            };
+            if !span.contains(&slot) || !self.usable_by(slot, &cur, c, now) {
+                break;
+            }
+            #[cfg(test)]
+            if let Some(hook) = self.race_hook.take() {
+                hook(&self.table, slot);
+            }
+            match self.offer_slot(req, c, slot, &cur, hold, now) {
+                Ok(x) => return Ok(x),
+                Err(Counter::DropBusy) if attempt == 0 => continue,
+                Err(_) => break,
             }
         }
         // 3. The address it asks for.
@@ -433,7 +544,7 @@ impl Engine {
     }
 
     fn offer_slot(
-        &self,
+        &mut self,
         req: &Request<'_>,
         c: &Client,
         slot: u32,
@@ -441,6 +552,13 @@ impl Engine {
         hold: u64,
         now: u64,
     ) -> Result<(u32, SlotImage), Counter> {
+        // Second line of defence: whatever found the candidate (reservation, index, bitmap
+        // scan), it must be one of this subnet's slots, or the client would be offered another
+        // network's address with this network's mask and router.
+        if !self.offer_span.contains(&slot) {
+            self.outside_span_hits += 1;
+            return Err(Counter::DropOutsideSpan);
+        }
         if cur.state == LeaseState::Leased && cur.key == c.key && u64::from(cur.expires) > now {
             // Already bound: offer the same lease again without changing it.
             return Ok((slot, *cur));
@@ -459,7 +577,20 @@ impl Engine {
     ) -> Result<Option<Outgoing>, Counter> {
         let subnet = self.select_subnet(req, inc)?;
         let c = Self::client(req);
-        let (slot, _) = self.choose_for_discover(req, &c, subnet, now)?;
+        self.outside_span_hits = 0;
+        let chosen = self.choose_for_discover(req, &c, subnet, now);
+        if self.outside_span_hits > 0 {
+            tracing::warn!(
+                subnet = %self.cfg.subnets[subnet].subnet.network,
+                refused = self.outside_span_hits,
+                "allocation produced slots outside the subnet's span; refused them"
+            );
+        }
+        let (slot, _) = match chosen {
+            Ok(x) => x,
+            Err(_) if self.outside_span_hits > 0 => return Err(Counter::DropOutsideSpan),
+            Err(e) => return Err(e),
+        };
         let yiaddr = Ipv4Addr::from(self.table.addr_of_slot(slot).unwrap_or(0));
         self.counters().inc(Counter::Offer);
         Ok(Some(self.reply(
@@ -495,20 +626,18 @@ impl Engine {
             (None, _) if req.ciaddr != Ipv4Addr::UNSPECIFIED => (req.ciaddr, false), // RENEW/REBIND
             _ => return Err(Counter::DropMalformedRequest),
         };
-        let subnet = match self.select_subnet(req, inc) {
-            Ok(s) => s,
-            Err(Counter::DropNoSubnet) if !selecting => {
-                return Ok(Some(self.nak(req, inc, "no subnet for this network", out)));
-            }
-            Err(e) => return Err(e),
-        };
-        let s = &self.cfg.subnets[subnet].subnet;
-        if !s.contains(addr) {
-            return Ok(Some(self.nak(req, inc, "address not on this network", out)));
-        }
-        // A client with a reservation elsewhere in this subnet is moved to it.
+        // A network this server does not serve (unknown relay, 82.5 or 118 subnet, ciaddr
+        // outside every subnet): another server's business, whatever the state.
+        let subnet = self.select_subnet(req, inc)?;
+        let served = &self.cfg.subnets[subnet];
+        let authoritative = served.subnet.authoritative;
+        let span = served.span.clone();
+        let lease_time = u64::from(served.subnet.lease_time);
+        // A client with a reservation elsewhere in this subnet is moved to it; the dynamic
+        // lease it asks for is given back.
         let reserved = self.reservation_of(&c);
         if reserved.is_some_and(|r| r.subnet == subnet && r.address != addr) {
+            self.release_moved_client(req, &c, addr, now);
             return Ok(Some(self.nak(
                 req,
                 inc,
@@ -516,14 +645,65 @@ impl Engine {
                 out,
             )));
         }
-        let Some(slot) = self.table.slot_of_addr(u32::from(addr)) else {
-            return Ok(Some(self.nak(req, inc, "address not in any pool", out)));
+        // The address's slot, if it is one of this subnet's.
+        let slot = self
+            .table
+            .slot_of_addr(u32::from(addr))
+            .filter(|s| span.contains(s));
+        let cur = match slot {
+            Some(s) => Some(self.read(s)?),
+            None => None,
         };
-        let cur = self.read(slot)?;
-        if !self.usable_by(slot, &cur, &c, now) {
-            return Ok(Some(self.nak(req, inc, "address not available", out)));
-        }
-        let lease_time = u64::from(s.lease_time);
+        let verdict = match (slot, cur) {
+            // SELECTING: this server was chosen. ACK if the address can be the client's, NAK
+            // otherwise (it cannot be served as offered).
+            (Some(s), Some(cur)) if selecting && self.usable_by(s, &cur, &c, now) => Ok((s, cur)),
+            _ if selecting => Err(Some("address not available")),
+            // The client's live lease or offer at this address (renewals): ACK when usable.
+            (Some(s), Some(cur)) if cur.key == c.key && is_live(&cur, now) => {
+                if self.usable_by(s, &cur, &c, now) {
+                    Ok((s, cur))
+                } else {
+                    Err(Some("address not available"))
+                }
+            }
+            _ => {
+                let binding = self
+                    .table
+                    .find_client(&c.key)
+                    .filter(|(s, img)| span.contains(s) && is_live(img, now));
+                match (slot, cur) {
+                    // The client is bound to another address here: two addresses for one
+                    // client would follow from an ACK.
+                    _ if binding.is_some() => Err(Some("client is bound to another address")),
+                    // An earlier record of this client at this address (released, expired).
+                    (Some(s), Some(cur)) if cur.key == c.key => {
+                        if self.usable_by(s, &cur, &c, now) {
+                            Ok((s, cur))
+                        } else {
+                            Err(Some("address not available"))
+                        }
+                    }
+                    // The address is this server's, held by or reserved for somebody else.
+                    (Some(s), Some(cur)) if !self.usable_by(s, &cur, &c, now) => {
+                        Err(Some("address not available"))
+                    }
+                    // No record of this client: silent (RFC 2131 §4.3.2), unless the subnet is
+                    // authoritative.
+                    _ if !authoritative => Err(None),
+                    (Some(_), _) => Err(Some("no record of this client")),
+                    (None, _) if !served.subnet.contains(addr) => {
+                        Err(Some("address not on this network"))
+                    }
+                    (None, _) => Err(Some("address not in any pool")),
+                }
+            }
+        };
+        let (slot, cur) = match verdict {
+            Ok(x) => x,
+            Err(Some(why)) => return Ok(Some(self.nak(req, inc, why, out))),
+            Err(None) => return Err(Counter::DropNotAuthoritative),
+        };
         let reason = if cur.state == LeaseState::Leased && cur.key == c.key {
             ChangeReason::Renew
         } else {
@@ -541,6 +721,38 @@ impl Engine {
             None,
             out,
         )))
+    }
+
+    /// After a NAK that moves a client to its reservation: the dynamic lease or offer it holds
+    /// (at the address it asked for, or found by its key) is released, so it does not stay
+    /// leased to a client that will use its reserved address from now on.
+    fn release_moved_client(&self, req: &Request<'_>, c: &Client, addr: Ipv4Addr, now: u64) {
+        let reserved_slot = self
+            .reservation_of(c)
+            .and_then(|r| self.table.slot_of_addr(u32::from(r.address)));
+        let asked = self.table.slot_of_addr(u32::from(addr));
+        let found = self.table.find_client(&c.key).map(|(s, _)| s);
+        for slot in [asked, found].into_iter().flatten() {
+            if Some(slot) == reserved_slot {
+                continue;
+            }
+            let Ok(cur) = self.table.read(slot) else {
+                continue;
+            };
+            if cur.key != c.key || !matches!(cur.state, LeaseState::Leased | LeaseState::Offered) {
+                continue;
+            }
+            let new = SlotImage {
+                state: LeaseState::Released,
+                expires: now as u32,
+                updated: now as u32,
+                ..cur
+            };
+            if let Err(e) = self.commit(slot, &cur, &new, ChangeReason::Release, req) {
+                // The NAK goes out anyway; the lease then ends at its expiry.
+                self.counters().inc(e);
+            }
+        }
     }
 
     fn withdraw_offer(&self, req: &Request<'_>, c: &Client, now: u64) {
@@ -569,7 +781,17 @@ impl Engine {
         Ok((slot, cur))
     }
 
-    fn release(&mut self, req: &Request<'_>, _inc: &Incoming, now: u64) -> Result<(), Counter> {
+    /// RFC 2131 §4.3.4/§4.3.5: a RELEASE or DECLINE carries the server identifier of the
+    /// server it is meant for; one addressed to another server is not ours to act on.
+    fn check_server_id(&self, req: &Request<'_>, inc: &Incoming) -> Result<(), Counter> {
+        match req.server_id {
+            Some(sid) if sid != self.server_id(inc) => Err(Counter::DropOtherServer),
+            _ => Ok(()),
+        }
+    }
+
+    fn release(&mut self, req: &Request<'_>, inc: &Incoming, now: u64) -> Result<(), Counter> {
+        self.check_server_id(req, inc)?;
         let c = Self::client(req);
         let (slot, cur) = self.owned_slot(&c, req.ciaddr)?;
         let new = SlotImage {
@@ -582,7 +804,8 @@ impl Engine {
         Ok(())
     }
 
-    fn decline(&mut self, req: &Request<'_>, _inc: &Incoming, now: u64) -> Result<(), Counter> {
+    fn decline(&mut self, req: &Request<'_>, inc: &Incoming, now: u64) -> Result<(), Counter> {
+        self.check_server_id(req, inc)?;
         let c = Self::client(req);
         let addr = req.requested_ip.ok_or(Counter::DropMalformedRequest)?;
         let (slot, cur) = self.owned_slot(&c, addr)?;
@@ -644,6 +867,11 @@ impl Engine {
             message: Some(why),
         };
         let len = encode_reply(req, &params, out);
+        if req.giaddr != Ipv4Addr::UNSPECIFIED {
+            // RFC 2131 §4.3.2: "The server MUST set the broadcast bit in the DHCPNAK, so that
+            // the relay agent will broadcast the DHCPNAK to the client" (its address is wrong).
+            out[10] |= 0x80;
+        }
         self.destination(req, inc, len, true)
     }
 
@@ -711,7 +939,7 @@ impl Engine {
     /// Sweeps up to `budget` slots of this worker's share of the table: expired leases become
     /// expired (allocatable), expired offers free, ended quarantines free. Returns slots visited.
     pub fn sweep(&mut self, budget: u32) -> u32 {
-        let now = unix_now();
+        let now = self.tick();
         let span = self.sweep_span.clone();
         if span.is_empty() {
             return 0;
@@ -844,16 +1072,33 @@ mod tests {
     }
 
     fn fixture() -> Fx {
+        fixture_from(CFG, None)
+    }
+
+    /// An engine over `cfg` (its `/tmp/unused` replaced by a fresh directory), on the system
+    /// clocks or on `clock`.
+    fn fixture_from(cfg: &str, clock: Option<crate::clock::ManualClock>) -> Fx {
         let dir = tempfile::tempdir().unwrap();
-        let text = CFG.replace("/tmp/unused", dir.path().to_str().unwrap());
+        let text = cfg.replace("/tmp/unused", dir.path().to_str().unwrap());
         let config = prodhcp_config::parse(&text).unwrap();
         let table = Table::create(&config.table_file, &layout_of(&config)).unwrap();
         let ring = Ring::open_or_create(&ring_path(&config, 1), 1, 1024).unwrap();
         let serve = ServeConfig::build(config, &table);
-        Fx {
-            _dir: dir,
-            engine: Engine::new(table, ring, 1, serve, 0, 1),
-        }
+        let engine = match clock {
+            None => Engine::new(table, ring, 1, serve, 0, 1),
+            Some(c) => Engine::with_clock(table, ring, 1, serve, 0, 1, Box::new(c)),
+        };
+        Fx { _dir: dir, engine }
+    }
+
+    /// [`CFG`] with `authoritative: true` on its first subnet (10.0.0.0/24).
+    fn authoritative_fixture() -> Fx {
+        let cfg = CFG.replace(
+            "relays: [\"198.18.0.2\"],",
+            "relays: [\"198.18.0.2\"], authoritative: true,",
+        );
+        assert_ne!(cfg, CFG);
+        fixture_from(&cfg, None)
     }
 
     fn packet(
@@ -1066,7 +1311,9 @@ mod tests {
 
     #[test]
     fn wrong_subnet_init_reboot_is_naked_and_link_selection_wins() {
-        let mut f = fixture();
+        // RFC 2131 §4.3.2: a wrong-network INIT-REBOOT is NAKed by an authoritative server
+        // (not by default: see `nak_rules_*`).
+        let mut f = authoritative_fixture();
         let (nak, _) = send(
             &mut f.engine,
             &packet(3, 1, RELAY, NONE, &[(50, &[10, 1, 0, 50])]),
@@ -1184,5 +1431,545 @@ mod tests {
         assert_eq!(get("received"), 20_000);
         assert!(get("dropped") > 0);
         assert!(f.engine.table().check().is_clean());
+    }
+
+    fn counter(e: &Engine, name: &str) -> u64 {
+        let snap = e.counters().snapshot();
+        snap.iter().find(|(k, _)| k == name).map(|x| x.1).unwrap()
+    }
+
+    fn state_of(e: &Engine, ip: [u8; 4]) -> LeaseState {
+        let slot = e.table().slot_of_addr(u32::from_be_bytes(ip)).unwrap();
+        e.table().read(slot).unwrap().state
+    }
+
+    /// Sends `pkt`; `Some(true)` for a NAK with the broadcast bit, `Some(false)` for an ACK,
+    /// `None` for silence. Panics on any other reply or a NAK without the bit (through a relay).
+    fn verdict(e: &mut Engine, pkt: &[u8]) -> Option<bool> {
+        let (m, _) = send(e, pkt)?;
+        match msg_type(&m) {
+            v4::MessageType::Nak => {
+                if m.giaddr() != Ipv4Addr::UNSPECIFIED {
+                    assert!(
+                        m.flags().broadcast(),
+                        "a NAK through a relay sets the broadcast bit"
+                    );
+                }
+                Some(true)
+            }
+            v4::MessageType::Ack => Some(false),
+            t => panic!("unexpected {t:?}"),
+        }
+    }
+
+    const NAK: Option<bool> = Some(true);
+    const ACK: Option<bool> = Some(false);
+    const SILENT: Option<bool> = None;
+    const OTHER_RELAY: [u8; 4] = [192, 0, 2, 1];
+
+    /// The rows of the module docs' table where the subnet's `authoritative` matters, for
+    /// both settings: (name, packet, default verdict, authoritative verdict).
+    /// (name, packet, default verdict, authoritative verdict).
+    type Row = (&'static str, Vec<u8>, Option<bool>, Option<bool>);
+
+    fn unknown_client_rows() -> Vec<Row> {
+        vec![
+            (
+                "init-reboot, unknown relay",
+                packet(3, 1, OTHER_RELAY, NONE, &[(50, &[10, 0, 0, 10])]),
+                SILENT,
+                SILENT,
+            ),
+            (
+                "init-reboot, unknown 82.5 subnet",
+                packet(
+                    3,
+                    1,
+                    RELAY,
+                    NONE,
+                    &[(50, &[10, 0, 0, 10]), (82, &[5, 4, 172, 16, 0, 1])],
+                ),
+                SILENT,
+                SILENT,
+            ),
+            (
+                "init-reboot, unknown 118 subnet",
+                packet(
+                    3,
+                    1,
+                    RELAY,
+                    NONE,
+                    &[(50, &[10, 0, 0, 10]), (118, &[172, 16, 0, 0])],
+                ),
+                SILENT,
+                SILENT,
+            ),
+            (
+                "rebind, ciaddr on no served network",
+                packet(3, 1, OTHER_RELAY, [172, 16, 0, 5], &[]),
+                SILENT,
+                SILENT,
+            ),
+            (
+                "init-reboot, address on another network, no record",
+                packet(3, 1, RELAY, NONE, &[(50, &[10, 1, 0, 50])]),
+                SILENT,
+                NAK,
+            ),
+            (
+                "init-reboot, address outside the pools, no record",
+                packet(3, 1, RELAY, NONE, &[(50, &[10, 0, 0, 200])]),
+                SILENT,
+                NAK,
+            ),
+            (
+                "init-reboot, free pool address, no record",
+                packet(3, 1, RELAY, NONE, &[(50, &[10, 0, 0, 10])]),
+                SILENT,
+                NAK,
+            ),
+            (
+                "rebind through the relay, free pool address, no record",
+                packet(3, 1, RELAY, [10, 0, 0, 10], &[]),
+                SILENT,
+                NAK,
+            ),
+            (
+                "init-reboot, address reserved for another client",
+                packet(3, 1, RELAY, NONE, &[(50, &[10, 0, 0, 11])]),
+                NAK,
+                NAK,
+            ),
+        ]
+    }
+
+    #[test]
+    fn nak_rules_for_clients_without_a_record() {
+        for (name, pkt, default, auth) in unknown_client_rows() {
+            let mut f = fixture();
+            assert_eq!(verdict(&mut f.engine, &pkt), default, "default: {name}");
+            assert_eq!(
+                state_of(&f.engine, [10, 0, 0, 10]),
+                LeaseState::Free,
+                "{name}"
+            );
+            if default == SILENT {
+                let silent =
+                    counter(&f.engine, "not_authoritative") + counter(&f.engine, "no_subnet");
+                assert_eq!(silent, 1, "a counted drop: {name}");
+            }
+            let mut f = authoritative_fixture();
+            assert_eq!(verdict(&mut f.engine, &pkt), auth, "authoritative: {name}");
+            assert_eq!(
+                state_of(&f.engine, [10, 0, 0, 10]),
+                LeaseState::Free,
+                "{name}"
+            );
+        }
+    }
+
+    #[test]
+    fn nak_rules_for_a_bound_client() {
+        for fx in [fixture as fn() -> Fx, authoritative_fixture] {
+            let mut f = fx();
+            let ip = dora(&mut f.engine, 1);
+            assert_eq!(ip, Ipv4Addr::new(10, 0, 0, 10));
+            // INIT-REBOOT for its own address: ACK.
+            let own = packet(3, 1, RELAY, NONE, &[(50, &ip.octets())]);
+            assert_eq!(verdict(&mut f.engine, &own), ACK);
+            // INIT-REBOOT for another free pool address: NAK (an ACK would give it two).
+            let other = packet(3, 1, RELAY, NONE, &[(50, &[10, 0, 0, 12])]);
+            assert_eq!(verdict(&mut f.engine, &other), NAK);
+            // RENEW (unicast, ciaddr) for another address: NAK, sent by broadcast.
+            let renew_other = packet(3, 1, NONE, [10, 0, 0, 12], &[]);
+            assert_eq!(verdict(&mut f.engine, &renew_other), NAK);
+            // REBIND through the relay for another address: NAK.
+            let rebind_other = packet(3, 1, RELAY, [10, 0, 0, 12], &[]);
+            assert_eq!(verdict(&mut f.engine, &rebind_other), NAK);
+            assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Free);
+            // An earlier record elsewhere does not make a second address possible: the
+            // client released 10.0.0.12 long ago (its record stays) and is bound to `ip`.
+            let slot12 = f
+                .engine
+                .table()
+                .slot_of_addr(u32::from_be_bytes([10, 0, 0, 12]))
+                .unwrap();
+            let cur12 = f.engine.table().read(slot12).unwrap();
+            let mut old12 = SlotImage {
+                state: LeaseState::Released,
+                expires: 1,
+                updated: 1,
+                key: ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 1]),
+                ..SlotImage::PRISTINE
+            };
+            old12.set_hwaddr(1, &[2, 0, 0, 0, 0, 1]);
+            let ctx = ChangeContext {
+                reason: ChangeReason::Release,
+                time_ms: 0,
+                context: b"",
+            };
+            f.engine
+                .table
+                .update(1, &f.engine.ring, slot12, &cur12, &old12, &ctx)
+                .unwrap();
+            assert_eq!(verdict(&mut f.engine, &other), NAK);
+            assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Released);
+            // RENEW of its own address: ACK.
+            assert_eq!(
+                verdict(&mut f.engine, &packet(3, 1, NONE, ip.octets(), &[])),
+                ACK
+            );
+            // Another client asking for this address: NAK.
+            let theirs = packet(3, 2, RELAY, NONE, &[(50, &ip.octets())]);
+            assert_eq!(verdict(&mut f.engine, &theirs), NAK);
+            // SELECTING this server for an address it cannot give: NAK.
+            let sid = [198, 18, 0, 1];
+            let sel = packet(3, 2, RELAY, NONE, &[(50, &ip.octets()), (54, &sid)]);
+            assert_eq!(verdict(&mut f.engine, &sel), NAK);
+            // SELECTING another server: silent.
+            let sel_other = packet(
+                3,
+                2,
+                RELAY,
+                NONE,
+                &[(50, &ip.octets()), (54, &[198, 18, 0, 9])],
+            );
+            assert_eq!(verdict(&mut f.engine, &sel_other), SILENT);
+            assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Leased);
+        }
+    }
+
+    #[test]
+    fn a_nak_through_a_relay_sets_the_broadcast_bit_and_a_direct_one_is_broadcast() {
+        let mut f = fixture();
+        let (nak, o) = send(
+            &mut f.engine,
+            &packet(3, 1, RELAY, NONE, &[(50, &[10, 0, 0, 11])]),
+        )
+        .unwrap();
+        assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+        assert!(nak.flags().broadcast());
+        assert_eq!(o.dst, SocketAddrV4::new(Ipv4Addr::from(RELAY), 67));
+        let (nak, o) = send(&mut f.engine, &packet(3, 1, NONE, [10, 0, 0, 11], &[])).unwrap();
+        assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+        assert_eq!(o.dst, SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT));
+    }
+
+    #[test]
+    fn a_reservation_nak_releases_the_clients_dynamic_lease() {
+        let mut f = fixture();
+        // Client 0x99 holds 10.0.0.10 from before its reservation (10.0.0.11) was configured.
+        let slot = f
+            .engine
+            .table()
+            .slot_of_addr(u32::from_be_bytes([10, 0, 0, 10]))
+            .unwrap();
+        let cur = f.engine.table().read(slot).unwrap();
+        let mut held = SlotImage {
+            state: LeaseState::Leased,
+            expires: u32::MAX - 1,
+            updated: 1,
+            key: ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 0x99]),
+            ..SlotImage::PRISTINE
+        };
+        held.set_hwaddr(1, &[2, 0, 0, 0, 0, 0x99]);
+        let ctx = ChangeContext {
+            reason: ChangeReason::Commit,
+            time_ms: 0,
+            context: b"",
+        };
+        f.engine
+            .table
+            .update(1, &f.engine.ring, slot, &cur, &held, &ctx)
+            .unwrap();
+        // It INIT-REBOOTs asking for yet another address: NAK, and its lease is given back.
+        let reboot = packet(3, 0x99, RELAY, NONE, &[(50, &[10, 0, 0, 12])]);
+        assert_eq!(verdict(&mut f.engine, &reboot), NAK);
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 10]), LeaseState::Released);
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Free);
+        // Likewise when it renews the dynamic lease itself.
+        let cur = f.engine.table().read(slot).unwrap();
+        f.engine
+            .table
+            .update(1, &f.engine.ring, slot, &cur, &held, &ctx)
+            .unwrap();
+        let renew = packet(3, 0x99, RELAY, [10, 0, 0, 10], &[]);
+        assert_eq!(verdict(&mut f.engine, &renew), NAK);
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 10]), LeaseState::Released);
+        assert!(f.engine.table().is_free(slot));
+        assert_eq!(dora(&mut f.engine, 0x99), Ipv4Addr::new(10, 0, 0, 11));
+        assert!(f.engine.table().check().is_clean());
+    }
+
+    #[test]
+    fn release_and_decline_for_another_server_are_ignored() {
+        let mut f = fixture();
+        let ip = dora(&mut f.engine, 1);
+        let foreign: &[u8] = &[198, 18, 0, 9];
+        assert!(send(
+            &mut f.engine,
+            &packet(7, 1, NONE, ip.octets(), &[(54, foreign)])
+        )
+        .is_none());
+        assert!(send(
+            &mut f.engine,
+            &packet(4, 1, RELAY, NONE, &[(50, &ip.octets()), (54, foreign)])
+        )
+        .is_none());
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Leased);
+        assert_eq!(counter(&f.engine, "other_server"), 2);
+        // Addressed to this server (or without 54) they are honoured.
+        let ours: &[u8] = &[198, 18, 0, 1];
+        assert!(send(
+            &mut f.engine,
+            &packet(7, 1, NONE, ip.octets(), &[(54, ours)])
+        )
+        .is_none());
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Released);
+    }
+
+    /// Two subnets whose slot spans are adjacent, the first ending at slot 101 (not a multiple
+    /// of 64): 10.0.0.1-101 (slots 0..101), 10.1.0.1-200 (slots 101..301).
+    const ADJACENT: &str = r#"(
+        state_dir: "/tmp/unused",
+        control_socket: "/tmp/unused/ctl.sock",
+        interfaces: [],
+        workers: 1,
+        offer_hold: 30,
+        subnets: [
+            (network: "10.0.0.0/24", pools: ["10.0.0.1-10.0.0.101"], relays: ["198.18.0.2"]),
+            (network: "10.1.0.0/16", pools: ["10.1.0.1-10.1.0.200"], relays: ["198.18.0.3"]),
+        ],
+    )"#;
+
+    #[test]
+    fn a_full_subnet_never_offers_the_next_subnets_address() {
+        let mut f = fixture_from(ADJACENT, None);
+        let span = f.engine.cfg.subnets[0].span.clone();
+        assert_eq!(span, 0..101);
+        // Fill the first subnet, and the second one's slots 101..128 (the rest of the bitmap
+        // word that holds slot 100), so the next free bit after the first span is slot 128.
+        for mac in 1..=101u8 {
+            assert!(dora(&mut f.engine, mac).octets().starts_with(&[10, 0, 0]));
+        }
+        let second: [u8; 4] = [198, 18, 0, 3];
+        let sid = [198, 18, 0, 1];
+        for mac in 102..=128u8 {
+            let (offer, _) = send(&mut f.engine, &packet(1, mac, second, NONE, &[])).unwrap();
+            let ip = offer.yiaddr();
+            assert!(ip.octets().starts_with(&[10, 1]));
+            let req = packet(3, mac, second, NONE, &[(50, &ip.octets()), (54, &sid)]);
+            assert_eq!(verdict(&mut f.engine, &req), ACK);
+        }
+        assert_eq!(f.engine.table().count_free(0..128), 0);
+        // The first subnet is full: no offer, certainly not one from the second subnet.
+        let reply = send(&mut f.engine, &packet(1, 200, RELAY, NONE, &[]));
+        if let Some((m, _)) = &reply {
+            panic!("offered {} from a full 10.0.0.0/24", m.yiaddr());
+        }
+        let key = ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, 200]);
+        assert!(
+            f.engine.table().find_client(&key).is_none(),
+            "nothing held for it"
+        );
+        assert!(f.engine.table().check().is_clean());
+    }
+
+    #[test]
+    fn a_candidate_outside_the_subnet_span_is_refused_and_counted() {
+        // Whatever produced it (here: the client's own record in another subnet, fed directly
+        // to the check), a slot outside the span is never offered.
+        let mut f = fixture_from(ADJACENT, None);
+        let req_bytes = packet(1, 1, RELAY, NONE, &[]);
+        let req = codec::decode(&req_bytes).unwrap();
+        let c = Engine::client(&req);
+        f.engine.offer_span = 0..101;
+        let cur = f.engine.table().read(150).unwrap();
+        assert_eq!(
+            f.engine
+                .offer_slot(&req, &c, 150, &cur, 100, 1)
+                .unwrap_err(),
+            Counter::DropOutsideSpan
+        );
+        assert_eq!(f.engine.table().read(150).unwrap().state, LeaseState::Free);
+        assert_eq!(f.engine.outside_span_hits, 1);
+    }
+
+    fn bump_slot_as_another_writer(table: &Table, slot: u32) {
+        let dir = table.path().parent().unwrap();
+        let ring = Ring::open_or_create(&dir.join("ring-2.dat"), 2, 64).unwrap();
+        let cur = table.read(slot).unwrap();
+        let new = SlotImage {
+            updated: cur.updated + 1,
+            ..cur
+        };
+        let ctx = ChangeContext {
+            reason: ChangeReason::Renew,
+            time_ms: 0,
+            context: b"",
+        };
+        table.update(2, &ring, slot, &cur, &new, &ctx).unwrap();
+    }
+
+    #[test]
+    fn discover_retries_the_clients_own_slot_once_when_it_is_busy() {
+        let mut f = fixture();
+        let ip = dora(&mut f.engine, 1);
+        assert!(send(&mut f.engine, &packet(7, 1, NONE, ip.octets(), &[])).is_none());
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Released);
+        // Between the engine's read of the client's slot and its commit, another writer
+        // changes the slot: the first commit loses, the retry wins.
+        f.engine.race_hook = Some(bump_slot_as_another_writer);
+        let (offer, _) = send(&mut f.engine, &packet(1, 1, RELAY, NONE, &[])).unwrap();
+        assert!(f.engine.race_hook.is_none(), "the race happened");
+        assert_eq!(offer.yiaddr(), ip, "the client gets its own address back");
+        assert_eq!(state_of(&f.engine, [10, 0, 0, 12]), LeaseState::Free);
+    }
+
+    /// Option 82 instances of a reply, concatenated (RFC 3396).
+    fn echoed_82(reply: &[u8]) -> Vec<u8> {
+        let mut at = 240;
+        let mut v = Vec::new();
+        while at < reply.len() && reply[at] != 255 {
+            if reply[at] == 0 {
+                at += 1;
+                continue;
+            }
+            let len = usize::from(reply[at + 1]);
+            if reply[at] == 82 {
+                v.extend_from_slice(&reply[at + 2..at + 2 + len]);
+            }
+            at += 2 + len;
+        }
+        v
+    }
+
+    #[test]
+    fn a_long_relay_agent_option_is_echoed_whole() {
+        let mut f = fixture();
+        let mut rai = vec![1, 250];
+        rai.extend(std::iter::repeat_n(b'c', 250));
+        rai.extend([2, 100]);
+        rai.extend(std::iter::repeat_n(b'r', 100));
+        let mut p = packet(1, 1, RELAY, NONE, &[(82, &rai[..255]), (82, &rai[255..])]);
+        p.pop();
+        p.push(255);
+        let mut out = [0u8; MAX_REPLY];
+        let o = f.engine.handle(&p, &inc(), &mut out).expect("offer");
+        assert_eq!(echoed_82(&out[..o.len]), rai);
+        // What reaches the client (the relay strips the 82) stays within 576 bytes.
+        assert!(o.len - (rai.len() + 4) <= 576 - 28);
+    }
+
+    #[test]
+    fn the_ring_context_carries_whole_fields_or_marked_prefixes() {
+        let mut f = fixture();
+        let long = |b: u8, n: usize| std::iter::repeat_n(b, n).collect::<Vec<u8>>();
+        let mut rai = vec![1, 100];
+        rai.extend(long(b'c', 100));
+        rai.extend([2, 20]);
+        rai.extend(long(b'r', 20));
+        let host = long(b'h', 100);
+        let p = packet(1, 1, RELAY, NONE, &[(82, &rai), (12, &host)]);
+        assert!(send(&mut f.engine, &p).is_some());
+        let rec = f.engine.ring.read(f.engine.ring.head()).unwrap();
+        let fields = ring_context::decode(&rec.context).expect("well framed");
+        assert_eq!(fields.len(), 3);
+        assert_eq!(
+            (fields[1].tag, fields[1].value, fields[1].truncated),
+            (2, &long(b'r', 20)[..], false)
+        );
+        for (i, (tag, b)) in [(0, (1, b'c')), (2, (3, b'h'))] {
+            assert_eq!(fields[i].tag, tag);
+            assert!(fields[i].truncated);
+            assert!(fields[i].value.iter().all(|&x| x == b));
+        }
+    }
+
+    const T0_MS: i64 = 1_800_000_000_000;
+    const T0: u64 = 1_800_000_000;
+
+    fn expires_of(e: &Engine, ip: Ipv4Addr) -> u64 {
+        let slot = e.table().slot_of_addr(u32::from(ip)).unwrap();
+        u64::from(e.table().read(slot).unwrap().expires)
+    }
+
+    #[test]
+    fn a_forward_clock_step_does_not_expire_leases_early() {
+        let clock = crate::clock::ManualClock::new(T0_MS);
+        let mut f = fixture_from(CFG, Some(clock.clone()));
+        let ip = dora(&mut f.engine, 1);
+        assert_eq!(expires_of(&f.engine, ip), T0 + 3600);
+        clock.advance(1_000);
+        clock.step_wall(2 * 3_600_000);
+        f.engine.sweep(10_000);
+        assert_eq!(
+            state_of(&f.engine, ip.octets()),
+            LeaseState::Leased,
+            "still the client's"
+        );
+        assert_eq!(counter(&f.engine, "clock_step"), 1);
+        // Nobody else gets it either.
+        assert_ne!(dora(&mut f.engine, 2), ip);
+        // It expires after its real hour.
+        clock.advance(3_598_000);
+        f.engine.sweep(10_000);
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Leased);
+        clock.advance(2_000);
+        f.engine.sweep(10_000);
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Expired);
+    }
+
+    #[test]
+    fn a_backward_clock_step_does_not_stretch_holds() {
+        let clock = crate::clock::ManualClock::new(T0_MS);
+        let mut f = fixture_from(CFG, Some(clock.clone()));
+        let (offer, _) = send(&mut f.engine, &packet(1, 1, RELAY, NONE, &[])).unwrap();
+        let ip = offer.yiaddr();
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Offered);
+        clock.step_wall(-3_600_000);
+        clock.advance(31_000);
+        f.engine.sweep(10_000);
+        assert_eq!(
+            state_of(&f.engine, ip.octets()),
+            LeaseState::Free,
+            "the 30 s hold ended"
+        );
+        assert_eq!(counter(&f.engine, "clock_step"), 1);
+        // A lease granted now runs for its hour of real time from now.
+        let ip = dora(&mut f.engine, 1);
+        assert_eq!(expires_of(&f.engine, ip), T0 + 31 + 3600);
+    }
+
+    #[test]
+    fn a_clock_before_1970_gives_leases_that_expire_after_now() {
+        let clock = crate::clock::ManualClock::new(-5 * 365 * 86_400_000);
+        let mut f = fixture_from(CFG, Some(clock.clone()));
+        let ip = dora(&mut f.engine, 1);
+        let floor = (crate::clock::MIN_PLAUSIBLE_MS / 1000) as u64;
+        assert_eq!(expires_of(&f.engine, ip), floor + 3600);
+        let rec = f.engine.ring.read(f.engine.ring.head()).unwrap();
+        assert_eq!(rec.time_ms, floor * 1000);
+        clock.advance(60_000);
+        f.engine.sweep(10_000);
+        assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Leased);
+    }
+
+    #[test]
+    fn a_restarted_engine_without_a_plausible_clock_resumes_at_its_newest_record() {
+        let clock = crate::clock::ManualClock::new(T0_MS);
+        let mut f = fixture_from(CFG, Some(clock));
+        dora(&mut f.engine, 1);
+        let Fx { _dir, engine } = f;
+        let Engine {
+            table, ring, cfg, ..
+        } = engine;
+        // The box rebooted without its real-time clock: the worker's lease clock resumes at
+        // its newest record, so a new lease runs for an hour after that, not from 1970.
+        let rtc_less = crate::clock::ManualClock::new(0);
+        let mut e = Engine::with_clock(table, ring, 1, cfg, 0, 1, Box::new(rtc_less));
+        let ip = dora(&mut e, 2);
+        assert_eq!(expires_of(&e, ip), T0 + 3600);
+        drop(_dir);
     }
 }

@@ -5,9 +5,11 @@
 //! a counted drop.
 
 pub mod channel;
+pub mod clock;
 pub mod codec;
 pub mod counters;
 pub mod engine;
+pub mod ring_context;
 pub mod run;
 pub mod serve_config;
 pub mod sys;

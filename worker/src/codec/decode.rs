@@ -4,6 +4,7 @@
 
 use std::borrow::Cow;
 use std::net::Ipv4Addr;
+use std::ops::Range;
 
 use dhcproto::v4::borrowed::Message;
 
@@ -181,12 +182,12 @@ pub struct Request<'a> {
     pub max_message_size: Option<u16>,
     /// Option 118 (RFC 3011).
     pub subnet_selection: Option<Ipv4Addr>,
-    /// Option 82 payload, raw, to echo unchanged.
-    pub relay_agent_info: Option<&'a [u8]>,
+    /// Option 82 payload, raw, to echo unchanged; split instances concatenated (RFC 3396).
+    pub relay_agent_info: Option<Cow<'a, [u8]>>,
     /// Option 82 sub-option 1.
-    pub circuit_id: Option<&'a [u8]>,
+    pub circuit_id: Option<Cow<'a, [u8]>>,
     /// Option 82 sub-option 2.
-    pub remote_id: Option<&'a [u8]>,
+    pub remote_id: Option<Cow<'a, [u8]>>,
     /// Option 82 sub-option 5 (RFC 3527).
     pub link_selection: Option<Ipv4Addr>,
     /// Number of options ignored because of a bad length or value (including a malformed 82
@@ -243,6 +244,17 @@ pub fn decode(buf: &[u8]) -> Result<Request<'_>, DropReason> {
         return Err(DropReason::BadHlen);
     }
     let param_request_list = acc.param_request_list.take().and_then(|l| acc.non_empty(l));
+    let relay_agent_info = acc.relay_agent_info.take();
+    let relay = match &relay_agent_info {
+        None => RelaySubOptions::default(),
+        Some(payload) => match parse_relay_agent_info(payload) {
+            Some(relay) => relay,
+            None => {
+                acc.count_malformed();
+                RelaySubOptions::default()
+            }
+        },
+    };
 
     // `hlen` ≤ 16 and the length ≥ 240 were checked above, so `chaddr()` cannot panic; the
     // checked slice below keeps that true even if dhcproto changed.
@@ -269,10 +281,10 @@ pub fn decode(buf: &[u8]) -> Result<Request<'_>, DropReason> {
         param_request_list,
         max_message_size: acc.max_message_size,
         subnet_selection: acc.subnet_selection,
-        relay_agent_info: acc.relay_agent_info,
-        circuit_id: acc.relay.circuit_id,
-        remote_id: acc.relay.remote_id,
-        link_selection: acc.relay.link_selection,
+        circuit_id: relay.circuit_id,
+        remote_id: relay.remote_id,
+        link_selection: relay.link_selection,
+        relay_agent_info,
         malformed_options: acc.malformed,
     })
 }
@@ -287,10 +299,10 @@ enum Field {
 }
 
 /// Decoded sub-options of option 82.
-#[derive(Debug, Default, Clone, Copy)]
+#[derive(Debug, Default, Clone)]
 struct RelaySubOptions<'a> {
-    circuit_id: Option<&'a [u8]>,
-    remote_id: Option<&'a [u8]>,
+    circuit_id: Option<Cow<'a, [u8]>>,
+    remote_id: Option<Cow<'a, [u8]>>,
     link_selection: Option<Ipv4Addr>,
 }
 
@@ -312,8 +324,7 @@ struct Accumulator<'a> {
     param_request_list: Option<Cow<'a, [u8]>>,
     max_message_size: Option<u16>,
     subnet_selection: Option<Ipv4Addr>,
-    relay_agent_info: Option<&'a [u8]>,
-    relay: RelaySubOptions<'a>,
+    relay_agent_info: Option<Cow<'a, [u8]>>,
     malformed: u16,
 }
 
@@ -349,6 +360,7 @@ impl<'a> Accumulator<'a> {
             match option {
                 code::CLIENT_ID => append(&mut self.client_id, data),
                 code::PARAM_REQUEST_LIST => append(&mut self.param_request_list, data),
+                code::RELAY_AGENT_INFO => append(&mut self.relay_agent_info, data),
                 _ => {}
             }
             return Ok(());
@@ -386,13 +398,8 @@ impl<'a> Accumulator<'a> {
                     self.hostname = Some(data);
                 }
             }
-            code::RELAY_AGENT_INFO => {
-                self.relay_agent_info = Some(data);
-                match parse_relay_agent_info(data) {
-                    Some(relay) => self.relay = relay,
-                    None => self.count_malformed(),
-                }
-            }
+            // Sub-options are parsed after the walk, from the whole (concatenated) payload.
+            code::RELAY_AGENT_INFO => self.relay_agent_info = Some(Cow::Borrowed(data)),
             _ => {}
         }
         Ok(())
@@ -427,7 +434,7 @@ impl<'a> Accumulator<'a> {
 }
 
 /// Appends an RFC 3396 continuation; allocates (once) only here.
-fn append<'a>(value: &mut Option<Cow<'a, [u8]>>, data: &[u8]) {
+fn append(value: &mut Option<Cow<'_, [u8]>>, data: &[u8]) {
     if let Some(value) = value {
         if !data.is_empty() {
             value.to_mut().extend_from_slice(data);
@@ -437,26 +444,40 @@ fn append<'a>(value: &mut Option<Cow<'a, [u8]>>, data: &[u8]) {
 
 /// Parses the sub-options of an option 82 payload (RFC 3046 §2.0: code, length, value; no PAD
 /// or END). `None` when the framing is broken or sub-option 5 is not 4 bytes. Duplicate
-/// sub-options: the first one wins.
-fn parse_relay_agent_info(payload: &[u8]) -> Option<RelaySubOptions<'_>> {
-    let mut relay = RelaySubOptions::default();
+/// sub-options: the first one wins. Values borrow from the packet when the 82 was one instance
+/// and are copied from a concatenated (RFC 3396) payload.
+fn parse_relay_agent_info<'a>(payload: &Cow<'a, [u8]>) -> Option<RelaySubOptions<'a>> {
+    let mut circuit_id: Option<Range<usize>> = None;
+    let mut remote_id: Option<Range<usize>> = None;
+    let mut link_selection = None;
+    let bytes: &[u8] = payload;
     let mut at = 0usize;
-    while let Some(&sub) = payload.get(at) {
-        let len = *payload.get(at + 1)?;
+    while let Some(&sub) = bytes.get(at) {
+        let len = *bytes.get(at + 1)?;
         let start = at + 2;
         let end = start + usize::from(len);
-        let data = payload.get(start..end)?;
+        let data = bytes.get(start..end)?;
         match sub {
-            code::RAI_CIRCUIT_ID if relay.circuit_id.is_none() => relay.circuit_id = Some(data),
-            code::RAI_REMOTE_ID if relay.remote_id.is_none() => relay.remote_id = Some(data),
-            code::RAI_LINK_SELECTION if relay.link_selection.is_none() => {
-                relay.link_selection = Some(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?));
+            code::RAI_CIRCUIT_ID if circuit_id.is_none() => circuit_id = Some(start..end),
+            code::RAI_REMOTE_ID if remote_id.is_none() => remote_id = Some(start..end),
+            code::RAI_LINK_SELECTION if link_selection.is_none() => {
+                link_selection = Some(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?));
             }
             _ => {}
         }
         at = end;
     }
-    Some(relay)
+    let value = |r: Range<usize>| -> Cow<'a, [u8]> {
+        match payload {
+            Cow::Borrowed(whole) => Cow::Borrowed(&whole[r]),
+            Cow::Owned(whole) => Cow::Owned(whole[r].to_vec()),
+        }
+    };
+    Some(RelaySubOptions {
+        circuit_id: circuit_id.map(value),
+        remote_id: remote_id.map(value),
+        link_selection,
+    })
 }
 
 #[cfg(test)]
@@ -714,6 +735,32 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_relay_agent_option_longer_than_255_bytes_is_concatenated() {
+        // circuit-id of 200 bytes, remote-id of 150 bytes, link selection: 360 bytes of 82,
+        // split by the relay into instances of 255 and 105 bytes (RFC 3396).
+        let mut rai = vec![1, 200];
+        rai.extend(std::iter::repeat_n(b'c', 200));
+        rai.extend([2, 150]);
+        rai.extend(std::iter::repeat_n(b'r', 150));
+        rai.extend([5, 4, 10, 1, 0, 1]);
+        assert_eq!(rai.len(), 360);
+        let mut opts = vec![53, 1, 1, 82, 255];
+        opts.extend_from_slice(&rai[..255]);
+        opts.extend([82, 105]);
+        opts.extend_from_slice(&rai[255..]);
+        let r = parsed(&opts).unwrap();
+        assert_eq!(
+            r.relay_agent_info.as_deref(),
+            Some(&rai[..]),
+            "echoed whole"
+        );
+        assert_eq!(r.circuit_id.as_deref(), Some(&rai[2..202]));
+        assert_eq!(r.remote_id.as_deref(), Some(&rai[204..354]));
+        assert_eq!(r.link_selection, Some(Ipv4Addr::new(10, 1, 0, 1)));
+        assert_eq!(r.malformed_options, 0);
+    }
+
+    #[test]
     fn rfc3396_concatenation_of_adjacent_instances() {
         let mut opts = vec![53, 1, 1];
         // 10 instances of 61 with PAD between two of them: 300 bytes in total
@@ -782,9 +829,9 @@ pub(crate) mod tests {
         p[24..28].copy_from_slice(&[198, 18, 9, 1]);
         let r = decode(&p).unwrap();
         assert_eq!(r.giaddr, Ipv4Addr::new(198, 18, 9, 1));
-        assert_eq!(r.relay_agent_info, Some(&rai[..]));
-        assert_eq!(r.circuit_id, Some(&b"eth0/1"[..]));
-        assert_eq!(r.remote_id, Some(&[0xaa, 0xbb, 0xcc][..]));
+        assert_eq!(r.relay_agent_info.as_deref(), Some(&rai[..]));
+        assert_eq!(r.circuit_id.as_deref(), Some(&b"eth0/1"[..]));
+        assert_eq!(r.remote_id.as_deref(), Some(&[0xaa, 0xbb, 0xcc][..]));
         assert_eq!(r.link_selection, Some(Ipv4Addr::new(198, 18, 9, 0)));
         assert_eq!(r.malformed_options, 0);
     }
@@ -796,7 +843,7 @@ pub(crate) mod tests {
         let mut opts = vec![53, 1, 1, 82, rai.len() as u8];
         opts.extend_from_slice(&rai);
         let r = parsed(&opts).unwrap();
-        assert_eq!(r.relay_agent_info, Some(&rai[..]));
+        assert_eq!(r.relay_agent_info.as_deref(), Some(&rai[..]));
         assert_eq!(
             (r.circuit_id, r.remote_id, r.link_selection),
             (None, None, None)
@@ -807,15 +854,15 @@ pub(crate) mod tests {
         let mut opts = vec![53, 1, 1, 82, rai.len() as u8];
         opts.extend_from_slice(&rai);
         let r = parsed(&opts).unwrap();
-        assert_eq!(r.relay_agent_info, Some(&rai[..]));
+        assert_eq!(r.relay_agent_info.as_deref(), Some(&rai[..]));
         assert_eq!((r.circuit_id, r.link_selection), (None, None));
         assert_eq!(r.malformed_options, 1);
         // empty 82, zero-length and duplicate sub-options
         let r = parsed(&[53, 1, 1, 82, 0]).unwrap();
-        assert_eq!(r.relay_agent_info, Some(&[][..]));
+        assert_eq!(r.relay_agent_info.as_deref(), Some(&[][..]));
         let r = parsed(&[53, 1, 1, 82, 7, 1, 0, 1, 1, b'z', 2, 0]).unwrap();
-        assert_eq!(r.circuit_id, Some(&[][..]));
-        assert_eq!(r.remote_id, Some(&[][..]));
+        assert_eq!(r.circuit_id.as_deref(), Some(&[][..]));
+        assert_eq!(r.remote_id.as_deref(), Some(&[][..]));
         assert_eq!(r.malformed_options, 0);
     }
 

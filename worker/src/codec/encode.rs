@@ -9,14 +9,15 @@
 //! the encoder writes itself (0, 1, 51–54, 56, 58, 59, 61, 82, 255) are never copied from the
 //! block.
 //!
-//! Size: the DHCP payload never exceeds `min(MAX_REPLY, max(576, option 57) − 28)`. Room for the
+//! Size: the DHCP payload never exceeds `min(MAX_REPLY, max(576, option 57) − 28 + the echoed
+//! 82's encoded length)`: the relay strips the 82 (RFC 3046 §2.2), so the client gets at most
+//! its limit, and an 82 of any length (RFC 3396, split into 255-byte instances) fits. Room for the
 //! mandatory options (53, 54, 51, 58, 59, 1, 61, 82 and END) is reserved first; the configured
 //! options are then added in priority order and **the first one that does not fit ends the list**
 //! (lower-priority options are omitted before higher-priority ones). A 56 that does not fit is
-//! omitted. The mandatory options other than 61 always fit (at most 291 bytes, 82 being at most
-//! 255 bytes, in the 308 bytes of options room of a 576-byte reply); a 61 longer than the room
-//! left is omitted (at 576 that needs a 61 over 15 bytes with a maximal 82, or over 270 without
-//! any 82: a client sending that must also send option 57 to get it echoed). Values
+//! omitted. The mandatory options other than 61 always fit (at most 36 bytes besides the 82,
+//! which brings its own room); a 61 longer than the room left is omitted (at 576 that needs a
+//! 61 over 270 bytes: a client sending that must also send option 57 to get it echoed). Values
 //! longer than 255 bytes are split into consecutive instances (RFC 3396). The packet is
 //! zero-padded after END to 300 bytes (the BOOTP minimum, as ISC does).
 
@@ -84,7 +85,11 @@ pub fn encode_reply(
     params: &ReplyParams<'_>,
     out: &mut [u8; MAX_REPLY],
 ) -> usize {
-    let limit = reply_limit(req.max_message_size);
+    let relay = req.relay_agent_info.as_deref();
+    // The relay agent removes the 82 before it forwards the reply (RFC 3046 §2.2), so the
+    // client's size limit applies to the reply without it: an 82 of any length is echoed whole.
+    let limit = (reply_limit(req.max_message_size) + relay.map_or(0, |r| encoded_len(r.len())))
+        .min(MAX_REPLY);
     write_header(req, params, out);
 
     let nak = params.msg_type == MessageType::Nak;
@@ -106,7 +111,6 @@ pub fn encode_reply(
         .options
         .get(code::SUBNET_MASK)
         .filter(|m| !nak && m.len() == 4);
-    let relay = req.relay_agent_info;
 
     // Room for the options that always go in, END included.
     let mut mandatory = encoded_len(1) + encoded_len(4) + 1;
@@ -598,7 +602,7 @@ mod tests {
             prl in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..40)),
             mms in proptest::option::of(any::<u16>()),
             client_id in proptest::option::of(proptest::collection::vec(any::<u8>(), 1..400)),
-            rai in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=255)),
+            rai in proptest::option::of(proptest::collection::vec(any::<u8>(), 0..=700)),
             configured in proptest::collection::btree_map(any::<u8>(), proptest::collection::vec(any::<u8>(), 0..300), 0..30),
             kind in 0u8..3,
         ) {
@@ -607,27 +611,31 @@ mod tests {
             req.param_request_list = prl.map(Into::into);
             req.max_message_size = mms;
             req.client_id = client_id.map(Into::into);
-            req.relay_agent_info = rai.as_deref();
+            req.relay_agent_info = rai.clone().map(Into::into);
             let options = block(configured.into_iter().collect());
             let msg_type = [MessageType::Offer, MessageType::Ack, MessageType::Nak][usize::from(kind)];
             let params = ReplyParams { msg_type, message: Some("no"), ..offer(&options) };
             let mut out = [0u8; MAX_REPLY];
             let n = encode_reply(&req, &params, &mut out);
-            prop_assert!(n >= MIN_REPLY && n <= reply_limit(mms));
+            let relay_room = rai.as_ref().map_or(0, |r| encoded_len(r.len()));
+            prop_assert!(n >= MIN_REPLY && n <= (reply_limit(mms) + relay_room).min(MAX_REPLY));
+            // What the client gets once the relay strips the 82 fits its limit.
+            prop_assert!(n - relay_room <= reply_limit(mms));
             let list = reply_options(&out[..n]);
             prop_assert_eq!(list[0].0, 53);
             prop_assert_eq!(list[1].0, 54);
             if let Some(rai) = &rai {
-                prop_assert_eq!(list.last(), Some(&(82, rai.clone())));
+                // Echoed whole, split into 255-byte instances (RFC 3396): they concatenate.
+                let echoed: Vec<u8> = list.iter().filter(|(c, _)| *c == 82).flat_map(|(_, v)| v.clone()).collect();
+                prop_assert_eq!(&echoed, rai);
+                prop_assert_eq!(list.last().map(|(c, _)| *c), Some(82));
             }
             let sent = |c: u8| list.iter().any(|(code, _)| *code == c);
             prop_assert_eq!(sent(code::LEASE_TIME), msg_type != MessageType::Nak);
             if let Some(id) = &req.client_id {
-                // at most 291 mandatory bytes besides 61, 308 bytes of room at 576
-                prop_assert!(sent(code::CLIENT_ID) || id.len() > 15);
-                if rai.is_none() {
-                    prop_assert!(sent(code::CLIENT_ID) || id.len() > 270);
-                }
+                // at most 36 mandatory bytes besides 61 and 82 (which brings its own room),
+                // 308 bytes of room at 576
+                prop_assert!(sent(code::CLIENT_ID) || id.len() > 270 || relay_room + 576 - 28 > MAX_REPLY);
             }
             let mut order = list.iter().map(|(c, _)| *c).filter(|c| !OWN_CODES.contains(c));
             if let Some(prl) = &req.param_request_list {
