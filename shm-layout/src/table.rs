@@ -192,7 +192,7 @@ pub const SYNCD_OWNER: u8 = 102;
 
 const READ_SPINS: u32 = 256;
 /// Index entry of a removed key (never a valid entry: slot numbers stay below 2^26).
-const TOMBSTONE: u64 = u64::MAX;
+pub(crate) const TOMBSTONE: u64 = u64::MAX;
 
 /// Steps of the write protocol after which a simulated crash can stop a writer (tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -206,11 +206,11 @@ enum Step {
     Recorded,
     Unlocked,
 }
-const MAX_PROBE: usize = 1 << 16;
-const INTENT_ACTIVE: usize = 0;
-const INTENT_SEQ: usize = 1;
-const INTENT_OLD: usize = 2;
-const INTENT_NEW: usize = 2 + SLOT_WORDS;
+pub(crate) const MAX_PROBE: usize = 1 << 16;
+pub(crate) const INTENT_ACTIVE: usize = 0;
+pub(crate) const INTENT_SEQ: usize = 1;
+pub(crate) const INTENT_OLD: usize = 2;
+pub(crate) const INTENT_NEW: usize = 2 + SLOT_WORDS;
 
 /// A mapped lease table.
 #[derive(Debug)]
@@ -480,7 +480,7 @@ impl Table {
         })
     }
 
-    fn w(&self) -> &[AtomicU64] {
+    pub(crate) fn w(&self) -> &[AtomicU64] {
         self.map.words()
     }
 
@@ -548,7 +548,7 @@ impl Table {
         start..end
     }
 
-    fn slot_words(&self, slot: u32) -> Option<&[AtomicU64]> {
+    pub(crate) fn slot_words(&self, slot: u32) -> Option<&[AtomicU64]> {
         if u64::from(slot) >= self.geo.slot_count {
             return None;
         }
@@ -589,7 +589,7 @@ impl Table {
             .unwrap_or(0)
     }
 
-    fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
+    pub(crate) fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
         if owner == 0 || usize::from(owner) >= MAX_OWNERS {
             return None;
         }
@@ -612,7 +612,7 @@ impl Table {
             && self.w()[self.geo.bitmap_off + wi].load(Ordering::Acquire) & (1 << (slot % 64)) != 0
     }
 
-    fn set_free_bit(&self, slot: u32, free: bool) {
+    pub(crate) fn set_free_bit(&self, slot: u32, free: bool) {
         let wi = slot as usize / 64;
         let bit = 1u64 << (slot % 64);
         let word = &self.w()[self.geo.bitmap_off + wi];
@@ -632,7 +632,7 @@ impl Table {
         }
     }
 
-    fn bit_should_be_free(&self, slot: u32, state: LeaseState) -> bool {
+    pub(crate) fn bit_should_be_free(&self, slot: u32, state: LeaseState) -> bool {
         state.is_allocatable() && self.slot_in_pool(slot)
     }
 
@@ -706,7 +706,7 @@ impl Table {
 
     // ------------------------------------------------------------------ client index ----
 
-    fn index(&self) -> &[AtomicU64] {
+    pub(crate) fn index(&self) -> &[AtomicU64] {
         &self.w()[self.geo.index_off..self.geo.index_off + self.geo.index_capacity]
     }
 
@@ -742,7 +742,7 @@ impl Table {
     }
 
     /// Makes the index find `slot` for `key`. Reuses stale entries on the way.
-    fn index_insert(&self, key: &ClientKey, slot: u32) {
+    pub(crate) fn index_insert(&self, key: &ClientKey, slot: u32) {
         let h = key.hash();
         let tag = tag_of(h);
         let entry = (tag << 32) | u64::from(slot + 1);
@@ -1217,17 +1217,17 @@ impl Table {
 
 /// Home position of a hash in an index of `cap` entries (multiply-shift range reduction, so
 /// the capacity need not be a power of two).
-fn home(h: u64, cap: usize) -> usize {
+pub(crate) fn home(h: u64, cap: usize) -> usize {
     ((u128::from(h) * cap as u128) >> 64) as usize
 }
 
 /// The part of a key hash stored in an index entry (the low half: the home position comes from
 /// the high bits, so the two are independent).
-fn tag_of(h: u64) -> u64 {
+pub(crate) fn tag_of(h: u64) -> u64 {
     h & 0xffff_ffff
 }
 
-fn next(pos: usize, cap: usize) -> usize {
+pub(crate) fn next(pos: usize, cap: usize) -> usize {
     if pos + 1 >= cap {
         0
     } else {
