@@ -634,7 +634,7 @@ mod tests {
         ring.register_consumer(1).unwrap();
         for v in 1..=1000 {
             append(&ring, v).unwrap();
-            if v % 10 == 0 {
+            if v.is_multiple_of(10) {
                 ring.advance_consumer(1, v).unwrap();
             }
         }

@@ -772,7 +772,7 @@ mod tests {
                     let slot = n % 64;
                     let cur = t.read(slot).unwrap();
                     let mut new = lease(1000 + n);
-                    if n % 3 == 0 {
+                    if n.is_multiple_of(3) {
                         new.state = LeaseState::Released;
                     }
                     let _ = t.update(1, &f.ring, slot, &cur, &new, &ctx());
