@@ -1,0 +1,235 @@
+//! Runs the lease table's background scrub ([`shm_layout::Scrub`]) inside the supervisor's loop.
+//!
+//! Where it runs: in the supervisor itself, in time slices, not in a forked child. The
+//! supervisor is the only process that may act as [`SUPERVISOR_OWNER`] (the scrub's repairs take
+//! slot locks and append to that owner's ring), its loop is idle nearly all the time, and a slice
+//! bounds the scrub's CPU share exactly: at most [`SLICE`] of work, then at least [`PAUSE`] of
+//! rest, i.e. a fifth of one core, whatever else happens in the loop. On a 2-core appliance with 2
+//! workers that leaves the workers nearly all of their cores, where a free-running child would
+//! take a whole core for the pass. A control request waits at most one slice.
+//!
+//! When: one pass right after every start, then one every `scrub_interval` seconds after the last
+//! one finished (0 = no periodic passes).
+//!
+//! Reporting: each step of a pass that finds something logs one aggregated warning (phase,
+//! first and last slot or address, counts), at most [`MAX_LOG_LINES`] per pass, then the pass
+//! only counts; the end of a pass logs its totals (a warning when anything was found).
+//! `prodhcpctl status` shows the last pass and the one in progress.
+
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use shm_layout::{Ring, Scrub, ScrubPhase, Table};
+use tracing::{info, warn};
+
+use crate::control_proto::{ScrubCounts, ScrubPass, ScrubStatus};
+
+/// Longest run of scrub work per loop turn.
+pub const SLICE: Duration = Duration::from_millis(2);
+/// Shortest rest between two slices.
+pub const PAUSE: Duration = Duration::from_millis(8);
+/// Positions checked between two looks at the clock.
+const STEP: usize = 2048;
+/// Most finding lines logged per pass.
+pub const MAX_LOG_LINES: u32 = 50;
+
+#[derive(Debug)]
+struct Pass {
+    scrub: Scrub,
+    started_unix: u64,
+    started: Instant,
+    log_lines: u32,
+}
+
+/// The scrub's schedule and results.
+#[derive(Debug)]
+pub struct ScrubRunner {
+    pass: Option<Pass>,
+    last: Option<ScrubPass>,
+    passes: u64,
+    next_due: Option<Instant>,
+    last_slice_end: Option<Instant>,
+}
+
+impl Default for ScrubRunner {
+    fn default() -> Self {
+        ScrubRunner::new()
+    }
+}
+
+fn unix_now() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn wire_counts(c: &shm_layout::ScrubCounts) -> ScrubCounts {
+    ScrubCounts {
+        slots_checked: c.slots_checked,
+        damaged: c.damaged(),
+        repaired: c.repaired(),
+        busy_skipped: c.busy_skipped,
+        torn_slots: c.torn_slots,
+        bitmap_wrong: c.bitmap_wrong,
+        summary_wrong: c.summary_wrong,
+        unindexed: c.unindexed,
+        stale_index: c.stale_index,
+    }
+}
+
+fn ip(addr: Option<u32>) -> String {
+    addr.map_or_else(|| "-".into(), |a| std::net::Ipv4Addr::from(a).to_string())
+}
+
+impl ScrubRunner {
+    /// A runner whose first pass is due now (after start).
+    pub fn new() -> ScrubRunner {
+        ScrubRunner {
+            pass: None,
+            last: None,
+            passes: 0,
+            next_due: Some(Instant::now()),
+            last_slice_end: None,
+        }
+    }
+
+    /// How long the supervisor's loop may sleep before the scrub wants to run again.
+    pub fn wake_in(&self) -> Option<Duration> {
+        if self.pass.is_some() {
+            let rested = self.last_slice_end.map_or(PAUSE, |t| t.elapsed());
+            return Some(PAUSE.saturating_sub(rested));
+        }
+        self.next_due
+            .map(|t| t.saturating_duration_since(Instant::now()))
+    }
+
+    /// Does one slice of scrub work if one is due. `interval_secs` is `scrub_interval`.
+    pub fn tick(&mut self, table: &Table, owner: u8, ring: &Ring, interval_secs: u32) {
+        if self.pass.is_none() {
+            if !self.next_due.is_some_and(|t| Instant::now() >= t) {
+                return;
+            }
+            info!(slots = table.slot_count(), "lease table scrub pass started");
+            self.pass = Some(Pass {
+                scrub: Scrub::new(),
+                started_unix: unix_now(),
+                started: Instant::now(),
+                log_lines: 0,
+            });
+            self.next_due = None;
+        } else if self.last_slice_end.is_some_and(|t| t.elapsed() < PAUSE) {
+            return;
+        }
+        let Some(pass) = self.pass.as_mut() else {
+            return;
+        };
+        let t0 = Instant::now();
+        while !pass.scrub.is_done() && t0.elapsed() < SLICE {
+            let step = pass.scrub.step(table, owner, ring, STEP);
+            let Some((first, last)) = step.findings_at else {
+                continue;
+            };
+            pass.log_lines += 1;
+            if pass.log_lines > MAX_LOG_LINES {
+                continue;
+            }
+            let c = &step.counts;
+            let (first_addr, last_addr) = if step.phase == ScrubPhase::Slots {
+                (
+                    ip(table.addr_of_slot(first as u32)),
+                    ip(table.addr_of_slot(last as u32)),
+                )
+            } else {
+                ("-".into(), "-".into())
+            };
+            warn!(
+                phase = step.phase.name(),
+                first,
+                last,
+                first_addr,
+                last_addr,
+                damaged = c.damaged(),
+                repaired = c.repaired(),
+                torn_slots = c.torn_slots,
+                abandoned = c.torn_abandoned,
+                bitmap_fixed = c.bitmap_fixed,
+                summary_fixed = c.summary_fixed,
+                index_inserted = c.unindexed_fixed,
+                index_removed = c.stale_index_fixed,
+                "lease table scrub found damage"
+            );
+            if pass.log_lines == MAX_LOG_LINES {
+                warn!("lease table scrub: further findings of this pass are only counted");
+            }
+        }
+        self.last_slice_end = Some(Instant::now());
+        if !pass.scrub.is_done() {
+            return;
+        }
+        let c = *pass.scrub.counts();
+        let done = ScrubPass {
+            started: pass.started_unix,
+            finished: unix_now(),
+            duration_ms: pass.started.elapsed().as_millis() as u64,
+            counts: wire_counts(&c),
+        };
+        if c.damaged() > 0 {
+            warn!(
+                slots_checked = c.slots_checked,
+                damaged = c.damaged(),
+                repaired = c.repaired(),
+                torn_slots = c.torn_slots,
+                bitmap_wrong = c.bitmap_wrong,
+                summary_wrong = c.summary_wrong,
+                unindexed = c.unindexed,
+                stale_index = c.stale_index,
+                busy_skipped = c.busy_skipped,
+                ms = done.duration_ms,
+                "lease table scrub pass finished: damage found"
+            );
+        } else {
+            info!(
+                slots_checked = c.slots_checked,
+                busy_skipped = c.busy_skipped,
+                ms = done.duration_ms,
+                "lease table scrub pass finished: clean"
+            );
+        }
+        self.pass = None;
+        self.last = Some(done);
+        self.passes += 1;
+        self.next_due = (interval_secs > 0)
+            .then(|| Instant::now() + Duration::from_secs(u64::from(interval_secs)));
+    }
+
+    /// The state for `status`.
+    pub fn status(&self, table: &Table) -> ScrubStatus {
+        let (phase, progress, current) = match &self.pass {
+            Some(p) => {
+                let (pos, len) = p.scrub.progress(table);
+                (
+                    Some(p.scrub.phase().name().to_string()),
+                    Some((pos * 100).checked_div(len).unwrap_or(100).min(100) as u8),
+                    Some(wire_counts(p.scrub.counts())),
+                )
+            }
+            None => (None, None, None),
+        };
+        ScrubStatus {
+            state: if self.pass.is_some() {
+                "running"
+            } else {
+                "idle"
+            }
+            .into(),
+            phase,
+            progress_percent: progress,
+            current,
+            last_pass: self.last.clone(),
+            passes: self.passes,
+            next_pass_in_secs: self
+                .next_due
+                .map(|t| t.saturating_duration_since(Instant::now()).as_secs()),
+        }
+    }
+}
