@@ -106,7 +106,7 @@ impl ScrubRunner {
     /// Does one slice of scrub work if one is due. `interval_secs` is `scrub_interval`.
     pub fn tick(&mut self, table: &Table, owner: u8, ring: &Ring, interval_secs: u32) {
         if self.pass.is_none() {
-            if !self.next_due.is_some_and(|t| Instant::now() >= t) {
+            if self.next_due.is_none_or(|t| Instant::now() < t) {
                 return;
             }
             info!(slots = table.slot_count(), "lease table scrub pass started");
