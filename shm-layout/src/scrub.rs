@@ -48,6 +48,11 @@ pub struct ScrubCounts {
     pub slots_checked: u64,
     /// Slots or entries skipped because a writer held or changed the slot meanwhile.
     pub busy_skipped: u64,
+    /// Slots locked by an owner that has no intent for them (a damaged lock byte, or a writer
+    /// id that does not exist): no writer would ever unlock them.
+    pub stuck_locks: u64,
+    /// Of those, unlocked (and then checked like any slot).
+    pub stuck_locks_cleared: u64,
     /// Slots failing their checksum.
     pub torn_slots: u64,
     /// Torn slots rewritten as `abandoned`.
@@ -75,12 +80,18 @@ pub struct ScrubCounts {
 impl ScrubCounts {
     /// Every finding: torn slots, wrong bitmap and summary bits, missing and stale index entries.
     pub fn damaged(&self) -> u64 {
-        self.torn_slots + self.bitmap_wrong + self.summary_wrong + self.unindexed + self.stale_index
+        self.stuck_locks
+            + self.torn_slots
+            + self.bitmap_wrong
+            + self.summary_wrong
+            + self.unindexed
+            + self.stale_index
     }
 
     /// Findings repaired.
     pub fn repaired(&self) -> u64 {
-        self.torn_abandoned
+        self.stuck_locks_cleared
+            + self.torn_abandoned
             + self.bitmap_fixed
             + self.summary_fixed
             + self.unindexed_fixed
@@ -91,6 +102,8 @@ impl ScrubCounts {
     pub fn add(&mut self, o: &ScrubCounts) {
         self.slots_checked += o.slots_checked;
         self.busy_skipped += o.busy_skipped;
+        self.stuck_locks += o.stuck_locks;
+        self.stuck_locks_cleared += o.stuck_locks_cleared;
         self.torn_slots += o.torn_slots;
         self.torn_abandoned += o.torn_abandoned;
         self.bitmap_wrong += o.bitmap_wrong;
@@ -333,9 +346,20 @@ impl Table {
 fn scrub_slot(t: &Table, owner: u8, ring: &Ring, slot: u32, c: &mut ScrubCounts) {
     let Some(s) = t.slot_words(slot) else { return };
     c.slots_checked += 1;
-    let Some(words) = snapshot(s) else {
-        c.busy_skipped += 1;
-        return;
+    let words = match snapshot(s) {
+        Some(w) => w,
+        None if clear_stuck_lock(t, s, slot) => {
+            c.stuck_locks += 1;
+            c.stuck_locks_cleared += 1;
+            match snapshot(s) {
+                Some(w) => w,
+                None => return,
+            }
+        }
+        None => {
+            c.busy_skipped += 1;
+            return;
+        }
     };
     let img = match SlotImage::decode(&words) {
         Ok(img) => img,
@@ -382,6 +406,26 @@ fn scrub_slot(t: &Table, owner: u8, ring: &Ring, slot: u32, c: &mut ScrubCounts)
             None => c.busy_skipped += 1,
         }
     }
+}
+
+/// Unlocks `slot` if it is locked by an owner that cannot be holding it: a writer stores its
+/// intent naming the slot before it takes the lock and clears it only after unlocking, so a lock
+/// whose owner does not exist or has no intent for this slot (seen between two identical reads
+/// of the lock word) is damage, and no recovery would ever release it. Returns whether it did.
+fn clear_stuck_lock(t: &Table, s: &[AtomicU64], slot: u32) -> bool {
+    let w0 = s[0].load(Ordering::Acquire);
+    let owner = (w0 & 0xff) as u8;
+    if owner == 0 {
+        return false;
+    }
+    let holds_intent = t
+        .owner_words(owner)
+        .is_some_and(|o| o[INTENT_ACTIVE].load(Ordering::Acquire) == u64::from(slot) + 1);
+    if holds_intent || s[0].load(Ordering::Acquire) != w0 {
+        return false;
+    }
+    s[0].compare_exchange(w0, w0 & !0xff, Ordering::AcqRel, Ordering::Relaxed)
+        .is_ok()
 }
 
 fn scrub_summary_word(t: &Table, si: usize, c: &mut ScrubCounts) {
@@ -663,7 +707,8 @@ mod tests {
         let key = lease(4).key;
         let pos = index_pos_of(t, &key, 4);
         t.index()[pos].store(TOMBSTONE, Ordering::Release);
-        // Another writer (owner 7) holds slot 4.
+        // Another writer (owner 7) holds slot 4, as the write protocol does: intent first.
+        t.owner_words(7).unwrap()[INTENT_ACTIVE].store(4 + 1, Ordering::Release);
         t.slot_words(4).unwrap()[0].fetch_or(7, Ordering::AcqRel);
         let c = scrub(&f);
         assert_eq!(c.busy_skipped, 1, "{c:?}");
@@ -672,6 +717,7 @@ mod tests {
         assert_eq!(t.lock_owner(4), 7, "the writer's lock is left alone");
         // Once released, the next pass repairs it.
         t.slot_words(4).unwrap()[0].fetch_and(!0xff, Ordering::AcqRel);
+        t.owner_words(7).unwrap()[INTENT_ACTIVE].store(0, Ordering::Release);
         let c = scrub(&f);
         assert_eq!(
             (c.bitmap_fixed, c.unindexed_fixed, c.busy_skipped),
@@ -679,6 +725,27 @@ mod tests {
         );
         assert!(!t.is_free(4));
         assert!(t.check().is_clean());
+    }
+
+    #[test]
+    fn a_lock_without_an_intent_is_damage_and_is_cleared() {
+        let f = fixture();
+        fill(&f, 10);
+        let t = &f.table;
+        let before = t.read(2).unwrap();
+        // Owner 9 (no intent anywhere) and owner 200 (no such owner) "hold" slots 2 and 3; slot 5
+        // is also torn behind its stuck lock.
+        t.slot_words(2).unwrap()[0].fetch_or(9, Ordering::AcqRel);
+        t.slot_words(3).unwrap()[0].fetch_or(200, Ordering::AcqRel);
+        t.slot_words(5).unwrap()[3].fetch_xor(1 << 20, Ordering::AcqRel);
+        t.slot_words(5).unwrap()[0].fetch_or(9, Ordering::AcqRel);
+        let c = scrub(&f);
+        assert_eq!((c.stuck_locks, c.stuck_locks_cleared), (3, 3), "{c:?}");
+        assert_eq!((c.torn_slots, c.torn_abandoned), (1, 1), "{c:?}");
+        assert_eq!(t.read(2), Ok(before));
+        assert_eq!(t.read(5).unwrap().state, LeaseState::Abandoned);
+        assert_eq!(c.busy_skipped, 0);
+        assert!(t.check().is_clean(), "{:?}", t.check());
     }
 
     #[test]

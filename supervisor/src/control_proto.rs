@@ -277,6 +277,8 @@ pub struct ScrubCounts {
     pub repaired: u64,
     /// Slots skipped because a writer held them at that moment.
     pub busy_skipped: u64,
+    /// Slots locked by no live writer (a damaged lock byte), unlocked.
+    pub stuck_locks: u64,
     /// Slots failing their checksum (taken out of service as `abandoned`).
     pub torn_slots: u64,
     /// Free-bitmap bits that disagreed with their slot.

@@ -15,8 +15,8 @@ fn counts_line(c: &ScrubCounts) -> String {
     if c.damaged > 0 {
         let _ = write!(
             s,
-            " (torn slots {}, bitmap bits {}, summary bits {}, unindexed {}, stale index entries {})",
-            c.torn_slots, c.bitmap_wrong, c.summary_wrong, c.unindexed, c.stale_index
+            " (stuck locks {}, torn slots {}, bitmap bits {}, summary bits {}, unindexed {}, stale index entries {})",
+            c.stuck_locks, c.torn_slots, c.bitmap_wrong, c.summary_wrong, c.unindexed, c.stale_index
         );
     }
     if c.busy_skipped > 0 {
@@ -139,7 +139,7 @@ mod tests {
         };
         let text = format_scrub(&s);
         assert!(
-            text.contains("scrub: last pass 1970-01-01 00:01:00 UTC (1.5 s), slots checked 254, damaged 65, repaired 65 (torn slots 64,"),
+            text.contains("scrub: last pass 1970-01-01 00:01:00 UTC (1.5 s), slots checked 254, damaged 65, repaired 65 (stuck locks 0, torn slots 64,"),
             "{text}"
         );
         assert!(
