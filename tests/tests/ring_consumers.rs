@@ -90,7 +90,10 @@ fn a_stalled_ring_consumer_is_evicted_and_dhcp_keeps_answering() {
     let r = worker_ring(&d);
     assert_eq!(r["evictions"], 1, "{r}");
     assert_eq!(r["consumers"][0]["state"], "evicted", "{r}");
-    assert!(ring.advance_consumer(STALLED, 1).is_err(), "an evicted consumer cannot advance");
+    assert!(
+        ring.advance_consumer(STALLED, 1).is_err(),
+        "an evicted consumer cannot advance"
+    );
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let err = d.process().stderr();
@@ -107,12 +110,21 @@ fn a_stalled_ring_consumer_is_evicted_and_dhcp_keeps_answering() {
     ring.register_consumer(5).expect("register");
     for target in ["worker-0:3", "worker-0:5"] {
         let out = d.ctl(&["consumers", "drop", target]);
-        assert!(out.status.success(), "{target}: {} {}", out.stdout, out.stderr);
+        assert!(
+            out.status.success(),
+            "{target}: {} {}",
+            out.stdout,
+            out.stderr
+        );
     }
     let r = worker_ring(&d);
     assert_eq!(r["consumers"], Value::Array(vec![]), "{r}");
     let out = d.ctl(&["consumers", "drop", "worker-0:5"]);
-    assert_eq!(out.status.code(), Some(1), "dropping a missing consumer fails");
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "dropping a missing consumer fails"
+    );
     let out = d.ctl(&["consumers", "drop", "nosuchring:0"]);
     assert_eq!(out.status.code(), Some(1));
     assert!(d.process().is_running(), "{}", d.process().stderr());

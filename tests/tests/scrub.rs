@@ -101,7 +101,10 @@ fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
         let d = Daemon::start(&t.lab, &t.srv, &cfg);
         for n in 0..CLIENTS {
             let b = agent
-                .dora(&Identity::mac(test_mac(0x5c, u32::from(n))), &Extras::default())
+                .dora(
+                    &Identity::mac(test_mac(0x5c, u32::from(n))),
+                    &Extras::default(),
+                )
                 .expect("DORA");
             leased.push(b.address);
         }
@@ -121,14 +124,20 @@ fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
     let get = |k: &str| c[k].as_u64().unwrap_or(u64::MAX);
     // Every damaged slot was taken out of service, by the scrub or (if its garbage lock byte
     // happened to be zero) by a worker's sweeper first.
-    assert_eq!(get("torn_slots") + swept, 64, "scrub {scrub}, sweeper {swept}");
+    assert_eq!(
+        get("torn_slots") + swept,
+        64,
+        "scrub {scrub}, sweeper {swept}"
+    );
     assert_eq!(get("stuck_locks"), stuck, "{scrub}");
     assert_eq!(get("slots_checked"), 241, "{scrub}");
     assert!(get("damaged") >= 64, "{scrub}");
     assert_eq!(get("repaired"), get("damaged"), "{scrub}");
     assert_eq!(get("stale_index"), leased_in_page as u64, "{scrub}");
     for a in &damaged {
-        let l = d.lease(*a).unwrap_or_else(|| panic!("no lease record for {a}"));
+        let l = d
+            .lease(*a)
+            .unwrap_or_else(|| panic!("no lease record for {a}"));
         assert_eq!(l["state"], "abandoned", "{a}: {l}");
     }
     // Reported: the log names the damaged range, status shows the pass.
@@ -157,7 +166,10 @@ fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
     // It keeps serving, and never hands out a damaged address: exhaust the pool.
     let mut handed = Vec::new();
     for n in 0..100u8 {
-        match agent.dora(&Identity::mac(test_mac(0x5d, u32::from(n))), &Extras::default()) {
+        match agent.dora(
+            &Identity::mac(test_mac(0x5d, u32::from(n))),
+            &Extras::default(),
+        ) {
             Ok(b) => handed.push(b.address),
             Err(_) => break,
         }
