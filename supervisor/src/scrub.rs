@@ -24,9 +24,9 @@ use tracing::{info, warn};
 use crate::control_proto::{ScrubCounts, ScrubPass, ScrubStatus};
 
 /// Longest run of scrub work per loop turn.
-pub const SLICE: Duration = Duration::from_millis(2);
+pub const SLICE: Duration = Duration::from_millis(1);
 /// Shortest rest between two slices.
-pub const PAUSE: Duration = Duration::from_millis(8);
+pub const PAUSE: Duration = Duration::from_millis(4);
 /// Positions checked between two looks at the clock.
 const STEP: usize = 2048;
 /// Most finding lines logged per pass.
