@@ -141,6 +141,7 @@ pub struct Supervisor {
     /// Short-lived export writers, reaped on SIGCHLD.
     export_children: Vec<nix::unistd::Pid>,
     index_cleanup_pos: usize,
+    index_cleanup_at: Instant,
     /// The background scrub of the lease table (see [`crate::scrub`]).
     scrub: ScrubRunner,
     /// Change-ring eviction counters already logged.
@@ -406,6 +407,7 @@ impl Supervisor {
             stopping: false,
             export_children: Vec::new(),
             index_cleanup_pos: 0,
+            index_cleanup_at: Instant::now(),
             scrub: ScrubRunner::new(),
             evictions: EvictionWatch::default(),
             ring_names: (0..n)
@@ -573,12 +575,16 @@ impl Supervisor {
 
     fn housekeeping(&mut self) {
         self.check_heartbeats();
-        // Turn index tombstones back into empty entries, a slice at a time.
-        let cap = self.table.index_capacity();
-        let step = 1 << 16;
-        let from = self.index_cleanup_pos;
-        self.table.index_cleanup(from..(from + step).min(cap));
-        self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
+        // Turn index tombstones back into empty entries, a slice at a time (at most every
+        // 100 ms: while a scrub runs the loop turns every few milliseconds).
+        if self.index_cleanup_at.elapsed() >= Duration::from_millis(100) {
+            self.index_cleanup_at = Instant::now();
+            let cap = self.table.index_capacity();
+            let step = 1 << 16;
+            let from = self.index_cleanup_pos;
+            self.table.index_cleanup(from..(from + step).min(cap));
+            self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
+        }
         self.scrub.tick(
             &self.table,
             SUPERVISOR_OWNER,
