@@ -236,3 +236,87 @@ impl ScrubRunner {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::{LayoutSpec, RangeSpec, SUPERVISOR_OWNER};
+
+    fn table(dir: &std::path::Path) -> (Table, Ring) {
+        let spec = LayoutSpec {
+            ranges: vec![RangeSpec {
+                first: 0x0a00_0000,
+                last: 0x0a03_ffff,
+                in_pool: true,
+            }],
+        };
+        let t = Table::create(&dir.join("t"), &spec).unwrap();
+        let r = Ring::open_or_create(&dir.join("r"), SUPERVISOR_OWNER, 1024).unwrap();
+        (t, r)
+    }
+
+    /// Ticks until a pass finished; returns the number of ticks that did work.
+    fn run_pass(s: &mut ScrubRunner, t: &Table, r: &Ring, interval: u32) -> u32 {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let before = s.passes;
+        let mut slices = 0;
+        while s.passes == before {
+            assert!(Instant::now() < deadline, "no pass finished");
+            if s.wake_in().is_some_and(|w| w.is_zero()) {
+                slices += 1;
+            }
+            s.tick(t, SUPERVISOR_OWNER, r, interval);
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        slices
+    }
+
+    #[test]
+    fn a_pass_runs_after_start_in_slices_and_the_next_follows_the_interval() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = table(dir.path());
+        let mut s = ScrubRunner::new();
+        assert_eq!(s.wake_in(), Some(Duration::ZERO), "due right after start");
+        let slices = run_pass(&mut s, &t, &r, 3600);
+        assert!(slices > 1, "a 262144-slot pass fits in one slice? {slices}");
+        let st = s.status(&t);
+        assert_eq!(st.state, "idle");
+        assert_eq!(st.passes, 1);
+        let last = st.last_pass.unwrap();
+        assert_eq!(last.counts.slots_checked, 262_144);
+        assert_eq!(last.counts.damaged, 0);
+        let next = st.next_pass_in_secs.unwrap();
+        assert!((3590..=3600).contains(&next), "{next}");
+        // Nothing runs before it is due.
+        s.tick(&t, SUPERVISOR_OWNER, &r, 3600);
+        assert_eq!(s.status(&t).state, "idle");
+    }
+
+    #[test]
+    fn interval_zero_runs_only_the_pass_after_start() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = table(dir.path());
+        let mut s = ScrubRunner::new();
+        run_pass(&mut s, &t, &r, 0);
+        let st = s.status(&t);
+        assert_eq!((st.passes, st.next_pass_in_secs), (1, None));
+        assert_eq!(s.wake_in(), None);
+    }
+
+    #[test]
+    fn a_running_pass_is_reported_with_its_progress() {
+        let dir = tempfile::tempdir().unwrap();
+        let (t, r) = table(dir.path());
+        let mut s = ScrubRunner::new();
+        s.tick(&t, SUPERVISOR_OWNER, &r, 0);
+        let st = s.status(&t);
+        assert_eq!(st.state, "running");
+        assert_eq!(st.phase.as_deref(), Some("slots"));
+        assert!(st.progress_percent.is_some_and(|p| p < 100), "{st:?}");
+        assert!(st.current.is_some_and(|c| c.slots_checked > 0));
+        // It rests between slices.
+        assert!(s
+            .wake_in()
+            .is_some_and(|w| w > Duration::ZERO && w <= PAUSE));
+    }
+}
