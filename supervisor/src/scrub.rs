@@ -9,7 +9,7 @@
 //! take a whole core for the pass. A control request waits at most one slice.
 //!
 //! When: one pass right after every start, then one every `scrub_interval` seconds after the last
-//! one finished (0 = no periodic passes).
+//! one finished (0 = no periodic passes); a reload that changes the interval re-plans the next pass.
 //!
 //! Reporting: each step of a pass that finds something logs one aggregated warning (phase,
 //! first and last slot or address, counts), at most [`MAX_LOG_LINES`] per pass, then the pass
@@ -48,6 +48,8 @@ pub struct ScrubRunner {
     passes: u64,
     next_due: Option<Instant>,
     last_slice_end: Option<Instant>,
+    /// When the last pass finished and the interval its successor was planned with.
+    last_finished: Option<(Instant, u32)>,
 }
 
 impl Default for ScrubRunner {
@@ -91,6 +93,7 @@ impl ScrubRunner {
             passes: 0,
             next_due: Some(Instant::now()),
             last_slice_end: None,
+            last_finished: None,
         }
     }
 
@@ -106,6 +109,14 @@ impl ScrubRunner {
 
     /// Does one slice of scrub work if one is due. `interval_secs` is `scrub_interval`.
     pub fn tick(&mut self, table: &Table, owner: u8, ring: &Ring, interval_secs: u32) {
+        // A reload may have changed the interval: re-plan the next pass from the last one.
+        if let Some((at, planned)) = self.last_finished {
+            if self.pass.is_none() && planned != interval_secs {
+                self.next_due =
+                    (interval_secs > 0).then(|| at + Duration::from_secs(u64::from(interval_secs)));
+                self.last_finished = Some((at, interval_secs));
+            }
+        }
         if self.pass.is_none() {
             if self.next_due.is_none_or(|t| Instant::now() < t) {
                 return;
@@ -201,8 +212,10 @@ impl ScrubRunner {
         self.pass = None;
         self.last = Some(done);
         self.passes += 1;
-        self.next_due = (interval_secs > 0)
-            .then(|| Instant::now() + Duration::from_secs(u64::from(interval_secs)));
+        let now = Instant::now();
+        self.last_finished = Some((now, interval_secs));
+        self.next_due =
+            (interval_secs > 0).then(|| now + Duration::from_secs(u64::from(interval_secs)));
     }
 
     /// The state for `status`.
@@ -301,6 +314,12 @@ mod tests {
         let st = s.status(&t);
         assert_eq!((st.passes, st.next_pass_in_secs), (1, None));
         assert_eq!(s.wake_in(), None);
+        // A reload that sets an interval plans the next pass from the end of the last one.
+        s.tick(&t, SUPERVISOR_OWNER, &r, 120);
+        let next = s.status(&t).next_pass_in_secs.unwrap();
+        assert!((115..=120).contains(&next), "{next}");
+        s.tick(&t, SUPERVISOR_OWNER, &r, 0);
+        assert_eq!(s.status(&t).next_pass_in_secs, None);
     }
 
     #[test]
