@@ -121,6 +121,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(config.log_level, "info");
     assert_eq!(config.listen_port, 67);
     assert_eq!(config.ring_capacity, 65_536);
+    assert_eq!(config.scrub_interval, 86_400);
     assert_eq!(config.server_id, None);
     assert_eq!(
         config.table_file,
@@ -341,6 +342,11 @@ fn top_level_rules() {
         ("ring_capacity: 1000,", "ring_capacity", "power of two"),
         ("ring_capacity: 512,", "ring_capacity", "power of two"),
         ("ring_capacity: 33554432,", "ring_capacity", "power of two"),
+        (
+            "scrub_interval: 315360001,",
+            "scrub_interval",
+            "out of range",
+        ),
         (
             "control_socket: \"run/x.sock\",",
             "control_socket",
@@ -990,4 +996,12 @@ fn authoritative_is_a_per_subnet_bool_defaulting_to_false() {
         "        (network: \"10.0.0.0/24\", pools: [\"10.0.0.10-10.0.0.20\"], authoritative: true),",
     ));
     assert!(a.same_table_layout(&b));
+}
+
+#[test]
+fn scrub_interval_zero_turns_periodic_scrubs_off() {
+    let c = ok(&config_text("    scrub_interval: 0,", &subnet("")));
+    assert_eq!(c.scrub_interval, 0);
+    let c = ok(&config_text("    scrub_interval: 3600,", &subnet("")));
+    assert_eq!(c.scrub_interval, 3600);
 }

@@ -103,6 +103,9 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         root("decline_quarantine"),
     )?;
     check_seconds(wire.offer_hold, MAX_OFFER_HOLD, root("offer_hold"))?;
+    if wire.scrub_interval != 0 {
+        check_seconds(wire.scrub_interval, MAX_LEASE_TIME, root("scrub_interval"))?;
+    }
     check_log_level(&wire.log_level, root("log_level"))?;
     if wire.listen_port == 0 {
         return fail(root("listen_port"), "the port must be 1..=65535");
@@ -141,6 +144,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         listen_port: wire.listen_port,
         table_file,
         ring_capacity: ring,
+        scrub_interval: wire.scrub_interval,
     };
     check_table_size(&config)?;
     Ok(config)

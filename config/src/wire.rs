@@ -27,6 +27,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_LISTEN_PORT: u16 = 67;
 /// Default of `ring_capacity`, records.
 pub const DEFAULT_RING_CAPACITY: u32 = 65_536;
+/// Default of `scrub_interval`, seconds (one day).
+pub const DEFAULT_SCRUB_INTERVAL: u32 = 86_400;
 /// Default of a subnet's `lease_time`, seconds.
 pub const DEFAULT_LEASE_TIME: u32 = 3_600;
 
@@ -50,6 +52,9 @@ fn default_listen_port() -> u16 {
 }
 fn default_ring_capacity() -> u32 {
     DEFAULT_RING_CAPACITY
+}
+fn default_scrub_interval() -> u32 {
+    DEFAULT_SCRUB_INTERVAL
 }
 fn default_lease_time() -> u32 {
     DEFAULT_LEASE_TIME
@@ -82,6 +87,8 @@ pub(crate) struct WireConfig {
     pub table_file: Option<PathBuf>,
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: u32,
+    #[serde(default = "default_scrub_interval")]
+    pub scrub_interval: u32,
 }
 
 /// One entry of `subnets`.

@@ -13,11 +13,16 @@ pub mod hash;
 pub mod layout;
 pub mod mapping;
 pub mod ring;
+pub mod scrub;
 pub mod slot;
 pub mod table;
 
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
-pub use ring::{ChangeReason, ChangeRecord, RecordInput, Ring, RingFullError, RingOpenError};
+pub use ring::{
+    ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, RecordInput, Ring,
+    RingFullError, RingOpenError,
+};
+pub use scrub::{Scrub, ScrubCounts, ScrubPhase, ScrubStep};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};
 pub use table::{
     worker_owner, ChangeContext, CheckReport, RangeEntry, ReadError, Recovery, Table,

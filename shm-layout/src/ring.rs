@@ -14,14 +14,37 @@
 //! | 2 | capacity (records, a power of two) |
 //! | 3 | owner id |
 //! | 4 | head: sequence number of the last published record (records are numbered from 1) |
-//! | 8..8+[`MAX_CONSUMERS`] | consumer cursors: bit 63 = registered, low bits = last sequence consumed |
+//! | 5 | evictions: how many consumers the producer has evicted from this ring (ever) |
+//! | 8..8+[`MAX_CONSUMERS`] | consumer cursors: bit 63 = registered, bit 62 = evicted, low bits = last sequence consumed |
 //!
 //! A record is published by writing all its words and then storing its sequence number into `head`
-//! with release ordering. When a registered consumer lags by a whole ring, the producer refuses to
-//! overwrite ([`RingFullError`]) — backpressure instead of silent loss. With no registered
-//! consumer the ring keeps the most recent `capacity` records as history.
+//! with release ordering. With no registered consumer the ring keeps the most recent `capacity`
+//! records as history.
 //!
-//! API Boundary: the ring file layout is versioned by [`RING_LAYOUT_VERSION`].
+//! # Lagging consumers: eviction, never a halt
+//!
+//! A consumer (syncd, an auditor) that stops reading must not stop DHCP. The policy:
+//!
+//! - **Bound**: a registered consumer may lag its producer by at most the whole ring
+//!   (`capacity` records). That is the most a ring can hold; nothing smaller is needed, because
+//!   up to that point lagging costs nothing.
+//! - **Who evicts**: the producer itself, in [`Ring::append`], at the moment its next record
+//!   would overwrite one the consumer has not read. It compares-and-swaps the consumer's cursor
+//!   word from "registered at C" to "evicted at C" (bit 62) and counts the eviction in header
+//!   word 5 ([`Ring::evictions`]); then it appends as if the consumer were not there. So a write
+//!   never fails for a consumer's sake, and no other process has to be alive for DHCP to go on.
+//! - **Loud**: the producer (a worker on the hot path) does not log; the supervisor watches the
+//!   eviction counters of every ring it knows and logs one error line per eviction (ring,
+//!   consumer id, cursor) within half a second, and `prodhcpctl consumers` lists every consumer
+//!   with its state, cursor and lag, and the eviction counter.
+//! - **The evicted consumer** finds out on its next [`Ring::advance_consumer`] (it fails with
+//!   [`ConsumerEvicted`], and the cursor word is never silently re-registered by an advance). It
+//!   has lost records, so it must resynchronise from the table (e.g. a full export or a bulk sync)
+//!   and then [`Ring::register_consumer`] again, which starts it at the current head.
+//! - **Operators** can drop any consumer by hand (`prodhcpctl consumers drop RING:ID`, which calls
+//!   [`Ring::unregister_consumer`]); a registration otherwise survives restarts.
+//!
+//! //! API Boundary: the ring file layout is versioned by [`RING_LAYOUT_VERSION`].
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -40,10 +63,13 @@ const W_VERSION: usize = 1;
 const W_CAPACITY: usize = 2;
 const W_OWNER: usize = 3;
 const W_HEAD: usize = 4;
+const W_EVICTIONS: usize = 5;
 const W_CURSORS: usize = 8;
 /// Most consumers a ring can have.
 pub const MAX_CONSUMERS: usize = 8;
 const REGISTERED: u64 = 1 << 63;
+const EVICTED: u64 = 1 << 62;
+const CURSOR_MASK: u64 = EVICTED - 1;
 
 /// Words per record (256 bytes).
 pub const RECORD_WORDS: usize = 32;
@@ -169,10 +195,43 @@ pub enum RingOpenError {
     },
 }
 
-/// The producer would overwrite records a registered consumer has not read yet.
+/// The producer would overwrite records a registered consumer has not read yet. Since lagging
+/// consumers are evicted (see the module docs), [`Ring::append`] no longer returns it; the type
+/// stays so that writers keep (and test) their rollback of a change that could not be recorded.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 #[error("change ring full: a consumer lags by the whole ring")]
 pub struct RingFullError;
+
+/// The consumer was evicted by the producer for lagging a whole ring behind (or dropped by an
+/// operator): it has missed records and must resynchronise, then register again.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("ring consumer {id} was evicted (or dropped): it must resynchronise and register again")]
+pub struct ConsumerEvicted {
+    /// The consumer id.
+    pub id: usize,
+}
+
+/// State of one consumer slot of a ring.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ConsumerState {
+    /// Registered: the producer keeps records for it (up to a whole ring).
+    Registered,
+    /// Evicted for lagging a whole ring behind; it keeps the cursor it had.
+    Evicted,
+}
+
+/// One consumer slot in use, as listed by [`Ring::consumers`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConsumerInfo {
+    /// Consumer id (0..[`MAX_CONSUMERS`]).
+    pub id: usize,
+    /// Registered or evicted.
+    pub state: ConsumerState,
+    /// Last sequence number it consumed.
+    pub cursor: u64,
+    /// Records published after its cursor.
+    pub lag: u64,
+}
 
 /// A mapped ring file.
 #[derive(Debug)]
@@ -180,6 +239,9 @@ pub struct Ring {
     map: WordMapping,
     _file: File,
     capacity: u64,
+    /// Test hook: makes [`Ring::append`] fail, to exercise the writers' rollback path.
+    #[cfg(test)]
+    pub(crate) refuse_appends: std::sync::atomic::AtomicBool,
 }
 
 /// A record to append.
@@ -240,6 +302,8 @@ impl Ring {
                 map,
                 _file: file,
                 capacity,
+                #[cfg(test)]
+                refuse_appends: Default::default(),
             });
         }
         if len < (HEADER_WORDS * 8) as u64 {
@@ -272,6 +336,8 @@ impl Ring {
             map,
             _file: file,
             capacity: cap,
+            #[cfg(test)]
+            refuse_appends: Default::default(),
         })
     }
 
@@ -295,23 +361,73 @@ impl Ring {
         &self.w()[start..start + RECORD_WORDS]
     }
 
-    /// The lowest cursor among registered consumers, if any is registered.
-    fn slowest_consumer(&self) -> Option<u64> {
-        self.w()[W_CURSORS..W_CURSORS + MAX_CONSUMERS]
-            .iter()
-            .map(|c| c.load(Ordering::Acquire))
-            .filter(|c| c & REGISTERED != 0)
-            .map(|c| c & !REGISTERED)
-            .min()
+    fn cursor_word(&self, id: usize) -> Option<&AtomicU64> {
+        self.w().get(W_CURSORS + id).filter(|_| id < MAX_CONSUMERS)
     }
 
-    /// Appends and publishes one record. Only the ring's single producer may call this.
-    pub fn append(&self, rec: &RecordInput<'_>) -> Result<u64, RingFullError> {
-        let seq = self.w()[W_HEAD].load(Ordering::Relaxed) + 1;
-        if let Some(slowest) = self.slowest_consumer() {
-            if seq - slowest > self.capacity {
-                return Err(RingFullError);
+    /// Evicts every registered consumer that has not read record `seq - capacity`, the one that
+    /// record `seq` overwrites (see the module docs). Only the producer calls this.
+    fn evict_laggards(&self, seq: u64) {
+        for c in &self.w()[W_CURSORS..W_CURSORS + MAX_CONSUMERS] {
+            let mut cur = c.load(Ordering::Acquire);
+            while cur & REGISTERED != 0 && seq - (cur & CURSOR_MASK) > self.capacity {
+                match c.compare_exchange(
+                    cur,
+                    EVICTED | (cur & CURSOR_MASK),
+                    Ordering::AcqRel,
+                    Ordering::Acquire,
+                ) {
+                    Ok(_) => {
+                        self.w()[W_EVICTIONS].fetch_add(1, Ordering::AcqRel);
+                        break;
+                    }
+                    // The consumer advanced (or was dropped) meanwhile: judge it again.
+                    Err(now) => cur = now,
+                }
             }
+        }
+    }
+
+    /// How many consumers the producer has evicted from this ring, ever.
+    pub fn evictions(&self) -> u64 {
+        self.w()[W_EVICTIONS].load(Ordering::Acquire)
+    }
+
+    /// Every consumer slot in use (registered or evicted), with its cursor and lag.
+    pub fn consumers(&self) -> Vec<ConsumerInfo> {
+        let head = self.head();
+        (0..MAX_CONSUMERS)
+            .filter_map(|id| {
+                let c = self.cursor_word(id)?.load(Ordering::Acquire);
+                let state = if c & REGISTERED != 0 {
+                    ConsumerState::Registered
+                } else if c & EVICTED != 0 {
+                    ConsumerState::Evicted
+                } else {
+                    return None;
+                };
+                let cursor = c & CURSOR_MASK;
+                Some(ConsumerInfo {
+                    id,
+                    state,
+                    cursor,
+                    lag: head.saturating_sub(cursor),
+                })
+            })
+            .collect()
+    }
+
+    /// Appends and publishes one record. Only the ring's single producer may call this. A
+    /// registered consumer that has not read the record this one overwrites is evicted first
+    /// (see the module docs), so this never fails today.
+    pub fn append(&self, rec: &RecordInput<'_>) -> Result<u64, RingFullError> {
+        #[cfg(test)]
+        if self.refuse_appends.load(Ordering::Relaxed) {
+            return Err(RingFullError);
+        }
+        let seq = self.w()[W_HEAD].load(Ordering::Relaxed) + 1;
+        if seq > self.capacity {
+            self.evict_laggards(seq);
         }
         let r = self.record_words(seq);
         // Invalidate the old record first so a concurrent reader of the overwritten sequence
@@ -382,32 +498,45 @@ impl Ring {
     }
 
     /// Registers consumer `id` (0..MAX_CONSUMERS) starting after the current head, unless it is
-    /// already registered (then its cursor is kept). Returns its cursor.
+    /// already registered (then its cursor is kept). An evicted consumer is registered afresh at
+    /// the head. Returns its cursor.
     pub fn register_consumer(&self, id: usize) -> Option<u64> {
-        let c = self
-            .w()
-            .get(W_CURSORS + id)
-            .filter(|_| id < MAX_CONSUMERS)?;
+        let c = self.cursor_word(id)?;
         let cur = c.load(Ordering::Acquire);
         if cur & REGISTERED != 0 {
-            return Some(cur & !REGISTERED);
+            return Some(cur & CURSOR_MASK);
         }
         let head = self.head();
         c.store(head | REGISTERED, Ordering::Release);
         Some(head)
     }
 
-    /// Removes consumer `id`'s registration (the producer no longer waits for it).
-    pub fn unregister_consumer(&self, id: usize) {
-        if let Some(c) = self.w().get(W_CURSORS + id).filter(|_| id < MAX_CONSUMERS) {
-            c.store(0, Ordering::Release);
-        }
+    /// Removes consumer `id`'s registration or eviction mark (the producer no longer keeps
+    /// records for it). Returns whether the slot was in use.
+    pub fn unregister_consumer(&self, id: usize) -> bool {
+        self.cursor_word(id)
+            .is_some_and(|c| c.swap(0, Ordering::AcqRel) & (REGISTERED | EVICTED) != 0)
     }
 
-    /// Records that consumer `id` has consumed every record up to `seq`.
-    pub fn advance_consumer(&self, id: usize, seq: u64) {
-        if let Some(c) = self.w().get(W_CURSORS + id).filter(|_| id < MAX_CONSUMERS) {
-            c.store(seq | REGISTERED, Ordering::Release);
+    /// Records that consumer `id` has consumed every record up to `seq`. Fails when the consumer
+    /// is no longer registered (evicted by the producer, or dropped by an operator): an advance
+    /// never re-registers it.
+    pub fn advance_consumer(&self, id: usize, seq: u64) -> Result<(), ConsumerEvicted> {
+        let c = self.cursor_word(id).ok_or(ConsumerEvicted { id })?;
+        let mut cur = c.load(Ordering::Acquire);
+        loop {
+            if cur & REGISTERED == 0 {
+                return Err(ConsumerEvicted { id });
+            }
+            match c.compare_exchange(
+                cur,
+                (seq & CURSOR_MASK) | REGISTERED,
+                Ordering::AcqRel,
+                Ordering::Acquire,
+            ) {
+                Ok(_) => return Ok(()),
+                Err(now) => cur = now,
+            }
         }
     }
 }
@@ -454,20 +583,74 @@ mod tests {
     }
 
     #[test]
-    fn registered_consumer_applies_backpressure() {
+    fn a_consumer_lagging_a_whole_ring_is_evicted_and_writes_go_on() {
         let dir = tempfile::tempdir().unwrap();
         let ring = Ring::open_or_create(&dir.path().join("r"), 1, 16).unwrap();
         assert_eq!(ring.register_consumer(0), Some(0));
+        assert_eq!(ring.register_consumer(3), Some(0));
         for v in 1..=16 {
             append(&ring, v).unwrap();
         }
-        assert_eq!(append(&ring, 17), Err(RingFullError));
-        ring.advance_consumer(0, 1);
+        // Lagging by exactly the ring is allowed: nothing was overwritten yet.
+        assert_eq!(ring.evictions(), 0);
+        ring.advance_consumer(3, 16).unwrap();
+        // Record 17 overwrites record 1, which consumer 0 never read: it is evicted, consumer
+        // 3 (up to date) is not, and the append succeeds.
         assert_eq!(append(&ring, 17), Ok(17));
-        ring.unregister_consumer(0);
-        for v in 18..=50 {
+        assert_eq!(ring.evictions(), 1);
+        let list = ring.consumers();
+        assert_eq!(
+            list,
+            vec![
+                ConsumerInfo {
+                    id: 0,
+                    state: ConsumerState::Evicted,
+                    cursor: 0,
+                    lag: 17
+                },
+                ConsumerInfo {
+                    id: 3,
+                    state: ConsumerState::Registered,
+                    cursor: 16,
+                    lag: 1
+                },
+            ]
+        );
+        // The evicted consumer learns it on its next advance, which does not re-register it.
+        assert_eq!(ring.advance_consumer(0, 1), Err(ConsumerEvicted { id: 0 }));
+        assert_eq!(ring.consumers()[0].state, ConsumerState::Evicted);
+        for v in 18..=100 {
             append(&ring, v).unwrap();
         }
+        // Consumer 3 stopped at 16 and is evicted at record 33; counted once each.
+        assert_eq!(ring.evictions(), 2);
+        // Registering again starts at the head.
+        assert_eq!(ring.register_consumer(0), Some(100));
+        assert_eq!(ring.consumers()[0].state, ConsumerState::Registered);
+        // An operator drop frees the slot; a dropped consumer cannot advance either.
+        assert!(ring.unregister_consumer(0));
+        assert!(!ring.unregister_consumer(5));
+        assert_eq!(
+            ring.advance_consumer(0, 100),
+            Err(ConsumerEvicted { id: 0 })
+        );
+        assert_eq!(ring.consumers().len(), 1);
+        assert_eq!(ring.consumers()[0].id, 3);
+    }
+
+    #[test]
+    fn a_consumer_that_keeps_up_is_never_evicted() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), 1, 16).unwrap();
+        ring.register_consumer(1).unwrap();
+        for v in 1..=1000 {
+            append(&ring, v).unwrap();
+            if v.is_multiple_of(10) {
+                ring.advance_consumer(1, v).unwrap();
+            }
+        }
+        assert_eq!(ring.evictions(), 0);
+        assert_eq!(ring.consumers()[0].state, ConsumerState::Registered);
     }
 
     #[test]

@@ -193,7 +193,7 @@ pub const SYNCD_OWNER: u8 = 102;
 
 const READ_SPINS: u32 = 256;
 /// Index entry of a removed key (never a valid entry: slot numbers stay below 2^26).
-const TOMBSTONE: u64 = u64::MAX;
+pub(crate) const TOMBSTONE: u64 = u64::MAX;
 
 /// Steps of the write protocol after which a simulated crash can stop a writer (tests).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -207,11 +207,11 @@ enum Step {
     Recorded,
     Unlocked,
 }
-const MAX_PROBE: usize = 1 << 16;
-const INTENT_ACTIVE: usize = 0;
-const INTENT_SEQ: usize = 1;
-const INTENT_OLD: usize = 2;
-const INTENT_NEW: usize = 2 + SLOT_WORDS;
+pub(crate) const MAX_PROBE: usize = 1 << 16;
+pub(crate) const INTENT_ACTIVE: usize = 0;
+pub(crate) const INTENT_SEQ: usize = 1;
+pub(crate) const INTENT_OLD: usize = 2;
+pub(crate) const INTENT_NEW: usize = 2 + SLOT_WORDS;
 
 /// A mapped lease table.
 #[derive(Debug)]
@@ -494,7 +494,7 @@ impl Table {
         })
     }
 
-    fn w(&self) -> &[AtomicU64] {
+    pub(crate) fn w(&self) -> &[AtomicU64] {
         self.map.words()
     }
 
@@ -562,7 +562,7 @@ impl Table {
         start..end
     }
 
-    fn slot_words(&self, slot: u32) -> Option<&[AtomicU64]> {
+    pub(crate) fn slot_words(&self, slot: u32) -> Option<&[AtomicU64]> {
         if u64::from(slot) >= self.geo.slot_count {
             return None;
         }
@@ -603,7 +603,7 @@ impl Table {
             .unwrap_or(0)
     }
 
-    fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
+    pub(crate) fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
         if owner == 0 || usize::from(owner) >= MAX_OWNERS {
             return None;
         }
@@ -626,7 +626,7 @@ impl Table {
             && self.w()[self.geo.bitmap_off + wi].load(Ordering::Acquire) & (1 << (slot % 64)) != 0
     }
 
-    fn set_free_bit(&self, slot: u32, free: bool) {
+    pub(crate) fn set_free_bit(&self, slot: u32, free: bool) {
         let wi = slot as usize / 64;
         let bit = 1u64 << (slot % 64);
         let word = &self.w()[self.geo.bitmap_off + wi];
@@ -646,7 +646,7 @@ impl Table {
         }
     }
 
-    fn bit_should_be_free(&self, slot: u32, state: LeaseState) -> bool {
+    pub(crate) fn bit_should_be_free(&self, slot: u32, state: LeaseState) -> bool {
         state.is_allocatable() && self.slot_in_pool(slot)
     }
 
@@ -727,14 +727,14 @@ impl Table {
 
     // ------------------------------------------------------------------ client index ----
 
-    fn index(&self) -> &[AtomicU64] {
+    pub(crate) fn index(&self) -> &[AtomicU64] {
         &self.w()[self.geo.index_off..self.geo.index_off + self.geo.index_capacity]
     }
 
     /// The index hash of a client key in this table: SipHash-1-3 under the table's random key,
     /// so a client cannot craft identifiers that share a home position (long probe chains) in
     /// somebody else's table. Tables from before the key use [`ClientKey::hash`].
-    fn key_hash(&self, key: &ClientKey) -> u64 {
+    pub(crate) fn key_hash(&self, key: &ClientKey) -> u64 {
         match self.index_key {
             Some((k0, k1)) => {
                 let mut h = siphasher::sip::SipHasher13::new_with_keys(k0, k1);
@@ -795,7 +795,7 @@ impl Table {
     /// (which takes the emptied position). An insert that finds no usable entry within the
     /// probe limit, or loses every retry, gives up: counted in the header
     /// ([`Table::index_give_ups`]); see [`Table::find_client`] for what that means for lookups.
-    fn index_insert(&self, key: &ClientKey, slot: u32) {
+    pub(crate) fn index_insert(&self, key: &ClientKey, slot: u32) {
         let h = self.key_hash(key);
         let tag = tag_of(h);
         let entry = (tag << 32) | u64::from(slot + 1);
@@ -1397,17 +1397,17 @@ fn random_index_key() -> io::Result<(u64, u64)> {
 
 /// Home position of a hash in an index of `cap` entries (multiply-shift range reduction, so
 /// the capacity need not be a power of two).
-fn home(h: u64, cap: usize) -> usize {
+pub(crate) fn home(h: u64, cap: usize) -> usize {
     ((u128::from(h) * cap as u128) >> 64) as usize
 }
 
 /// The part of a key hash stored in an index entry (the low half: the home position comes from
 /// the high bits, so the two are independent).
-fn tag_of(h: u64) -> u64 {
+pub(crate) fn tag_of(h: u64) -> u64 {
     h & 0xffff_ffff
 }
 
-fn next(pos: usize, cap: usize) -> usize {
+pub(crate) fn next(pos: usize, cap: usize) -> usize {
     if pos + 1 >= cap {
         0
     } else {
@@ -2053,7 +2053,6 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let t = Table::create(&dir.path().join("t"), &spec()).unwrap();
         let ring = Ring::open_or_create(&dir.path().join("ring"), 1, 16).unwrap();
-        assert_eq!(ring.register_consumer(0), Some(0)); // a consumer that never reads
         let before = t
             .update(
                 1,
@@ -2076,7 +2075,8 @@ mod tests {
             .unwrap();
         }
         assert_eq!(ring.head(), 16);
-        // Re-keying slot 9 to "b" (released, so its free bit would be set) cannot be recorded.
+        ring.refuse_appends.store(true, Ordering::Relaxed); // the record cannot be written
+                                                            // Re-keying slot 9 to "b" (released, so its free bit would be set) cannot be recorded.
         let attempted = SlotImage {
             state: LeaseState::Released,
             ..holding(key("b"))
@@ -2112,8 +2112,8 @@ mod tests {
         assert_eq!(t.recover_owner(1, Some(&ring)), Recovery::Nothing);
         let rep = t.check();
         assert!(rep.is_clean(), "{rep:?}");
-        // Once the consumer catches up, the write goes through on a fresh read only.
-        ring.advance_consumer(0, ring.head());
+        // Once the ring takes records again, the write goes through on a fresh read only.
+        ring.refuse_appends.store(false, Ordering::Relaxed);
         assert_eq!(
             t.update(1, &ring, 9, &before, &attempted, &ctx()),
             Err(UpdateError::Conflict)

@@ -21,6 +21,8 @@
 //! {"v": 1, "cmd": "leases_by_mac", "mac": "02:00:00:00:00:01"}
 //! {"v": 1, "cmd": "export"}
 //! {"v": 1, "cmd": "import", "leases": [LeaseRecord, ...]}
+//! {"v": 1, "cmd": "consumers"}
+//! {"v": 1, "cmd": "consumer_drop", "ring": "worker-0", "id": 0}
 //! ```
 //! The version is checked before anything else ([`parse_request`]): a request with a different
 //! `v` is refused with "unsupported control protocol version N (this daemon speaks 1)".
@@ -40,6 +42,8 @@
 //! | `leases_by_mac` | array of [`LeaseRecord`] (may be empty)  |
 //! | `export`        | [`ExportDone`] after the lease lines     |
 //! | `import`        | [`ImportResult`]                         |
+//! | `consumers`     | [`ConsumersData`]                        |
+//! | `consumer_drop` | [`ConsumerDropped`]                      |
 //!
 //! Import semantics: the server applies the records of a batch in order, so when the same address
 //! appears more than once (Kea memfile and dhcpd.leases are append-only logs) the last record wins.
@@ -112,6 +116,15 @@ pub enum Command {
         /// At most [`IMPORT_BATCH_MAX`] records.
         leases: Vec<LeaseRecord>,
     },
+    /// Every registered or evicted consumer of the change rings the supervisor knows.
+    Consumers,
+    /// Drop (unregister) one ring consumer: the producer no longer keeps records for it.
+    ConsumerDrop {
+        /// Ring name as listed by `consumers` (`worker-0`, `supervisor`, `import`).
+        ring: String,
+        /// Consumer id within the ring.
+        id: u32,
+    },
 }
 
 impl Command {
@@ -124,6 +137,8 @@ impl Command {
             Command::LeasesByMac { .. } => "leases_by_mac",
             Command::Export => "export",
             Command::Import { .. } => "import",
+            Command::Consumers => "consumers",
+            Command::ConsumerDrop { .. } => "consumer_drop",
         }
     }
 }
@@ -260,6 +275,115 @@ pub struct StatusData {
     pub workers: Vec<WorkerStatus>,
     /// The lease table.
     pub table: TableStatus,
+    /// The background scrub of the lease table (absent from daemons that predate it).
+    #[serde(default)]
+    pub scrub: ScrubStatus,
+}
+
+/// Counts of one scrub pass (finished or so far).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScrubCounts {
+    /// Slots read.
+    pub slots_checked: u64,
+    /// Every finding (torn slots, wrong bitmap/summary bits, missing/stale index entries).
+    pub damaged: u64,
+    /// Findings repaired.
+    pub repaired: u64,
+    /// Slots skipped because a writer held them at that moment.
+    pub busy_skipped: u64,
+    /// Slots locked by no live writer (a damaged lock byte), unlocked.
+    pub stuck_locks: u64,
+    /// Slots failing their checksum (taken out of service as `abandoned`).
+    pub torn_slots: u64,
+    /// Free-bitmap bits that disagreed with their slot.
+    pub bitmap_wrong: u64,
+    /// Missing summary bits.
+    pub summary_wrong: u64,
+    /// Keyed slots missing from the client index.
+    pub unindexed: u64,
+    /// Index entries naming no slot or a slot with another key.
+    pub stale_index: u64,
+}
+
+/// A finished scrub pass.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScrubPass {
+    /// Unix time the pass started.
+    pub started: u64,
+    /// Unix time the pass finished.
+    pub finished: u64,
+    /// Wall time the pass took, milliseconds.
+    pub duration_ms: u64,
+    /// What it found.
+    pub counts: ScrubCounts,
+}
+
+/// The scrub's state, as reported by `status`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct ScrubStatus {
+    /// `running` while a pass is in progress, `idle` between passes.
+    pub state: String,
+    /// Phase of the pass in progress (`slots`, `summary`, `index`).
+    pub phase: Option<String>,
+    /// Progress of the pass in progress, percent of the current phase.
+    pub progress_percent: Option<u8>,
+    /// Counts of the pass in progress so far.
+    pub current: Option<ScrubCounts>,
+    /// The last finished pass.
+    pub last_pass: Option<ScrubPass>,
+    /// Passes finished since start.
+    pub passes: u64,
+    /// Seconds until the next periodic pass (`null`: none planned, `scrub_interval: 0`).
+    pub next_pass_in_secs: Option<u64>,
+}
+
+/// One consumer of a change ring.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerEntry {
+    /// Consumer id within the ring.
+    pub id: u32,
+    /// `registered` or `evicted`.
+    pub state: String,
+    /// Last sequence number it consumed.
+    pub cursor: u64,
+    /// Records published after its cursor.
+    pub lag: u64,
+}
+
+/// One change ring and its consumers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RingConsumers {
+    /// Ring name (`worker-0`, `supervisor`, `import`).
+    pub ring: String,
+    /// Owner id of the ring's producer.
+    pub owner: u8,
+    /// Sequence number of the last published record.
+    pub head: u64,
+    /// Records the ring holds.
+    pub capacity: u64,
+    /// Consumers the producer has evicted from this ring for lagging a whole ring (ever).
+    pub evictions: u64,
+    /// Registered and evicted consumers.
+    pub consumers: Vec<ConsumerEntry>,
+}
+
+/// Data of the `consumers` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumersData {
+    /// One entry per ring.
+    pub rings: Vec<RingConsumers>,
+}
+
+/// Data of the `consumer_drop` response.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ConsumerDropped {
+    /// The ring.
+    pub ring: String,
+    /// The consumer id.
+    pub id: u32,
 }
 
 /// Packet counters (one worker, or the total).

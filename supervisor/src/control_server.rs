@@ -96,7 +96,7 @@ impl Connection {
 
 /// Whether a command changes state (needs a privileged peer).
 pub fn is_mutating(cmd: &Command) -> bool {
-    matches!(cmd, Command::Import { .. })
+    matches!(cmd, Command::Import { .. } | Command::ConsumerDrop { .. })
 }
 
 /// Writes an export stream (lease lines, then the final response) to `out`. Runs in a forked

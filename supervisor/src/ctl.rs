@@ -66,6 +66,23 @@ pub enum CtlCommand {
     },
     /// Find leases by hardware address, or export/import the lease table.
     Leases(LeasesArgs),
+    /// List the change rings' consumers (ring, id, state, cursor, lag), or drop one.
+    Consumers {
+        /// Drop a consumer instead of listing.
+        #[command(subcommand)]
+        action: Option<ConsumersAction>,
+    },
+}
+
+/// `prodhcpctl consumers drop RING:ID`.
+#[derive(Debug, Subcommand)]
+pub enum ConsumersAction {
+    /// Unregister a consumer (the ring's producer stops keeping records for it).
+    Drop {
+        /// `RING:ID` as listed, e.g. `worker-0:0`.
+        #[arg(value_parser = crate::ctl_rings::parse_consumer_target)]
+        target: (String, u32),
+    },
 }
 
 /// `prodhcpctl leases (--mac MAC | export | import)`.
@@ -481,6 +498,30 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 io.out
                     .write_all(format_lease(&lease, unix_now()).as_bytes())
                     .map_err(stdout_error)
+            }
+        }
+        CtlCommand::Consumers { action: None } => {
+            let data = failed(connect()?.call(Command::Consumers)?)?;
+            let list: crate::control_proto::ConsumersData = decode(data.clone())?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &data)
+            } else {
+                io.out
+                    .write_all(crate::ctl_rings::format_consumers(&list).as_bytes())
+                    .map_err(stdout_error)
+            }
+        }
+        CtlCommand::Consumers {
+            action: Some(ConsumersAction::Drop { target }),
+        } => {
+            let (ring, id) = target.clone();
+            let data = failed(connect()?.call(Command::ConsumerDrop { ring, id })?)?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &data)
+            } else {
+                writeln!(io.out, "dropped consumer {}:{}", target.0, target.1).map_err(stdout_error)
             }
         }
         CtlCommand::Leases(args) => match (&args.action, &args.mac) {
@@ -962,6 +1003,7 @@ pub fn format_status(s: &StatusData) -> String {
         ]);
     }
     out.push_str(&table(&rows, "  "));
+    out.push_str(&crate::ctl_rings::format_scrub(&s.scrub));
     out
 }
 
@@ -1234,6 +1276,7 @@ mod tests {
                     give_ups: 2,
                 },
             },
+            scrub: Default::default(),
         }
     }
 

@@ -27,12 +27,14 @@ use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
 use tracing::{error, info, warn};
 
+use crate::consumers::{self, EvictionWatch, NamedRing};
 use crate::control_proto::{
     self as proto, Command, ImportResult, IndexStatus, ReloadStatus, Response, StatsData,
     StatusData, TableStatus, WorkerCounters, WorkerStatus,
 };
 use crate::control_server::{self, ConnEvent, Connection};
 use crate::leases;
+use crate::scrub::ScrubRunner;
 use crate::sys;
 
 /// Documented exit codes of `prodhcpd`.
@@ -141,6 +143,13 @@ pub struct Supervisor {
     index_cleanup_pos: usize,
     /// Client index give-ups last logged, and when (the log is rate-limited).
     index_give_ups_logged: (u64, Option<Instant>),
+    index_cleanup_at: Instant,
+    /// The background scrub of the lease table (see [`crate::scrub`]).
+    scrub: ScrubRunner,
+    /// Change-ring eviction counters already logged.
+    evictions: EvictionWatch,
+    /// Names of the rings, in [`Supervisor::named_rings`] order.
+    ring_names: Vec<String>,
 }
 
 /// Reads and validates a configuration file (exit code 2 on failure).
@@ -401,7 +410,15 @@ impl Supervisor {
             export_children: Vec::new(),
             index_cleanup_pos: 0,
             index_give_ups_logged: (0, None),
+            index_cleanup_at: Instant::now(),
+            scrub: ScrubRunner::new(),
+            evictions: EvictionWatch::default(),
+            ring_names: (0..n)
+                .map(|id| format!("worker-{id}"))
+                .chain(["supervisor".into(), "import".into()])
+                .collect(),
         };
+        sup.check_evictions();
         for id in 0..sup.workers.len() {
             sup.spawn(id);
         }
@@ -499,8 +516,32 @@ impl Supervisor {
         }
     }
 
+    /// Every change ring the supervisor has mapped, with its operator-facing name.
+    fn named_rings(&self) -> Vec<NamedRing<'_>> {
+        let workers = self.workers.iter().map(|w| (worker_owner(w.id), &w.ring));
+        let own = [
+            (SUPERVISOR_OWNER, &self.sup_ring),
+            (IMPORT_OWNER, &self.import_ring),
+        ];
+        workers
+            .chain(own)
+            .zip(&self.ring_names)
+            .map(|((owner, ring), name)| NamedRing { name, owner, ring })
+            .collect()
+    }
+
+    /// Logs consumers the ring producers evicted since the last look.
+    fn check_evictions(&mut self) {
+        let mut watch = std::mem::take(&mut self.evictions);
+        watch.check(&self.named_rings());
+        self.evictions = watch;
+    }
+
     fn next_timeout(&self) -> Duration {
         let mut t = Duration::from_millis(500);
+        if let Some(s) = self.scrub.wake_in() {
+            t = t.min(s);
+        }
         for w in &self.workers {
             if let WorkerState::Backoff(at) = w.state {
                 t = t.min(at.saturating_duration_since(Instant::now()));
@@ -537,13 +578,24 @@ impl Supervisor {
 
     fn housekeeping(&mut self) {
         self.check_heartbeats();
-        // Turn index tombstones back into empty entries, a slice at a time.
-        let cap = self.table.index_capacity();
-        let step = 1 << 16;
-        let from = self.index_cleanup_pos;
-        self.table.index_cleanup(from..(from + step).min(cap));
-        self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
         self.log_index_give_ups();
+        // Turn index tombstones back into empty entries, a slice at a time (at most every
+        // 100 ms: while a scrub runs the loop turns every few milliseconds).
+        if self.index_cleanup_at.elapsed() >= Duration::from_millis(100) {
+            self.index_cleanup_at = Instant::now();
+            let cap = self.table.index_capacity();
+            let step = 1 << 16;
+            let from = self.index_cleanup_pos;
+            self.table.index_cleanup(from..(from + step).min(cap));
+            self.index_cleanup_pos = if from + step >= cap { 0 } else { from + step };
+        }
+        self.scrub.tick(
+            &self.table,
+            SUPERVISOR_OWNER,
+            &self.sup_ring,
+            self.config.scrub_interval,
+        );
+        self.check_evictions();
         // Close idle control connections.
         let stale: Vec<usize> = self
             .conns
@@ -875,6 +927,13 @@ impl Supervisor {
                 ok(Response::ok(&r))
             }
             Command::Export => Response::error("export is streamed"),
+            Command::Consumers => ok(Response::ok(&consumers::list(&self.named_rings()))),
+            Command::ConsumerDrop { ring, id } => {
+                match consumers::drop_consumer(&self.named_rings(), &ring, id) {
+                    Ok(d) => ok(Response::ok(&d)),
+                    Err(e) => Response::error(e),
+                }
+            }
         }
     }
 
@@ -905,6 +964,7 @@ impl Supervisor {
                     give_ups: self.table.index_give_ups(),
                 },
             },
+            scrub: self.scrub.status(&self.table),
         }
     }
 

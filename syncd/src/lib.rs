@@ -23,15 +23,22 @@ pub struct RingCursor<'r> {
     next: u64,
 }
 
-/// Records the consumer can no longer read (overwritten before it registered or while it was
-/// not registered). With a registered consumer this cannot happen: the producer stops instead.
+/// Why a drain stopped with records lost.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("records {from}..={to} were overwritten before they were consumed")]
-pub struct Gap {
-    /// First missing sequence number.
-    pub from: u64,
-    /// Last missing sequence number.
-    pub to: u64,
+pub enum Gap {
+    /// Records the consumer can no longer read (overwritten before it registered or while it was
+    /// not registered).
+    #[error("records {from}..={to} were overwritten before they were consumed")]
+    Overwritten {
+        /// First missing sequence number.
+        from: u64,
+        /// Last missing sequence number.
+        to: u64,
+    },
+    /// The producer evicted this consumer for lagging a whole ring (or an operator dropped it):
+    /// resynchronise from the table and register again.
+    #[error(transparent)]
+    Evicted(#[from] shm_layout::ConsumerEvicted),
 }
 
 impl<'r> RingCursor<'r> {
@@ -57,7 +64,13 @@ impl<'r> RingCursor<'r> {
         let mut done = 0;
         while self.next <= head && done < max {
             let Some(rec) = self.ring.read(self.next) else {
-                let gap = Gap {
+                let evicted = self.ring.consumers().iter().any(|c| {
+                    c.id == self.consumer && c.state == shm_layout::ConsumerState::Evicted
+                });
+                if evicted {
+                    return Err(shm_layout::ConsumerEvicted { id: self.consumer }.into());
+                }
+                let gap = Gap::Overwritten {
                     from: self.next,
                     to: head.saturating_sub(self.ring.capacity()),
                 };
@@ -69,7 +82,7 @@ impl<'r> RingCursor<'r> {
             if !handle(&rec) {
                 break;
             }
-            self.ring.advance_consumer(self.consumer, self.next);
+            self.ring.advance_consumer(self.consumer, self.next)?;
             self.next += 1;
             done += 1;
         }
@@ -99,7 +112,7 @@ mod tests {
     }
 
     #[test]
-    fn drains_in_order_resumes_after_restart_and_applies_backpressure() {
+    fn drains_in_order_resumes_after_restart_and_is_evicted_when_it_lags() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("ring");
         let ring = Ring::open_or_create(&path, 1, 16).unwrap();
@@ -131,10 +144,12 @@ mod tests {
         })
         .unwrap();
         assert_eq!(rest, (5..=10).collect::<Vec<_>>());
-        // The producer cannot lap a registered consumer.
-        for v in 11..=26 {
+        // A producer that laps a registered consumer evicts it instead of stopping; the consumer
+        // learns it when it next advances.
+        for v in 11..=27 {
             push(&ring, v).unwrap();
         }
-        assert!(push(&ring, 27).is_err());
+        assert_eq!(ring.evictions(), 1);
+        assert!(matches!(c2.drain(100, |_| true), Err(Gap::Evicted(_))));
     }
 }

@@ -101,6 +101,8 @@ pub struct ServerConfig {
     pub offer_hold: u32,
     /// How long a declined address stays out of use, seconds.
     pub decline_quarantine: u32,
+    /// More top-level fields, verbatim (`"ring_capacity: 1024"`).
+    pub extra: Vec<String>,
 }
 
 impl ServerConfig {
@@ -115,12 +117,19 @@ impl ServerConfig {
             subnets: Vec::new(),
             offer_hold: 30,
             decline_quarantine: 600,
+            extra: Vec::new(),
         }
     }
 
     /// Adds a subnet.
     pub fn subnet(mut self, s: SubnetConfig) -> Self {
         self.subnets.push(s);
+        self
+    }
+
+    /// Adds a top-level field, verbatim (`"ring_capacity: 1024"`).
+    pub fn field(mut self, line: &str) -> Self {
+        self.extra.push(line.to_string());
         self
     }
 
@@ -148,6 +157,9 @@ impl ServerConfig {
         let _ = writeln!(s, "    listen_port: {},", self.listen_port);
         let _ = writeln!(s, "    offer_hold: {},", self.offer_hold);
         let _ = writeln!(s, "    decline_quarantine: {},", self.decline_quarantine);
+        for line in &self.extra {
+            let _ = writeln!(s, "    {line},");
+        }
         s.push_str("    subnets: [\n");
         for sub in &self.subnets {
             s.push_str("        (\n");
