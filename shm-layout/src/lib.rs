@@ -12,11 +12,13 @@
 pub mod hash;
 pub mod layout;
 pub mod mapping;
+pub mod owner_process;
 pub mod ring;
 pub mod slot;
 pub mod table;
 
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
+pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{ChangeReason, ChangeRecord, RecordInput, Ring, RingFullError, RingOpenError};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};
 pub use table::{

@@ -589,7 +589,7 @@ impl Table {
             .unwrap_or(0)
     }
 
-    fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
+    pub(crate) fn owner_words(&self, owner: u8) -> Option<&[AtomicU64]> {
         if owner == 0 || usize::from(owner) >= MAX_OWNERS {
             return None;
         }

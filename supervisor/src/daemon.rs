@@ -203,6 +203,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     let path = &config.table_file;
     let old = Table::open(path).map_err(Fatal::table)?;
     lock_with_retry(&old)?;
+    crate::owners::end_live_writers(&old).map_err(Fatal::table)?;
     let tmp = with_suffix(path, ".migrating");
     let _ = std::fs::remove_file(&tmp);
     let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
@@ -293,7 +294,9 @@ impl Supervisor {
         for id in 0..n {
             rings.push(open_ring(worker_owner(id))?);
         }
-        // Every previous writer is dead now (we hold the lock): finish or undo their changes.
+        // End every previous writer that still runs (an orphaned worker), then finish or undo
+        // their changes: we hold the lock, so no other supervisor starts new ones.
+        crate::owners::end_live_writers(&table).map_err(Fatal::table)?;
         for owner in 1..=127u8 {
             let ring = if owner == SUPERVISOR_OWNER {
                 Some(&sup_ring)

@@ -7,4 +7,5 @@ pub mod ctl;
 pub mod daemon;
 pub mod import;
 pub mod leases;
+pub mod owners;
 pub mod sys;

@@ -62,6 +62,9 @@ pub struct WorkerArgs {
     pub udp_fd: RawFd,
     /// Inherited channel to the supervisor.
     pub channel_fd: RawFd,
+    /// Pid of the supervisor that started this worker (it must still be the parent after
+    /// `PR_SET_PDEATHSIG` is set); `None` when started by hand.
+    pub supervisor_pid: Option<u32>,
 }
 
 /// The lease table layout a configuration needs.
@@ -91,7 +94,7 @@ fn parse_config(text: &[u8]) -> Result<Config, String> {
 
 /// Runs a worker until told to stop, SIGTERM, or the supervisor goes away.
 pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
-    sys::die_with_parent()?;
+    sys::die_with_parent(args.supervisor_pid)?;
     let term = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
@@ -112,6 +115,11 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let config = parse_config(&first).map_err(WorkerError::Config)?;
     let owner = worker_owner(args.id);
     let table = Table::open_for(&config.table_file, &layout_of(&config))?;
+    // Record who writes as this owner before the first write, so that a supervisor starting
+    // after this one died can tell whether this process still lives (and end it).
+    if let Some(me) = shm_layout::OwnerProcess::current() {
+        table.set_owner_process(owner, me);
+    }
     let ring = Ring::open_or_create(
         &ring_path(&config, owner),
         owner,

@@ -258,14 +258,52 @@ pub fn send_to(
     .map_err(io::Error::from)
 }
 
-/// Sets the signal the kernel sends this process when its parent (the supervisor) dies.
-pub fn die_with_parent() -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(io::Error::from)
+/// Makes the kernel SIGKILL this process when its parent (the supervisor) dies, then checks
+/// that the parent is still `expected_parent`: if the supervisor died before the `prctl`, the
+/// worker was already re-parented and no signal will ever come, so it must not start.
+///
+/// SIGKILL, not SIGTERM: a stopped worker (SIGSTOP, a debugger) never acts on SIGTERM and would
+/// outlive the supervisor, and a SIGTERMed one still serves a batch turn while a new supervisor
+/// may already be recovering its owner. A change half done is recovered from its intent record
+/// like any other writer death.
+pub fn die_with_parent(expected_parent: Option<u32>) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    check_parent(expected_parent, nix::unistd::getppid().as_raw())
+}
+
+/// The check after `PR_SET_PDEATHSIG` (split out so a test can run it with any parent).
+fn check_parent(expected_parent: Option<u32>, actual: i32) -> io::Result<()> {
+    match expected_parent {
+        Some(p) if i64::from(p) != i64::from(actual) => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("supervisor {p} is gone (parent is now {actual}); not starting"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_worker_whose_supervisor_already_died_does_not_start() {
+        assert!(check_parent(Some(4242), 4242).is_ok());
+        assert!(
+            check_parent(None, 1).is_ok(),
+            "started by hand: nothing to compare"
+        );
+        let e = check_parent(Some(4242), 1).expect_err("re-parented to init");
+        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+    }
+
+    #[test]
+    fn die_with_parent_accepts_the_real_parent() {
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        die_with_parent(Some(parent)).expect("parent unchanged");
+        // Leave the test harness's process as it was.
+        nix::sys::prctl::set_pdeathsig(None).expect("clear pdeathsig");
+    }
 
     #[test]
     fn steering_program_spreads_and_bounds() {

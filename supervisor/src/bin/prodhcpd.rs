@@ -40,6 +40,9 @@ enum Sub {
         id: usize,
         #[arg(long)]
         workers: usize,
+        /// Pid of the supervisor that started this worker.
+        #[arg(long)]
+        supervisor_pid: Option<u32>,
     },
 }
 
@@ -116,13 +119,19 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Some(Sub::Worker { id, workers }) = args.command {
+    if let Some(Sub::Worker {
+        id,
+        workers,
+        supervisor_pid,
+    }) = args.command
+    {
         init_logging("info");
         let r = prodhcp_worker::run::run_worker(prodhcp_worker::run::WorkerArgs {
             id,
             workers,
             udp_fd: prodhcp_supervisor::sys::WORKER_UDP_FD,
             channel_fd: prodhcp_supervisor::sys::WORKER_CHANNEL_FD,
+            supervisor_pid,
         });
         return match r {
             Ok(()) => code(exit::OK),
