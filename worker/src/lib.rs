@@ -8,6 +8,7 @@ pub mod channel;
 pub mod codec;
 pub mod counters;
 pub mod engine;
+pub mod interfaces;
 pub mod run;
 pub mod serve_config;
 pub mod sys;

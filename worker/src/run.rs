@@ -19,6 +19,7 @@ use crate::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
 use crate::codec::MAX_REPLY;
 use crate::counters::Counter;
 use crate::engine::{Engine, Incoming};
+use crate::interfaces::InterfaceBroadcasts;
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -141,6 +142,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
     let mut out = [0u8; MAX_REPLY];
+    let mut broadcasts = InterfaceBroadcasts::load();
     let sweep_budget =
         (engine.table().slot_count() / args.workers.max(1) as u32 / SWEEP_STEPS_PER_PASS).max(256);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
@@ -189,11 +191,19 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
             }
         }
         if udp_ready {
-            udp_pending = !serve_udp(&mut engine, &udp, &mut batch, &mut sends, &mut out)?;
+            udp_pending = !serve_udp(
+                &mut engine,
+                &udp,
+                &broadcasts,
+                &mut batch,
+                &mut sends,
+                &mut out,
+            )?;
         }
         if Instant::now() >= next_sweep {
             engine.counters().inc(Counter::Heartbeat);
             engine.sweep(sweep_budget);
+            broadcasts.refresh_if_stale();
             next_sweep = Instant::now() + SWEEP_EVERY;
         }
     }
@@ -229,6 +239,7 @@ fn unreachable_batch_overflow() {
 fn serve_udp(
     engine: &mut Engine,
     udp: &OwnedFd,
+    broadcasts: &InterfaceBroadcasts,
     batch: &mut RecvBatch,
     sends: &mut SendBatch,
     out: &mut [u8; MAX_REPLY],
@@ -246,7 +257,7 @@ fn serve_udp(
                 src: m.src,
                 ifindex: m.ifindex,
                 local: m.local,
-                broadcast: m.dst.is_broadcast() || m.dst.octets()[3] == 255,
+                broadcast: broadcasts.is_broadcast(m.dst, m.ifindex),
             };
             // Replies routed normally (to relays and renewing clients) are batched into one
             // sendmmsg; broadcasts to clients without an address need a per-packet interface.
