@@ -82,6 +82,8 @@ pub(crate) struct WireConfig {
     pub table_file: Option<PathBuf>,
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: u32,
+    #[serde(default)]
+    pub durability: Option<String>,
 }
 
 /// One entry of `subnets`.

@@ -9,6 +9,7 @@
 //! Architecture Invariant: this crate does no network I/O and knows nothing of DHCP packets; it
 //! is the only crate that turns raw memory into typed data (in [`mapping`], its only `unsafe`).
 
+pub mod durable;
 pub mod hash;
 pub mod layout;
 pub mod mapping;

@@ -53,6 +53,25 @@ impl WordMapping {
         self.raw.flush()
     }
 
+    /// Writes the dirty pages holding bytes `offset..offset + len` to stable storage and waits
+    /// (`msync(MS_SYNC)` of the pages around that range; the file system's fsync path, so the
+    /// device write cache is flushed too).
+    pub fn flush_range(&self, offset: usize, len: usize) -> io::Result<()> {
+        if offset
+            .checked_add(len)
+            .is_none_or(|end| end > self.len_bytes())
+        {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!(
+                    "flush range {offset}+{len} outside a {}-byte mapping",
+                    self.len_bytes()
+                ),
+            ));
+        }
+        self.raw.flush_range(offset, len)
+    }
+
     /// Starts writeback of dirty pages without waiting.
     pub fn flush_async(&self) -> io::Result<()> {
         self.raw.flush_async()

@@ -484,6 +484,11 @@ impl Table {
         self.map.words()
     }
 
+    /// The mapping (for [`crate::durable`]).
+    pub(crate) fn mapping(&self) -> &WordMapping {
+        &self.map
+    }
+
     /// The file path.
     pub fn path(&self) -> &Path {
         &self.path

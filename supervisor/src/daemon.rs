@@ -323,6 +323,11 @@ impl Supervisor {
             );
         }
         table.mark_open();
+        // On disk before any worker writes: after a power cut the next start must see
+        // "unclean, another boot" and repair (see shm_layout::durable).
+        if let Err(e) = table.sync_header() {
+            warn!(error = %e, "could not write the lease table header to disk");
+        }
         let (reserved, _) =
             leases::apply_reservations(&table, &sup_ring, SUPERVISOR_OWNER, &config, None);
         if reserved > 0 {

@@ -193,6 +193,17 @@ impl SendBatch {
         self.lens.is_empty()
     }
 
+    /// How many replies are queued.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Forgets the queued replies without sending them.
+    pub fn clear(&mut self) {
+        self.lens.clear();
+        self.addrs.clear();
+    }
+
     /// Sends everything queued; returns how many datagrams the kernel did not take.
     ///
     /// `sendmmsg` stops at the first message the kernel refuses (an unreachable relay, a full
