@@ -92,6 +92,8 @@ pub struct ServerConfig {
     pub offer_hold: u32,
     /// How long a declined address stays out of use, seconds.
     pub decline_quarantine: u32,
+    /// `durability` ("power" or "process"); the server's default when `None`.
+    pub durability: Option<String>,
 }
 
 impl ServerConfig {
@@ -106,6 +108,7 @@ impl ServerConfig {
             subnets: Vec::new(),
             offer_hold: 30,
             decline_quarantine: 600,
+            durability: None,
         }
     }
 
@@ -139,6 +142,9 @@ impl ServerConfig {
         let _ = writeln!(s, "    listen_port: {},", self.listen_port);
         let _ = writeln!(s, "    offer_hold: {},", self.offer_hold);
         let _ = writeln!(s, "    decline_quarantine: {},", self.decline_quarantine);
+        if let Some(d) = &self.durability {
+            let _ = writeln!(s, "    durability: {},", quote(d));
+        }
         s.push_str("    subnets: [\n");
         for sub in &self.subnets {
             s.push_str("        (\n");
