@@ -111,6 +111,10 @@ pub enum Command {
     Import {
         /// At most [`IMPORT_BATCH_MAX`] records.
         leases: Vec<LeaseRecord>,
+        /// Overwrite reserved addresses and leases another client still holds (by default such
+        /// records are skipped and reported in [`ImportResult::skipped_rows`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
 }
 
@@ -352,6 +356,24 @@ pub struct ImportResult {
     /// Why records were refused (bounded; the first messages).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Records not imported because they would overwrite a reserved address or a lease that
+    /// another client still holds (each is also counted in `skipped`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_rows: Vec<SkippedRow>,
+}
+
+/// A record `import` left alone to protect what the table holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    /// Position of the record in its `import` batch (0-based), as the daemon reports it.
+    pub index: u32,
+    /// Line of the record in the imported file (filled in by prodhcpctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The record's address.
+    pub address: Ipv4Addr,
+    /// Why it was skipped.
+    pub reason: String,
 }
 
 /// Data of the final `export` response.
@@ -670,6 +692,7 @@ mod tests {
     fn import_request_round_trips() {
         let req = Request::new(Command::Import {
             leases: vec![sample_lease(), sample_lease()],
+            force: false,
         });
         let line = encode_request(&req).unwrap();
         assert!(line.starts_with(r#"{"v":1,"cmd":"import","leases":[{"address":"10.0.0.5""#));
@@ -869,7 +892,10 @@ mod tests {
     proptest! {
         #[test]
         fn import_requests_round_trip(leases in prop::collection::vec(arb_lease(), 0..20)) {
-            let req = Request::new(Command::Import { leases });
+            let req = Request::new(Command::Import {
+                leases,
+                force: false,
+            });
             let line = encode_request(&req).unwrap();
             prop_assert_eq!(line.matches('\n').count(), 1);
             prop_assert_eq!(parse_request(&line).unwrap(), req);

@@ -855,12 +855,31 @@ impl Supervisor {
                     _ => Response::error(format!("bad MAC address {mac:?}")),
                 }
             }
-            Command::Import { leases } => {
-                let r: ImportResult =
-                    leases::import_batch(&self.table, &self.import_ring, IMPORT_OWNER, &leases);
+            Command::Import { leases, force } => {
+                let head = self.import_ring.head();
+                let r: ImportResult = leases::import_batch(
+                    &self.table,
+                    &self.import_ring,
+                    IMPORT_OWNER,
+                    &leases,
+                    force,
+                );
+                self.sync_import(head);
                 ok(Response::ok(&r))
             }
             Command::Export => Response::error("export is streamed"),
+        }
+    }
+
+    /// With `durability: "power"`, writes what an import batch changed to disk before it is
+    /// acknowledged (see `shm_layout::durable`).
+    fn sync_import(&self, head_before: u64) {
+        if self.config.durability == prodhcp_config::Durability::Power {
+            if let Err(e) =
+                shm_layout::durable::sync_changes(&self.table, &self.import_ring, head_before)
+            {
+                warn!(error = %e, "could not write imported leases to disk");
+            }
         }
     }
 
