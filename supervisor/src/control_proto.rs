@@ -200,12 +200,21 @@ pub struct LeaseRecord {
 }
 
 /// Result of the last configuration reload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadStatus {
-    /// Whether it succeeded.
+    /// Whether it succeeded: every worker applied it. False while it is pending.
     pub ok: bool,
     /// What happened (the error when it failed).
     pub message: String,
+    /// Sent to the workers, not yet applied by all of them.
+    #[serde(default)]
+    pub pending: bool,
+    /// When the last worker applied it (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<u64>,
+    /// Milliseconds from the reload to the last worker's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_in_ms: Option<u64>,
 }
 
 /// One worker process, as reported by `status`.

@@ -980,7 +980,13 @@ pub fn format_status(s: &StatusData) -> String {
         out,
         "config generation: {} (last reload: {}{})",
         s.config_generation,
-        if s.last_reload.ok { "ok" } else { "FAILED" },
+        if s.last_reload.ok {
+            "ok"
+        } else if s.last_reload.pending {
+            "pending"
+        } else {
+            "FAILED"
+        },
         if s.last_reload.message.is_empty() {
             String::new()
         } else {
@@ -1267,6 +1273,7 @@ mod tests {
             last_reload: ReloadStatus {
                 ok: true,
                 message: "reloaded etc/prodhcp.ron".into(),
+                ..ReloadStatus::default()
             },
             workers: vec![
                 WorkerStatus {

@@ -139,6 +139,10 @@ pub struct Supervisor {
     /// Short-lived export writers, reaped on SIGCHLD.
     export_children: Vec<nix::unistd::Pid>,
     index_cleanup_pos: usize,
+    /// The reload the workers have not all answered yet.
+    reload_track: Option<crate::reload_track::ReloadTracker>,
+    /// The configuration (and its text) in force before that reload, to put back if it fails.
+    reload_previous: Option<(Config, String)>,
 }
 
 /// Reads and validates a configuration file (exit code 2 on failure).
@@ -389,6 +393,7 @@ impl Supervisor {
             last_reload: ReloadStatus {
                 ok: true,
                 message: "initial configuration".into(),
+                ..ReloadStatus::default()
             },
             table,
             clean_start: clean,
@@ -406,6 +411,8 @@ impl Supervisor {
             stopping: false,
             export_children: Vec::new(),
             index_cleanup_pos: 0,
+            reload_track: None,
+            reload_previous: None,
         };
         for id in 0..sup.workers.len() {
             sup.spawn(id);
@@ -500,6 +507,7 @@ impl Supervisor {
             }
             self.reap();
             self.respawn_due();
+            self.check_reload();
             self.housekeeping();
         }
     }
@@ -586,6 +594,9 @@ impl Supervisor {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
             recover(&self.table, owner, Some(&w.ring));
+            if let Some(t) = self.reload_track.as_mut() {
+                t.gone(id);
+            }
             if self.stopping {
                 w.state = WorkerState::Stopped;
                 continue;
@@ -624,9 +635,17 @@ impl Supervisor {
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Running;
                     }
+                    // A worker that started meanwhile was given the new text, so this counts.
+                    if let Some(t) = self.reload_track.as_mut() {
+                        t.applied(id);
+                    }
                 }
                 Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
-                    warn!(worker = id, message = %String::from_utf8_lossy(&msg), "worker refused the configuration");
+                    let msg = String::from_utf8_lossy(&msg);
+                    warn!(worker = id, message = %msg, "worker refused the configuration");
+                    if let Some(t) = self.reload_track.as_mut() {
+                        t.refused(id, &msg);
+                    }
                 }
                 Ok(ReadOutcome::Frame(..)) => {}
                 Ok(ReadOutcome::Pending) => return,
@@ -659,8 +678,8 @@ impl Supervisor {
         });
         match result {
             Ok((config, text)) => {
+                let previous_text = std::mem::replace(&mut self.config_text, text);
                 let previous = std::mem::replace(&mut self.config, config);
-                self.config_text = text;
                 leases::apply_reservations(
                     &self.table,
                     &self.sup_ring,
@@ -668,37 +687,111 @@ impl Supervisor {
                     &self.config,
                     Some(&previous),
                 );
-                for w in &mut self.workers {
-                    if let Some(ch) = w.channel.as_mut() {
-                        let _ = ch.set_nonblocking(false);
-                        if let Err(e) =
-                            write_frame(ch, FrameKind::Config, self.config_text.as_bytes())
-                        {
-                            warn!(worker = w.id, error = %e, "could not send the new configuration");
-                        }
-                        let _ = ch.set_nonblocking(true);
-                    }
+                let sent = self.send_config_to_workers();
+                // A reload that supersedes a pending one falls back to what ran before both.
+                if self.reload_previous.is_none() {
+                    self.reload_previous = Some((previous, previous_text));
                 }
-                self.generation += 1;
+                let generation = self.generation + 1;
+                self.reload_track = Some(crate::reload_track::ReloadTracker::new(
+                    generation, t0, sent,
+                ));
                 self.last_reload = ReloadStatus {
-                    ok: true,
+                    ok: false,
+                    pending: true,
                     message: format!(
-                        "generation {} loaded in {} ms",
-                        self.generation,
-                        t0.elapsed().as_millis()
+                        "generation {generation} sent to the workers; waiting for each to apply it"
                     ),
+                    ..ReloadStatus::default()
                 };
-                info!(
-                    generation = self.generation,
-                    us = t0.elapsed().as_micros() as u64,
-                    "configuration reloaded"
-                );
+                self.check_reload();
             }
             Err(e) => {
                 warn!(error = %e.message, "reload refused; keeping the running configuration");
                 self.last_reload = ReloadStatus {
                     ok: false,
                     message: e.message,
+                    ..ReloadStatus::default()
+                };
+            }
+        }
+    }
+
+    /// Sends the current configuration text to every worker that has a channel; returns the
+    /// ids it was sent to.
+    fn send_config_to_workers(&mut self) -> Vec<usize> {
+        let mut sent = Vec::new();
+        for w in &mut self.workers {
+            if let Some(ch) = w.channel.as_mut() {
+                let _ = ch.set_nonblocking(false);
+                match write_frame(ch, FrameKind::Config, self.config_text.as_bytes()) {
+                    Ok(()) => sent.push(w.id),
+                    Err(e) => {
+                        warn!(worker = w.id, error = %e, "could not send the configuration")
+                    }
+                }
+                let _ = ch.set_nonblocking(true);
+            }
+        }
+        sent
+    }
+
+    /// Finishes a pending reload once every worker answered: done (the generation moves on)
+    /// when all applied it, failed when one refused or some did not answer in time — then the
+    /// previous configuration is sent back to every worker, so all serve the same one.
+    fn check_reload(&mut self) {
+        use crate::reload_track::ReloadProgress;
+        let Some(track) = &self.reload_track else {
+            return;
+        };
+        let generation = track.generation;
+        match track.progress(Instant::now()) {
+            ReloadProgress::Waiting => {}
+            ReloadProgress::Applied(took) => {
+                self.generation = generation;
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                self.last_reload = ReloadStatus {
+                    ok: true,
+                    message: format!(
+                        "generation {generation} applied by every worker in {} ms",
+                        took.as_millis()
+                    ),
+                    pending: false,
+                    applied_at: Some(at),
+                    applied_in_ms: Some(took.as_millis() as u64),
+                };
+                info!(
+                    generation,
+                    us = took.as_micros() as u64,
+                    "configuration reloaded: every worker applied it"
+                );
+                self.reload_track = None;
+                self.reload_previous = None;
+            }
+            ReloadProgress::Failed(why) => {
+                warn!(generation, error = %why, "reload failed; putting the previous configuration back");
+                self.reload_track = None;
+                if let Some((config, text)) = self.reload_previous.take() {
+                    let failed = std::mem::replace(&mut self.config, config);
+                    self.config_text = text;
+                    leases::apply_reservations(
+                        &self.table,
+                        &self.sup_ring,
+                        SUPERVISOR_OWNER,
+                        &self.config,
+                        Some(&failed),
+                    );
+                    self.send_config_to_workers();
+                }
+                self.last_reload = ReloadStatus {
+                    ok: false,
+                    message: format!(
+                        "generation {generation} failed: {why}; the previous configuration stays in force"
+                    ),
+                    ..ReloadStatus::default()
                 };
             }
         }

@@ -8,4 +8,5 @@ pub mod daemon;
 pub mod import;
 pub mod leases;
 pub mod owners;
+pub mod reload_track;
 pub mod sys;
