@@ -113,6 +113,9 @@ struct Worker {
     ring: Ring,
     /// Last heartbeat counter value seen and when it last changed.
     heartbeat: (u64, Instant),
+    /// Configuration frames sent that the worker has not answered yet. The channel keeps
+    /// order, so only the answer that brings this to 0 is about the latest configuration.
+    config_unanswered: u32,
 }
 
 /// The running supervisor.
@@ -383,6 +386,7 @@ impl Supervisor {
                 backoff: Duration::from_millis(100),
                 ring,
                 heartbeat: (0, Instant::now()),
+                config_unanswered: 0,
             })
             .collect();
         let mut sup = Supervisor {
@@ -458,6 +462,7 @@ impl Supervisor {
                 w.state = WorkerState::Starting;
                 w.started = Instant::now();
                 w.heartbeat = (u64::MAX, Instant::now());
+                w.config_unanswered = 1;
             }
             Err(e) => {
                 error!(worker = id, error = %e, "cannot start worker");
@@ -635,15 +640,17 @@ impl Supervisor {
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Running;
                     }
-                    // A worker that started meanwhile was given the new text, so this counts.
-                    if let Some(t) = self.reload_track.as_mut() {
+                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    // The answer to the latest text (a worker started meanwhile was given it).
+                    if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.applied(id);
                     }
                 }
                 Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
                     let msg = String::from_utf8_lossy(&msg);
                     warn!(worker = id, message = %msg, "worker refused the configuration");
-                    if let Some(t) = self.reload_track.as_mut() {
+                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.refused(id, &msg);
                     }
                 }
@@ -692,7 +699,12 @@ impl Supervisor {
                 if self.reload_previous.is_none() {
                     self.reload_previous = Some((previous, previous_text));
                 }
-                let generation = self.generation + 1;
+                // Numbered after a reload still pending, which this one supersedes.
+                let generation = self
+                    .reload_track
+                    .as_ref()
+                    .map_or(self.generation, |t| t.generation)
+                    + 1;
                 self.reload_track = Some(crate::reload_track::ReloadTracker::new(
                     generation, t0, sent,
                 ));
@@ -725,7 +737,10 @@ impl Supervisor {
             if let Some(ch) = w.channel.as_mut() {
                 let _ = ch.set_nonblocking(false);
                 match write_frame(ch, FrameKind::Config, self.config_text.as_bytes()) {
-                    Ok(()) => sent.push(w.id),
+                    Ok(()) => {
+                        w.config_unanswered += 1;
+                        sent.push(w.id);
+                    }
                     Err(e) => {
                         warn!(worker = w.id, error = %e, "could not send the configuration")
                     }

@@ -143,3 +143,45 @@ fn a_reload_waits_for_a_stopped_worker_and_completes_after_its_restart() {
         );
     }
 }
+
+#[test]
+fn back_to_back_reloads_end_with_the_last_configuration_everywhere() {
+    if !preflight("reload_twice", &[]) {
+        return;
+    }
+    let t = Topology::new("reload2x");
+    let mut cfg = t.standard_config();
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
+    let gen0 = d.status()["config_generation"]
+        .as_u64()
+        .expect("generation");
+    for last in [251u8, 252] {
+        let router = Ipv4Addr::new(198, 18, 1, last);
+        for s in cfg.subnets.iter_mut().filter(|s| s.network == NET1) {
+            s.options = vec![("routers".into(), router.to_string())];
+        }
+        cfg.write(d.config_path());
+        assert!(d.signal(nix::sys::signal::Signal::SIGHUP));
+        // Give the supervisor the signal before the file changes again (it reads the file
+        // when it handles the signal): wait until it has acted on it.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        while d.status()["last_reload"]["message"]
+            .as_str()
+            .is_some_and(|m| !m.contains(&format!("generation {}", gen0 + u64::from(last - 250))))
+        {
+            assert!(std::time::Instant::now() < deadline, "SIGHUP not handled");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+    let st = d.reload_wait();
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
+    assert_eq!(st["config_generation"].as_u64(), Some(gen0 + 2), "{st}");
+    for n in 60..70 {
+        assert_eq!(
+            offered_routers(&agent, n),
+            Some(vec![Ipv4Addr::new(198, 18, 1, 252)]),
+            "client {n}"
+        );
+    }
+}
