@@ -189,8 +189,9 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), Fatal> {
 }
 
 fn lock_with_retry(table: &Table) -> Result<(), Fatal> {
-    // Workers of a previous supervisor may take a moment to die (they get SIGTERM from the
-    // kernel when it goes), and they do not hold the lock anyway; another live supervisor does.
+    // Workers of a previous supervisor do not hold the lock (they get SIGKILL from the kernel
+    // when it goes, and `owners::end_live_writers` ends any that outlived it); another live
+    // supervisor does.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match table.lock_exclusive() {

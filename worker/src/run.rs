@@ -142,7 +142,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
-    let mut deferred = DirectReplies::default();
+    let mut direct = DirectReplies::default();
     let mut broadcasts = InterfaceBroadcasts::load();
     let sweep_budget =
         (engine.table().slot_count() / args.workers.max(1) as u32 / SWEEP_STEPS_PER_PASS).max(256);
@@ -200,7 +200,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
                 durability,
                 &mut batch,
                 &mut sends,
-                &mut deferred,
+                &mut direct,
             )?;
         }
         if Instant::now() >= next_sweep {
