@@ -53,6 +53,13 @@ fn power_durability_writes_the_lease_page_before_the_ack() {
     cfg.durability = Some("process".into());
     let table_path = cfg.state_dir.join("leases.table");
     let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    // On tmpfs every page stays "dirty" (there is no disk behind it): the probe needs a real one.
+    let fs = nix::sys::statfs::statfs(&cfg.state_dir).expect("statfs");
+    assert!(
+        fs.filesystem_type() != nix::sys::statfs::TMPFS_MAGIC,
+        "the lab directory {} is on tmpfs; point TMPDIR at a disk-backed directory",
+        cfg.state_dir.display()
+    );
     let agent = TestClient::relay(&t.load, LOAD_IP, SERVER_IP).expect("relay agent socket");
 
     // "process": the ACK goes out with the page still dirty in memory (the kernel writes it
