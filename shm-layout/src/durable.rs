@@ -31,6 +31,15 @@
 //! So every ACK that left the machine names a slot whose page was on stable storage first. A
 //! page written while another slot in it was mid-change holds that slot locked or torn; repair
 //! abandons it (no duplicate address), and that change was not acknowledged yet.
+//!
+//! # Cost and limits
+//!
+//! Three `msync` calls per batch (the runs of slot pages, the records, the ring header), each
+//! a device cache flush on ext4/XFS; a batch holds up to 32 requests, so the cost per reply
+//! falls as load rises. Not written: the owner record (intent and counters), the bitmaps and
+//! the index. After a power cut an intent on disk may be older than the slot page beside it;
+//! recovery then rolls that slot forward only to a change whose ring record is on disk (every
+//! acknowledged one is), otherwise back, and repair abandons what it cannot trust.
 
 use std::io;
 
