@@ -25,7 +25,7 @@ use std::io::Read as _;
 use std::path::Path;
 
 pub use error::ConfigError;
-pub use model::{Config, Reservation, Subnet, TableRange, MAX_WORKERS};
+pub use model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};
 pub use options::OptionBlock;
 pub use range::{AddressRange, RangeParseError};
 pub use validate::{

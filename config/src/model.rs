@@ -42,6 +42,32 @@ pub struct Config {
     /// Seconds between background scrubs of the lease table (one always runs after start);
     /// 0 turns the periodic scrubs off.
     pub scrub_interval: u32,
+    /// What a lease must survive before its ACK goes out.
+    pub durability: Durability,
+}
+
+/// What an acknowledged lease survives (`durability` in the file).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Durability {
+    /// `"power"`: the pages a receive batch changed are written to stable storage before that
+    /// batch's replies are sent (group commit, one sync per batch). An ACKed lease survives a
+    /// power cut. The default, for a single appliance.
+    #[default]
+    Power,
+    /// `"process"`: replies go out as soon as the change is in the shared mapping; it survives
+    /// the death of any process, and reaches the disk by the kernel's writeback (about 30 s).
+    /// For a replicated pair, where the standby holds the lease.
+    Process,
+}
+
+impl Durability {
+    /// The name used in the file.
+    pub fn name(self) -> &'static str {
+        match self {
+            Durability::Power => "power",
+            Durability::Process => "process",
+        }
+    }
 }
 
 /// One subnet.

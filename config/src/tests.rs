@@ -122,6 +122,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(config.listen_port, 67);
     assert_eq!(config.ring_capacity, 65_536);
     assert_eq!(config.scrub_interval, 86_400);
+    assert_eq!(config.durability, crate::Durability::Power);
     assert_eq!(config.server_id, None);
     assert_eq!(
         config.table_file,
@@ -186,6 +187,12 @@ fn optional_fields_take_plain_or_some() {
     assert_eq!(c.log_level, "debug");
     let s = &c.subnets[0];
     assert_eq!((s.lease_time, s.renew_time, s.rebind_time), (300, 100, 200));
+    for (text, want) in [
+        ("    durability: \"process\",", crate::Durability::Process),
+        ("    durability: \"power\",", crate::Durability::Power),
+    ] {
+        assert_eq!(ok(&config_text(text, &subnet(""))).durability, want);
+    }
 }
 
 // ---- errors from the first stage carry ron's line and the serde path ----
@@ -346,6 +353,11 @@ fn top_level_rules() {
             "scrub_interval: 315360001,",
             "scrub_interval",
             "out of range",
+        ),
+        (
+            "durability: \"disk\",",
+            "durability",
+            "not \"power\" or \"process\"",
         ),
         (
             "control_socket: \"run/x.sock\",",
@@ -812,6 +824,7 @@ fn same_table_layout_tells_reloadable_changes() {
         change("lease_time: 3600", "lease_time: 7200"),
         change("log_level: \"info\"", "log_level: \"debug\""),
         change("offer_hold: 30", "offer_hold: 10"),
+        change("durability: \"power\"", "durability: \"process\""),
         // a reservation inside a pool needs no slot of its own
         change("address: \"10.128.0.20\"", "address: \"10.128.0.21\""),
         change("relays: [\"198.18.0.2\", \"198.18.0.3\"]", "relays: []"),

@@ -5,7 +5,7 @@ use std::collections::HashMap;
 use std::net::Ipv4Addr;
 use std::path::Path;
 
-use crate::model::{Config, Reservation, Subnet, TableRange, MAX_WORKERS};
+use crate::model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};
 use crate::options::{self, OptionBlock, MAX_OPTIONS_WIRE_LEN};
 use crate::path::FieldPath;
 use crate::range::AddressRange;
@@ -120,6 +120,17 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         );
     }
 
+    let durability = match wire.durability.as_deref().map(str::trim) {
+        None | Some("power") => Durability::Power,
+        Some("process") => Durability::Process,
+        Some(other) => {
+            return fail(
+                root("durability"),
+                format!("`{other}` is not \"power\" or \"process\""),
+            )
+        }
+    };
+
     if wire.subnets.is_empty() {
         return fail(root("subnets"), "at least one subnet is needed");
     }
@@ -145,6 +156,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         table_file,
         ring_capacity: ring,
         scrub_interval: wire.scrub_interval,
+        durability,
     };
     check_table_size(&config)?;
     Ok(config)

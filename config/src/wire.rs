@@ -89,6 +89,8 @@ pub(crate) struct WireConfig {
     pub ring_capacity: u32,
     #[serde(default = "default_scrub_interval")]
     pub scrub_interval: u32,
+    #[serde(default)]
+    pub durability: Option<String>,
 }
 
 /// One entry of `subnets`.

@@ -21,6 +21,11 @@ pub const MAX_OWNERS: usize = 128;
 pub const OWNER_WORDS: usize = 128;
 /// First counter word within an owner record.
 pub const OWNER_COUNTERS_START: usize = 32;
+/// Owner-record word holding the pid of the process writing as that owner (0 = none).
+pub const OWNER_PROCESS_PID: usize = 30;
+/// Owner-record word holding that process's start time (`/proc/<pid>/stat` field 22, clock
+/// ticks since boot), so a reused pid is not taken for the writer.
+pub const OWNER_PROCESS_START: usize = 31;
 /// Counters available per owner.
 pub const OWNER_COUNTERS: usize = OWNER_WORDS - OWNER_COUNTERS_START;
 /// Most address ranges a table can have.

@@ -9,15 +9,18 @@
 //! Architecture Invariant: this crate does no network I/O and knows nothing of DHCP packets; it
 //! is the only crate that turns raw memory into typed data (in [`mapping`], its only `unsafe`).
 
+pub mod durable;
 pub mod hash;
 pub mod layout;
 pub mod mapping;
+pub mod owner_process;
 pub mod ring;
 pub mod scrub;
 pub mod slot;
 pub mod table;
 
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
+pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{
     ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, RecordInput, Ring,
     RingFullError, RingOpenError,

@@ -57,7 +57,7 @@ use crate::slot::{SlotImage, SLOT_WORDS};
 const RING_MAGIC: u64 = u64::from_le_bytes(*b"PDHCPRNG");
 /// Version of the ring file layout.
 pub const RING_LAYOUT_VERSION: u64 = 1;
-const HEADER_WORDS: usize = 64;
+pub(crate) const HEADER_WORDS: usize = 64;
 const W_MAGIC: usize = 0;
 const W_VERSION: usize = 1;
 const W_CAPACITY: usize = 2;
@@ -343,6 +343,11 @@ impl Ring {
 
     fn w(&self) -> &[AtomicU64] {
         self.map.words()
+    }
+
+    /// The mapping (for [`crate::durable`]).
+    pub(crate) fn mapping(&self) -> &WordMapping {
+        &self.map
     }
 
     /// Capacity in records.

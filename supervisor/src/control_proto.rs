@@ -115,6 +115,10 @@ pub enum Command {
     Import {
         /// At most [`IMPORT_BATCH_MAX`] records.
         leases: Vec<LeaseRecord>,
+        /// Overwrite reserved addresses and leases another client still holds (by default such
+        /// records are skipped and reported in [`ImportResult::skipped_rows`]).
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        force: bool,
     },
     /// Every registered or evicted consumer of the change rings the supervisor knows.
     Consumers,
@@ -211,12 +215,21 @@ pub struct LeaseRecord {
 }
 
 /// Result of the last configuration reload.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ReloadStatus {
-    /// Whether it succeeded.
+    /// Whether it succeeded: every worker applied it. False while it is pending.
     pub ok: bool,
     /// What happened (the error when it failed).
     pub message: String,
+    /// Sent to the workers, not yet applied by all of them.
+    #[serde(default)]
+    pub pending: bool,
+    /// When the last worker applied it (unix seconds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_at: Option<u64>,
+    /// Milliseconds from the reload to the last worker's answer.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub applied_in_ms: Option<u64>,
 }
 
 /// One worker process, as reported by `status`.
@@ -491,6 +504,24 @@ pub struct ImportResult {
     /// Why records were refused (bounded; the first messages).
     #[serde(default)]
     pub errors: Vec<String>,
+    /// Records not imported because they would overwrite a reserved address or a lease that
+    /// another client still holds (each is also counted in `skipped`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub skipped_rows: Vec<SkippedRow>,
+}
+
+/// A record `import` left alone to protect what the table holds.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SkippedRow {
+    /// Position of the record in its `import` batch (0-based), as the daemon reports it.
+    pub index: u32,
+    /// Line of the record in the imported file (filled in by prodhcpctl).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub line: Option<u64>,
+    /// The record's address.
+    pub address: Ipv4Addr,
+    /// Why it was skipped.
+    pub reason: String,
 }
 
 /// Data of the final `export` response.
@@ -809,6 +840,7 @@ mod tests {
     fn import_request_round_trips() {
         let req = Request::new(Command::Import {
             leases: vec![sample_lease(), sample_lease()],
+            force: false,
         });
         let line = encode_request(&req).unwrap();
         assert!(line.starts_with(r#"{"v":1,"cmd":"import","leases":[{"address":"10.0.0.5""#));
@@ -1008,7 +1040,10 @@ mod tests {
     proptest! {
         #[test]
         fn import_requests_round_trip(leases in prop::collection::vec(arb_lease(), 0..20)) {
-            let req = Request::new(Command::Import { leases });
+            let req = Request::new(Command::Import {
+                leases,
+                force: false,
+            });
             let line = encode_request(&req).unwrap();
             prop_assert_eq!(line.matches('\n').count(), 1);
             prop_assert_eq!(parse_request(&line).unwrap(), req);

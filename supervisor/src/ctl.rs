@@ -20,7 +20,8 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use crate::control_proto::{
     encode_request, parse_export_frame, parse_response, read_line_bounded, Command, Counters,
     ExportDone, ExportFrame, ImportResult, LeaseRecord, PoolStats, ReadLineError, Request,
-    Response, StatsData, StatusData, DEFAULT_SOCKET_PATH, IMPORT_BATCH_MAX, MAX_RESPONSE_LINE,
+    Response, SkippedRow, StatsData, StatusData, DEFAULT_SOCKET_PATH, IMPORT_BATCH_MAX,
+    MAX_RESPONSE_LINE,
 };
 use crate::import::{lease_source, ErrorLog, ImportFormat, ImportItem, LeaseSource};
 
@@ -111,6 +112,10 @@ pub enum LeasesAction {
         /// Input format.
         #[arg(long, value_enum)]
         format: ImportFormatArg,
+        /// Overwrite reserved addresses and leases another client still holds. Without it
+        /// such rows are skipped, and each is reported with its line.
+        #[arg(long)]
+        force: bool,
         /// The lease file.
         file: PathBuf,
     },
@@ -530,9 +535,24 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 client.set_timeout(timeout * 2)?;
                 export(&mut client, *format, io, stdout_used)
             }
-            (Some(LeasesAction::Import { format, file }), _) => {
-                import(cli, (*format).into(), file, timeout, io, stdout_used)
-            }
+            (
+                Some(LeasesAction::Import {
+                    format,
+                    force,
+                    file,
+                }),
+                _,
+            ) => import(
+                cli,
+                ImportOptions {
+                    format: (*format).into(),
+                    force: *force,
+                },
+                file,
+                timeout,
+                io,
+                stdout_used,
+            ),
             (None, Some(mac)) => {
                 let data = failed(connect()?.call(Command::LeasesByMac { mac: mac.clone() })?)?;
                 let leases: Vec<LeaseRecord> = decode(data.clone())?;
@@ -661,15 +681,30 @@ struct ImportTotals {
     rejected: u64,
     skipped: u64,
     errors: ErrorLog,
+    skipped_rows: Vec<SkippedRow>,
+}
+
+/// How `leases import` runs.
+#[derive(Debug, Clone, Copy)]
+struct ImportOptions {
+    format: ImportFormat,
+    force: bool,
 }
 
 impl ImportTotals {
-    fn apply(&mut self, r: ImportResult) {
+    /// Adds a batch's result; `lines[i]` is the file line of the batch's record `i`. Each
+    /// skipped row is reported on `err` as it comes.
+    fn apply(&mut self, r: ImportResult, lines: &[u64], err: &mut dyn Write) {
         self.imported += r.imported;
         self.rejected += r.rejected;
         self.skipped += r.skipped;
         for e in r.errors {
             self.errors.push(e);
+        }
+        for mut row in r.skipped_rows {
+            row.line = lines.get(row.index as usize).copied();
+            let _ = writeln!(err, "{}", format_skipped_row(&row));
+            self.skipped_rows.push(row);
         }
     }
 
@@ -679,8 +714,21 @@ impl ImportTotals {
             rejected: self.rejected,
             skipped: self.skipped,
             errors: self.errors.into_messages(),
+            skipped_rows: self.skipped_rows,
         }
     }
+}
+
+/// `line 12: 10.0.0.5 skipped: the address is reserved (--force overwrites)`
+fn format_skipped_row(row: &SkippedRow) -> String {
+    let line = row.line.map_or_else(
+        || format!("record {}", row.index + 1),
+        |l| format!("line {l}"),
+    );
+    format!(
+        "{line}: {} skipped: {} (--force overwrites)",
+        row.address, row.reason
+    )
 }
 
 /// Parse up to [`IMPORT_BATCH_MAX`] leases into `batch`; local rejections go to `totals`.
@@ -688,12 +736,16 @@ impl ImportTotals {
 fn fill_batch(
     src: &mut dyn LeaseSource,
     batch: &mut Vec<LeaseRecord>,
+    lines: &mut Vec<u64>,
     totals: &mut ImportTotals,
 ) -> Result<bool, crate::import::ImportReadError> {
     while batch.len() < IMPORT_BATCH_MAX {
         match src.next_item()? {
             None => return Ok(true),
-            Some(ImportItem::Lease { record, .. }) => batch.push(record),
+            Some(ImportItem::Lease { record, line }) => {
+                batch.push(record);
+                lines.push(line);
+            }
             Some(ImportItem::Rejected(e)) => {
                 totals.rejected += 1;
                 totals.errors.push(e.to_string());
@@ -760,7 +812,7 @@ pub fn format_rate(count: u64, elapsed: Duration) -> String {
 
 fn import(
     cli: &Cli,
-    format: ImportFormat,
+    opts: ImportOptions,
     file: &Path,
     timeout: Duration,
     io: &mut Output<'_>,
@@ -769,7 +821,7 @@ fn import(
     let f = std::fs::File::open(file)
         .map_err(|e| CtlError::Local(format!("cannot open {}: {e}", file.display())))?;
     let file_size = f.metadata().map(|m| m.len()).unwrap_or(0);
-    let mut src = lease_source(format, f);
+    let mut src = lease_source(opts.format, f);
     let mut client = ControlClient::connect(&cli.socket, timeout)?;
     client.set_timeout(timeout * 2)?;
 
@@ -781,18 +833,21 @@ fn import(
     };
     let mut totals = ImportTotals::default();
     let mut batch: Vec<LeaseRecord> = Vec::with_capacity(IMPORT_BATCH_MAX);
+    // File lines of the batch being filled and of the batch in flight.
+    let mut lines: Vec<u64> = Vec::with_capacity(IMPORT_BATCH_MAX);
+    let mut sent_lines: Vec<u64> = Vec::new();
     let mut in_flight = false;
     let mut eof = false;
     // One batch in flight: parse batch k+1 while the daemon applies batch k.
     let outcome: Result<(), CtlError> = loop {
         if !eof {
-            match fill_batch(src.as_mut(), &mut batch, &mut totals) {
+            match fill_batch(src.as_mut(), &mut batch, &mut lines, &mut totals) {
                 Ok(e) => eof = e,
                 Err(e) => {
                     if in_flight {
                         if let Ok(Response::Ok(v)) = client.recv() {
                             if let Ok(r) = decode::<ImportResult>(v) {
-                                totals.apply(r);
+                                totals.apply(r, &sent_lines, io.err);
                             }
                         }
                     }
@@ -807,7 +862,7 @@ fn import(
         if in_flight {
             match client.recv() {
                 Ok(Response::Ok(v)) => match decode::<ImportResult>(v) {
-                    Ok(r) => totals.apply(r),
+                    Ok(r) => totals.apply(r, &sent_lines, io.err),
                     Err(e) => break Err(e),
                 },
                 Ok(Response::Err(msg)) => {
@@ -824,7 +879,11 @@ fn import(
             break Ok(());
         }
         let leases = std::mem::replace(&mut batch, Vec::with_capacity(IMPORT_BATCH_MAX));
-        if let Err(e) = client.send(&Request::new(Command::Import { leases })) {
+        sent_lines = std::mem::replace(&mut lines, Vec::with_capacity(IMPORT_BATCH_MAX));
+        if let Err(e) = client.send(&Request::new(Command::Import {
+            leases,
+            force: opts.force,
+        })) {
             break Err(e);
         }
         in_flight = true;
@@ -962,7 +1021,13 @@ pub fn format_status(s: &StatusData) -> String {
         out,
         "config generation: {} (last reload: {}{})",
         s.config_generation,
-        if s.last_reload.ok { "ok" } else { "FAILED" },
+        if s.last_reload.ok {
+            "ok"
+        } else if s.last_reload.pending {
+            "pending"
+        } else {
+            "FAILED"
+        },
         if s.last_reload.message.is_empty() {
             String::new()
         } else {
@@ -1152,6 +1217,12 @@ pub fn format_import_summary(r: &ImportResult) -> String {
             let _ = writeln!(out, "  {e}");
         }
     }
+    if !r.skipped_rows.is_empty() {
+        out.push_str("skipped rows:\n");
+        for row in &r.skipped_rows {
+            let _ = writeln!(out, "  {}", format_skipped_row(row));
+        }
+    }
     out
 }
 
@@ -1251,6 +1322,7 @@ mod tests {
             last_reload: ReloadStatus {
                 ok: true,
                 message: "reloaded etc/prodhcp.ron".into(),
+                ..ReloadStatus::default()
             },
             workers: vec![
                 WorkerStatus {
@@ -1695,7 +1767,7 @@ mod tests {
             let Some(line) = read_line_bounded(r, 16 << 20).unwrap() else {
                 return;
             };
-            let Command::Import { leases } = parse_request(&line).unwrap().command else {
+            let Command::Import { leases, .. } = parse_request(&line).unwrap().command else {
                 panic!("not an import");
             };
             batches.send(leases.len()).unwrap();
@@ -1711,6 +1783,7 @@ mod tests {
                     .iter()
                     .map(|l| format!("{}: not in any pool", l.address))
                     .collect(),
+                skipped_rows: Vec::new(),
             };
             answer(w, &Response::ok(&result).unwrap());
         })
@@ -1798,6 +1871,7 @@ mod tests {
                     address: Ipv4Addr::new(10, 0, 0, 1),
                     ..lease(1)
                 }],
+                force: false,
             },
             Response::error("lease table is read-only (standby)"),
         );
@@ -1842,6 +1916,7 @@ mod tests {
             rejected: 1,
             skipped: 2,
             errors: vec!["line 7: bad".into()],
+            skipped_rows: Vec::new(),
         });
         assert_eq!(
             summary,

@@ -115,6 +115,9 @@ struct Worker {
     ring: Ring,
     /// Last heartbeat counter value seen and when it last changed.
     heartbeat: (u64, Instant),
+    /// Configuration frames sent that the worker has not answered yet. The channel keeps
+    /// order, so only the answer that brings this to 0 is about the latest configuration.
+    config_unanswered: u32,
 }
 
 /// The running supervisor.
@@ -150,6 +153,10 @@ pub struct Supervisor {
     evictions: EvictionWatch,
     /// Names of the rings, in [`Supervisor::named_rings`] order.
     ring_names: Vec<String>,
+    /// The reload the workers have not all answered yet.
+    reload_track: Option<crate::reload_track::ReloadTracker>,
+    /// The configuration (and its text) in force before that reload, to put back if it fails.
+    reload_previous: Option<(Config, String)>,
 }
 
 /// Reads and validates a configuration file (exit code 2 on failure).
@@ -193,8 +200,9 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), Fatal> {
 }
 
 fn lock_with_retry(table: &Table) -> Result<(), Fatal> {
-    // Workers of a previous supervisor may take a moment to die (they get SIGTERM from the
-    // kernel when it goes), and they do not hold the lock anyway; another live supervisor does.
+    // Workers of a previous supervisor do not hold the lock (they get SIGKILL from the kernel
+    // when it goes, and `owners::end_live_writers` ends any that outlived it); another live
+    // supervisor does.
     let deadline = Instant::now() + Duration::from_secs(3);
     loop {
         match table.lock_exclusive() {
@@ -214,6 +222,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     let path = &config.table_file;
     let old = Table::open(path).map_err(Fatal::table)?;
     lock_with_retry(&old)?;
+    crate::owners::end_live_writers(&old).map_err(Fatal::table)?;
     let tmp = with_suffix(path, ".migrating");
     let _ = std::fs::remove_file(&tmp);
     let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
@@ -304,7 +313,9 @@ impl Supervisor {
         for id in 0..n {
             rings.push(open_ring(worker_owner(id))?);
         }
-        // Every previous writer is dead now (we hold the lock): finish or undo their changes.
+        // End every previous writer that still runs (an orphaned worker), then finish or undo
+        // their changes: we hold the lock, so no other supervisor starts new ones.
+        crate::owners::end_live_writers(&table).map_err(Fatal::table)?;
         for owner in 1..=127u8 {
             let ring = if owner == SUPERVISOR_OWNER {
                 Some(&sup_ring)
@@ -331,6 +342,11 @@ impl Supervisor {
             );
         }
         table.mark_open();
+        // On disk before any worker writes: after a power cut the next start must see
+        // "unclean, another boot" and repair (see shm_layout::durable).
+        if let Err(e) = table.sync_header() {
+            warn!(error = %e, "could not write the lease table header to disk");
+        }
         let (reserved, _) =
             leases::apply_reservations(&table, &sup_ring, SUPERVISOR_OWNER, &config, None);
         if reserved > 0 {
@@ -382,6 +398,7 @@ impl Supervisor {
                 backoff: Duration::from_millis(100),
                 ring,
                 heartbeat: (0, Instant::now()),
+                config_unanswered: 0,
             })
             .collect();
         let mut sup = Supervisor {
@@ -392,6 +409,7 @@ impl Supervisor {
             last_reload: ReloadStatus {
                 ok: true,
                 message: "initial configuration".into(),
+                ..ReloadStatus::default()
             },
             table,
             clean_start: clean,
@@ -417,6 +435,8 @@ impl Supervisor {
                 .map(|id| format!("worker-{id}"))
                 .chain(["supervisor".into(), "import".into()])
                 .collect(),
+            reload_track: None,
+            reload_previous: None,
         };
         sup.check_evictions();
         for id in 0..sup.workers.len() {
@@ -463,6 +483,7 @@ impl Supervisor {
                 w.state = WorkerState::Starting;
                 w.started = Instant::now();
                 w.heartbeat = (u64::MAX, Instant::now());
+                w.config_unanswered = 1;
             }
             Err(e) => {
                 error!(worker = id, error = %e, "cannot start worker");
@@ -512,6 +533,7 @@ impl Supervisor {
             }
             self.reap();
             self.respawn_due();
+            self.check_reload();
             self.housekeeping();
         }
     }
@@ -652,6 +674,9 @@ impl Supervisor {
                 let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
             }
             recover(&self.table, owner, Some(&w.ring));
+            if let Some(t) = self.reload_track.as_mut() {
+                t.gone(id);
+            }
             if self.stopping {
                 w.state = WorkerState::Stopped;
                 continue;
@@ -690,9 +715,19 @@ impl Supervisor {
                     if w.state == WorkerState::Starting {
                         w.state = WorkerState::Running;
                     }
+                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    // The answer to the latest text (a worker started meanwhile was given it).
+                    if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
+                        t.applied(id);
+                    }
                 }
                 Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
-                    warn!(worker = id, message = %String::from_utf8_lossy(&msg), "worker refused the configuration");
+                    let msg = String::from_utf8_lossy(&msg);
+                    warn!(worker = id, message = %msg, "worker refused the configuration");
+                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
+                        t.refused(id, &msg);
+                    }
                 }
                 Ok(ReadOutcome::Frame(..)) => {}
                 Ok(ReadOutcome::Pending) => return,
@@ -725,8 +760,8 @@ impl Supervisor {
         });
         match result {
             Ok((config, text)) => {
+                let previous_text = std::mem::replace(&mut self.config_text, text);
                 let previous = std::mem::replace(&mut self.config, config);
-                self.config_text = text;
                 leases::apply_reservations(
                     &self.table,
                     &self.sup_ring,
@@ -734,37 +769,119 @@ impl Supervisor {
                     &self.config,
                     Some(&previous),
                 );
-                for w in &mut self.workers {
-                    if let Some(ch) = w.channel.as_mut() {
-                        let _ = ch.set_nonblocking(false);
-                        if let Err(e) =
-                            write_frame(ch, FrameKind::Config, self.config_text.as_bytes())
-                        {
-                            warn!(worker = w.id, error = %e, "could not send the new configuration");
-                        }
-                        let _ = ch.set_nonblocking(true);
-                    }
+                let sent = self.send_config_to_workers();
+                // A reload that supersedes a pending one falls back to what ran before both.
+                if self.reload_previous.is_none() {
+                    self.reload_previous = Some((previous, previous_text));
                 }
-                self.generation += 1;
+                // Numbered after a reload still pending, which this one supersedes.
+                let generation = self
+                    .reload_track
+                    .as_ref()
+                    .map_or(self.generation, |t| t.generation)
+                    + 1;
+                self.reload_track = Some(crate::reload_track::ReloadTracker::new(
+                    generation, t0, sent,
+                ));
                 self.last_reload = ReloadStatus {
-                    ok: true,
+                    ok: false,
+                    pending: true,
                     message: format!(
-                        "generation {} loaded in {} ms",
-                        self.generation,
-                        t0.elapsed().as_millis()
+                        "generation {generation} sent to the workers; waiting for each to apply it"
                     ),
+                    ..ReloadStatus::default()
                 };
-                info!(
-                    generation = self.generation,
-                    us = t0.elapsed().as_micros() as u64,
-                    "configuration reloaded"
-                );
+                self.check_reload();
             }
             Err(e) => {
                 warn!(error = %e.message, "reload refused; keeping the running configuration");
                 self.last_reload = ReloadStatus {
                     ok: false,
                     message: e.message,
+                    ..ReloadStatus::default()
+                };
+            }
+        }
+    }
+
+    /// Sends the current configuration text to every worker that has a channel; returns the
+    /// ids it was sent to.
+    fn send_config_to_workers(&mut self) -> Vec<usize> {
+        let mut sent = Vec::new();
+        for w in &mut self.workers {
+            if let Some(ch) = w.channel.as_mut() {
+                let _ = ch.set_nonblocking(false);
+                match write_frame(ch, FrameKind::Config, self.config_text.as_bytes()) {
+                    Ok(()) => {
+                        w.config_unanswered += 1;
+                        sent.push(w.id);
+                    }
+                    Err(e) => {
+                        warn!(worker = w.id, error = %e, "could not send the configuration")
+                    }
+                }
+                let _ = ch.set_nonblocking(true);
+            }
+        }
+        sent
+    }
+
+    /// Finishes a pending reload once every worker answered: done (the generation moves on)
+    /// when all applied it, failed when one refused or some did not answer in time — then the
+    /// previous configuration is sent back to every worker, so all serve the same one.
+    fn check_reload(&mut self) {
+        use crate::reload_track::ReloadProgress;
+        let Some(track) = &self.reload_track else {
+            return;
+        };
+        let generation = track.generation;
+        match track.progress(Instant::now()) {
+            ReloadProgress::Waiting => {}
+            ReloadProgress::Applied(took) => {
+                self.generation = generation;
+                let at = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map(|d| d.as_secs())
+                    .unwrap_or(0);
+                self.last_reload = ReloadStatus {
+                    ok: true,
+                    message: format!(
+                        "generation {generation} applied by every worker in {} ms",
+                        took.as_millis()
+                    ),
+                    pending: false,
+                    applied_at: Some(at),
+                    applied_in_ms: Some(took.as_millis() as u64),
+                };
+                info!(
+                    generation,
+                    us = took.as_micros() as u64,
+                    "configuration reloaded: every worker applied it"
+                );
+                self.reload_track = None;
+                self.reload_previous = None;
+            }
+            ReloadProgress::Failed(why) => {
+                warn!(generation, error = %why, "reload failed; putting the previous configuration back");
+                self.reload_track = None;
+                if let Some((config, text)) = self.reload_previous.take() {
+                    let failed = std::mem::replace(&mut self.config, config);
+                    self.config_text = text;
+                    leases::apply_reservations(
+                        &self.table,
+                        &self.sup_ring,
+                        SUPERVISOR_OWNER,
+                        &self.config,
+                        Some(&failed),
+                    );
+                    self.send_config_to_workers();
+                }
+                self.last_reload = ReloadStatus {
+                    ok: false,
+                    message: format!(
+                        "generation {generation} failed: {why}; the previous configuration stays in force"
+                    ),
+                    ..ReloadStatus::default()
                 };
             }
         }
@@ -921,9 +1038,16 @@ impl Supervisor {
                     _ => Response::error(format!("bad MAC address {mac:?}")),
                 }
             }
-            Command::Import { leases } => {
-                let r: ImportResult =
-                    leases::import_batch(&self.table, &self.import_ring, IMPORT_OWNER, &leases);
+            Command::Import { leases, force } => {
+                let head = self.import_ring.head();
+                let r: ImportResult = leases::import_batch(
+                    &self.table,
+                    &self.import_ring,
+                    IMPORT_OWNER,
+                    &leases,
+                    force,
+                );
+                self.sync_import(head);
                 ok(Response::ok(&r))
             }
             Command::Export => Response::error("export is streamed"),
@@ -933,6 +1057,18 @@ impl Supervisor {
                     Ok(d) => ok(Response::ok(&d)),
                     Err(e) => Response::error(e),
                 }
+            }
+        }
+    }
+
+    /// With `durability: "power"`, writes what an import batch changed to disk before it is
+    /// acknowledged (see `shm_layout::durable`).
+    fn sync_import(&self, head_before: u64) {
+        if self.config.durability == prodhcp_config::Durability::Power {
+            if let Err(e) =
+                shm_layout::durable::sync_changes(&self.table, &self.import_ring, head_before)
+            {
+                warn!(error = %e, "could not write imported leases to disk");
             }
         }
     }

@@ -138,17 +138,32 @@ pub fn pool_stats(table: &Table, config: &Config) -> Vec<PoolStats> {
 }
 
 /// Applies one batch of imported records, in order, as owner `owner` through `ring`.
+///
+/// Unless `force` is set, a record is skipped (counted, and listed with its position in
+/// [`ImportResult::skipped_rows`]) when its address is reserved, or is offered, leased or
+/// quarantined for another client whose time has not run out: an import must not take an
+/// address from a client that holds it, or from the client it is reserved for.
 pub fn import_batch(
     table: &Table,
     ring: &Ring,
     owner: u8,
     records: &[LeaseRecord],
+    force: bool,
 ) -> ImportResult {
     let mut res = ImportResult::default();
     let now = now_secs();
-    for r in records {
-        match import_one(table, ring, owner, r, now) {
-            Ok(()) => res.imported += 1,
+    for (index, r) in records.iter().enumerate() {
+        match import_one(table, ring, owner, r, now, force) {
+            Ok(None) => res.imported += 1,
+            Ok(Some(reason)) => {
+                res.skipped += 1;
+                res.skipped_rows.push(crate::control_proto::SkippedRow {
+                    index: index as u32,
+                    line: None,
+                    address: r.address,
+                    reason,
+                });
+            }
             Err(e) => {
                 res.rejected += 1;
                 if res.errors.len() < 100 {
@@ -160,13 +175,38 @@ pub fn import_batch(
     res
 }
 
+/// Why the current contents of a slot must not be overwritten by an import of `new` (`None`
+/// when they may).
+fn import_would_clobber(cur: &SlotImage, new: &SlotImage, now: u64) -> Option<String> {
+    let running = u64::from(cur.expires) > now;
+    match cur.state {
+        LeaseState::Reserved => Some("the address is reserved".into()),
+        LeaseState::Leased | LeaseState::Offered if running && cur.key != new.key => Some(format!(
+            "the address is {} to another client until {}",
+            if cur.state == LeaseState::Leased {
+                "leased"
+            } else {
+                "offered"
+            },
+            cur.expires
+        )),
+        LeaseState::Declined if running => Some(format!(
+            "the address is quarantined (declined) until {}",
+            cur.expires
+        )),
+        _ => None,
+    }
+}
+
+/// Imports one record; `Ok(Some(reason))` when it was skipped to protect the slot.
 fn import_one(
     table: &Table,
     ring: &Ring,
     owner: u8,
     r: &LeaseRecord,
     now: u64,
-) -> Result<(), String> {
+    force: bool,
+) -> Result<Option<String>, String> {
     let slot = table
         .slot_of_addr(u32::from(r.address))
         .ok_or("address is in no configured pool or reservation")?;
@@ -202,6 +242,11 @@ fn import_one(
     }
     for _ in 0..16 {
         let cur = table.read(slot).map_err(|e| e.to_string())?;
+        if !force {
+            if let Some(why) = import_would_clobber(&cur, &img, now) {
+                return Ok(Some(why));
+            }
+        }
         let res = table.update(
             owner,
             ring,
@@ -215,7 +260,7 @@ fn import_one(
             },
         );
         match res {
-            Ok(_) => return Ok(()),
+            Ok(_) => return Ok(None),
             Err(shm_layout::UpdateError::Conflict) => continue,
             Err(e) => return Err(e.to_string()),
         }
@@ -304,5 +349,49 @@ mod tests {
         assert_eq!(parse_hex("0200ab"), Some(vec![2, 0, 0xab]));
         assert_eq!(parse_hex("0"), None);
         assert_eq!(parse_hex("zz"), None);
+    }
+
+    #[test]
+    fn import_protects_reserved_held_and_quarantined_slots() {
+        let now = 1_000_000u64;
+        let key = |b: u8| ClientKey::from_hwaddr(1, &[2, 0, 0, 0, 0, b]);
+        let new = SlotImage {
+            state: LeaseState::Leased,
+            key: key(1),
+            expires: (now + 100) as u32,
+            ..SlotImage::PRISTINE
+        };
+        let cur = |state, k, expires: u64| SlotImage {
+            state,
+            key: k,
+            expires: expires as u32,
+            ..SlotImage::PRISTINE
+        };
+        let later = now + 50;
+        let earlier = now - 50;
+        let protected = [
+            cur(LeaseState::Reserved, ClientKey::NONE, 0),
+            cur(LeaseState::Leased, key(2), later),
+            cur(LeaseState::Offered, key(2), later),
+            cur(LeaseState::Declined, ClientKey::NONE, later),
+        ];
+        for c in &protected {
+            assert!(
+                import_would_clobber(c, &new, now).is_some(),
+                "{:?} must be protected",
+                c.state
+            );
+        }
+        let free_to_take = [
+            SlotImage::PRISTINE,
+            cur(LeaseState::Leased, key(2), earlier),
+            cur(LeaseState::Leased, key(1), later), // the same client: an update
+            cur(LeaseState::Expired, key(2), earlier),
+            cur(LeaseState::Released, key(2), later),
+            cur(LeaseState::Declined, ClientKey::NONE, earlier),
+        ];
+        for c in &free_to_take {
+            assert_eq!(import_would_clobber(c, &new, now), None, "{:?}", c.state);
+        }
     }
 }

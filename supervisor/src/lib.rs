@@ -9,5 +9,7 @@ pub mod ctl_rings;
 pub mod daemon;
 pub mod import;
 pub mod leases;
+pub mod owners;
+pub mod reload_track;
 pub mod scrub;
 pub mod sys;

@@ -11,7 +11,7 @@ pub const WORKER_UDP_FD: RawFd = 3;
 /// The descriptor number a worker finds its supervisor channel at.
 pub const WORKER_CHANNEL_FD: RawFd = 4;
 
-/// Starts `exe worker --id ID --workers N` with `udp` as fd 3 and `channel` as fd 4.
+/// Starts `exe worker --id ID --workers N --supervisor-pid PID` with `udp` as fd 3 and `channel` as fd 4.
 pub fn spawn_worker(
     exe: &std::path::Path,
     id: usize,
@@ -27,6 +27,8 @@ pub fn spawn_worker(
         .arg(id.to_string())
         .arg("--workers")
         .arg(workers.to_string())
+        .arg("--supervisor-pid")
+        .arg(std::process::id().to_string())
         .stdin(Stdio::null());
     // SAFETY: the closure runs in the forked child before exec and only calls dup2/fcntl, which
     // are async-signal-safe; it touches no memory shared with the parent. Moving the channel to

@@ -103,6 +103,8 @@ pub struct ServerConfig {
     pub decline_quarantine: u32,
     /// More top-level fields, verbatim (`"ring_capacity: 1024"`).
     pub extra: Vec<String>,
+    /// `durability` ("power" or "process"); the server's default when `None`.
+    pub durability: Option<String>,
 }
 
 impl ServerConfig {
@@ -118,6 +120,7 @@ impl ServerConfig {
             offer_hold: 30,
             decline_quarantine: 600,
             extra: Vec::new(),
+            durability: None,
         }
     }
 
@@ -159,6 +162,9 @@ impl ServerConfig {
         let _ = writeln!(s, "    decline_quarantine: {},", self.decline_quarantine);
         for line in &self.extra {
             let _ = writeln!(s, "    {line},");
+        }
+        if let Some(d) = &self.durability {
+            let _ = writeln!(s, "    durability: {},", quote(d));
         }
         s.push_str("    subnets: [\n");
         for sub in &self.subnets {

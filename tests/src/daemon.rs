@@ -303,24 +303,40 @@ impl<'lab> Daemon<'lab> {
             .collect()
     }
 
-    /// Sends SIGHUP and waits until `config_generation` moves past `before` or
-    /// `last_reload` reports a failure (bounded by 10 s). Returns the new status.
+    /// Sends SIGHUP and waits until the reload is finished: `config_generation` moved on or
+    /// `last_reload` changed, and `last_reload.pending` is no longer true (every worker
+    /// answered; bounded by 15 s). Returns the new status.
     #[track_caller]
     pub fn reload(&self) -> Value {
         let before = self.status();
         let gen0 = before["config_generation"].as_u64();
         let msg0 = before["last_reload"].clone();
         assert!(self.signal(Signal::SIGHUP), "prodhcpd is not running");
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(15);
         loop {
             let st = self.status();
-            if st["config_generation"].as_u64() != gen0 || st["last_reload"] != msg0 {
+            let moved = st["config_generation"].as_u64() != gen0 || st["last_reload"] != msg0;
+            if moved && st["last_reload"]["pending"] != true {
                 return st;
             }
             assert!(
                 Instant::now() < deadline,
-                "SIGHUP had no visible effect in 10 s: {st}"
+                "the reload did not finish in 15 s: {st}"
             );
+            thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    /// Waits (≤ 15 s) until `last_reload` is no longer pending; returns the status.
+    #[track_caller]
+    pub fn reload_wait(&self) -> Value {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        loop {
+            let st = self.status();
+            if st["last_reload"]["pending"] != true {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "reload still pending: {st}");
             thread::sleep(Duration::from_millis(50));
         }
     }

@@ -618,3 +618,91 @@ fn a_request_of_another_protocol_version_is_refused_by_name() {
     assert!(d.process().is_running(), "{}", d.process().stderr());
     assert!(d.ctl(&["status"]).status.success());
 }
+
+#[test]
+fn import_skips_reserved_and_held_addresses_unless_forced() {
+    if !preflight("import_protect", &[]) {
+        return;
+    }
+    let t = Topology::new("impprot");
+    let cfg = ServerConfig::new(t.lab.dir()).subnet(
+        SubnetConfig::new(NET1, POOL)
+            .option("routers", "198.18.1.1")
+            .reserve("02:00:00:00:00:77", "198.18.1.120"),
+    );
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
+    let holder = Identity::mac(test_mac(0x71, 1));
+    let held = agent
+        .dora(&holder, &Extras::default())
+        .expect("a client holds an address")
+        .address;
+    assert_eq!(lease(&d, "198.18.1.120")["state"], "reserved");
+
+    let e = now() + 3000;
+    let csv = format!(
+        "address,hwaddr,client_id,valid_lifetime,expire,subnet_id,fqdn_fwd,fqdn_rev,hostname,state,user_context\n\
+         198.18.1.120,02:bb:00:00:00:01,,3600,{e},1,0,0,,0,\n\
+         {held},02:bb:00:00:00:02,,3600,{e},1,0,0,,0,\n\
+         198.18.1.140,02:bb:00:00:00:03,,3600,{e},1,0,0,,0,\n"
+    );
+    let file = t.lab.path("kea-leases4.csv");
+    std::fs::write(&file, csv).expect("write csv");
+
+    let out = import(&d, "kea-csv", &file);
+    let sum = out
+        .json
+        .clone()
+        .unwrap_or_else(|| panic!("no JSON: {} {}", out.stdout, out.stderr));
+    assert!(out.status.success(), "{sum} {}", out.stderr);
+    assert_eq!(sum["imported"].as_u64(), Some(1), "{sum}");
+    assert_eq!(sum["skipped"].as_u64(), Some(2), "{sum}");
+    assert_eq!(sum["rejected"].as_u64(), Some(0), "{sum}");
+    let rows = sum["skipped_rows"].as_array().cloned().unwrap_or_default();
+    let got: Vec<(u64, String)> = rows
+        .iter()
+        .map(|r| {
+            (
+                r["line"].as_u64().expect("line"),
+                r["address"].as_str().expect("address").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        got,
+        vec![(2, "198.18.1.120".to_string()), (3, held.to_string())],
+        "{sum}"
+    );
+    for line in [
+        "line 2: 198.18.1.120 skipped: the address is reserved".to_string(),
+        format!("line 3: {held} skipped: the address is leased to another client"),
+    ] {
+        assert!(
+            out.stderr.contains(&line),
+            "no {line:?} in:\n{}",
+            out.stderr
+        );
+    }
+    // Nothing was taken from the reservation or the holder.
+    assert_eq!(lease(&d, "198.18.1.120")["state"], "reserved");
+    let l = lease(&d, &held.to_string());
+    assert_eq!(l["state"], "leased");
+    assert_eq!(l["hwaddr"], holder.mac_string().as_str());
+    assert_eq!(lease(&d, "198.18.1.140")["hwaddr"], "02:bb:00:00:00:03");
+
+    // --force overwrites both.
+    let out = d.ctl(&[
+        "leases",
+        "import",
+        "--force",
+        "--format",
+        "kea-csv",
+        file.to_str().expect("utf-8 path"),
+    ]);
+    let sum = out.json.clone().expect("JSON");
+    assert!(out.status.success(), "{sum} {}", out.stderr);
+    assert_eq!(sum["imported"].as_u64(), Some(3), "{sum}");
+    assert_eq!(sum["skipped"].as_u64(), Some(0), "{sum}");
+    assert_eq!(lease(&d, &held.to_string())["hwaddr"], "02:bb:00:00:00:02");
+    assert_eq!(lease(&d, "198.18.1.120")["hwaddr"], "02:bb:00:00:00:01");
+}

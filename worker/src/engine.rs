@@ -236,6 +236,11 @@ impl Engine {
         &self.table
     }
 
+    /// This worker's change ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
     /// This worker's counters.
     pub fn counters(&self) -> Counters<'_> {
         Counters::new(self.table.counters(self.owner))

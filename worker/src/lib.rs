@@ -9,6 +9,7 @@ pub mod clock;
 pub mod codec;
 pub mod counters;
 pub mod engine;
+pub mod interfaces;
 pub mod ring_context;
 pub mod run;
 pub mod serve_config;

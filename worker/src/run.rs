@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
-use prodhcp_config::Config;
+use prodhcp_config::{Config, Durability};
 use shm_layout::{worker_owner, LayoutSpec, RangeSpec, Ring, Table};
 
 use crate::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
 use crate::codec::MAX_REPLY;
 use crate::counters::Counter;
 use crate::engine::{Engine, Incoming};
+use crate::interfaces::InterfaceBroadcasts;
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -62,6 +63,9 @@ pub struct WorkerArgs {
     pub udp_fd: RawFd,
     /// Inherited channel to the supervisor.
     pub channel_fd: RawFd,
+    /// Pid of the supervisor that started this worker (it must still be the parent after
+    /// `PR_SET_PDEATHSIG` is set); `None` when started by hand.
+    pub supervisor_pid: Option<u32>,
 }
 
 /// The lease table layout a configuration needs.
@@ -91,7 +95,7 @@ fn parse_config(text: &[u8]) -> Result<Config, String> {
 
 /// Runs a worker until told to stop, SIGTERM, or the supervisor goes away.
 pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
-    sys::die_with_parent()?;
+    sys::die_with_parent(args.supervisor_pid)?;
     let term = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
@@ -112,11 +116,17 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let config = parse_config(&first).map_err(WorkerError::Config)?;
     let owner = worker_owner(args.id);
     let table = Table::open_for(&config.table_file, &layout_of(&config))?;
+    // Record who writes as this owner before the first write, so that a supervisor starting
+    // after this one died can tell whether this process still lives (and end it).
+    if let Some(me) = shm_layout::OwnerProcess::current() {
+        table.set_owner_process(owner, me);
+    }
     let ring = Ring::open_or_create(
         &ring_path(&config, owner),
         owner,
         u64::from(config.ring_capacity),
     )?;
+    let mut durability = config.durability;
     let serve = ServeConfig::build(config, &table);
     let mut engine = Engine::new(table, ring, owner, serve, args.id, args.workers);
     write_frame(&mut channel, FrameKind::Applied, b"started")?;
@@ -132,7 +142,8 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
-    let mut out = [0u8; MAX_REPLY];
+    let mut direct = DirectReplies::default();
+    let mut broadcasts = InterfaceBroadcasts::load();
     let sweep_budget =
         (engine.table().slot_count() / args.workers.max(1) as u32 / SWEEP_STEPS_PER_PASS).max(256);
     let mut next_sweep = Instant::now() + SWEEP_EVERY;
@@ -160,6 +171,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
                         ReadOutcome::Frame(FrameKind::Config, text) => {
                             let reply = match parse_config(&text) {
                                 Ok(c) => {
+                                    durability = c.durability;
                                     let serve = ServeConfig::build(c, engine.table());
                                     engine.reconfigure(serve);
                                     (FrameKind::Applied, "applied".to_string())
@@ -181,11 +193,20 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
             }
         }
         if udp_ready {
-            udp_pending = !serve_udp(&mut engine, &udp, &mut batch, &mut sends, &mut out)?;
+            udp_pending = !serve_udp(
+                &mut engine,
+                &udp,
+                &broadcasts,
+                durability,
+                &mut batch,
+                &mut sends,
+                &mut direct,
+            )?;
         }
         if Instant::now() >= next_sweep {
             engine.counters().inc(Counter::Heartbeat);
             engine.sweep(sweep_budget);
+            broadcasts.refresh_if_stale();
             next_sweep = Instant::now() + SWEEP_EVERY;
         }
     }
@@ -217,13 +238,39 @@ fn unreachable_batch_overflow() {
     debug_assert!(false, "send batch overflow");
 }
 
+/// Replies that must leave through a given interface with a given source (broadcasts to
+/// clients without an address), held until their batch is durable.
+struct DirectReplies {
+    bufs: Vec<[u8; MAX_REPLY]>,
+    items: Vec<(usize, SocketAddrV4, Option<u32>, std::net::Ipv4Addr)>,
+}
+
+impl Default for DirectReplies {
+    fn default() -> Self {
+        DirectReplies {
+            bufs: vec![[0u8; MAX_REPLY]; sys::BATCH],
+            items: Vec::with_capacity(sys::BATCH),
+        }
+    }
+}
+
 /// Serves up to [`MAX_BATCHES_PER_TURN`] batches; returns whether the socket was drained.
+///
+/// Per receive batch: every request is handled (each table change committed, its ring record
+/// published), then — with `durability: "power"` — the slots and ring records the batch
+/// changed are written to stable storage ([`shm_layout::durable::sync_changes`], one sync per
+/// batch: group commit), and only then are the batch's replies sent. See `shm_layout::durable`
+/// for why that order makes every ACK that leaves the machine survive a power cut. If the sync
+/// fails, the batch's replies are not sent (counted as send errors; the clients retry).
+#[allow(clippy::too_many_arguments)]
 fn serve_udp(
     engine: &mut Engine,
     udp: &OwnedFd,
+    broadcasts: &InterfaceBroadcasts,
+    durability: Durability,
     batch: &mut RecvBatch,
     sends: &mut SendBatch,
-    out: &mut [u8; MAX_REPLY],
+    direct: &mut DirectReplies,
 ) -> Result<bool, WorkerError> {
     for _ in 0..MAX_BATCHES_PER_TURN {
         let n = match batch.recv(udp.as_raw_fd()) {
@@ -232,13 +279,14 @@ fn serve_udp(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
+        let head_before = engine.ring().head();
         for i in 0..n {
             let m = batch.meta[i];
             let inc = Incoming {
                 src: m.src,
                 ifindex: m.ifindex,
                 local: m.local,
-                broadcast: m.dst.is_broadcast() || m.dst.octets()[3] == 255,
+                broadcast: broadcasts.is_broadcast(m.dst, m.ifindex),
             };
             // Replies routed normally (to relays and renewing clients) are batched into one
             // sendmmsg; broadcasts to clients without an address need a per-packet interface.
@@ -252,14 +300,42 @@ fn serve_udp(
             let dst: SocketAddrV4 = reply.dst;
             if reply.ifindex.is_none() {
                 sends.push(reply.len, dst);
+            } else if let Some(held) = direct.bufs.get_mut(direct.items.len()) {
+                held[..reply.len].copy_from_slice(&buf[..reply.len]);
+                direct
+                    .items
+                    .push((reply.len, dst, reply.ifindex, reply.src));
             } else {
-                out[..reply.len].copy_from_slice(&buf[..reply.len]);
-                if sys::send_to(udp, &out[..reply.len], dst, reply.ifindex, reply.src).is_err() {
-                    engine.counters().drop_for(Counter::DropSendError);
-                }
+                unreachable_batch_overflow();
             }
         }
-        let unsent = sends.flush(udp);
+        let durable = match durability {
+            Durability::Process => true,
+            Durability::Power => {
+                match shm_layout::durable::sync_changes(engine.table(), engine.ring(), head_before)
+                {
+                    Ok(_) => true,
+                    Err(e) => {
+                        tracing::warn!(error = %e, "could not write the batch's lease changes to disk; its replies are not sent");
+                        false
+                    }
+                }
+            }
+        };
+        let unsent = if durable {
+            let mut failed = sends.flush(udp);
+            for (k, &(len, dst, ifindex, src)) in direct.items.iter().enumerate() {
+                if sys::send_to(udp, &direct.bufs[k][..len], dst, ifindex, src).is_err() {
+                    failed += 1;
+                }
+            }
+            failed
+        } else {
+            let n = sends.len() + direct.items.len();
+            sends.clear();
+            n
+        };
+        direct.items.clear();
         for _ in 0..unsent {
             engine.counters().drop_for(Counter::DropSendError);
         }

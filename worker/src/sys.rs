@@ -193,32 +193,55 @@ impl SendBatch {
         self.lens.is_empty()
     }
 
-    /// Sends everything queued; returns how many datagrams the kernel did not take.
-    pub fn flush(&mut self, fd: impl AsFd) -> usize {
-        let n = self.lens.len();
-        if n == 0 {
-            return 0;
-        }
-        let iovs: Vec<[io::IoSlice<'_>; 1]> = self
-            .bufs
-            .iter()
-            .zip(&self.lens)
-            .map(|(b, &l)| [io::IoSlice::new(&b[..l])])
-            .collect();
-        let no_cmsgs: [ControlMessage<'_>; 0] = [];
-        let sent = socket::sendmmsg(
-            fd.as_fd().as_raw_fd(),
-            &mut self.headers,
-            iovs.iter(),
-            &self.addrs,
-            no_cmsgs,
-            MsgFlags::MSG_DONTWAIT,
-        )
-        .map(|r| r.count())
-        .unwrap_or(0);
+    /// How many replies are queued.
+    pub fn len(&self) -> usize {
+        self.lens.len()
+    }
+
+    /// Forgets the queued replies without sending them.
+    pub fn clear(&mut self) {
         self.lens.clear();
         self.addrs.clear();
-        n - sent.min(n)
+    }
+
+    /// Sends everything queued; returns how many datagrams the kernel did not take.
+    ///
+    /// `sendmmsg` stops at the first message the kernel refuses (an unreachable relay, a full
+    /// buffer) and reports only how many went before it; that one is counted as failed and the
+    /// rest of the batch is sent on, so one bad destination costs one reply, not the batch.
+    pub fn flush(&mut self, fd: impl AsFd) -> usize {
+        let n = self.lens.len();
+        let raw = fd.as_fd().as_raw_fd();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
+        let mut failed = 0;
+        let mut from = 0;
+        while from < n {
+            let iovs: Vec<[io::IoSlice<'_>; 1]> = self.bufs[from..n]
+                .iter()
+                .zip(&self.lens[from..])
+                .map(|(b, &l)| [io::IoSlice::new(&b[..l])])
+                .collect();
+            match socket::sendmmsg(
+                raw,
+                &mut self.headers,
+                iovs.iter(),
+                &self.addrs[from..],
+                no_cmsgs,
+                MsgFlags::MSG_DONTWAIT,
+            ) {
+                Ok(r) => from += r.count(),
+                Err(nix::errno::Errno::EINTR) => continue,
+                Err(_) => {}
+            }
+            if from < n {
+                // The message at `from` was refused: count it and go on with the next.
+                failed += 1;
+                from += 1;
+            }
+        }
+        self.lens.clear();
+        self.addrs.clear();
+        failed
     }
 }
 
@@ -258,14 +281,91 @@ pub fn send_to(
     .map_err(io::Error::from)
 }
 
-/// Sets the signal the kernel sends this process when its parent (the supervisor) dies.
-pub fn die_with_parent() -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGTERM).map_err(io::Error::from)
+/// Makes the kernel SIGKILL this process when its parent (the supervisor) dies, then checks
+/// that the parent is still `expected_parent`: if the supervisor died before the `prctl`, the
+/// worker was already re-parented and no signal will ever come, so it must not start.
+///
+/// SIGKILL, not SIGTERM: a stopped worker (SIGSTOP, a debugger) never acts on SIGTERM and would
+/// outlive the supervisor, and a SIGTERMed one still serves a batch turn while a new supervisor
+/// may already be recovering its owner. A change half done is recovered from its intent record
+/// like any other writer death.
+pub fn die_with_parent(expected_parent: Option<u32>) -> io::Result<()> {
+    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
+    check_parent(expected_parent, nix::unistd::getppid().as_raw())
+}
+
+/// The check after `PR_SET_PDEATHSIG` (split out so a test can run it with any parent).
+fn check_parent(expected_parent: Option<u32>, actual: i32) -> io::Result<()> {
+    match expected_parent {
+        Some(p) if i64::from(p) != i64::from(actual) => Err(io::Error::new(
+            io::ErrorKind::NotConnected,
+            format!("supervisor {p} is gone (parent is now {actual}); not starting"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::net::SocketAddr;
+
+    #[test]
+    fn one_refused_message_does_not_drop_the_rest_of_the_batch() {
+        let rx = std::net::UdpSocket::bind("127.0.0.1:0").expect("receiver");
+        rx.set_read_timeout(Some(std::time::Duration::from_secs(2)))
+            .expect("timeout");
+        let SocketAddr::V4(to) = rx.local_addr().expect("addr") else {
+            panic!("not v4")
+        };
+        // No SO_BROADCAST: the kernel refuses a datagram to 255.255.255.255 (EACCES, or
+        // ENETUNREACH without a route), and sendmmsg stops there.
+        let tx = std::net::UdpSocket::bind("127.0.0.1:0").expect("sender");
+        let refused = SocketAddrV4::new(Ipv4Addr::BROADCAST, to.port());
+        let mut batch = SendBatch::default();
+        for (i, dst) in [to, refused, to, to, refused, to].into_iter().enumerate() {
+            let buf = batch.next_buf().expect("room");
+            buf[0] = i as u8;
+            batch.push(1, dst);
+        }
+        assert_eq!(
+            batch.flush(&tx),
+            2,
+            "exactly the two refused datagrams fail"
+        );
+        assert!(batch.is_empty());
+        let mut got = Vec::new();
+        let mut buf = [0u8; 16];
+        for _ in 0..4 {
+            let (len, _) = rx.recv_from(&mut buf).expect("a datagram of the batch");
+            assert_eq!(len, 1);
+            got.push(buf[0]);
+        }
+        assert_eq!(
+            got,
+            vec![0, 2, 3, 5],
+            "every datagram after a refused one is sent"
+        );
+    }
+
+    #[test]
+    fn a_worker_whose_supervisor_already_died_does_not_start() {
+        assert!(check_parent(Some(4242), 4242).is_ok());
+        assert!(
+            check_parent(None, 1).is_ok(),
+            "started by hand: nothing to compare"
+        );
+        let e = check_parent(Some(4242), 1).expect_err("re-parented to init");
+        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
+    }
+
+    #[test]
+    fn die_with_parent_accepts_the_real_parent() {
+        let parent = nix::unistd::getppid().as_raw() as u32;
+        die_with_parent(Some(parent)).expect("parent unchanged");
+        // Leave the test harness's process as it was.
+        nix::sys::prctl::set_pdeathsig(None).expect("clear pdeathsig");
+    }
 
     #[test]
     fn steering_program_spreads_and_bounds() {

@@ -27,6 +27,11 @@ struct Args {
     /// 3 = problems found or the table cannot be opened).
     #[arg(long)]
     check_table: bool,
+    /// Print every lease of the lease table as a JSON array (the format of `prodhcpctl leases
+    /// export --format json`) while the daemon is stopped, reading the table file alone (no
+    /// recovery, nothing written), and exit (0, or 3 when the table cannot be opened).
+    #[arg(long)]
+    export_table: bool,
     #[command(subcommand)]
     command: Option<Sub>,
 }
@@ -40,6 +45,9 @@ enum Sub {
         id: usize,
         #[arg(long)]
         workers: usize,
+        /// Pid of the supervisor that started this worker.
+        #[arg(long)]
+        supervisor_pid: Option<u32>,
     },
 }
 
@@ -104,6 +112,59 @@ fn check_table(config: &std::path::Path) -> i32 {
     }
 }
 
+fn export_table(config: &std::path::Path) -> i32 {
+    use std::io::Write;
+    let config = match load_config(config) {
+        Ok((c, _)) => c,
+        Err(e) => {
+            eprintln!("{}", e.message);
+            return e.code;
+        }
+    };
+    let layout = prodhcp_worker::run::layout_of(&config);
+    let table = match shm_layout::Table::open_for(&config.table_file, &layout)
+        .and_then(|t| t.lock_exclusive().map(|_| t))
+    {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("prodhcpd: {e}");
+            return exit::TABLE;
+        }
+    };
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    let mut unreadable = 0u64;
+    let mut first = true;
+    let mut write = |out: &mut std::io::BufWriter<_>| -> std::io::Result<()> {
+        out.write_all(b"[")?;
+        for slot in 0..table.slot_count() {
+            let Ok(img) = table.read(slot) else {
+                unreadable += 1;
+                continue;
+            };
+            if !prodhcp_supervisor::leases::exported(&img) {
+                continue;
+            }
+            let Some(rec) = prodhcp_supervisor::leases::record_of(&table, &config, slot, &img)
+            else {
+                continue;
+            };
+            out.write_all(if first { b"\n" } else { b",\n" })?;
+            first = false;
+            serde_json::to_writer(&mut *out, &rec)?;
+        }
+        out.write_all(b"\n]\n")?;
+        out.flush()
+    };
+    if let Err(e) = write(&mut out) {
+        eprintln!("prodhcpd: writing the export: {e}");
+        return exit::RUNTIME;
+    }
+    if unreadable > 0 {
+        eprintln!("prodhcpd: {unreadable} slots were locked or torn and are not listed");
+    }
+    exit::OK
+}
+
 fn main() -> ExitCode {
     let args = match Args::try_parse() {
         Ok(a) => a,
@@ -116,13 +177,19 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Some(Sub::Worker { id, workers }) = args.command {
+    if let Some(Sub::Worker {
+        id,
+        workers,
+        supervisor_pid,
+    }) = args.command
+    {
         init_logging("info");
         let r = prodhcp_worker::run::run_worker(prodhcp_worker::run::WorkerArgs {
             id,
             workers,
             udp_fd: prodhcp_supervisor::sys::WORKER_UDP_FD,
             channel_fd: prodhcp_supervisor::sys::WORKER_CHANNEL_FD,
+            supervisor_pid,
         });
         return match r {
             Ok(()) => code(exit::OK),
@@ -152,6 +219,9 @@ fn main() -> ExitCode {
     }
     if args.check_table {
         return code(check_table(&args.config));
+    }
+    if args.export_table {
+        return code(export_table(&args.config));
     }
     let level = load_config(&args.config)
         .map(|(c, _)| c.log_level)
