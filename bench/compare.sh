@@ -14,6 +14,9 @@
 #   dhcpd       ISC dhcpd 4.4 (lease file, fsync per lease); only /24 and /16 (it rejects a /8 range)
 #   responder   `dhcpperf responder` (canned OFFER/ACK, no lease state, one thread per core):
 #               the ceiling of this harness on this machine
+#   prodhcp runs with `durability: "$DURABILITY"` (default "process": replies once the change is
+#   in the shared mapping, like Kea's memfile, which writes its lease file without fsync; set
+#   DURABILITY=power to msync every batch before its replies, closer to dhcpd's fsync per lease).
 #   All use relay mapping (giaddr 198.18.0.2 → the 10.0.0.0/N subnet), lease time 86400 s, log
 #   level WARN (Kea logs every lease at INFO), socket type udp for Kea, the same pool.
 #
@@ -219,6 +222,7 @@ prodhcp_config() { # prodhcp_config DIR POOL WORKERS
     interfaces: [],
     workers: $3,
     log_level: "warn",
+    durability: "${DURABILITY:-process}",
     subnets: [
         (
             network: "$net",
