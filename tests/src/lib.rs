@@ -11,6 +11,7 @@
 //! Every test starts with [`preflight`]: without root or a needed program it fails with a
 //! clear message, unless `PRODHCP_SKIP_SYSTEM_TESTS=1`, which skips with a printed reason.
 
+pub mod capture;
 pub mod client;
 pub mod config;
 pub mod daemon;

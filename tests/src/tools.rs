@@ -7,7 +7,7 @@
 use std::fs;
 use std::net::Ipv4Addr;
 use std::os::unix::fs::PermissionsExt;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -311,6 +311,93 @@ pub fn spawn_perfdhcp(
             &server,
         ],
     )
+}
+
+/// Starts `dhcpperf dora` as a background load in relay mode from `relay` (an address of `ns`,
+/// bound on port 67 and used as giaddr) against `server`: `rate` new clients per second for
+/// `secs` seconds, MACs `02:SEED:..`, every ACK recorded to `record` (`--record`). Bounded by
+/// dhcpperf's own `--hard-deadline` of `secs + 60` s.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_dhcpperf_dora(
+    lab: &Lab,
+    ns: &str,
+    relay: Ipv4Addr,
+    server: Ipv4Addr,
+    rate: u32,
+    secs: u32,
+    seed: u8,
+    record: &Path,
+) -> Proc {
+    let bin = crate::daemon::binary("dhcpperf");
+    let (relay, server) = (relay.to_string(), server.to_string());
+    let (rate, dur) = (rate.to_string(), format!("{secs}s"));
+    let hard = format!("{}s", secs + 60);
+    let seed = seed.to_string();
+    lab.spawn(
+        ns,
+        "dhcpperf",
+        &[
+            bin.to_str().expect("utf-8 path"),
+            "dora",
+            "--server",
+            &server,
+            "--relay-ip",
+            &relay,
+            "--rate",
+            &rate,
+            "--duration",
+            &dur,
+            "--seed",
+            &seed,
+            "--give-up",
+            "30s",
+            "--hard-deadline",
+            &hard,
+            "--record",
+            record.to_str().expect("utf-8 path"),
+            "--json",
+        ],
+    )
+}
+
+/// Writes `export` (the JSON leases of `prodhcpctl leases export`) to `path` and runs
+/// `dhcpperf verify --json` of `record` against it. Returns whether it passed (exit 0) and its
+/// JSON report; panics when dhcpperf cannot run or says something else than pass/violations.
+pub fn dhcpperf_verify(
+    record: &Path,
+    export: &[serde_json::Value],
+    path: &Path,
+) -> (bool, serde_json::Value) {
+    std::fs::write(path, serde_json::to_vec(export).expect("export serializes"))
+        .expect("write export file");
+    let bin = crate::daemon::binary("dhcpperf");
+    let out = crate::lab::run_bounded(
+        &[
+            bin.to_str().expect("utf-8 path"),
+            "verify",
+            "--record",
+            record.to_str().expect("utf-8 path"),
+            "--export",
+            path.to_str().expect("utf-8 path"),
+            "--json",
+        ],
+        Duration::from_secs(120),
+    );
+    let code = out.status.code();
+    assert!(
+        matches!(code, Some(0) | Some(1)),
+        "dhcpperf verify exited {:?}: {}{}",
+        code,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_else(|e| {
+        panic!(
+            "dhcpperf verify printed no JSON ({e}): {}",
+            String::from_utf8_lossy(&out.stdout)
+        )
+    });
+    (code == Some(0), report)
 }
 
 #[cfg(test)]

@@ -1,5 +1,10 @@
 //! SIGKILL of random workers under load: the supervisor restarts them, and every ACK a
 //! client received is in the lease table with that client's MAC; no address is held twice.
+//!
+//! The background load is `dhcpperf dora --record`: every ACK it received is checked against
+//! the export with `dhcpperf verify` (leased to that MAC, no address twice, no client with two
+//! addresses), and both the load and the scripted client must get a real amount of ACKs
+//! through the kills, not just one.
 
 use std::collections::{HashMap, HashSet};
 use std::net::Ipv4Addr;
@@ -15,10 +20,20 @@ use prodhcp_systests::config::SubnetConfig;
 use prodhcp_systests::daemon::{check_table, worker_field, Daemon};
 use prodhcp_systests::packet::test_mac;
 use prodhcp_systests::preflight;
-use prodhcp_systests::tools::spawn_perfdhcp;
+use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
 use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
 
 const KILL_PHASE: Duration = Duration::from_secs(20);
+/// New clients per second of the background load.
+const LOAD_RATE: u32 = 200;
+/// Least share of the load's clients that must be ACKed through the kills. A killed worker is
+/// restarted with a growing backoff, so under a kill every 0.3–1 s each of the two workers is
+/// down much of the time; the clients steered to a dead worker get their OFFER late (from the
+/// queue, after the restart) and dhcpperf, which does not retransmit, counts them as failed.
+/// Measured here: 2224 and 2230 of 4400 ACKed.
+const MIN_LOAD_ACKED: f64 = 0.25;
+/// Least ACKs the scripted client (sequential DORAs, 500 ms timeout) must get in the kill phase.
+const MIN_AGENT_ACKS: usize = 100;
 /// A second address in the load namespace, mapped to its own subnet, for the scripted client.
 const AGENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 
@@ -33,7 +48,7 @@ fn ppid(pid: u32) -> Option<u32> {
 
 #[test]
 fn killed_workers_are_restarted_and_no_ack_is_lost() {
-    if !preflight("kill_workers", &["perfdhcp"]) {
+    if !preflight("kill_workers", &[]) {
         return;
     }
     let t = Topology::new("killw");
@@ -46,7 +61,10 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     agent.set_timeout(Duration::from_millis(500));
 
     let secs = KILL_PHASE.as_secs() as u32 + 2;
-    let load = spawn_perfdhcp(&t.lab, &t.load, LOAD_IP, SERVER_IP, 50_000, 200, secs);
+    let record = t.lab.path("load-acks.jsonl");
+    let load = spawn_dhcpperf_dora(
+        &t.lab, &t.load, LOAD_IP, SERVER_IP, LOAD_RATE, secs, 0x4b, &record,
+    );
 
     // The scripted client records every ACK while workers die.
     let stop = Arc::new(AtomicBool::new(false));
@@ -56,6 +74,8 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
         let mut n = 0u32;
         while !stop_c.load(Ordering::Relaxed) && n < 100_000 {
             let id = Identity::mac(test_mac(0x60, n));
+            // A DORA may fail while the worker its MAC is steered to is dead (timeout);
+            // counted, and the share is checked below.
             if let Ok(b) = agent.dora(&id, &Extras::default()) {
                 acked.push((id.mac_string(), b.address));
             }
@@ -93,11 +113,19 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     }
     stop.store(true, Ordering::Relaxed);
     let (acked, attempts) = recorder.join().expect("recorder thread");
-    load.wait_timeout(Duration::from_secs(40));
+    let load_exit = load.wait_timeout(Duration::from_secs(90));
     assert!(kills >= 10, "only {kills} kills happened");
     assert!(
-        !acked.is_empty(),
-        "the scripted client got no ACK in {attempts} attempts"
+        acked.len() >= MIN_AGENT_ACKS,
+        "the scripted client got only {} ACKs in {attempts} attempts",
+        acked.len()
+    );
+    // dhcpperf exits 0 when the run completed (losses are in its report), 3 when cut short.
+    assert!(
+        load_exit.is_some_and(|st| st.code() == Some(0)),
+        "dhcpperf ended with {load_exit:?}: {}\n{}",
+        load.stdout(),
+        load.stderr()
     );
 
     let st = d
@@ -114,6 +142,30 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     );
 
     let export = d.export();
+    // Every ACK the background load received is in the export with its MAC; no address is
+    // held twice and no client holds two.
+    let (passed, report) = dhcpperf_verify(&record, &export, &t.lab.path("export.json"));
+    assert!(passed, "dhcpperf verify after {kills} kills: {report:#}");
+    let load_report: serde_json::Value = serde_json::from_str(&load.stdout())
+        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
+    let phase = &load_report["phases"][0];
+    let load_summary = format!(
+        "sent {} new clients, missed {}%, counts {}",
+        phase["clients"], phase["missed_pct"], phase["counts"]
+    );
+    let load_acks = report["acks"].as_u64().expect("verify report: acks");
+    let checked = report["checked"].as_u64().expect("verify report: checked");
+    let wanted = (f64::from(LOAD_RATE) * f64::from(secs) * MIN_LOAD_ACKED) as u64;
+    assert!(
+        load_acks >= wanted && checked == report["clients"].as_u64().unwrap_or(0),
+        "the load got {load_acks} ACKs (want ≥ {wanted}), {checked} checked: {report}; \
+         load: {load_summary}"
+    );
+    eprintln!(
+        "kill_workers: {kills} kills, load ACKs {load_acks} (all {checked} in the export), \
+         scripted client {} ACKs of {attempts}; load: {load_summary}",
+        acked.len()
+    );
     let mut by_addr: HashMap<String, String> = HashMap::new();
     let mut seen = HashSet::new();
     for l in &export {

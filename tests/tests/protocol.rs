@@ -9,12 +9,12 @@
 use std::collections::HashSet;
 use std::net::Ipv4Addr;
 use std::thread;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use prodhcp_systests::client::{Extras, Identity, TestClient};
+use prodhcp_systests::client::{ExchangeError, Extras, Identity, TestClient};
 use prodhcp_systests::config::{ServerConfig, SubnetConfig};
 use prodhcp_systests::daemon::Daemon;
-use prodhcp_systests::packet::{opt, test_mac, MessageType, RelayAgentInfo};
+use prodhcp_systests::packet::{opt, test_mac, MessageType, RelayAgentInfo, Reply};
 use prodhcp_systests::preflight;
 use prodhcp_systests::topo::{Topology, NET1, POOL1, RELAY1_IP, SERVER_IP};
 
@@ -58,6 +58,51 @@ fn state(d: &Daemon, ip: Ipv4Addr) -> String {
     d.lease(ip)
         .map(|l| l["state"].as_str().unwrap_or("?").to_string())
         .unwrap_or_else(|| "none".to_string())
+}
+
+/// Waits (≤ 3 s, polling) until the lease of `ip` is in state `want`; panics with the last
+/// state seen otherwise.
+#[track_caller]
+fn await_state(d: &Daemon, ip: Ipv4Addr, want: &str) {
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let now = state(d, ip);
+        if now == want {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{ip} still {now:?} 3 s later, expected {want:?}"
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
+/// The server stays silent (no reply with our xid before the exchange timeout); any reply or
+/// socket error fails.
+#[track_caller]
+fn assert_silent(r: Result<Reply, ExchangeError>, what: &str) {
+    match r {
+        Err(ExchangeError::Timeout { .. }) => {}
+        Ok(reply) => panic!(
+            "{what}: expected no reply, got {:?} for {}",
+            reply.msg_type, reply.yiaddr
+        ),
+        Err(e) => panic!("{what}: {e}"),
+    }
+}
+
+/// The reply is of type `want`; a timeout or socket error fails.
+#[track_caller]
+fn expect_type(r: Result<Reply, ExchangeError>, want: MessageType, what: &str) -> Reply {
+    match r {
+        Ok(reply) if reply.msg_type == Some(want) => reply,
+        Ok(reply) => panic!(
+            "{what}: expected {want:?}, got {:?} for {}",
+            reply.msg_type, reply.yiaddr
+        ),
+        Err(e) => panic!("{what}: expected {want:?}: {e}"),
+    }
 }
 
 #[test]
@@ -125,18 +170,16 @@ fn release_frees_the_address_for_reuse() {
             let lease = agent.dora(&a, &no_extras()).expect("DORA for A");
             let ip = lease.address;
             assert_eq!(ip, Ipv4Addr::new(198, 18, 1, 100));
-            // The only address is taken: B gets nothing.
-            let other = agent.discover(&b, &no_extras());
-            assert!(
-                !matches!(&other, Ok(r) if r.msg_type == Some(MessageType::Offer)),
-                "B was offered an address from an exhausted pool: {other:?}"
+            // The only address is taken: B gets nothing (no OFFER, and no other reply).
+            assert_silent(
+                agent.discover(&b, &no_extras()),
+                "DISCOVER of B, pool exhausted",
             );
 
             agent
                 .release(&a, ip, lease.server_id)
                 .expect("send RELEASE");
-            thread::sleep(Duration::from_millis(300));
-            assert_eq!(state(d, ip), "released");
+            await_state(d, ip, "released");
 
             // The same client gets the same address back.
             let again = agent
@@ -146,7 +189,7 @@ fn release_frees_the_address_for_reuse() {
             agent
                 .release(&a, ip, again.server_id)
                 .expect("send RELEASE");
-            thread::sleep(Duration::from_millis(300));
+            await_state(d, ip, "released");
 
             // And the address is reusable by another client.
             let reuse = agent
@@ -175,20 +218,37 @@ fn declined_address_is_quarantined() {
             let b = agent.dora(&a, &no_extras()).expect("DORA");
             let bad = b.address;
             agent.decline(&a, bad, b.server_id).expect("send DECLINE");
-            thread::sleep(Duration::from_millis(300));
-            assert_eq!(state(d, bad), "declined");
-            // Other clients: none is ever offered the declined address.
-            for n in 2..5 {
+            await_state(d, bad, "declined");
+            let other = if bad == Ipv4Addr::new(198, 18, 1, 100) {
+                Ipv4Addr::new(198, 18, 1, 101)
+            } else {
+                Ipv4Addr::new(198, 18, 1, 100)
+            };
+            // Client 2 gets the other address; after that the pool is exhausted (the declined
+            // address is quarantined): clients 3 and 4 get no reply at all.
+            let id = Identity::mac(test_mac(0x13, 2));
+            let offer = expect_type(
+                agent.discover(&id, &no_extras()),
+                MessageType::Offer,
+                "DISCOVER of client 2",
+            );
+            assert_eq!(offer.yiaddr, other, "client 2 offered {}", offer.yiaddr);
+            let sid = offer.server_id().expect("OFFER without server id");
+            let ack = expect_type(
+                agent.request_selecting(&id, offer.yiaddr, sid, &no_extras()),
+                MessageType::Ack,
+                "REQUEST of client 2",
+            );
+            assert_eq!(ack.yiaddr, other);
+            for n in 3..5 {
                 let id = Identity::mac(test_mac(0x13, n));
-                if let Ok(r) = agent.discover(&id, &no_extras()) {
-                    assert_ne!(r.yiaddr, bad, "declined {bad} offered again to client {n}");
-                    if r.msg_type == Some(MessageType::Offer) {
-                        let sid = r.server_id().unwrap_or(SERVER_IP);
-                        let _ = agent.request_selecting(&id, r.yiaddr, sid, &no_extras());
-                    }
-                }
+                assert_silent(
+                    agent.discover(&id, &no_extras()),
+                    &format!("DISCOVER of client {n} with {bad} declined and {other} leased"),
+                );
             }
             assert_eq!(state(d, bad), "declined");
+            assert_eq!(state(d, other), "leased");
         },
     );
 }
@@ -285,28 +345,43 @@ fn reservation_is_honoured_at_pool_exhaustion() {
                     extra: vec![(opt::REQUESTED_IP, reserved.octets().to_vec())],
                     ..Default::default()
                 };
-                if let Ok(offer) = agent.discover(&id, &ask) {
+                let what = format!("DISCOVER of client {n} asking for the reserved address");
+                if n <= 3 {
+                    // Three unreserved addresses: clients 1–3 each get one.
+                    let offer = expect_type(agent.discover(&id, &ask), MessageType::Offer, &what);
                     assert_ne!(
                         offer.yiaddr, reserved,
                         "client {n} was offered the reserved address"
                     );
-                    if offer.msg_type == Some(MessageType::Offer) {
-                        let sid = offer.server_id().unwrap_or(SERVER_IP);
-                        let ack = agent.request_selecting(&id, offer.yiaddr, sid, &no_extras());
-                        match ack {
-                            Ok(a) if a.msg_type == Some(MessageType::Ack) => {
-                                got.insert(a.yiaddr);
-                            }
-                            _ => {}
+                    let sid = offer.server_id().expect("OFFER without server id");
+                    let ack = expect_type(
+                        agent.request_selecting(&id, offer.yiaddr, sid, &no_extras()),
+                        MessageType::Ack,
+                        &format!("REQUEST of client {n}"),
+                    );
+                    assert_eq!(ack.yiaddr, offer.yiaddr);
+                    assert!(got.insert(ack.yiaddr), "{} ACKed twice", ack.yiaddr);
+                    // A client with a binding asking for the reserved address: NAK.
+                    expect_type(
+                        agent.init_reboot(&id, reserved, &no_extras()),
+                        MessageType::Nak,
+                        &format!("INIT-REBOOT of bound client {n} for the reserved address"),
+                    );
+                } else {
+                    // Only the reserved address is left: no OFFER, no reply.
+                    assert_silent(agent.discover(&id, &ask), &what);
+                    // Without a binding, the server may NAK (the address is not the client's)
+                    // or stay silent (RFC 2131 §4.3.2, no record of the client); never ACK.
+                    match agent.init_reboot(&id, reserved, &no_extras()) {
+                        Err(ExchangeError::Timeout { .. }) => {}
+                        r => {
+                            expect_type(
+                                r,
+                                MessageType::Nak,
+                                &format!("INIT-REBOOT of client {n} for the reserved address"),
+                            );
                         }
                     }
-                }
-                if let Ok(r) = agent.init_reboot(&id, reserved, &no_extras()) {
-                    assert_ne!(
-                        r.msg_type,
-                        Some(MessageType::Ack),
-                        "client {n} was ACKed the reserved address"
-                    );
                 }
             }
             assert_eq!(
@@ -475,24 +550,24 @@ fn expired_leases_are_reclaimed_and_reused() {
                 .dora(&Identity::mac(test_mac(0x71, 2)), &no_extras())
                 .expect("second lease");
             assert_ne!(a.address, b.address);
-            // The pool is full now.
+            // The pool is full now: no reply.
             let third = Identity::mac(test_mac(0x71, 3));
-            assert!(
-                agent
-                    .discover(&third, &no_extras())
-                    .map(|o| o.msg_type != Some(MessageType::Offer))
-                    .unwrap_or(true),
-                "a full pool made an offer"
+            assert_silent(
+                agent.discover(&third, &no_extras()),
+                "DISCOVER with the pool full",
             );
-            // After the 2 s leases ran out, the sweeper makes the addresses free again.
-            let deadline = std::time::Instant::now() + Duration::from_secs(8);
+            // After the 2 s leases ran out, the sweeper makes the addresses free again. Until
+            // then the only acceptable outcome of a DORA is silence.
+            let deadline = Instant::now() + Duration::from_secs(8);
             let got = loop {
                 thread::sleep(Duration::from_millis(250));
-                if let Ok(bound) = agent.dora(&third, &no_extras()) {
-                    break bound;
+                match agent.dora(&third, &no_extras()) {
+                    Ok(bound) => break bound,
+                    Err(ExchangeError::Timeout { .. }) => {}
+                    Err(e) => panic!("DORA while waiting for expiry: {e}"),
                 }
                 assert!(
-                    std::time::Instant::now() < deadline,
+                    Instant::now() < deadline,
                     "no address reclaimed 8 s after 2 s leases: {}",
                     d.stats()
                 );

@@ -1146,6 +1146,9 @@ impl Generator {
                     inc(&c.bad_reply, 1);
                     return;
                 };
+                // The record's sequence number is taken before the client becomes BOUND (and
+                // so releasable by the sender thread): its RELEASE always gets a larger one.
+                let seq = self.recorder.as_ref().map_or(0, |r| r.next_seq());
                 if !slot.advance(cur, phase::BOUND) {
                     inc(&c.unexpected, 1);
                     return;
@@ -1163,6 +1166,7 @@ impl Generator {
                 if self.recorder.is_some() {
                     let mac = mac_for(self.opts.seed, index);
                     events.push(RecordEvent::Ack {
+                        seq,
                         t_ms: now_unix_ms,
                         mac: hex_colon(&mac),
                         client_id: self.client_id_hex(&mac),
@@ -1333,6 +1337,7 @@ impl Tx<'_, '_, '_> {
             .push_with(self.gen.target.server, |b| tpl.write(b, &f));
         if let Some(r) = &self.gen.recorder {
             r.write_all(&[RecordEvent::Release {
+                seq: r.next_seq(),
                 t_ms: unix_ms(),
                 mac: hex_colon(&f.mac),
                 client_id: self.gen.client_id_hex(&f.mac),

@@ -1,10 +1,16 @@
 //! The `--record` file: one JSON object per line for every ACK received and every RELEASE
-//! sent, in the order they happened, so `dhcpperf verify` can tell what each client was told.
+//! sent, so `dhcpperf verify` can tell what each client was told.
 //!
 //! ```text
-//! {"event":"ack","t_ms":1764000000123,"mac":"02:01:00:00:00:05","client_id":null,"address":"10.0.0.7","lease_end":1764003600,"server_id":"198.18.0.1"}
-//! {"event":"release","t_ms":1764000000456,"mac":"02:01:00:00:00:05","client_id":null,"address":"10.0.0.7"}
+//! {"event":"ack","seq":41,"t_ms":1764000000123,"mac":"02:01:00:00:00:05","client_id":null,"address":"10.0.0.7","lease_end":1764003600,"server_id":"198.18.0.1"}
+//! {"event":"release","seq":57,"t_ms":1764000000456,"mac":"02:01:00:00:00:05","client_id":null,"address":"10.0.0.7"}
 //! ```
+//!
+//! Lines are written in batches by several threads (the receiver buffers a batch of ACKs while
+//! the sender may already release one of those clients), so the file order is not the order of
+//! events. `seq` is: it comes from one counter ([`Recorder::next_seq`]), taken for an ACK before
+//! the client can be released and for a RELEASE after it was decided, and [`read_records`]
+//! returns the events sorted by it. Files without `seq` (older ones) keep their line order.
 
 use std::fs::File;
 use std::io::{self, BufRead, BufReader, BufWriter, Write};
@@ -21,6 +27,9 @@ use serde::{Deserialize, Serialize};
 pub enum RecordEvent {
     /// The server ACKed a lease.
     Ack {
+        /// Causal order of the event (see the module docs); 0 in files written without it.
+        #[serde(default)]
+        seq: u64,
         /// Unix time in milliseconds when the ACK arrived.
         t_ms: u64,
         /// Client hardware address (`aa:bb:..`).
@@ -36,6 +45,9 @@ pub enum RecordEvent {
     },
     /// The client released its lease.
     Release {
+        /// Causal order of the event (see the module docs); 0 in files written without it.
+        #[serde(default)]
+        seq: u64,
         /// Unix time in milliseconds when the RELEASE was sent.
         t_ms: u64,
         /// Client hardware address.
@@ -45,6 +57,15 @@ pub enum RecordEvent {
         /// The released address.
         address: Ipv4Addr,
     },
+}
+
+impl RecordEvent {
+    /// The event's sequence number (0 when the file has none).
+    pub fn seq(&self) -> u64 {
+        match self {
+            RecordEvent::Ack { seq, .. } | RecordEvent::Release { seq, .. } => *seq,
+        }
+    }
 }
 
 /// Errors of reading or writing a record file.
@@ -85,6 +106,7 @@ pub struct Recorder {
     out: Mutex<BufWriter<File>>,
     written: AtomicU64,
     errors: AtomicU64,
+    seq: AtomicU64,
 }
 
 impl Recorder {
@@ -99,7 +121,15 @@ impl Recorder {
             out: Mutex::new(BufWriter::with_capacity(1 << 20, f)),
             written: AtomicU64::new(0),
             errors: AtomicU64::new(0),
+            seq: AtomicU64::new(0),
         })
+    }
+
+    /// The next sequence number (1, 2, ...), shared by every thread. Take it for an ACK before
+    /// the client becomes releasable, for a RELEASE after the release was decided: then the
+    /// numbers order each client's events causally, whatever order the lines are written in.
+    pub fn next_seq(&self) -> u64 {
+        self.seq.fetch_add(1, Ordering::Relaxed) + 1
     }
 
     /// Appends `events` (one lock for the whole batch). Write errors are counted, not fatal.
@@ -138,7 +168,8 @@ impl Recorder {
     }
 }
 
-/// Reads every event of a record file (empty lines are skipped).
+/// Reads every event of a record file (empty lines are skipped), in `seq` order (a stable sort,
+/// so events without `seq` keep their line order).
 pub fn read_records(path: &Path) -> Result<Vec<RecordEvent>, RecordError> {
     let f = File::open(path).map_err(|source| RecordError::Open {
         path: path.to_path_buf(),
@@ -160,6 +191,7 @@ pub fn read_records(path: &Path) -> Result<Vec<RecordEvent>, RecordError> {
         })?;
         out.push(ev);
     }
+    out.sort_by_key(RecordEvent::seq);
     Ok(out)
 }
 
@@ -175,6 +207,7 @@ mod tests {
         let r = Recorder::create(&path).unwrap();
         let evs = vec![
             RecordEvent::Ack {
+                seq: 1,
                 t_ms: 1,
                 mac: "02:01:00:00:00:01".into(),
                 client_id: Some("0102010000000001".into()),
@@ -183,6 +216,7 @@ mod tests {
                 server_id: Some(Ipv4Addr::new(198, 18, 0, 1)),
             },
             RecordEvent::Release {
+                seq: 2,
                 t_ms: 2,
                 mac: "02:01:00:00:00:01".into(),
                 client_id: None,
@@ -198,6 +232,49 @@ mod tests {
             read_records(&path),
             Err(RecordError::Parse { line: 1, .. })
         ));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// The receiver writes its batch of ACKs after the sender already wrote the RELEASE of one
+    /// of those clients: the file holds the RELEASE first, and the events must come back in
+    /// causal order (before `seq`, verify saw a RELEASE of an unknown lease, then a live ACK).
+    #[test]
+    fn events_written_out_of_order_are_read_in_causal_order() {
+        let dir = std::env::temp_dir().join(format!("dhcpperf-rec-order-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let path = dir.join("r.jsonl");
+        std::fs::write(
+            &path,
+            concat!(
+                r#"{"event":"release","seq":2,"t_ms":10,"mac":"02:01:00:00:00:01","client_id":null,"address":"10.0.0.1"}"#,
+                "\n",
+                r#"{"event":"ack","seq":1,"t_ms":10,"mac":"02:01:00:00:00:01","client_id":null,"address":"10.0.0.1","lease_end":4000000000,"server_id":null}"#,
+                "\n",
+            ),
+        )
+        .unwrap();
+        let evs = read_records(&path).unwrap();
+        assert_eq!(evs.iter().map(RecordEvent::seq).collect::<Vec<_>>(), [1, 2]);
+        assert!(matches!(evs[0], RecordEvent::Ack { .. }), "{evs:?}");
+        let rep = crate::verify::verify(&evs, &[], 1_000_000, 0);
+        assert!(rep.passed(), "{rep:?}");
+        assert_eq!((rep.ignored_released, rep.checked), (1, 0));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    #[test]
+    fn sequence_numbers_are_unique_across_threads() {
+        let dir = std::env::temp_dir().join(format!("dhcpperf-rec-seq-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let r = Recorder::create(&dir.join("r.jsonl")).unwrap();
+        let mut all: Vec<u64> = std::thread::scope(|s| {
+            let hs: Vec<_> = (0..4)
+                .map(|_| s.spawn(|| (0..1000).map(|_| r.next_seq()).collect::<Vec<_>>()))
+                .collect();
+            hs.into_iter().flat_map(|h| h.join().unwrap()).collect()
+        });
+        all.sort_unstable();
+        assert_eq!(all, (1..=4000).collect::<Vec<u64>>());
         std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -2,6 +2,7 @@
 //! serde form of the same structs).
 
 use std::io::{self, Write};
+use std::net::Ipv4Addr;
 
 use serde::Serialize;
 
@@ -225,12 +226,13 @@ pub fn print_verify(w: &mut dyn Write, r: &VerifyReport, show: usize) -> io::Res
     )?;
     writeln!(
         w,
-        "checked {} live leases: ok {}, missing {}, wrong client {}; duplicate addresses {}; ignored: expired {}, released {}",
+        "checked {} live leases: ok {}, missing {}, wrong client {}; duplicate addresses {}; clients with two addresses {}; ignored: expired {}, released {}",
         r.checked,
         r.ok,
         r.missing,
         r.wrong_client,
         r.duplicate_address,
+        r.two_addresses,
         r.ignored_expired,
         r.ignored_released
     )?;
@@ -253,6 +255,19 @@ pub fn print_verify(w: &mut dyn Write, r: &VerifyReport, show: usize) -> io::Res
                 w,
                 "  WRONG      {address} acked to {expected}; export holder: {}",
                 found.join(", ")
+            )?,
+            Violation::TwoAddresses {
+                client,
+                addresses,
+                source,
+            } => writeln!(
+                w,
+                "  TWO        {client} holds {} (in the {source})",
+                addresses
+                    .iter()
+                    .map(Ipv4Addr::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
             )?,
             Violation::DuplicateAddress {
                 address,

@@ -4,7 +4,10 @@
 //! end later than now + slack) and was not released must appear in the export at the ACKed
 //! address, in state `leased`, unexpired, with the same hardware address (and client-id when
 //! one was sent). No address may be held by two clients — neither in the export (two
-//! unexpired `leased` entries) nor in the record (two live ACKs for one address).
+//! unexpired `leased` entries) nor in the record (two live ACKs for one address). No client may
+//! hold two addresses — neither in the record (an ACK for another address while an earlier
+//! ACK of that client is live and not released) nor in the export (two unexpired `leased`
+//! entries of one client). Events are taken in `seq` order (see [`crate::record`]).
 
 use std::collections::HashMap;
 use std::fs;
@@ -88,6 +91,15 @@ pub enum Violation {
         /// The client(s) the export says hold it.
         found: Vec<String>,
     },
+    /// One client holding two or more live addresses.
+    TwoAddresses {
+        /// The client.
+        client: String,
+        /// Its live addresses, in the order they were ACKed (record) or sorted (export).
+        addresses: Vec<Ipv4Addr>,
+        /// Where it was seen: `export` or `record`.
+        source: String,
+    },
     /// One address held by two or more clients.
     DuplicateAddress {
         /// The address.
@@ -126,6 +138,8 @@ pub struct VerifyReport {
     pub wrong_client: u64,
     /// Addresses held by two clients.
     pub duplicate_address: u64,
+    /// Clients holding two addresses.
+    pub two_addresses: u64,
     /// Every violation.
     pub violations: Vec<Violation>,
 }
@@ -190,6 +204,12 @@ struct Held {
     order: usize,
 }
 
+/// Addresses the server told one client it holds, live at the time of a later ACK.
+#[derive(Debug, Clone, Default)]
+struct Moves {
+    addresses: Vec<Ipv4Addr>,
+}
+
 /// Checks `export` against `records` at unix time `now`; leases ending within `slack` seconds
 /// of `now` are not checked.
 pub fn verify(
@@ -204,18 +224,35 @@ pub fn verify(
         ..VerifyReport::default()
     };
     let mut held: HashMap<ClientKey, Held> = HashMap::new();
-    for (order, ev) in records.iter().enumerate() {
+    let mut moves: HashMap<ClientKey, Moves> = HashMap::new();
+    // Causal order; a stable sort keeps the given order for events without `seq`.
+    let mut ordered: Vec<&RecordEvent> = records.iter().collect();
+    ordered.sort_by_key(|e| e.seq());
+    for (order, ev) in ordered.into_iter().enumerate() {
         match ev {
             RecordEvent::Ack {
                 mac,
                 client_id,
                 address,
                 lease_end,
+                t_ms,
                 ..
             } => {
                 rep.acks += 1;
+                let key = ClientKey::new(mac, client_id.as_deref());
+                if let Some(prev) = held.get(&key) {
+                    // The earlier lease was still live when the server ACKed another address:
+                    // the server gave this client a second address.
+                    if prev.address != *address && !prev.released && prev.lease_end > t_ms / 1000 {
+                        let m = moves.entry(key.clone()).or_default();
+                        if m.addresses.is_empty() {
+                            m.addresses.push(prev.address);
+                        }
+                        m.addresses.push(*address);
+                    }
+                }
                 held.insert(
-                    ClientKey::new(mac, client_id.as_deref()),
+                    key,
                     Held {
                         address: *address,
                         lease_end: *lease_end,
@@ -243,14 +280,45 @@ pub fn verify(
 
     let active = |e: &ExportLease| e.state == "leased" && e.expires > now;
     let mut by_addr: HashMap<Ipv4Addr, Vec<&ExportLease>> = HashMap::new();
+    let mut by_hw: HashMap<String, Vec<&ExportLease>> = HashMap::new();
     for e in export {
         by_addr.entry(e.address).or_default().push(e);
+        if let (true, Some(hw)) = (active(e), &e.hwaddr) {
+            by_hw.entry(hw.to_ascii_lowercase()).or_default().push(e);
+        }
     }
 
     // Deterministic order: the order of the last event of each client.
     let mut clients: Vec<(&ClientKey, &Held)> = held.iter().collect();
     clients.sort_by_key(|(_, h)| h.order);
     let mut live_by_addr: HashMap<Ipv4Addr, Vec<String>> = HashMap::new();
+    let mut two: Vec<Violation> = Vec::new();
+    for (key, _) in clients.iter().copied() {
+        if let Some(m) = moves.get(key) {
+            two.push(Violation::TwoAddresses {
+                client: key.label(),
+                addresses: m.addresses.clone(),
+                source: "record".into(),
+            });
+        }
+        let mut in_export: Vec<Ipv4Addr> = by_hw
+            .get(&key.mac)
+            .map(Vec::as_slice)
+            .unwrap_or(&[])
+            .iter()
+            .filter(|e| key.matches(e))
+            .map(|e| e.address)
+            .collect();
+        in_export.sort();
+        in_export.dedup();
+        if in_export.len() > 1 {
+            two.push(Violation::TwoAddresses {
+                client: key.label(),
+                addresses: in_export,
+                source: "export".into(),
+            });
+        }
+    }
     for (key, h) in clients {
         if h.released {
             rep.ignored_released += 1;
@@ -300,6 +368,10 @@ pub fn verify(
         .filter(|(_, hs)| hs.len() > 1)
         .collect();
     dup_record.sort();
+    for v in two {
+        rep.two_addresses += 1;
+        rep.violations.push(v);
+    }
     for (source, list) in [("export", dup_export), ("record", dup_record)] {
         for (address, holders) in list {
             rep.duplicate_address += 1;
@@ -321,6 +393,7 @@ mod tests {
 
     fn ack(mac: &str, addr: [u8; 4], end: u64) -> RecordEvent {
         RecordEvent::Ack {
+            seq: 0,
             t_ms: 0,
             mac: mac.into(),
             client_id: None,
@@ -332,6 +405,7 @@ mod tests {
 
     fn release(mac: &str, addr: [u8; 4]) -> RecordEvent {
         RecordEvent::Release {
+            seq: 0,
             t_ms: 0,
             mac: mac.into(),
             client_id: None,
@@ -408,6 +482,7 @@ mod tests {
     #[test]
     fn client_id_must_match_when_sent() {
         let rec = vec![RecordEvent::Ack {
+            seq: 0,
             t_ms: 0,
             mac: A.into(),
             client_id: Some("01aa".into()),
@@ -468,6 +543,73 @@ mod tests {
         ];
         let r = verify(&rec, &[], NOW, 0);
         assert_eq!(r.missing, 2);
+    }
+
+    /// The server moved a client to a second address while its first lease was live, and the
+    /// export shows it holding both. Before: verify kept only the last ACK and passed.
+    #[test]
+    fn a_client_holding_two_addresses_is_a_violation() {
+        let rec = vec![
+            ack(A, [10, 0, 0, 1], NOW + 100),
+            ack(A, [10, 0, 0, 2], NOW + 100),
+        ];
+        let exp = vec![
+            lease([10, 0, 0, 1], "leased", A, NOW + 100),
+            lease([10, 0, 0, 2], "leased", A, NOW + 100),
+        ];
+        let r = verify(&rec, &exp, NOW, 0);
+        assert!(!r.passed(), "{r:?}");
+        assert_eq!(r.two_addresses, 2);
+        let two = |source: &str| Violation::TwoAddresses {
+            client: A.into(),
+            addresses: vec![Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 0, 0, 2)],
+            source: source.into(),
+        };
+        assert_eq!(r.violations, vec![two("record"), two("export")]);
+        // Only in the export (the record has one ACK): still a second address.
+        let r = verify(&rec[1..], &exp, NOW, 0);
+        assert_eq!(r.violations, vec![two("export")]);
+        // Only in the record (the server freed the first address later): the client was told
+        // it holds both.
+        let r = verify(&rec, &exp[1..], NOW, 0);
+        assert_eq!(r.violations, vec![two("record")]);
+    }
+
+    /// Moving to another address is fine once the first lease was released or had ended.
+    #[test]
+    fn a_new_address_after_release_or_expiry_is_not_two() {
+        let mut first = ack(A, [10, 0, 0, 1], NOW + 100);
+        let rec = vec![
+            first.clone(),
+            release(A, [10, 0, 0, 1]),
+            ack(A, [10, 0, 0, 2], NOW + 100),
+        ];
+        let exp = vec![lease([10, 0, 0, 2], "leased", A, NOW + 100)];
+        assert!(verify(&rec, &exp, NOW, 0).passed());
+        if let RecordEvent::Ack { lease_end, .. } = &mut first {
+            *lease_end = 50;
+        }
+        let mut second = ack(A, [10, 0, 0, 2], NOW + 100);
+        if let RecordEvent::Ack { t_ms, .. } = &mut second {
+            *t_ms = 60_000;
+        }
+        assert!(verify(&[first, second], &exp, NOW, 0).passed());
+    }
+
+    /// Events are verified in `seq` order, not in the order given (the record file is written
+    /// by several threads).
+    #[test]
+    fn events_are_taken_in_seq_order() {
+        let mut a = ack(A, [10, 0, 0, 1], NOW + 100);
+        let mut r = release(A, [10, 0, 0, 1]);
+        if let (RecordEvent::Ack { seq: sa, .. }, RecordEvent::Release { seq: sr, .. }) =
+            (&mut a, &mut r)
+        {
+            (*sa, *sr) = (7, 8);
+        }
+        let rep = verify(&[r, a], &[], NOW, 0);
+        assert!(rep.passed(), "{rep:?}");
+        assert_eq!((rep.ignored_released, rep.checked), (1, 0));
     }
 
     #[test]

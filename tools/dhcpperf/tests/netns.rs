@@ -1,7 +1,8 @@
 //! End-to-end: `dhcpperf responder` and the load scenarios in a pair of network namespaces
-//! created by the test (veth between them, 198.18.x.0/24). Skipped, with a printed reason,
-//! when not run as root. Every process is started by the test and killed by PID; the
-//! namespaces are deleted in `Drop`.
+//! created by the test (veth between them, 198.18.x.0/24). They need root: without it they
+//! fail with the reason, unless `PRODHCP_SKIP_SYSTEM_TESTS=1` (the convention of the system
+//! tests in `tests/`), which skips them with a printed reason. Every process is started by the
+//! test and killed by PID; the namespaces are deleted in `Drop`.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
@@ -12,12 +13,51 @@ use std::time::{Duration, Instant};
 const BIN: &str = env!("CARGO_BIN_EXE_dhcpperf");
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
+/// Environment variable that makes these tests skip (the same one `tests/src/lib.rs` uses).
+const SKIP_ENV: &str = "PRODHCP_SKIP_SYSTEM_TESTS";
+
 fn is_root() -> bool {
     Command::new("id")
         .arg("-u")
         .output()
         .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
         .unwrap_or(false)
+}
+
+/// What a test does given the skip variable and whether it runs as root: `Ok(true)` run,
+/// `Ok(false)` skip (told to), `Err(reason)` fail.
+fn preflight_decision(skip: Option<&std::ffi::OsStr>, root: bool) -> Result<bool, String> {
+    if skip.is_some_and(|v| v == "1") {
+        return Ok(false);
+    }
+    if !root {
+        return Err(format!(
+            "network-namespace tests need root; run them as root, or set {SKIP_ENV}=1 to skip them"
+        ));
+    }
+    Ok(true)
+}
+
+/// Whether the test should run; panics (fails the test) when it cannot and was not told to
+/// skip.
+fn preflight() -> bool {
+    match preflight_decision(std::env::var_os(SKIP_ENV).as_deref(), is_root()) {
+        Ok(true) => true,
+        Ok(false) => {
+            eprintln!("SKIPPED: {SKIP_ENV}=1");
+            false
+        }
+        Err(reason) => panic!("{reason}"),
+    }
+}
+
+#[test]
+fn not_root_fails_unless_told_to_skip() {
+    assert!(preflight_decision(None, false).is_err());
+    assert!(preflight_decision(Some("0".as_ref()), false).is_err());
+    assert_eq!(preflight_decision(Some("1".as_ref()), false), Ok(false));
+    assert_eq!(preflight_decision(Some("1".as_ref()), true), Ok(false));
+    assert_eq!(preflight_decision(None, true), Ok(true));
 }
 
 fn ip(args: &[&str]) {
@@ -40,8 +80,7 @@ struct NsPair {
 
 impl NsPair {
     fn new() -> Option<Self> {
-        if !is_root() {
-            eprintln!("SKIP: network-namespace test needs root");
+        if !preflight() {
             return None;
         }
         let n = COUNTER.fetch_add(1, Ordering::Relaxed);
