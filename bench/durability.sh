@@ -6,7 +6,7 @@
 #        defaults: 10.0.0.0/8  10.0.0.1-10.255.255.254  1000000  2
 #   small check:  sudo bench/durability.sh 10.0.0.0/16 10.0.0.1-10.0.255.254 20000 1
 #
-# In its own network namespaces (pbd-srv 198.18.0.1, pbd-cli 198.18.0.2 as the relay; nothing
+# In its own network namespaces (pbd<PID>-srv 198.18.0.1, pbd<PID>-cli 198.18.0.2 as the relay; nothing
 # touches a host interface) it:
 #   1. builds the release binaries and creates one lease table per mode under $WORK (a /8
 #      table is about 1.3 GB; it is created once per mode and reused by later rounds);
@@ -28,8 +28,8 @@ WINDOW="${WINDOW:-2000}"
 WORKERS="${WORKERS:-0}"
 ROOT="$(cd "$(dirname "$0")/.." && pwd)"
 WORK="${WORK:-/var/tmp/prodhcp-durability}"
-SRV=pbd-srv
-CLI=pbd-cli
+SRV=pbd$$-srv
+CLI=pbd$$-cli
 BIN="$ROOT/target/release"
 DAEMON_PID=""
 
@@ -50,9 +50,9 @@ cargo build --release -p prodhcp-supervisor -p dhcpperf --bins --manifest-path "
 mkdir -p "$WORK"
 cleanup
 ip netns add $SRV; ip netns add $CLI
-ip link add pbd-a type veth peer name pbd-b
-ip link set pbd-a netns $SRV; ip link set pbd-b netns $CLI
-ip -n $SRV link set pbd-a name lan0; ip -n $CLI link set pbd-b name lan0
+ip link add pbd$$a type veth peer name pbd$$b
+ip link set pbd$$a netns $SRV; ip link set pbd$$b netns $CLI
+ip -n $SRV link set pbd$$a name lan0; ip -n $CLI link set pbd$$b name lan0
 ip -n $SRV addr add 198.18.0.1/24 dev lan0; ip -n $CLI addr add 198.18.0.2/24 dev lan0
 for ns in $SRV $CLI; do ip -n $ns link set lo up; ip -n $ns link set lan0 up; done
 
