@@ -17,13 +17,16 @@
 #   4. scrub: restarts prodhcpd with `scrub_interval: 1` (a pass right after start, then one every
 #      second after the previous one ends), starts `dhcpperf dora` (new clients, another seed)
 #      right when the daemon answers, at the same RATE for DURATION s: p99 DISCOVER→OFFER while
-#      the scrub runs. `prodhcpctl status` is sampled every 0.2 s during the load to report the
-#      share of samples in which a pass was running (on a /8 the first pass covers the whole
+#      the scrub runs. `prodhcpctl status` is sampled once a second during both loads (the same
+#      sampling in the idle run, so its CPU weighs on both) to report the share of samples in
+#      which a pass was running (on a /8 the first pass covers the whole
 #      load; on a small table passes repeat every second and the share is small — the
 #      p99 comparison is only meaningful when that share is high).
 #
 # Knobs: PREFIX (8), LEASES (10000000), RATE (2000), DURATION (20), WORKERS (0 = one per core),
-# BIN (target/release), WORK (/var/tmp/prodhcp-scrub-bench), NO_BUILD=1.
+# DURABILITY ("power", the server's default; "process" takes the per-batch msync out of the
+# latency, so what the scrub adds shows), BIN (target/release), WORK
+# (/var/tmp/prodhcp-scrub-bench), NO_BUILD=1.
 # Every load is bounded (dhcpperf --duration/--hard-deadline, timeout); on exit every process this
 # script started is killed by PID, then any left in its namespaces, and the namespaces are deleted.
 set -euo pipefail
@@ -95,6 +98,7 @@ config() { # config SCRUB_INTERVAL
     workers: $WORKERS,
     log_level: "info",
     scrub_interval: $1,
+    durability: "${DURABILITY:-power}",
     subnets: [
         (
             network: "10.0.0.0/$PREFIX",
@@ -146,6 +150,23 @@ print(do.get("p99_ms"), do.get("p50_ms"), c.get("offers", 0), c.get("failed_disc
 PY
 }
 
+# load_sampling_status SEED OUT: runs `dora` and, in both runs alike (so the sampling's own CPU
+# — a prodhcpctl and a python3 each time — weighs on both), samples the scrub state once a
+# second; sets `running` and `samples`.
+load_sampling_status() {
+    dora "$1" "$2"
+    local p=$DORA st
+    running=0
+    samples=0
+    while kill -0 "$p" 2>/dev/null; do
+        st=$(status_field "s['state']" 2>/dev/null || echo "?")
+        samples=$((samples + 1))
+        [ "$st" = running ] && running=$((running + 1))
+        sleep 1
+    done
+    wait "$p" || true
+}
+
 # 2. preload
 config 0
 start_daemon
@@ -169,8 +190,9 @@ SCRUB_MS=$(status_field "s['last_pass']['duration_ms']")
 SCRUB_SLOTS=$(status_field "s['last_pass']['counts']['slots_checked']")
 SCRUB_DAMAGED=$(status_field "s['last_pass']['counts']['damaged']")
 log "idle run: dhcpperf dora $RATE/s for $DURATION s"
-dora 11 "$WORK/idle.json"
-wait "$DORA" || true
+load_sampling_status 11 "$WORK/idle.json"
+IDLE_RUNNING=$running
+IDLE_SAMPLES=$samples
 read -r IDLE_P99 IDLE_P50 IDLE_OFFERS IDLE_FAILED <<<"$(p99_of "$WORK/idle.json")"
 stop_daemon
 
@@ -178,24 +200,14 @@ stop_daemon
 config 1
 start_daemon
 log "scrub run: dhcpperf dora $RATE/s for $DURATION s while the scrub runs"
-dora 12 "$WORK/scrub.json"
-p=$DORA
-running=0
-samples=0
-while kill -0 "$p" 2>/dev/null; do
-    st=$(status_field "s['state']" 2>/dev/null || echo "?")
-    samples=$((samples + 1))
-    [ "$st" = running ] && running=$((running + 1))
-    sleep 0.2
-done
-wait "$p" || true
+load_sampling_status 12 "$WORK/scrub.json"
 PASSES=$(status_field "s['passes']")
 LAST_MS=$(status_field "(s['last_pass'] or {}).get('duration_ms')")
 read -r LOAD_P99 LOAD_P50 LOAD_OFFERS LOAD_FAILED <<<"$(p99_of "$WORK/scrub.json")"
 stop_daemon
 
-echo "== prodhcp background scrub, 10.0.0.0/$PREFIX, $LEASES leases, workers $WORKERS ($(nproc) cores)"
+echo "== prodhcp background scrub, 10.0.0.0/$PREFIX, $LEASES leases, workers $WORKERS ($(nproc) cores), durability ${DURABILITY:-power}"
 echo "scrub pass with no load: ${SCRUB_MS} ms for ${SCRUB_SLOTS} slots (damaged ${SCRUB_DAMAGED})"
-echo "scrub passes under load: ${PASSES} finished during/after the run, last took ${LAST_MS} ms; a pass was running in ${running} of ${samples} status samples taken during the load"
+echo "scrub passes under load: ${PASSES} finished during/after the run, last took ${LAST_MS} ms; a pass was running in ${running} of ${samples} status samples taken during the load (idle run: ${IDLE_RUNNING} of ${IDLE_SAMPLES})"
 echo "dhcpperf dora ${RATE}/s, ${DURATION} s, idle:        DISCOVER→OFFER p50 ${IDLE_P50} ms, p99 ${IDLE_P99} ms (offers ${IDLE_OFFERS}, failed ${IDLE_FAILED})"
 echo "dhcpperf dora ${RATE}/s, ${DURATION} s, during scrub: DISCOVER→OFFER p50 ${LOAD_P50} ms, p99 ${LOAD_P99} ms (offers ${LOAD_OFFERS}, failed ${LOAD_FAILED})"

@@ -24,11 +24,11 @@ use tracing::{info, warn};
 use crate::control_proto::{ScrubCounts, ScrubPass, ScrubStatus};
 
 /// Longest run of scrub work per loop turn.
-pub const SLICE: Duration = Duration::from_millis(1);
+pub const SLICE: Duration = Duration::from_micros(250);
 /// Shortest rest between two slices.
-pub const PAUSE: Duration = Duration::from_millis(4);
+pub const PAUSE: Duration = Duration::from_millis(1);
 /// Positions checked between two looks at the clock.
-const STEP: usize = 2048;
+const STEP: usize = 256;
 /// Most finding lines logged per pass.
 pub const MAX_LOG_LINES: u32 = 50;
 
