@@ -409,14 +409,7 @@ fn scrub_slot(t: &Table, owner: u8, ring: &Ring, slot: u32, c: &mut ScrubCounts)
 /// of the lock word) is damage, and no recovery would ever release it. Returns whether it did.
 fn clear_stuck_lock(t: &Table, s: &[AtomicU64], slot: u32) -> bool {
     let w0 = s[0].load(Ordering::Acquire);
-    let owner = (w0 & 0xff) as u8;
-    if owner == 0 {
-        return false;
-    }
-    let holds_intent = t
-        .owner_words(owner)
-        .is_some_and(|o| o[INTENT_ACTIVE].load(Ordering::Acquire) == u64::from(slot) + 1);
-    if holds_intent || s[0].load(Ordering::Acquire) != w0 {
+    if !t.lock_is_stale(s, slot, w0) {
         return false;
     }
     s[0].compare_exchange(w0, w0 & !0xff, Ordering::AcqRel, Ordering::Relaxed)

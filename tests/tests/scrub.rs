@@ -185,6 +185,14 @@ fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
         assert!(!leased.contains(a), "{a} still leased to another client");
     }
     assert!(d.process().is_running(), "{}", d.process().stderr());
+    // No worker stalled on the damaged page's garbage lock bytes (reads of a lock nobody holds
+    // return at once): none was killed by the heartbeat watchdog and restarted.
+    let restarts = prodhcp_systests::daemon::worker_field(&d.status(), "restarts");
+    assert!(
+        !restarts.is_empty() && restarts.iter().all(|r| r == 0),
+        "workers restarted while the damaged page was served: {restarts:?}\n{}",
+        d.process().stderr()
+    );
 
     // The repairs hold: the next start's pass finds nothing.
     let d = d.restart();
