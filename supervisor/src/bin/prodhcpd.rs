@@ -66,23 +66,31 @@ fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
 }
 
-fn check_table(config: &std::path::Path) -> i32 {
-    let config = match load_config(config) {
-        Ok((c, _)) => c,
-        Err(e) => {
+/// Loads the configuration and opens its lease table for an offline command (the daemon must
+/// be stopped: the table is locked exclusively). On failure prints why and returns the exit code.
+fn open_stopped_table(
+    config: &std::path::Path,
+) -> Result<(prodhcp_config::Config, shm_layout::Table), i32> {
+    let config = load_config(config)
+        .map_err(|e| {
             eprintln!("{}", e.message);
-            return e.code;
-        }
-    };
+            e.code
+        })?
+        .0;
     let layout = prodhcp_worker::run::layout_of(&config);
-    let table = match shm_layout::Table::open_for(&config.table_file, &layout)
+    let table = shm_layout::Table::open_for(&config.table_file, &layout)
         .and_then(|t| t.lock_exclusive().map(|_| t))
-    {
-        Ok(t) => t,
-        Err(e) => {
+        .map_err(|e| {
             eprintln!("prodhcpd: {e}");
-            return exit::TABLE;
-        }
+            exit::TABLE
+        })?;
+    Ok((config, table))
+}
+
+fn check_table(config: &std::path::Path) -> i32 {
+    let (config, table) = match open_stopped_table(config) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let t0 = std::time::Instant::now();
     let r = table.check();
@@ -114,22 +122,9 @@ fn check_table(config: &std::path::Path) -> i32 {
 
 fn export_table(config: &std::path::Path) -> i32 {
     use std::io::Write;
-    let config = match load_config(config) {
-        Ok((c, _)) => c,
-        Err(e) => {
-            eprintln!("{}", e.message);
-            return e.code;
-        }
-    };
-    let layout = prodhcp_worker::run::layout_of(&config);
-    let table = match shm_layout::Table::open_for(&config.table_file, &layout)
-        .and_then(|t| t.lock_exclusive().map(|_| t))
-    {
-        Ok(t) => t,
-        Err(e) => {
-            eprintln!("prodhcpd: {e}");
-            return exit::TABLE;
-        }
+    let (config, table) = match open_stopped_table(config) {
+        Ok(x) => x,
+        Err(code) => return code,
     };
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut unreadable = 0u64;
