@@ -687,6 +687,9 @@ mod tests {
         assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
         assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
         assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2 s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3µs"), Ok(Duration::from_micros(3)));
         assert_eq!(parse_duration(" 900s "), Ok(Duration::from_secs(900)));
         assert!(parse_duration("1e8").is_err());
         assert!(parse_duration("200d").is_err());
