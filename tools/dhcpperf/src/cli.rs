@@ -28,30 +28,25 @@ pub const EXIT_SETUP: i32 = 2;
 /// Exit code: run cut short (no answers, hard deadline).
 pub const EXIT_CUT_SHORT: i32 = 3;
 
-/// Parses `1.5`, `1.5s`, `250ms`, `2m`, `100us` into a duration.
+/// Longest duration accepted (about 115 days): keeps `Instant + duration` far from overflow.
+const MAX_DURATION_S: f64 = 1e7;
+
+/// Parses a duration: a number with units as [`humantime`] reads them (`250ms`, `1.5s`, `2m`,
+/// `100us`, `1h 30m`), or a bare number of seconds (`1.5`), which humantime does not take.
 pub fn parse_duration(s: &str) -> Result<Duration, String> {
     let s = s.trim();
-    let (num, unit) = match s.find(|c: char| c.is_ascii_alphabetic()) {
-        Some(i) => s.split_at(i),
-        None => (s, "s"),
+    let d = match s.parse::<f64>() {
+        Ok(secs) if secs.is_finite() && (0.0..=MAX_DURATION_S).contains(&secs) => {
+            Duration::from_secs_f64(secs)
+        }
+        Ok(_) => return Err(format!("duration out of range: {s:?}")),
+        Err(_) => humantime::parse_duration(s)
+            .map_err(|e| format!("not a duration: {s:?}: {e} (examples: 1s, 250ms, 1.5, 2m)"))?,
     };
-    let v: f64 = num
-        .trim()
-        .parse()
-        .map_err(|_| format!("not a duration: {s:?} (examples: 1s, 250ms, 1.5, 2m)"))?;
-    let mult = match unit {
-        "us" | "µs" => 1e-6,
-        "ms" => 1e-3,
-        "s" => 1.0,
-        "m" | "min" => 60.0,
-        "h" => 3600.0,
-        _ => return Err(format!("unknown unit {unit:?} in {s:?} (us, ms, s, m, h)")),
-    };
-    let secs = v * mult;
-    if !secs.is_finite() || !(0.0..=1e7).contains(&secs) {
+    if d.as_secs_f64() > MAX_DURATION_S {
         return Err(format!("duration out of range: {s:?}"));
     }
-    Ok(Duration::from_secs_f64(secs))
+    Ok(d)
 }
 
 /// Parses `IP` or `IP:PORT` (default port 67).
@@ -688,6 +683,17 @@ mod tests {
         assert!(parse_duration("x").is_err());
         assert!(parse_duration("-1s").is_err());
         assert!(parse_duration("5 parsecs").is_err());
+        assert_eq!(parse_duration("1.5s"), Ok(Duration::from_millis(1500)));
+        assert_eq!(parse_duration("100us"), Ok(Duration::from_micros(100)));
+        assert_eq!(parse_duration("5min"), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_duration("1h"), Ok(Duration::from_secs(3600)));
+        assert_eq!(parse_duration("1.5m"), Ok(Duration::from_secs(90)));
+        assert_eq!(parse_duration("2 s"), Ok(Duration::from_secs(2)));
+        assert_eq!(parse_duration("3µs"), Ok(Duration::from_micros(3)));
+        assert_eq!(parse_duration(" 900s "), Ok(Duration::from_secs(900)));
+        assert!(parse_duration("1e8").is_err());
+        assert!(parse_duration("200d").is_err());
+        assert!(parse_duration("NaN").is_err());
     }
 
     #[test]

@@ -1,21 +1,20 @@
-//! A fixed-size log-linear latency histogram (values in microseconds).
+//! Latency histograms (values in microseconds), recorded with [`hdrhistogram`].
 //!
-//! Values below 128 are counted exactly; above, each power of two is split into 64 buckets,
-//! so a reported percentile is at most 1/64 (1.6 %) above the true value. Percentiles use the
-//! nearest-rank method and report the bucket's upper bound, clamped to the largest value seen.
+//! Three significant digits: values below 2048 µs are counted exactly; above, a reported
+//! percentile is at most 1/1024 (0.1 %) above the true value. Percentiles use the
+//! nearest-rank method (as `hdrhistogram`'s `value_at_quantile` does) and report the upper
+//! bound of the value's bucket, clamped to the largest value seen. The largest value and the
+//! mean are kept exactly next to the buckets.
 
 use serde::Serialize;
 
-const SUB_BITS: u32 = 6;
-const SUB: u64 = 1 << SUB_BITS; // 64
-const EXACT: u64 = 2 * SUB; // 128
-const BUCKETS: usize = (EXACT + (64 - SUB_BITS as u64 - 1) * SUB) as usize;
+/// Significant decimal digits kept by the buckets.
+const SIGNIFICANT_DIGITS: u8 = 3;
 
 /// A latency histogram.
 #[derive(Debug, Clone)]
 pub struct Histogram {
-    counts: Vec<u64>,
-    total: u64,
+    buckets: hdrhistogram::Histogram<u64>,
     max: u64,
     sum: u128,
 }
@@ -26,33 +25,13 @@ impl Default for Histogram {
     }
 }
 
-fn index_of(v: u64) -> usize {
-    if v < EXACT {
-        return v as usize;
-    }
-    let msb = 63 - v.leading_zeros();
-    let shift = msb - SUB_BITS;
-    let top = v >> shift; // in [64, 128)
-    (EXACT + u64::from(shift - 1) * SUB + (top - SUB)) as usize
-}
-
-fn upper_bound_of(index: usize) -> u64 {
-    let i = index as u64;
-    if i < EXACT {
-        return i;
-    }
-    let shift = (i - EXACT) / SUB + 1;
-    let top = (i - EXACT) % SUB + SUB;
-    let upper = (u128::from(top + 1) << shift) - 1;
-    u64::try_from(upper).unwrap_or(u64::MAX)
-}
-
 impl Histogram {
-    /// An empty histogram.
+    /// An empty histogram (its buckets grow with the largest value recorded).
     pub fn new() -> Self {
         Self {
-            counts: vec![0; BUCKETS],
-            total: 0,
+            // Only fails for more than 5 significant digits.
+            buckets: hdrhistogram::Histogram::new(SIGNIFICANT_DIGITS)
+                .expect("3 significant digits are supported"),
             max: 0,
             sum: 0,
         }
@@ -60,27 +39,26 @@ impl Histogram {
 
     /// Counts one value.
     pub fn record(&mut self, v: u64) {
-        if let Some(c) = self.counts.get_mut(index_of(v)) {
-            *c += 1;
+        // Auto-resizing: growing the buckets only fails when their count would not fit a
+        // usize; then the value lands in the largest bucket (the exact max is kept below).
+        if self.buckets.record(v).is_err() {
+            self.buckets.saturating_record(v);
         }
-        self.total += 1;
         self.max = self.max.max(v);
         self.sum += u128::from(v);
     }
 
     /// Adds every count of `other`.
     pub fn merge(&mut self, other: &Histogram) {
-        for (a, b) in self.counts.iter_mut().zip(&other.counts) {
-            *a += b;
-        }
-        self.total += other.total;
+        // Both auto-resize, so adding cannot run out of range.
+        let _ = self.buckets.add(&other.buckets);
         self.max = self.max.max(other.max);
         self.sum += other.sum;
     }
 
     /// Values counted.
     pub fn count(&self) -> u64 {
-        self.total
+        self.buckets.len()
     }
 
     /// Largest value counted (0 when empty).
@@ -90,30 +68,23 @@ impl Histogram {
 
     /// The `p`-th percentile (0 < p ≤ 100) by nearest rank, `None` when empty.
     pub fn percentile(&self, p: f64) -> Option<u64> {
-        if self.total == 0 {
+        if self.count() == 0 {
             return None;
         }
-        let p = p.clamp(0.0, 100.0);
-        let rank = ((p / 100.0) * self.total as f64).ceil().max(1.0) as u64;
-        let mut seen = 0u64;
-        for (i, c) in self.counts.iter().enumerate() {
-            seen += c;
-            if seen >= rank {
-                return Some(upper_bound_of(i).min(self.max));
-            }
-        }
-        Some(self.max)
+        let q = p.clamp(0.0, 100.0) / 100.0;
+        Some(self.buckets.value_at_quantile(q).min(self.max))
     }
 
     /// Summary in milliseconds.
     pub fn summary(&self) -> LatencySummary {
         let ms = |v: Option<u64>| v.map(|us| us as f64 / 1000.0);
+        let total = self.count();
         LatencySummary {
-            count: self.total,
+            count: total,
             p50_ms: ms(self.percentile(50.0)),
             p99_ms: ms(self.percentile(99.0)),
-            max_ms: ms((self.total > 0).then_some(self.max)),
-            mean_ms: (self.total > 0).then(|| self.sum as f64 / self.total as f64 / 1000.0),
+            max_ms: ms((total > 0).then_some(self.max)),
+            mean_ms: (total > 0).then(|| self.sum as f64 / total as f64 / 1000.0),
         }
     }
 }
@@ -143,30 +114,22 @@ mod tests {
     }
 
     #[test]
-    fn buckets_are_contiguous_and_monotonic() {
-        let mut last = 0;
-        for v in [
-            0u64,
-            1,
-            127,
-            128,
-            129,
-            255,
-            256,
-            1000,
-            65_535,
-            1 << 40,
-            u64::MAX,
-        ] {
-            let i = index_of(v);
-            assert!(i < BUCKETS, "{v} -> {i}");
-            assert!(i >= last);
-            last = i;
-            assert!(upper_bound_of(i) >= v, "upper bound of {v}");
+    fn values_up_to_2047_are_exact_and_wide_values_fit() {
+        let mut h = Histogram::new();
+        for v in 0..2048u64 {
+            h.record(v);
         }
-        for i in 1..BUCKETS {
-            assert_eq!(index_of(upper_bound_of(i - 1) + 1), i, "bucket {i}");
+        for p in [1.0, 25.0, 50.0, 99.0, 100.0] {
+            let rank = ((p / 100.0) * 2048.0f64).ceil() as u64;
+            assert_eq!(h.percentile(p), Some(rank - 1), "p{p}");
         }
+        // The largest values a latency can take (u32 wrap-around) and beyond still count,
+        // and the maximum stays exact.
+        h.record(u64::from(u32::MAX));
+        h.record(1 << 40);
+        assert_eq!(h.count(), 2050);
+        assert_eq!(h.max(), 1 << 40);
+        assert_eq!(h.percentile(100.0), Some(1 << 40));
     }
 
     #[test]
@@ -195,7 +158,7 @@ mod tests {
             let want = exact_percentile(&vals, p) as f64;
             assert!(got >= want, "p{p}: {got} < {want}");
             assert!(
-                got <= want * (1.0 + 1.0 / 64.0) + 1.0,
+                got <= want * (1.0 + 1.0 / 1024.0) + 1.0,
                 "p{p}: {got} vs {want}"
             );
         }
@@ -218,5 +181,6 @@ mod tests {
         let s = a.summary();
         assert_eq!(s.p50_ms, Some(0.02));
         assert_eq!(s.max_ms, Some(30.0));
+        assert_eq!(s.mean_ms, Some(10.01));
     }
 }

@@ -8,7 +8,10 @@
 //! ceiling of the benchmark harness.
 //!
 //! Architecture invariant: dhcpperf shares no code with prodhcp (packets are built and parsed
-//! here, by hand), so that it can judge the server. `unsafe` lives only in [`sys`].
+//! here, by hand), so that it can judge the server. dhcpperf has no `unsafe`: its system calls
+//! go through `nix` in [`sys`].
+
+#![forbid(unsafe_code)]
 
 pub mod cli;
 pub mod engine;

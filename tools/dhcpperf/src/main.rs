@@ -1,5 +1,7 @@
 //! The `dhcpperf` binary: see the library's documentation and `dhcpperf --help`.
 
+#![forbid(unsafe_code)]
+
 use clap::Parser;
 
 fn main() {

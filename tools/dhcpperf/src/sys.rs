@@ -1,62 +1,32 @@
 //! The tool's system layer: batched UDP send and receive (`sendmmsg`/`recvmmsg`), the socket
-//! error queue (`IP_RECVERR`), and process CPU time (`getrusage`).
+//! error queue (`IP_RECVERR`), and process CPU time (`getrusage`), all through [`nix`] (as the
+//! worker does), so dhcpperf has no `unsafe` of its own.
 //!
-//! This is the only module of dhcpperf that contains `unsafe`. Every buffer handed to the
-//! kernel is owned by the batch struct, never reallocated after construction, and the
-//! pointer tables (`iovec`, `mmsghdr`) are rebuilt right before each call, so they always
-//! point into live memory of the same struct.
+//! Every buffer handed to the kernel is owned by the batch struct and allocated once, at
+//! construction; the message headers are nix's preallocated [`MultiHeaders`].
 
-use std::io;
-use std::mem;
+use std::io::{self, IoSlice, IoSliceMut};
 use std::net::{Ipv4Addr, SocketAddrV4};
 use std::os::fd::{AsRawFd, BorrowedFd};
 use std::time::Duration;
 
+use nix::errno::Errno;
+use nix::sys::resource::{getrusage, UsageWho};
+use nix::sys::socket::{self, sockopt, ControlMessage, MsgFlags, MultiHeaders, SockaddrIn};
+use nix::sys::time::TimeValLike;
+
 /// Size of every packet buffer (an Ethernet MTU; DHCP replies from relays fit).
 pub const PACKET_CAP: usize = 1500;
-
-fn to_sockaddr(addr: SocketAddrV4) -> libc::sockaddr_in {
-    libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: addr.port().to_be(),
-        sin_addr: libc::in_addr {
-            s_addr: u32::from(*addr.ip()).to_be(),
-        },
-        sin_zero: [0; 8],
-    }
-}
-
-fn from_sockaddr(sa: &libc::sockaddr_in) -> SocketAddrV4 {
-    SocketAddrV4::new(
-        Ipv4Addr::from(u32::from_be(sa.sin_addr.s_addr)),
-        u16::from_be(sa.sin_port),
-    )
-}
-
-fn zero_sockaddr() -> libc::sockaddr_in {
-    to_sockaddr(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0))
-}
-
-fn empty_iovec() -> libc::iovec {
-    libc::iovec {
-        iov_base: std::ptr::null_mut(),
-        iov_len: 0,
-    }
-}
-
-fn empty_mmsghdr() -> libc::mmsghdr {
-    // SAFETY: mmsghdr is a plain C struct of integers and raw pointers; all-zero is a valid
-    // value (null pointers, zero lengths) and is what the kernel expects for unused fields.
-    unsafe { mem::zeroed() }
-}
 
 /// True for the errors the kernel reports after an ICMP error for this socket
 /// (port/host/network unreachable), which are worth counting, not fatal.
 pub fn is_icmp_error(e: &io::Error) -> bool {
-    matches!(
-        e.raw_os_error(),
-        Some(libc::ECONNREFUSED | libc::EHOSTUNREACH | libc::ENETUNREACH | libc::EHOSTDOWN)
-    )
+    e.raw_os_error().map(Errno::from_raw).is_some_and(|errno| {
+        matches!(
+            errno,
+            Errno::ECONNREFUSED | Errno::EHOSTUNREACH | Errno::ENETUNREACH | Errno::EHOSTDOWN
+        )
+    })
 }
 
 /// Outcome of [`SendBatch::flush`].
@@ -74,11 +44,10 @@ pub struct SendOutcome {
 
 /// A batch of outgoing datagrams, sent with one `sendmmsg` call.
 pub struct SendBatch {
+    headers: MultiHeaders<SockaddrIn>,
     bufs: Vec<[u8; PACKET_CAP]>,
     lens: Vec<usize>,
-    addrs: Vec<libc::sockaddr_in>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
+    addrs: Vec<Option<SockaddrIn>>,
     len: usize,
 }
 
@@ -87,11 +56,10 @@ impl SendBatch {
     pub fn new(capacity: usize) -> Self {
         let cap = capacity.max(1);
         Self {
+            headers: MultiHeaders::preallocate(cap, None),
             bufs: vec![[0u8; PACKET_CAP]; cap],
             lens: vec![0; cap],
-            addrs: vec![zero_sockaddr(); cap],
-            iovs: vec![empty_iovec(); cap],
-            hdrs: (0..cap).map(|_| empty_mmsghdr()).collect(),
+            addrs: vec![None; cap],
             len: 0,
         }
     }
@@ -123,7 +91,7 @@ impl SendBatch {
             return false;
         };
         *len = fill(&mut buf[..]).min(PACKET_CAP);
-        *addr = to_sockaddr(dst);
+        *addr = Some(SockaddrIn::from(dst));
         self.len += 1;
         true
     }
@@ -135,42 +103,33 @@ impl SendBatch {
         let n = self.len;
         self.len = 0;
         let mut out = SendOutcome::default();
-        for i in 0..n {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: self.lens[i],
-            };
-            let mut h = empty_mmsghdr();
-            h.msg_hdr.msg_name = std::ptr::addr_of_mut!(self.addrs[i]).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = std::ptr::addr_of_mut!(self.iovs[i]);
-            h.msg_hdr.msg_iovlen = 1;
-            self.hdrs[i] = h;
-        }
+        let iovs: Vec<[IoSlice<'_>; 1]> = self.bufs[..n]
+            .iter()
+            .zip(&self.lens[..n])
+            .map(|(b, &l)| [IoSlice::new(&b[..l])])
+            .collect();
+        let no_cmsgs: [ControlMessage<'_>; 0] = [];
         let mut done = 0usize;
         let mut retried_at = usize::MAX;
         while done < n {
-            let rest = &mut self.hdrs[done..n];
-            // SAFETY: `rest` is a live slice of initialised mmsghdr whose name/iov pointers were
-            // set above to elements of self.addrs / self.iovs / self.bufs, which are not moved or
-            // resized while this call runs; the length passed is the slice length.
-            let r = unsafe {
-                libc::sendmmsg(
-                    fd.as_raw_fd(),
-                    rest.as_mut_ptr(),
-                    rest.len() as libc::c_uint,
-                    0,
-                )
+            let r = socket::sendmmsg(
+                fd.as_raw_fd(),
+                &mut self.headers,
+                &iovs[done..n],
+                &self.addrs[done..n],
+                no_cmsgs,
+                MsgFlags::empty(),
+            )
+            .map(|res| res.count());
+            let e = match r {
+                Ok(sent) => {
+                    done += sent;
+                    out.sent += sent;
+                    continue;
+                }
+                Err(Errno::EINTR) => continue,
+                Err(errno) => io::Error::from(errno),
             };
-            if r >= 0 {
-                done += r as usize;
-                out.sent += r as usize;
-                continue;
-            }
-            let e = io::Error::last_os_error();
-            if e.kind() == io::ErrorKind::Interrupted {
-                continue;
-            }
             if is_icmp_error(&e) && retried_at != done {
                 out.icmp_errors += 1;
                 retried_at = done;
@@ -185,13 +144,19 @@ impl SendBatch {
     }
 }
 
+/// Length, source and truncation flag of one received datagram.
+#[derive(Debug, Clone, Copy)]
+struct Received {
+    len: usize,
+    src: SocketAddrV4,
+    truncated: bool,
+}
+
 /// A batch of incoming datagrams, filled by one `recvmmsg` call.
 pub struct RecvBatch {
+    headers: MultiHeaders<SockaddrIn>,
     bufs: Vec<[u8; PACKET_CAP]>,
-    addrs: Vec<libc::sockaddr_in>,
-    iovs: Vec<libc::iovec>,
-    hdrs: Vec<libc::mmsghdr>,
-    received: usize,
+    received: Vec<Received>,
 }
 
 impl RecvBatch {
@@ -199,91 +164,67 @@ impl RecvBatch {
     pub fn new(capacity: usize) -> Self {
         let cap = capacity.max(1);
         Self {
+            headers: MultiHeaders::preallocate(cap, None),
             bufs: vec![[0u8; PACKET_CAP]; cap],
-            addrs: vec![zero_sockaddr(); cap],
-            iovs: vec![empty_iovec(); cap],
-            hdrs: (0..cap).map(|_| empty_mmsghdr()).collect(),
-            received: 0,
+            received: Vec::with_capacity(cap),
         }
     }
 
     /// Waits for at least one datagram (up to the socket's receive timeout) and takes every
     /// datagram already queued, up to the capacity. Returns how many were received.
     pub fn recv(&mut self, fd: BorrowedFd<'_>) -> io::Result<usize> {
-        self.received = 0;
-        let cap = self.bufs.len();
-        for i in 0..cap {
-            self.iovs[i] = libc::iovec {
-                iov_base: self.bufs[i].as_mut_ptr().cast(),
-                iov_len: PACKET_CAP,
-            };
-            let mut h = empty_mmsghdr();
-            h.msg_hdr.msg_name = std::ptr::addr_of_mut!(self.addrs[i]).cast();
-            h.msg_hdr.msg_namelen = mem::size_of::<libc::sockaddr_in>() as libc::socklen_t;
-            h.msg_hdr.msg_iov = std::ptr::addr_of_mut!(self.iovs[i]);
-            h.msg_hdr.msg_iovlen = 1;
-            self.hdrs[i] = h;
+        self.received.clear();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
+            .bufs
+            .iter_mut()
+            .map(|b| [IoSliceMut::new(&mut b[..])])
+            .collect();
+        // No timeout: the socket's SO_RCVTIMEO bounds the wait for the first datagram.
+        let msgs = socket::recvmmsg(
+            fd.as_raw_fd(),
+            &mut self.headers,
+            iovs.iter_mut(),
+            MsgFlags::MSG_WAITFORONE,
+            None,
+        )?;
+        for m in msgs {
+            let src = m
+                .address
+                .map_or(SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, 0), |a| {
+                    SocketAddrV4::new(a.ip(), a.port())
+                });
+            self.received.push(Received {
+                len: m.bytes.min(PACKET_CAP),
+                src,
+                truncated: m.flags.contains(MsgFlags::MSG_TRUNC),
+            });
         }
-        // SAFETY: self.hdrs holds `cap` initialised mmsghdr pointing at buffers, addresses and
-        // iovecs owned by self that stay in place during the call; a null timeout is allowed
-        // (the socket's SO_RCVTIMEO bounds the wait).
-        let r = unsafe {
-            libc::recvmmsg(
-                fd.as_raw_fd(),
-                self.hdrs.as_mut_ptr(),
-                cap as libc::c_uint,
-                libc::MSG_WAITFORONE,
-                std::ptr::null_mut(),
-            )
-        };
-        if r < 0 {
-            return Err(io::Error::last_os_error());
-        }
-        self.received = r as usize;
-        Ok(self.received)
+        Ok(self.received.len())
     }
 
     /// Datagrams received by the last [`RecvBatch::recv`].
     pub fn len(&self) -> usize {
-        self.received
+        self.received.len()
     }
 
     /// True when the last receive returned nothing.
     pub fn is_empty(&self) -> bool {
-        self.received == 0
+        self.received.is_empty()
     }
 
     /// Datagram `i` of the last receive: payload, source address, and whether the kernel
     /// truncated it.
     pub fn get(&self, i: usize) -> Option<(&[u8], SocketAddrV4, bool)> {
-        if i >= self.received {
-            return None;
-        }
-        let h = self.hdrs.get(i)?;
-        let len = (h.msg_len as usize).min(PACKET_CAP);
-        let truncated = h.msg_hdr.msg_flags & libc::MSG_TRUNC != 0;
-        let buf = self.bufs.get(i)?.get(..len)?;
-        Some((buf, from_sockaddr(self.addrs.get(i)?), truncated))
+        let r = self.received.get(i)?;
+        let buf = self.bufs.get(i)?.get(..r.len)?;
+        Some((buf, r.src, r.truncated))
     }
 }
 
 /// Enables `IP_RECVERR`, so ICMP errors for this unconnected socket are reported (as errors
 /// of later calls, and on the error queue, which [`drain_error_queue`] must empty).
 pub fn enable_recv_err(fd: BorrowedFd<'_>) -> io::Result<()> {
-    let on: libc::c_int = 1;
-    // SAFETY: passes a pointer to a live c_int and its exact size, as IP_RECVERR expects.
-    let r = unsafe {
-        libc::setsockopt(
-            fd.as_raw_fd(),
-            libc::IPPROTO_IP,
-            libc::IP_RECVERR,
-            std::ptr::addr_of!(on).cast(),
-            mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
+    socket::setsockopt(&fd, sockopt::Ipv4RecvErr, &true)?;
     Ok(())
 }
 
@@ -292,28 +233,16 @@ pub fn enable_recv_err(fd: BorrowedFd<'_>) -> io::Result<()> {
 pub fn drain_error_queue(fd: BorrowedFd<'_>, max: usize) -> usize {
     let mut n = 0;
     let mut data = [0u8; 64];
-    let mut control = [0u64; 64];
+    let mut control = [0u8; 512];
     while n < max {
-        let mut iov = libc::iovec {
-            iov_base: data.as_mut_ptr().cast(),
-            iov_len: data.len(),
-        };
-        // SAFETY: msghdr is a plain C struct; all-zero is a valid starting value.
-        let mut msg: libc::msghdr = unsafe { mem::zeroed() };
-        msg.msg_iov = std::ptr::addr_of_mut!(iov);
-        msg.msg_iovlen = 1;
-        msg.msg_control = control.as_mut_ptr().cast();
-        msg.msg_controllen = mem::size_of_val(&control) as _;
-        // SAFETY: msg points at the local iovec, data and control buffers, all live for the
-        // call and described with their exact sizes; MSG_DONTWAIT keeps it from blocking.
-        let r = unsafe {
-            libc::recvmsg(
-                fd.as_raw_fd(),
-                std::ptr::addr_of_mut!(msg),
-                libc::MSG_ERRQUEUE | libc::MSG_DONTWAIT,
-            )
-        };
-        if r < 0 {
+        let mut iov = [IoSliceMut::new(&mut data)];
+        let r = socket::recvmsg::<()>(
+            fd.as_raw_fd(),
+            &mut iov,
+            Some(&mut control[..]),
+            MsgFlags::MSG_ERRQUEUE | MsgFlags::MSG_DONTWAIT,
+        );
+        if r.is_err() {
             break;
         }
         n += 1;
@@ -323,17 +252,9 @@ pub fn drain_error_queue(fd: BorrowedFd<'_>, max: usize) -> usize {
 
 /// User and system CPU time of this process (all threads) so far.
 pub fn process_cpu_time() -> io::Result<(Duration, Duration)> {
-    // SAFETY: rusage is a plain C struct; all-zero is valid and getrusage overwrites it.
-    let mut ru: libc::rusage = unsafe { mem::zeroed() };
-    // SAFETY: passes a pointer to the live local `ru`, as getrusage requires.
-    let r = unsafe { libc::getrusage(libc::RUSAGE_SELF, std::ptr::addr_of_mut!(ru)) };
-    if r < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    let tv = |t: libc::timeval| {
-        Duration::from_secs(t.tv_sec.max(0) as u64) + Duration::from_micros(t.tv_usec.max(0) as u64)
-    };
-    Ok((tv(ru.ru_utime), tv(ru.ru_stime)))
+    let ru = getrusage(UsageWho::RUSAGE_SELF)?;
+    let tv = |t: nix::sys::time::TimeVal| Duration::from_micros(t.num_microseconds().max(0) as u64);
+    Ok((tv(ru.user_time()), tv(ru.system_time())))
 }
 
 #[cfg(test)]
@@ -393,6 +314,49 @@ mod tests {
     }
 
     #[test]
+    fn oversized_datagram_is_flagged_truncated() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        b.set_read_timeout(Some(Duration::from_secs(2))).unwrap();
+        a.send_to(&[7u8; PACKET_CAP + 100], b.local_addr().unwrap())
+            .unwrap();
+        a.send_to(&[8u8; 10], b.local_addr().unwrap()).unwrap();
+        let mut rb = RecvBatch::new(4);
+        let mut got = Vec::new();
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        while got.len() < 2 && std::time::Instant::now() < deadline {
+            let n = rb.recv(b.as_fd()).unwrap();
+            for i in 0..n {
+                let (p, _, trunc) = rb.get(i).unwrap();
+                got.push((p.len(), p[0], trunc));
+            }
+        }
+        assert_eq!(got, vec![(PACKET_CAP, 7, true), (10, 8, false)]);
+    }
+
+    #[test]
+    fn icmp_unreachable_lands_on_the_error_queue() {
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        enable_recv_err(a.as_fd()).unwrap();
+        // A port nobody listens on: bind one, note it, close it.
+        let closed = SocketAddr4::of(&UdpSocket::bind("127.0.0.1:0").unwrap()).0;
+        let mut sb = SendBatch::new(1);
+        assert!(sb.push_with(closed, |buf| {
+            buf[0] = 1;
+            1
+        }));
+        let out = sb.flush(a.as_fd());
+        assert_eq!(out.sent, 1, "{out:?}");
+        let deadline = std::time::Instant::now() + Duration::from_secs(2);
+        let mut drained = 0;
+        while drained == 0 && std::time::Instant::now() < deadline {
+            drained = drain_error_queue(a.as_fd(), 8);
+        }
+        assert_eq!(drained, 1);
+        assert_eq!(drain_error_queue(a.as_fd(), 8), 0);
+    }
+
+    #[test]
     fn cpu_time_is_monotonic() {
         let (u1, s1) = process_cpu_time().unwrap();
         let mut x = 0u64;
@@ -406,9 +370,15 @@ mod tests {
 
     #[test]
     fn icmp_errors_are_recognised() {
-        assert!(is_icmp_error(&io::Error::from_raw_os_error(
-            libc::ECONNREFUSED
-        )));
-        assert!(!is_icmp_error(&io::Error::from_raw_os_error(libc::EBADF)));
+        for errno in [
+            Errno::ECONNREFUSED,
+            Errno::EHOSTUNREACH,
+            Errno::ENETUNREACH,
+            Errno::EHOSTDOWN,
+        ] {
+            assert!(is_icmp_error(&io::Error::from(errno)), "{errno}");
+        }
+        assert!(!is_icmp_error(&io::Error::from(Errno::EBADF)));
+        assert!(!is_icmp_error(&io::Error::other("no errno")));
     }
 }

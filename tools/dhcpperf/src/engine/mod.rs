@@ -1,0 +1,324 @@
+//! The load engine: a sender thread (pacing, timeouts, retransmissions) and a receiver thread
+//! (replies, REQUESTs sent straight after each OFFER, the record), sharing one UDP socket bound
+//! to the relay address and a table of client slots updated with atomics.
+//!
+//! Each client slot holds a state word — phase (8 bits), tries (8 bits), exchange sequence
+//! (16 bits) — so a timeout entry only acts on the exact exchange and try it was queued for
+//! (compare-and-swap), and a reply only on the phase it answers.
+//!
+//! Timeouts live in FIFO queues, one per retransmission level (each level has one delay, so
+//! each queue is ordered by due time); the receiver hands its entries to the sender per batch.
+//!
+//! Modules: `table` (client slots and their state word), `shared` (what both threads of a
+//! phase share: counters, timeout entries), `sender` (the plan loop: pacing and the end of a
+//! phase), `tx` (the send path: starting exchanges, timeouts, retransmissions),
+//! `receiver` (replies), `monitor` (timeline, give-up) and `phase_report` (the result
+//! of a phase).
+
+mod monitor;
+mod phase_report;
+mod receiver;
+mod sender;
+mod shared;
+mod table;
+mod tx;
+
+use std::io;
+use std::net::{Ipv4Addr, SocketAddrV4};
+use std::os::fd::AsFd;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+use crate::identity::{client_id_for, hex, mac_for};
+use crate::packet::{Fields, RequestKind, Template};
+use crate::record::Recorder;
+use crate::sys;
+
+pub use phase_report::{Counts, CpuUse, Latencies, PhaseReport, StopReason, TimelinePoint};
+pub use table::ClientTable;
+
+use phase_report::PhaseEnd;
+use shared::{unix_ms, Counters, Shared};
+use table::{phase, Slot};
+
+/// Where the load goes.
+#[derive(Debug, Clone, Copy)]
+pub struct Target {
+    /// The server's address and port (67).
+    pub server: SocketAddrV4,
+    /// The relay address the generator binds and puts in giaddr.
+    pub relay: Ipv4Addr,
+    /// The port the generator binds (67, where servers answer relays).
+    pub relay_port: u16,
+}
+
+/// Options shared by every phase.
+#[derive(Debug, Clone)]
+pub struct EngineOptions {
+    /// A request unanswered after this long is lost (and answers after it are "late").
+    pub timeout: Duration,
+    /// Stop a phase after this long without any answer while requests are outstanding.
+    pub give_up: Duration,
+    /// Nothing runs past this instant.
+    pub hard_deadline: Instant,
+    /// Datagrams per sendmmsg/recvmmsg.
+    pub batch: usize,
+    /// Seed of the client MACs.
+    pub seed: u8,
+    /// Send a client-id option (type 1 + MAC).
+    pub client_id: bool,
+    /// Print the per-second timeline to stderr while running.
+    pub print_timeline: bool,
+}
+
+/// Retransmission back-off (RFC 2131 4.1 style: the delay doubles up to a cap).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Backoff {
+    /// First delay.
+    pub initial: Duration,
+    /// Largest delay.
+    pub max: Duration,
+}
+
+/// What one phase does.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Plan {
+    /// Full DORA for every client of the table, at `rate` new clients/s (0 = as fast as the
+    /// window allows), for at most `duration`.
+    Dora {
+        /// New clients per second; 0 = unlimited.
+        rate: f64,
+        /// At most this many clients (the first ones of the table).
+        count: u64,
+        /// Sending stops after this long.
+        duration: Duration,
+        /// Most exchanges in flight when `rate` is 0.
+        window: u64,
+    },
+    /// A renewing REQUEST (ciaddr set) for every bound client, once, at `rate`/s.
+    Renew {
+        /// Renewals per second; 0 = unlimited.
+        rate: f64,
+        /// Sending stops after this long.
+        duration: Duration,
+        /// Most in flight when `rate` is 0.
+        window: u64,
+    },
+    /// A RELEASE for every bound client, once, at `rate`/s.
+    Release {
+        /// Releases per second; 0 = unlimited.
+        rate: f64,
+        /// Sending stops after this long.
+        duration: Duration,
+    },
+    /// New clients, renewals of bound clients and releases, each at its own rate.
+    Mix {
+        /// New clients (DORA) per second.
+        dora_rate: f64,
+        /// Renewals per second (cycling over bound clients).
+        renew_rate: f64,
+        /// Releases per second (oldest bound clients first).
+        release_rate: f64,
+        /// Sending stops after this long.
+        duration: Duration,
+        /// Slots below this index are already bound (pre-bound clients); new clients start here.
+        first_new: u64,
+    },
+    /// Every client of the table at once (or at `rate`), retransmitting with back-off until
+    /// all are bound or `deadline` passes.
+    Avalanche {
+        /// DISCOVERs per second for the first transmission; 0 = all at once.
+        rate: f64,
+        /// Retransmission delays.
+        backoff: Backoff,
+        /// Give up on unbound clients after this long.
+        deadline: Duration,
+    },
+}
+
+/// Errors of setting up the generator.
+#[derive(Debug, thiserror::Error)]
+pub enum SetupError {
+    /// The socket could not be created or configured.
+    #[error("cannot create the UDP socket: {0}")]
+    Socket(io::Error),
+    /// The relay address could not be bound.
+    #[error("cannot bind {addr} (is the relay address configured on an interface here, and is nothing else on that port?): {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddrV4,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The client table would be too large.
+    #[error("{0} clients requested; the limit is {1} (use --max-clients)")]
+    TooManyClients(u64, u64),
+}
+
+struct Templates {
+    discover: Template,
+    select: Template,
+    renew: Template,
+    release: Template,
+}
+
+/// The generator: a socket bound to the relay address and the settings of the run.
+pub struct Generator {
+    sock: Socket,
+    target: Target,
+    opts: EngineOptions,
+    templates: Templates,
+    recorder: Option<Arc<Recorder>>,
+    salt: u32,
+    next_index: u32,
+    max_clients: u64,
+}
+
+impl Generator {
+    /// Binds `relay:relay_port` and prepares the templates. `max_clients` bounds the memory of
+    /// client tables (about 20 bytes per client).
+    pub fn new(
+        target: Target,
+        opts: EngineOptions,
+        recorder: Option<Arc<Recorder>>,
+        max_clients: u64,
+    ) -> Result<Self, SetupError> {
+        let sock = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))
+            .map_err(SetupError::Socket)?;
+        sock.set_reuse_address(true).map_err(SetupError::Socket)?;
+        // Large buffers: a burst of replies must not be dropped by our own socket.
+        let _ = sock.set_recv_buffer_size(16 << 20);
+        let _ = sock.set_send_buffer_size(8 << 20);
+        sock.set_read_timeout(Some(Duration::from_millis(50)))
+            .map_err(SetupError::Socket)?;
+        sys::enable_recv_err(sock.as_fd()).map_err(SetupError::Socket)?;
+        let addr = SocketAddrV4::new(target.relay, target.relay_port);
+        sock.bind(&addr.into())
+            .map_err(|source| SetupError::Bind { addr, source })?;
+        let templates = Templates {
+            discover: Template::new(RequestKind::Discover, target.relay, opts.client_id),
+            select: Template::new(RequestKind::Select, target.relay, opts.client_id),
+            renew: Template::new(RequestKind::Renew, target.relay, opts.client_id),
+            release: Template::new(RequestKind::Release, target.relay, opts.client_id),
+        };
+        let salt = (unix_ms() as u32).wrapping_mul(0x9e37_79b9) ^ std::process::id();
+        Ok(Self {
+            sock,
+            target,
+            opts,
+            templates,
+            recorder,
+            salt,
+            next_index: 0,
+            max_clients,
+        })
+    }
+
+    /// The options.
+    pub fn options(&self) -> &EngineOptions {
+        &self.opts
+    }
+
+    /// A table of `n` new clients (indices never used before in this run).
+    pub fn new_table(&mut self, n: u64) -> Result<ClientTable, SetupError> {
+        let room = u64::from(u32::MAX - self.next_index);
+        if n > self.max_clients || n > room {
+            return Err(SetupError::TooManyClients(n, self.max_clients.min(room)));
+        }
+        let base = self.next_index;
+        self.next_index += n as u32;
+        let slots: Box<[Slot]> = (0..n).map(|_| Slot::default()).collect();
+        Ok(ClientTable { base, slots })
+    }
+
+    /// Runs one phase over `table` and reports it.
+    pub fn run(&self, name: &str, table: &ClientTable, plan: Plan) -> PhaseReport {
+        let timeout_us = match plan {
+            Plan::Avalanche { backoff, .. } => backoff.initial.as_micros() as u64,
+            _ => self.opts.timeout.as_micros() as u64,
+        };
+        let shared = Shared {
+            table,
+            counters: Counters::default(),
+            stop: AtomicBool::new(false),
+            sender_done: AtomicBool::new(false),
+            start: Instant::now(),
+            timeout_us: timeout_us.max(1),
+            retransmit: matches!(plan, Plan::Avalanche { .. }),
+            rx_entries: Mutex::new(Vec::new()),
+            in_flight: AtomicI64::new(0),
+            last_ack_us: AtomicU64::new(0),
+            last_renew_us: AtomicU64::new(0),
+            last_error: Mutex::new(None),
+        };
+        let cpu0 = sys::process_cpu_time().unwrap_or_default();
+        let recorded0 = self.recorder.as_ref().map_or(0, |r| r.written());
+        let mut timeline = Vec::new();
+        let mut stop = StopReason::Completed;
+        let (hists, send_us) = thread::scope(|s| {
+            let rx = s.spawn(|| self.receiver(&shared));
+            let tx = s.spawn(|| self.sender(&shared, plan));
+            // In an avalanche, silence between retransmissions is normal once the server has
+            // answered something: then only a gap longer than the largest back-off gives up.
+            let give_up_later = match plan {
+                Plan::Avalanche { backoff, .. } => {
+                    self.opts.give_up.max(backoff.max + backoff.initial)
+                }
+                _ => self.opts.give_up,
+            };
+            stop = self.monitor(&shared, name, give_up_later, &mut timeline);
+            shared.stop.store(true, Ordering::Relaxed);
+            let send_us = tx.join().unwrap_or(0);
+            let hists = rx.join().unwrap_or_default();
+            (hists, send_us)
+        });
+        let elapsed = shared.start.elapsed();
+        let cpu1 = sys::process_cpu_time().unwrap_or_default();
+        if let Some(r) = &self.recorder {
+            if let Err(e) = r.flush() {
+                shared.note_error(&io::Error::other(e.to_string()));
+            }
+        }
+        PhaseReport::assemble(PhaseEnd {
+            name,
+            plan,
+            shared: &shared,
+            hists,
+            send_us,
+            elapsed,
+            cpu_before: cpu0,
+            cpu_after: cpu1,
+            timeline,
+            stop,
+            recorded: self.recorder.as_ref().map_or(0, |r| r.written()) - recorded0,
+        })
+    }
+
+    fn fields(&self, index: u32, slot: &Slot) -> Fields {
+        let mac = mac_for(self.opts.seed, index);
+        let addr = Ipv4Addr::from(slot.addr.load(Ordering::Relaxed));
+        Fields {
+            xid: index ^ self.salt,
+            mac,
+            ciaddr: addr,
+            requested: addr,
+            server_id: Ipv4Addr::from(slot.server.load(Ordering::Relaxed)),
+        }
+    }
+
+    fn template(&self, phase: u32) -> &Template {
+        match phase {
+            phase::REQUEST_SENT => &self.templates.select,
+            phase::RENEW_SENT => &self.templates.renew,
+            _ => &self.templates.discover,
+        }
+    }
+
+    fn client_id_hex(&self, mac: &[u8; 6]) -> Option<String> {
+        self.opts.client_id.then(|| hex(&client_id_for(mac)))
+    }
+}
