@@ -25,14 +25,14 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
 
-use crate::control_proto::{LeaseRecord, LeaseState};
+use prodhcp_proto::{HwAddr, LeaseRecord, LeaseState};
 
 /// Longest Kea CSV line accepted (bytes); a longer line is rejected (and skipped) on its own.
 pub const MAX_LINE: usize = 1 << 20;
 /// Longest dhcpd.leases token (word or quoted string) kept; a longer one makes its record rejected.
 pub const MAX_TOKEN: usize = 64 << 10;
 /// Most octets in a hardware address (`chaddr` is 16 octets).
-pub const MAX_HWADDR_OCTETS: usize = 16;
+pub const MAX_HWADDR_OCTETS: usize = HwAddr::MAX_LEN;
 /// Most octets in a client identifier (a DHCP option carries at most 255).
 pub const MAX_CLIENT_ID_OCTETS: usize = 255;
 /// Longest host name accepted (a DHCP option carries at most 255 octets).
@@ -357,19 +357,6 @@ fn parse_hex_octets(s: &[u8], what: &str, max: usize) -> Result<Vec<u8>, String>
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
-/// `02:00:00:00:00:01`
-fn format_hwaddr(octets: &[u8]) -> String {
-    let mut s = String::with_capacity(octets.len() * 3);
-    for (i, &o) in octets.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push(char::from(HEX_DIGITS[usize::from(o >> 4)]));
-        s.push(char::from(HEX_DIGITS[usize::from(o & 15)]));
-    }
-    s
-}
-
 /// `01020000000001`
 fn format_hex(octets: &[u8]) -> String {
     let mut s = String::with_capacity(octets.len() * 2);
@@ -619,8 +606,9 @@ impl<R: Read> KeaCsvParser<R> {
             None
         } else {
             let octets = parse_hex_octets(hw_s, "hwaddr", MAX_HWADDR_OCTETS)
+                .and_then(|o| HwAddr::new(&o).map_err(|e| e.to_string()))
                 .map_err(|e| format!("{address}: {e}"))?;
-            Some(format_hwaddr(&octets))
+            Some(octets)
         };
         let cid_s = field(cols.client_id).trim_ascii();
         let client_id = if cid_s.is_empty() {
@@ -1030,7 +1018,7 @@ impl fmt::Display for LeaseLabel {
 struct LeaseFields {
     ends: Option<u64>,
     binding_state: Option<Vec<u8>>,
-    hwaddr: Option<Vec<u8>>,
+    hwaddr: Option<HwAddr>,
     uid: Option<Vec<u8>>,
     hostname: Option<String>,
     first_error: Option<RowError>,
@@ -1165,11 +1153,8 @@ impl<R: Read> IscLeasesParser<R> {
                 else {
                     return Err("invalid 'hardware' statement".to_string());
                 };
-                f.hwaddr = Some(parse_hex_octets(
-                    addr,
-                    "hardware address",
-                    MAX_HWADDR_OCTETS,
-                )?);
+                let octets = parse_hex_octets(addr, "hardware address", MAX_HWADDR_OCTETS)?;
+                f.hwaddr = Some(HwAddr::new(&octets).map_err(|e| e.to_string())?);
             }
             b"uid" => {
                 let octets = match (self.arg(1), self.args.len()) {
@@ -1325,7 +1310,7 @@ impl<R: Read> IscLeasesParser<R> {
             record: LeaseRecord {
                 address,
                 state,
-                hwaddr: f.hwaddr.as_deref().map(format_hwaddr),
+                hwaddr: f.hwaddr,
                 client_id: f.uid.as_deref().map(format_hex),
                 expires,
                 subnet: None,
@@ -1509,12 +1494,18 @@ mod tests {
         assert_eq!(*line, 2);
         assert_eq!(first.address, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(first.state, LeaseState::Leased);
-        assert_eq!(first.hwaddr.as_deref(), Some("02:00:00:00:00:00"));
+        assert_eq!(
+            first.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:00:00")
+        );
         assert_eq!(first.client_id.as_deref(), Some("01020000000000"));
         assert_eq!(first.expires, 1_764_000_000);
         assert_eq!(first.hostname, None);
         assert_eq!(p.leases[999].0, 1001);
-        assert_eq!(p.leases[999].1.hwaddr.as_deref(), Some("02:00:00:00:03:e7"));
+        assert_eq!(
+            p.leases[999].1.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:03:e7")
+        );
     }
 
     #[test]
@@ -1657,7 +1648,10 @@ mod tests {
         assert_eq!(l.address, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(l.state, LeaseState::Leased);
         assert_eq!(l.expires, 1_736_330_400);
-        assert_eq!(l.hwaddr.as_deref(), Some("02:00:00:00:00:00"));
+        assert_eq!(
+            l.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:00:00")
+        );
         assert_eq!(l.client_id, None);
         assert_eq!(p.leases[1].0, 13);
     }
