@@ -547,7 +547,7 @@ pub fn csv_row(lease: &LeaseRecord) -> String {
         "{},{},{},{},{}",
         lease.address,
         csv_field(lease.hwaddr.map(|h| h.to_string()).as_deref()),
-        csv_field(lease.client_id.as_deref()),
+        csv_field(lease.client_id.as_ref().map(|c| c.to_string()).as_deref()),
         lease.state,
         lease.expires
     )
@@ -1156,7 +1156,10 @@ pub fn format_lease(l: &LeaseRecord, now: u64) -> String {
             "hwaddr:".to_string(),
             dash(&l.hwaddr.map(|h| h.to_string())),
         ],
-        vec!["client_id:".to_string(), dash(&l.client_id)],
+        vec![
+            "client_id:".to_string(),
+            dash(&l.client_id.as_ref().map(|c| c.to_string())),
+        ],
         vec!["expires:".to_string(), describe_expiry(l.expires, now)],
         vec!["subnet:".to_string(), dash(&l.subnet)],
     ];
@@ -1177,7 +1180,9 @@ pub fn format_lease_table(leases: &[LeaseRecord]) -> String {
             l.address.to_string(),
             l.state.to_string(),
             l.hwaddr.map_or_else(|| "-".to_string(), |h| h.to_string()),
-            l.client_id.clone().unwrap_or_else(|| "-".to_string()),
+            l.client_id
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
             format_utc(l.expires),
         ]);
     }
@@ -1211,8 +1216,8 @@ pub fn format_import_summary(r: &ImportResult) -> String {
 mod tests {
     use super::*;
     use prodhcp_proto::{
-        encode_export_lease, encode_response, parse_request, IndexStatus, LeaseState, PoolStats,
-        ReloadStatus, TableStatus, WorkerCounters, WorkerStatus,
+        encode_export_lease, encode_response, parse_request, ClientId, IndexStatus, LeaseState,
+        PoolStats, ReloadStatus, TableStatus, WorkerCounters, WorkerStatus,
     };
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
@@ -1286,7 +1291,7 @@ mod tests {
             client_id: if n & 1 == 0 {
                 None
             } else {
-                Some(format!("010200000000{n:02x}"))
+                ClientId::new(&[1, 2, 0, 0, 0, 0, n])
             },
             expires: 1_764_000_000,
             subnet: Some("10.0.0.0/8".into()),

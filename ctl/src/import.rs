@@ -25,7 +25,7 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
 
-use prodhcp_proto::{HwAddr, LeaseRecord, LeaseState};
+use prodhcp_proto::{ClientId, HwAddr, LeaseRecord, LeaseState};
 
 /// Longest Kea CSV line accepted (bytes); a longer line is rejected (and skipped) on its own.
 pub const MAX_LINE: usize = 1 << 20;
@@ -355,18 +355,6 @@ fn parse_hex_octets(s: &[u8], what: &str, max: usize) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// `01020000000001`
-fn format_hex(octets: &[u8]) -> String {
-    let mut s = String::with_capacity(octets.len() * 2);
-    for &o in octets {
-        s.push(char::from(HEX_DIGITS[usize::from(o >> 4)]));
-        s.push(char::from(HEX_DIGITS[usize::from(o & 15)]));
-    }
-    s
-}
-
 fn parse_u64(s: &[u8]) -> Option<u64> {
     let s = s.trim_ascii();
     if s.is_empty() || s.len() > 20 {
@@ -616,7 +604,8 @@ impl<R: Read> KeaCsvParser<R> {
         } else {
             let octets = parse_hex_octets(cid_s, "client_id", MAX_CLIENT_ID_OCTETS)
                 .map_err(|e| format!("{address}: {e}"))?;
-            Some(format_hex(&octets))
+            // Not empty: parse_hex_octets refuses empty text.
+            ClientId::new(&octets)
         };
         if hwaddr.is_none() && client_id.is_none() && state != LeaseState::Declined {
             return Err(format!("{address}: no hwaddr and no client_id"));
@@ -1019,7 +1008,7 @@ struct LeaseFields {
     ends: Option<u64>,
     binding_state: Option<Vec<u8>>,
     hwaddr: Option<HwAddr>,
-    uid: Option<Vec<u8>>,
+    uid: Option<ClientId>,
     hostname: Option<String>,
     first_error: Option<RowError>,
 }
@@ -1172,10 +1161,7 @@ impl<R: Read> IscLeasesParser<R> {
                     }
                     _ => return Err("invalid 'uid' statement".to_string()),
                 };
-                if octets.is_empty() {
-                    return Err("empty uid".to_string());
-                }
-                f.uid = Some(octets);
+                f.uid = Some(ClientId::new(&octets).ok_or("empty uid")?);
             }
             b"client-hostname" => match (self.arg(1), self.args.len()) {
                 (Some((ArgKind::Str, s)), 2) if s.len() <= MAX_HOSTNAME => {
@@ -1311,7 +1297,7 @@ impl<R: Read> IscLeasesParser<R> {
                 address,
                 state,
                 hwaddr: f.hwaddr,
-                client_id: f.uid.as_deref().map(format_hex),
+                client_id: f.uid,
                 expires,
                 subnet: None,
                 hostname: f.hostname,
@@ -1498,7 +1484,10 @@ mod tests {
             first.hwaddr.map(|h| h.to_string()).as_deref(),
             Some("02:00:00:00:00:00")
         );
-        assert_eq!(first.client_id.as_deref(), Some("01020000000000"));
+        assert_eq!(
+            first.client_id.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("01020000000000")
+        );
         assert_eq!(first.expires, 1_764_000_000);
         assert_eq!(first.hostname, None);
         assert_eq!(p.leases[999].0, 1001);
@@ -1684,11 +1673,22 @@ host fixed { hardware ethernet 02:00:00:00:00:99; fixed-address 10.0.0.99; }\n";
         let (line, l) = &p.leases[0];
         assert_eq!(*line, 7);
         assert_eq!(l.expires, 1_736_330_400);
-        assert_eq!(l.client_id.as_deref(), Some("01020000000005"));
+        assert_eq!(
+            l.client_id.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("01020000000005")
+        );
         assert_eq!(l.hostname.as_deref(), Some("pc-5"));
         assert_eq!(p.leases[1].1.state, LeaseState::Declined);
         assert_eq!(p.leases[1].1.hwaddr, None);
-        assert_eq!(p.leases[2].1.client_id.as_deref(), Some("01020000000008"));
+        assert_eq!(
+            p.leases[2]
+                .1
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("01020000000008")
+        );
     }
 
     #[test]
@@ -1788,7 +1788,15 @@ lease 10.0.0.10 {\n  ends 3 2025/01/08 10:00:00;\n  binding state active;\n  har
             "lease 10.0.0.1 { ends epoch 5; binding state active; uid \"\\001AB\\\"\\\\\\7\"; }",
         );
         assert_eq!(p.leases.len(), 1, "{:?}", p.rejected);
-        assert_eq!(p.leases[0].1.client_id.as_deref(), Some("014142225c07"));
+        assert_eq!(
+            p.leases[0]
+                .1
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("014142225c07")
+        );
         assert_eq!(p.leases[0].1.expires, 5);
     }
 

@@ -56,6 +56,7 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_id::ClientId;
 use crate::counter::{Counter, CounterGroup};
 use crate::hwaddr::HwAddr;
 
@@ -220,7 +221,7 @@ pub struct LeaseRecord {
     pub hwaddr: Option<HwAddr>,
     /// Client identifier (option 61), lowercase hex without separators (`01020000000001`).
     #[serde(default)]
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// Expiry time, unix seconds (UTC).
     pub expires: u64,
     /// Subnet in CIDR notation, when known.
@@ -846,7 +847,7 @@ mod tests {
             address: Ipv4Addr::new(10, 0, 0, 5),
             state: LeaseState::Leased,
             hwaddr: Some("02:00:00:00:00:01".parse().unwrap()),
-            client_id: Some("01020000000001".into()),
+            client_id: Some("01020000000001".parse().unwrap()),
             expires: 1_764_000_000,
             subnet: Some("10.0.0.0/8".into()),
             hostname: None,
@@ -1065,7 +1066,7 @@ mod tests {
                 LeaseState::Released,
             ]),
             prop::option::of(prop::collection::vec(any::<u8>(), 1..=16)),
-            prop::option::of("([0-9a-f]{2}){1,20}"),
+            prop::option::of(prop::collection::vec(any::<u8>(), 1..=20)),
             any::<u64>(),
             prop::option::of(".{0,20}"),
         )
@@ -1074,7 +1075,7 @@ mod tests {
                     address: Ipv4Addr::from(a),
                     state,
                     hwaddr: hwaddr.map(|h| HwAddr::new(&h).unwrap()),
-                    client_id,
+                    client_id: client_id.and_then(|c| ClientId::new(&c)),
                     expires,
                     subnet: None,
                     hostname,

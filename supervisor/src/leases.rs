@@ -8,7 +8,7 @@ use shm_layout::{
     ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table,
 };
 
-use prodhcp_proto::{self as proto, HwAddr, ImportResult, LeaseRecord, PoolStats};
+use prodhcp_proto::{self as proto, ClientId, HwAddr, ImportResult, LeaseRecord, PoolStats};
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -27,23 +27,6 @@ fn table_state(s: proto::LeaseState) -> LeaseState {
     LeaseState::ALL[s as usize]
 }
 
-/// Client identifier as the protocol writes it: lowercase hex without separators.
-fn hex_plain(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-/// Client identifier text from the protocol (hex, `:`/`-` separators tolerated).
-fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if digits.is_empty() || !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok())
-        .collect()
-}
-
 /// The lease record of a slot (None for pristine/free slots without history).
 pub fn record_of(
     table: &Table,
@@ -53,7 +36,7 @@ pub fn record_of(
 ) -> Option<LeaseRecord> {
     let addr = Ipv4Addr::from(table.addr_of_slot(slot)?);
     let client_id = match img.key.kind() {
-        KeyKind::ClientId => Some(hex_plain(img.key.as_bytes())),
+        KeyKind::ClientId => ClientId::new(img.key.as_bytes()),
         _ => None,
     };
     Some(LeaseRecord {
@@ -188,10 +171,7 @@ fn import_one(
         .slot_of_addr(u32::from(r.address))
         .ok_or("address is in no configured pool or reservation")?;
     let hw = r.hwaddr.as_ref().map(HwAddr::as_bytes);
-    let cid = match &r.client_id {
-        Some(h) => Some(parse_hex(h).ok_or("bad client_id")?),
-        None => None,
-    };
+    let cid = r.client_id.as_ref().map(ClientId::as_bytes);
     let mut state = table_state(r.state);
     if state == LeaseState::Leased && r.expires <= now {
         state = LeaseState::Expired;
@@ -324,15 +304,6 @@ mod tests {
             assert_eq!(table_state(proto_state(s)), s);
         }
         assert_eq!(proto::LeaseState::ALL.len(), LeaseState::ALL.len());
-    }
-
-    #[test]
-    fn hex_helpers() {
-        assert_eq!(hex_plain(&[2, 0, 0xab]), "0200ab");
-        assert_eq!(parse_hex("02:00:ab"), Some(vec![2, 0, 0xab]));
-        assert_eq!(parse_hex("0200ab"), Some(vec![2, 0, 0xab]));
-        assert_eq!(parse_hex("0"), None);
-        assert_eq!(parse_hex("zz"), None);
     }
 
     #[test]
