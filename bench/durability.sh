@@ -46,7 +46,7 @@ cleanup() {
 trap cleanup EXIT
 
 [ "$(id -u)" = 0 ] || { echo "run as root (network namespaces)" >&2; exit 2; }
-cargo build --release -p prodhcp-supervisor -p dhcpperf --bins --manifest-path "$ROOT/Cargo.toml" >&2
+cargo build --release -p prodhcp-supervisor -p prodhcp-ctl -p dhcpperf --bins --manifest-path "$ROOT/Cargo.toml" >&2
 mkdir -p "$WORK"
 cleanup
 ip netns add $SRV; ip netns add $CLI

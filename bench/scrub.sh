@@ -69,7 +69,7 @@ trap 'exit 130' INT TERM
 case "$PREFIX" in 8 | 12 | 16 | 20) ;; *) die "PREFIX must be 8, 12, 16 or 20" ;; esac
 if [ "${NO_BUILD:-0}" != 1 ]; then
     log "building prodhcpd, prodhcpctl, dhcpperf (release)"
-    cargo build --release -p prodhcp-supervisor -p dhcpperf --manifest-path "$ROOT/Cargo.toml" >&2
+    cargo build --release -p prodhcp-supervisor -p prodhcp-ctl -p dhcpperf --manifest-path "$ROOT/Cargo.toml" >&2
 fi
 for b in prodhcpd prodhcpctl dhcpperf; do [ -x "$BIN/$b" ] || die "$BIN/$b missing"; done
 

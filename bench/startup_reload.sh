@@ -37,7 +37,7 @@ trap cleanup EXIT
 
 log() { echo "[$(date +%H:%M:%S)] $*" >&2; }
 
-cargo build --release -p prodhcp-supervisor --bins --manifest-path "$ROOT/Cargo.toml" >&2
+cargo build --release -p prodhcp-supervisor -p prodhcp-ctl --bins --manifest-path "$ROOT/Cargo.toml" >&2
 mkdir -p "$WORK"
 cleanup
 ip netns add $SRV; ip netns add $CLI

@@ -127,8 +127,8 @@ fi
 for prog in ip dhclient udhcpc dhcrelay perfdhcp jq; do
     command -v "$prog" >/dev/null || die "$prog is not installed (run scripts/install-deps.sh)"
 done
-say "building prodhcpd and prodhcpctl (cargo build --release -p prodhcp-supervisor --bins) ..."
-as_user cargo build --release -p prodhcp-supervisor --bins --quiet
+say "building prodhcpd and prodhcpctl (cargo build --release -p prodhcp-supervisor -p prodhcp-ctl --bins) ..."
+as_user cargo build --release -p prodhcp-supervisor -p prodhcp-ctl --bins --quiet
 PRODHCPD=$REPO/target/release/prodhcpd
 PRODHCPCTL=$REPO/target/release/prodhcpctl
 [[ -x $PRODHCPD && -x $PRODHCPCTL ]] || die "build produced no prodhcpd/prodhcpctl"

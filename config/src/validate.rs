@@ -421,6 +421,14 @@ fn validate_reservation(
 }
 
 /// A MAC address: 1 to 16 octets of two hex digits, separated by `:` (or `-`).
+///
+/// Why config has its own parser and does not use `prodhcp_proto::HwAddr` (the one hardware
+/// address type of the daemon, prodhcpctl and the importers): config depends on no other
+/// prodhcp crate (ARCHITECTURE.md), and a dependency on the control protocol (serde_json, the
+/// protocol types) for 20 lines would invert that. Its syntax is also deliberately stricter
+/// than what an operator may type on the prodhcpctl command line (exactly two digits per
+/// octet, a separator required), and a configuration that loads today must keep loading. The
+/// supervisor hands the parsed bytes on unchanged, so both meet as bytes, never as text.
 pub(crate) fn parse_mac(text: &str) -> Result<Vec<u8>, String> {
     let text = text.trim();
     let separator = if text.contains('-') { '-' } else { ':' };

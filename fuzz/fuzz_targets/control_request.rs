@@ -2,7 +2,7 @@
 //! request re-encodes to a line that parses to the same request.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use prodhcp_supervisor::control_proto::{encode_request, parse_request};
+use prodhcp_proto::{encode_request, parse_request};
 
 fuzz_target!(|data: &[u8]| {
     let Ok(line) = std::str::from_utf8(data) else { return };

@@ -2,7 +2,7 @@
 //! panic and always terminate (every item consumes input).
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use prodhcp_supervisor::import::{lease_source, ImportFormat};
+use prodhcp_ctl::import::{lease_source, ImportFormat};
 
 fuzz_target!(|data: &[u8]| {
     for format in [ImportFormat::KeaCsv, ImportFormat::Isc] {

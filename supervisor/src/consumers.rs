@@ -7,7 +7,7 @@ use std::collections::HashMap;
 use shm_layout::{ConsumerState, Ring};
 use tracing::{error, warn};
 
-use crate::control_proto::{ConsumerDropped, ConsumerEntry, ConsumersData, RingConsumers};
+use prodhcp_proto::{ConsumerDropped, ConsumerEntry, ConsumersData, RingConsumers};
 
 /// A ring the supervisor has mapped, with the name operators use for it.
 #[derive(Debug, Clone, Copy)]

@@ -8,7 +8,7 @@
 use std::io::{self, Read, Write};
 use std::os::unix::net::UnixStream;
 
-use crate::control_proto::{
+use prodhcp_proto::{
     encode_export_lease, encode_response, parse_request, Command, ExportDone, Request, Response,
     MAX_REQUEST_LINE,
 };
@@ -103,7 +103,7 @@ pub fn is_mutating(cmd: &Command) -> bool {
 /// child.
 pub fn write_export(
     out: &mut impl Write,
-    leases: impl Iterator<Item = crate::control_proto::LeaseRecord>,
+    leases: impl Iterator<Item = prodhcp_proto::LeaseRecord>,
 ) -> io::Result<u64> {
     let mut w = io::BufWriter::with_capacity(1 << 20, out);
     let mut count = 0u64;

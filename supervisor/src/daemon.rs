@@ -17,7 +17,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::Config;
 use prodhcp_worker::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
-use prodhcp_worker::counters::{Counters as WorkerCounterView, ENGINE_COUNTER_NAMES, ENGINE_DROPS};
+use prodhcp_worker::counters::Counters as WorkerCounterView;
 use prodhcp_worker::run::{layout_of, ring_path};
 use shm_layout::{
     worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
@@ -28,14 +28,14 @@ use signal_hook_mio::v1_0::Signals;
 use tracing::{error, info, warn};
 
 use crate::consumers::{self, EvictionWatch, NamedRing};
-use crate::control_proto::{
-    self as proto, Command, ImportResult, IndexStatus, ReloadStatus, Response, StatsData,
-    StatusData, TableStatus, WorkerCounters, WorkerStatus,
-};
 use crate::control_server::{self, ConnEvent, Connection};
 use crate::leases;
 use crate::scrub::ScrubRunner;
 use crate::sys;
+use prodhcp_proto::{
+    self as proto, Command, ImportResult, IndexStatus, ReloadStatus, Response, StatsData,
+    StatusData, TableStatus, WorkerCounters, WorkerStatus,
+};
 
 /// Documented exit codes of `prodhcpd`.
 pub mod exit {
@@ -1026,18 +1026,11 @@ impl Supervisor {
                     Err(e) => Response::error(format!("{address}: {e}")),
                 }
             }
-            Command::LeasesByMac { mac } => {
-                let bytes: Option<Vec<u8>> = mac
-                    .split([':', '-'])
-                    .map(|p| u8::from_str_radix(p, 16).ok())
-                    .collect();
-                match bytes {
-                    Some(b) if !b.is_empty() && b.len() <= 16 => ok(Response::ok(
-                        &leases::leases_by_mac(&self.table, &self.config, &b),
-                    )),
-                    _ => Response::error(format!("bad MAC address {mac:?}")),
-                }
-            }
+            Command::LeasesByMac { mac } => ok(Response::ok(&leases::leases_by_mac(
+                &self.table,
+                &self.config,
+                mac.as_bytes(),
+            ))),
             Command::Import { leases, force } => {
                 let head = self.import_ring.head();
                 let r: ImportResult = leases::import_batch(
@@ -1109,8 +1102,8 @@ impl Supervisor {
         let mut per = Vec::new();
         for w in &self.workers {
             let view = WorkerCounterView::new(self.table.counters(worker_owner(w.id)));
-            let c = counters_of(&view);
-            add_counters(&mut total, &c);
+            let c = proto::Counters::from_catalogue(|counter| view.get(counter));
+            total.add(&c);
             per.push(WorkerCounters {
                 id: w.id as u32,
                 counters: c,
@@ -1165,56 +1158,5 @@ impl Supervisor {
         let _ = std::fs::remove_file(&self.config.control_socket);
         info!("prodhcpd stopped");
         code
-    }
-}
-
-fn counters_of(view: &WorkerCounterView<'_>) -> proto::Counters {
-    let snap = view.snapshot();
-    let get = |name: &str| snap.iter().find(|(n, _)| n == name).map_or(0, |(_, v)| *v);
-    let mut drops = std::collections::BTreeMap::new();
-    for i in ENGINE_DROPS {
-        let name = ENGINE_COUNTER_NAMES[i];
-        drops.insert(name.to_string(), get(name));
-    }
-    let mut sweeper = std::collections::BTreeMap::new();
-    for (n, v) in &snap {
-        if let Some(reason) = n.strip_prefix("decode_") {
-            drops.insert(reason.to_string(), *v);
-        } else if let Some(event) = n.strip_prefix("sweep_") {
-            sweeper.insert(event.to_string(), *v);
-        }
-    }
-    proto::Counters {
-        received: get("received"),
-        discover: get("discover"),
-        request: get("request"),
-        decline: get("decline"),
-        release: get("release"),
-        inform: get("inform"),
-        offer: get("offer"),
-        ack: get("ack"),
-        nak: get("nak"),
-        dropped: get("dropped"),
-        drops,
-        sweeper,
-    }
-}
-
-fn add_counters(total: &mut proto::Counters, c: &proto::Counters) {
-    total.received += c.received;
-    total.discover += c.discover;
-    total.request += c.request;
-    total.decline += c.decline;
-    total.release += c.release;
-    total.inform += c.inform;
-    total.offer += c.offer;
-    total.ack += c.ack;
-    total.nak += c.nak;
-    total.dropped += c.dropped;
-    for (k, v) in &c.drops {
-        *total.drops.entry(k.clone()).or_default() += v;
-    }
-    for (k, v) in &c.sweeper {
-        *total.sweeper.entry(k.clone()).or_default() += v;
     }
 }

@@ -8,7 +8,7 @@ use shm_layout::{
     ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table,
 };
 
-use crate::control_proto::{self as proto, ImportResult, LeaseRecord, PoolStats};
+use prodhcp_proto::{self as proto, ClientId, HwAddr, ImportResult, LeaseRecord, PoolStats};
 
 fn now_secs() -> u64 {
     std::time::SystemTime::now()
@@ -17,54 +17,14 @@ fn now_secs() -> u64 {
         .unwrap_or(0)
 }
 
-/// Converts a table state to the protocol's.
+/// Converts a table state to the protocol's: both enums list the same states in the same
+/// order (their `ALL`), so the conversion is by position; `states_convert_by_name` checks it.
 pub fn proto_state(s: LeaseState) -> proto::LeaseState {
-    match s {
-        LeaseState::Free => proto::LeaseState::Free,
-        LeaseState::Offered => proto::LeaseState::Offered,
-        LeaseState::Leased => proto::LeaseState::Leased,
-        LeaseState::Released => proto::LeaseState::Released,
-        LeaseState::Expired => proto::LeaseState::Expired,
-        LeaseState::Declined => proto::LeaseState::Declined,
-        LeaseState::Reserved => proto::LeaseState::Reserved,
-        LeaseState::Abandoned => proto::LeaseState::Abandoned,
-    }
+    proto::LeaseState::ALL[s as usize]
 }
 
 fn table_state(s: proto::LeaseState) -> LeaseState {
-    match s {
-        proto::LeaseState::Free => LeaseState::Free,
-        proto::LeaseState::Offered => LeaseState::Offered,
-        proto::LeaseState::Leased => LeaseState::Leased,
-        proto::LeaseState::Released => LeaseState::Released,
-        proto::LeaseState::Expired => LeaseState::Expired,
-        proto::LeaseState::Declined => LeaseState::Declined,
-        proto::LeaseState::Reserved => LeaseState::Reserved,
-        proto::LeaseState::Abandoned => LeaseState::Abandoned,
-    }
-}
-
-/// `aa:bb:cc` formatting.
-pub fn hex_colon(b: &[u8]) -> String {
-    b.iter()
-        .map(|x| format!("{x:02x}"))
-        .collect::<Vec<_>>()
-        .join(":")
-}
-
-fn hex_plain(b: &[u8]) -> String {
-    b.iter().map(|x| format!("{x:02x}")).collect()
-}
-
-fn parse_hex(s: &str) -> Option<Vec<u8>> {
-    let digits: String = s.chars().filter(|c| *c != ':' && *c != '-').collect();
-    if digits.is_empty() || !digits.len().is_multiple_of(2) {
-        return None;
-    }
-    (0..digits.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(digits.get(i..i + 2)?, 16).ok())
-        .collect()
+    LeaseState::ALL[s as usize]
 }
 
 /// The lease record of a slot (None for pristine/free slots without history).
@@ -76,13 +36,13 @@ pub fn record_of(
 ) -> Option<LeaseRecord> {
     let addr = Ipv4Addr::from(table.addr_of_slot(slot)?);
     let client_id = match img.key.kind() {
-        KeyKind::ClientId => Some(hex_plain(img.key.as_bytes())),
+        KeyKind::ClientId => ClientId::new(img.key.as_bytes()),
         _ => None,
     };
     Some(LeaseRecord {
         address: addr,
         state: proto_state(img.state),
-        hwaddr: (img.hlen > 0).then(|| hex_colon(img.hwaddr())),
+        hwaddr: HwAddr::new(img.hwaddr()).ok(),
         client_id,
         expires: u64::from(img.expires),
         subnet: config.subnet_for_addr(addr).map(|s| s.network.to_string()),
@@ -157,7 +117,7 @@ pub fn import_batch(
             Ok(None) => res.imported += 1,
             Ok(Some(reason)) => {
                 res.skipped += 1;
-                res.skipped_rows.push(crate::control_proto::SkippedRow {
+                res.skipped_rows.push(prodhcp_proto::SkippedRow {
                     index: index as u32,
                     line: None,
                     address: r.address,
@@ -210,14 +170,8 @@ fn import_one(
     let slot = table
         .slot_of_addr(u32::from(r.address))
         .ok_or("address is in no configured pool or reservation")?;
-    let hw = match &r.hwaddr {
-        Some(h) => Some(parse_hex(h).filter(|b| b.len() <= 16).ok_or("bad hwaddr")?),
-        None => None,
-    };
-    let cid = match &r.client_id {
-        Some(h) => Some(parse_hex(h).ok_or("bad client_id")?),
-        None => None,
-    };
+    let hw = r.hwaddr.as_ref().map(HwAddr::as_bytes);
+    let cid = r.client_id.as_ref().map(ClientId::as_bytes);
     let mut state = table_state(r.state);
     if state == LeaseState::Leased && r.expires <= now {
         state = LeaseState::Expired;
@@ -343,12 +297,13 @@ mod tests {
     use super::*;
 
     #[test]
-    fn hex_helpers() {
-        assert_eq!(hex_colon(&[2, 0, 0xab]), "02:00:ab");
-        assert_eq!(parse_hex("02:00:ab"), Some(vec![2, 0, 0xab]));
-        assert_eq!(parse_hex("0200ab"), Some(vec![2, 0, 0xab]));
-        assert_eq!(parse_hex("0"), None);
-        assert_eq!(parse_hex("zz"), None);
+    fn states_convert_by_name() {
+        for (i, &s) in LeaseState::ALL.iter().enumerate() {
+            assert_eq!(s as usize, i, "table state codes are positions in ALL");
+            assert_eq!(proto_state(s).as_str(), s.name());
+            assert_eq!(table_state(proto_state(s)), s);
+        }
+        assert_eq!(proto::LeaseState::ALL.len(), LeaseState::ALL.len());
     }
 
     #[test]

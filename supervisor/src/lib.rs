@@ -1,13 +1,10 @@
-//! `prodhcpd` (the supervisor) and `prodhcpctl`: configuration, process life cycle, the lease
-//! table's opening and migration, and the control socket.
+//! `prodhcpd` (the supervisor): configuration, process life cycle, the lease table's opening
+//! and migration, and the control socket. Its client, `prodhcpctl`, is the `prodhcp-ctl` crate;
+//! the protocol both speak is `prodhcp-proto`.
 
 pub mod consumers;
-pub mod control_proto;
 pub mod control_server;
-pub mod ctl;
-pub mod ctl_rings;
 pub mod daemon;
-pub mod import;
 pub mod leases;
 pub mod owners;
 pub mod reload_track;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use shm_layout::{Ring, Scrub, ScrubPhase, Table};
 use tracing::{info, warn};
 
-use crate::control_proto::{ScrubCounts, ScrubPass, ScrubStatus};
+use prodhcp_proto::{ScrubCounts, ScrubPass, ScrubStatus};
 
 /// Longest run of scrub work per loop turn.
 pub const SLICE: Duration = Duration::from_micros(250);

@@ -41,7 +41,7 @@ pub fn binary(name: &str) -> PathBuf {
     let path = bin_dir().join(name);
     assert!(
         path.is_file(),
-        "{name} not found at {} — build it first (`cargo build -p prodhcp-supervisor --bins`) \
+        "{name} not found at {} — build it first (`cargo build -p prodhcp-supervisor -p prodhcp-ctl --bins`) \
          or set PRODHCP_BIN_DIR to the directory that holds it",
         path.display()
     );

@@ -1432,7 +1432,7 @@ mod tests {
             let _ = f.engine.handle(&p, &inc(), &mut out);
         }
         let snap = f.engine.counters().snapshot();
-        let get = |n: &str| snap.iter().find(|(k, _)| k == n).map(|x| x.1).unwrap_or(0);
+        let get = |n: &str| snap.iter().find(|(k, _)| *k == n).map(|x| x.1).unwrap_or(0);
         assert_eq!(get("received"), 20_000);
         assert!(get("dropped") > 0);
         assert!(f.engine.table().check().is_clean());
@@ -1440,7 +1440,7 @@ mod tests {
 
     fn counter(e: &Engine, name: &str) -> u64 {
         let snap = e.counters().snapshot();
-        snap.iter().find(|(k, _)| k == name).map(|x| x.1).unwrap()
+        snap.iter().find(|(k, _)| *k == name).map(|x| x.1).unwrap()
     }
 
     fn state_of(e: &Engine, ip: [u8; 4]) -> LeaseState {

@@ -17,13 +17,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand, ValueEnum};
 
-use crate::control_proto::{
-    encode_request, parse_export_frame, parse_response, read_line_bounded, Command, Counters,
-    ExportDone, ExportFrame, ImportResult, LeaseRecord, PoolStats, ReadLineError, Request,
-    Response, SkippedRow, StatsData, StatusData, DEFAULT_SOCKET_PATH, IMPORT_BATCH_MAX,
-    MAX_RESPONSE_LINE,
-};
 use crate::import::{lease_source, ErrorLog, ImportFormat, ImportItem, LeaseSource};
+use prodhcp_proto::{
+    encode_request, parse_export_frame, parse_response, read_line_bounded, Command, Counter,
+    CounterGroup, Counters, ExportDone, ExportFrame, HwAddr, ImportResult, LeaseRecord, PoolStats,
+    ReadLineError, Request, Response, SkippedRow, StatsData, StatusData, DEFAULT_SOCKET_PATH,
+    IMPORT_BATCH_MAX, MAX_RESPONSE_LINE,
+};
 
 /// Default connect and per-read timeout (seconds).
 pub const DEFAULT_TIMEOUT_SECS: u64 = 30;
@@ -81,7 +81,7 @@ pub enum ConsumersAction {
     /// Unregister a consumer (the ring's producer stops keeping records for it).
     Drop {
         /// `RING:ID` as listed, e.g. `worker-0:0`.
-        #[arg(value_parser = crate::ctl_rings::parse_consumer_target)]
+        #[arg(value_parser = crate::rings::parse_consumer_target)]
         target: (String, u32),
     },
 }
@@ -91,8 +91,8 @@ pub enum ConsumersAction {
 #[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct LeasesArgs {
     /// Hardware address (e.g. 02:00:00:00:00:01): list every lease it holds.
-    #[arg(long, value_name = "MAC", value_parser = parse_mac, required = true)]
-    pub mac: Option<String>,
+    #[arg(long, value_name = "MAC", required = true)]
+    pub mac: Option<HwAddr>,
     /// Export or import instead.
     #[command(subcommand)]
     pub action: Option<LeasesAction>,
@@ -146,42 +146,6 @@ impl From<ImportFormatArg> for ImportFormat {
             ImportFormatArg::Isc => ImportFormat::Isc,
         }
     }
-}
-
-/// Normalize a hardware address (`02:00:00:00:00:01`, `02-00-…`, or 12 hex digits) to lowercase
-/// `xx:xx:…`.
-pub fn parse_mac(s: &str) -> Result<String, String> {
-    let bad = || format!("invalid hardware address '{s}' (expected e.g. 02:00:00:00:00:01)");
-    let octets: Vec<u8> = if s.contains([':', '-']) {
-        s.split([':', '-'])
-            .map(|g| {
-                if (1..=2).contains(&g.len()) {
-                    u8::from_str_radix(g, 16).map_err(|_| bad())
-                } else {
-                    Err(bad())
-                }
-            })
-            .collect::<Result<_, _>>()?
-    } else {
-        if s.len() & 1 == 1 || !s.is_ascii() {
-            return Err(bad());
-        }
-        (0..s.len() / 2)
-            .map(|i| {
-                s.get(2 * i..2 * i + 2)
-                    .and_then(|p| u8::from_str_radix(p, 16).ok())
-                    .ok_or_else(bad)
-            })
-            .collect::<Result<_, _>>()?
-    };
-    if octets.is_empty() || octets.len() > 16 {
-        return Err(bad());
-    }
-    Ok(octets
-        .iter()
-        .map(|o| format!("{o:02x}"))
-        .collect::<Vec<_>>()
-        .join(":"))
 }
 
 /// Process exit status of `prodhcpctl`.
@@ -507,13 +471,13 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
         }
         CtlCommand::Consumers { action: None } => {
             let data = failed(connect()?.call(Command::Consumers)?)?;
-            let list: crate::control_proto::ConsumersData = decode(data.clone())?;
+            let list: prodhcp_proto::ConsumersData = decode(data.clone())?;
             *stdout_used = true;
             if cli.json {
                 print_json(io.out, &data)
             } else {
                 io.out
-                    .write_all(crate::ctl_rings::format_consumers(&list).as_bytes())
+                    .write_all(crate::rings::format_consumers(&list).as_bytes())
                     .map_err(stdout_error)
             }
         }
@@ -554,7 +518,7 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 stdout_used,
             ),
             (None, Some(mac)) => {
-                let data = failed(connect()?.call(Command::LeasesByMac { mac: mac.clone() })?)?;
+                let data = failed(connect()?.call(Command::LeasesByMac { mac: *mac })?)?;
                 let leases: Vec<LeaseRecord> = decode(data.clone())?;
                 *stdout_used = true;
                 if cli.json {
@@ -582,8 +546,8 @@ pub fn csv_row(lease: &LeaseRecord) -> String {
     format!(
         "{},{},{},{},{}",
         lease.address,
-        csv_field(lease.hwaddr.as_deref()),
-        csv_field(lease.client_id.as_deref()),
+        csv_field(lease.hwaddr.map(|h| h.to_string()).as_deref()),
+        csv_field(lease.client_id.as_ref().map(|c| c.to_string()).as_deref()),
         lease.state,
         lease.expires
     )
@@ -1068,7 +1032,7 @@ pub fn format_status(s: &StatusData) -> String {
         ]);
     }
     out.push_str(&table(&rows, "  "));
-    out.push_str(&crate::ctl_rings::format_scrub(&s.scrub));
+    out.push_str(&crate::rings::format_scrub(&s.scrub));
     out
 }
 
@@ -1108,7 +1072,9 @@ fn map_section(
     format!("{title}:\n{}", table(&rows, "  "))
 }
 
-/// Human form of `stats`: counters (total, then each worker), drops, then pools.
+/// Human form of `stats`: counters (total, then each worker), drops, sweeper events, other
+/// events, then pools. Every group a [`Counters`] carries is shown, so a counter added to the
+/// catalogue ([`Counter::ALL`]) appears here without a change to this function.
 pub fn format_stats(s: &StatsData) -> String {
     let mut out = String::from("counters:\n");
     let mut header = vec!["".to_string(), "total".to_string()];
@@ -1116,20 +1082,32 @@ pub fn format_stats(s: &StatsData) -> String {
     let columns: Vec<&Counters> = std::iter::once(&s.total)
         .chain(s.workers.iter().map(|w| &w.counters))
         .collect();
+    // The packet counts in catalogue order (every one, zeros included), then any name a newer
+    // daemon sent that this client's catalogue does not know.
+    let mut names: Vec<String> = Counter::ALL
+        .iter()
+        .filter(|c| c.group() == CounterGroup::Packets)
+        .map(|c| c.key().to_string())
+        .collect();
+    let mut unknown: Vec<&String> = columns
+        .iter()
+        .flat_map(|c| c.packets.keys())
+        .filter(|k| !names.contains(k))
+        .collect();
+    unknown.sort();
+    unknown.dedup();
+    names.extend(unknown.into_iter().cloned());
     let mut rows = vec![header.clone()];
-    for (i, (name, _)) in s.total.named().iter().enumerate() {
-        let mut row = vec![name.to_string()];
-        row.extend(
-            columns
-                .iter()
-                .map(|c| group_digits(c.named().get(i).map_or(0, |(_, v)| *v))),
-        );
+    for name in names {
+        let mut row = vec![name.clone()];
+        row.extend(columns.iter().map(|c| group_digits(c.packet(&name))));
         rows.push(row);
     }
     out.push_str(&table(&rows, "  "));
 
     out.push_str(&map_section("drops", &header, &columns, |c| &c.drops));
     out.push_str(&map_section("sweeper", &header, &columns, |c| &c.sweeper));
+    out.push_str(&map_section("events", &header, &columns, |c| &c.events));
 
     out.push_str("pools:\n");
     if s.pools.is_empty() {
@@ -1174,8 +1152,14 @@ pub fn format_lease(l: &LeaseRecord, now: u64) -> String {
     let mut rows = vec![
         vec!["address:".to_string(), l.address.to_string()],
         vec!["state:".to_string(), l.state.to_string()],
-        vec!["hwaddr:".to_string(), dash(&l.hwaddr)],
-        vec!["client_id:".to_string(), dash(&l.client_id)],
+        vec![
+            "hwaddr:".to_string(),
+            dash(&l.hwaddr.map(|h| h.to_string())),
+        ],
+        vec![
+            "client_id:".to_string(),
+            dash(&l.client_id.as_ref().map(|c| c.to_string())),
+        ],
         vec!["expires:".to_string(), describe_expiry(l.expires, now)],
         vec!["subnet:".to_string(), dash(&l.subnet)],
     ];
@@ -1195,8 +1179,10 @@ pub fn format_lease_table(leases: &[LeaseRecord]) -> String {
         rows.push(vec![
             l.address.to_string(),
             l.state.to_string(),
-            l.hwaddr.clone().unwrap_or_else(|| "-".to_string()),
-            l.client_id.clone().unwrap_or_else(|| "-".to_string()),
+            l.hwaddr.map_or_else(|| "-".to_string(), |h| h.to_string()),
+            l.client_id
+                .as_ref()
+                .map_or_else(|| "-".to_string(), |c| c.to_string()),
             format_utc(l.expires),
         ]);
     }
@@ -1229,9 +1215,9 @@ pub fn format_import_summary(r: &ImportResult) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control_proto::{
-        encode_export_lease, encode_response, parse_request, IndexStatus, LeaseState, PoolStats,
-        ReloadStatus, TableStatus, WorkerCounters, WorkerStatus,
+    use prodhcp_proto::{
+        encode_export_lease, encode_response, parse_request, ClientId, IndexStatus, LeaseState,
+        PoolStats, ReloadStatus, TableStatus, WorkerCounters, WorkerStatus,
     };
     use std::os::unix::net::UnixListener;
     use std::thread::JoinHandle;
@@ -1301,11 +1287,11 @@ mod tests {
         LeaseRecord {
             address: Ipv4Addr::new(10, 0, 0, n),
             state: LeaseState::Leased,
-            hwaddr: Some(format!("02:00:00:00:00:{n:02x}")),
+            hwaddr: Some(HwAddr::new(&[2, 0, 0, 0, 0, n]).unwrap()),
             client_id: if n & 1 == 0 {
                 None
             } else {
-                Some(format!("010200000000{n:02x}"))
+                ClientId::new(&[1, 2, 0, 0, 0, 0, n])
             },
             expires: 1_764_000_000,
             subnet: Some("10.0.0.0/8".into()),
@@ -1354,11 +1340,16 @@ mod tests {
 
     fn stats_data() -> StatsData {
         let c = |r| Counters {
-            received: r,
-            discover: 10,
-            request: 10,
-            ack: 10,
-            dropped: 1,
+            packets: [
+                ("received", r),
+                ("discover", 10),
+                ("request", 10),
+                ("ack", 10),
+                ("dropped", 1),
+            ]
+            .into_iter()
+            .map(|(k, v)| (k.to_string(), v))
+            .collect(),
             drops: [("too_short".to_string(), 1)].into_iter().collect(),
             ..Counters::default()
         };
@@ -1464,7 +1455,7 @@ mod tests {
                 mac: Some(m),
                 action: None,
             }) => {
-                assert_eq!(m, "02:00:00:00:00:0a")
+                assert_eq!(m.to_string(), "02:00:00:00:00:0a")
             }
             other => panic!("{other:?}"),
         }
@@ -1483,12 +1474,25 @@ mod tests {
 
     #[test]
     fn mac_parsing() {
-        assert_eq!(parse_mac("020000000001").unwrap(), "02:00:00:00:00:01");
-        assert_eq!(parse_mac("2:0:0:0:0:1").unwrap(), "02:00:00:00:00:01");
-        assert!(parse_mac("").is_err());
-        assert!(parse_mac("02:00:").is_err());
-        assert!(parse_mac("0200000000011").is_err());
-        assert!(parse_mac("é1").is_err());
+        let mac = |s: &str| s.parse::<HwAddr>().map(|m| m.to_string());
+        assert_eq!(mac("020000000001").unwrap(), "02:00:00:00:00:01");
+        assert_eq!(mac("2:0:0:0:0:1").unwrap(), "02:00:00:00:00:01");
+        assert!(mac("").is_err());
+        assert!(mac("02:00:").is_err());
+        assert!(mac("0200000000011").is_err());
+        assert!(mac("é1").is_err());
+        let cli =
+            Cli::try_parse_from(["prodhcpctl", "leases", "--mac", "02-00-00-00-00-0A"]).unwrap();
+        match cli.command {
+            CtlCommand::Leases(LeasesArgs { mac: Some(m), .. }) => {
+                assert_eq!(m.to_string(), "02:00:00:00:00:0a")
+            }
+            other => panic!("{other:?}"),
+        }
+        let e = Cli::try_parse_from(["prodhcpctl", "leases", "--mac", "zz"]).unwrap_err();
+        assert!(e
+            .to_string()
+            .contains("invalid hardware address 'zz' (expected e.g. 02:00:00:00:00:01)"));
     }
 
     #[test]
@@ -1568,6 +1572,54 @@ mod tests {
         assert!(pool.ends_with("25.0 %"), "{pool}");
     }
 
+    /// Every shown counter of the catalogue reaches `prodhcpctl stats`, under its key, with
+    /// its own value, and the heartbeat never does. The test walks `Counter::ALL`: a row added
+    /// to the catalogue is checked too, and fails here if `Counters::from_catalogue` has no
+    /// place for its group or `format_stats` does not print that group.
+    #[test]
+    fn every_catalogue_counter_shows_in_stats_and_the_heartbeat_does_not() {
+        // Distinct values (10_001 + word·7) so a counter shown with another's value is caught.
+        let value = |c: Counter| 10_001 + 7 * c.word() as u64;
+        let c = Counters::from_catalogue(value);
+        let stats = StatsData {
+            total: c.clone(),
+            workers: vec![WorkerCounters { id: 0, counters: c }],
+            pools: vec![],
+        };
+        // Through the wire, as prodhcpctl receives it.
+        let wire = serde_json::to_string(&stats).unwrap();
+        let stats: StatsData = serde_json::from_str(&wire).unwrap();
+        let out = format_stats(&stats);
+        for &counter in Counter::ALL {
+            let shown = out.lines().find(|l| {
+                l.split_whitespace().next() == Some(counter.key())
+                    && l.split_whitespace().nth(1) == Some(&group_digits(value(counter)))
+            });
+            if counter.group() == CounterGroup::Internal {
+                assert!(
+                    shown.is_none(),
+                    "{} must not be shown:\n{out}",
+                    counter.name()
+                );
+                assert!(!wire.contains(counter.key()), "{wire}");
+            } else {
+                let line = shown.unwrap_or_else(|| {
+                    panic!(
+                        "{} ({:?}) missing from stats:\n{out}",
+                        counter.name(),
+                        counter.group()
+                    )
+                });
+                let v = group_digits(value(counter));
+                assert_eq!(
+                    line.split_whitespace().collect::<Vec<_>>(),
+                    [counter.key(), &v, &v],
+                    "{line}"
+                );
+            }
+        }
+    }
+
     #[test]
     fn lease_found_and_not_found() {
         let dir = tempfile::tempdir().unwrap();
@@ -1610,7 +1662,7 @@ mod tests {
         let (p, h) = canned(
             dir.path(),
             Command::LeasesByMac {
-                mac: "02:00:00:00:00:01".into(),
+                mac: "02:00:00:00:00:01".parse().unwrap(),
             },
             Response::ok(&vec![lease(1), lease(2)]).unwrap(),
         );

@@ -56,6 +56,10 @@ use std::net::Ipv4Addr;
 
 use serde::{Deserialize, Serialize};
 
+use crate::client_id::ClientId;
+use crate::counter::{Counter, CounterGroup};
+use crate::hwaddr::HwAddr;
+
 /// The protocol version this code speaks.
 pub const PROTOCOL_VERSION: u32 = 1;
 
@@ -107,7 +111,7 @@ pub enum Command {
     /// Every non-free lease held by a hardware address.
     LeasesByMac {
         /// Hardware address, lowercase hex octets separated by ':'.
-        mac: String,
+        mac: HwAddr,
     },
     /// Stream every non-free slot (see the module documentation).
     Export,
@@ -170,6 +174,20 @@ pub enum LeaseState {
 }
 
 impl LeaseState {
+    /// Every state, in the order of the lease table's state codes (`shm_layout::LeaseState`
+    /// lists the same states in the same order; the supervisor converts by position and a test
+    /// there checks the names agree).
+    pub const ALL: [LeaseState; 8] = [
+        LeaseState::Free,
+        LeaseState::Offered,
+        LeaseState::Leased,
+        LeaseState::Released,
+        LeaseState::Expired,
+        LeaseState::Declined,
+        LeaseState::Reserved,
+        LeaseState::Abandoned,
+    ];
+
     /// The wire name (`"leased"`, ...).
     pub fn as_str(self) -> &'static str {
         match self {
@@ -200,10 +218,10 @@ pub struct LeaseRecord {
     pub state: LeaseState,
     /// Hardware address, lowercase hex octets separated by ':' (`02:00:00:00:00:01`).
     #[serde(default)]
-    pub hwaddr: Option<String>,
+    pub hwaddr: Option<HwAddr>,
     /// Client identifier (option 61), lowercase hex without separators (`01020000000001`).
     #[serde(default)]
-    pub client_id: Option<String>,
+    pub client_id: Option<ClientId>,
     /// Expiry time, unix seconds (UTC).
     pub expires: u64,
     /// Subnet in CIDR notation, when known.
@@ -399,53 +417,79 @@ pub struct ConsumerDropped {
     pub id: u32,
 }
 
-/// Packet counters (one worker, or the total).
+/// Counters of one worker, or the total, grouped as the catalogue ([`Counter::ALL`]) says.
+///
+/// Wire form: the [`CounterGroup::Packets`] counters are top-level fields (`"received": 9`),
+/// the other groups are maps by [`Counter::key`]. Built only by [`Counters::from_catalogue`],
+/// so a counter added to the catalogue appears here without further code.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(default)]
 pub struct Counters {
-    /// Packets received.
-    pub received: u64,
-    /// DHCPDISCOVER received.
-    pub discover: u64,
-    /// DHCPREQUEST received.
-    pub request: u64,
-    /// DHCPDECLINE received.
-    pub decline: u64,
-    /// DHCPRELEASE received.
-    pub release: u64,
-    /// DHCPINFORM received.
-    pub inform: u64,
-    /// DHCPOFFER sent.
-    pub offer: u64,
-    /// DHCPACK sent.
-    pub ack: u64,
-    /// DHCPNAK sent.
-    pub nak: u64,
-    /// Packets dropped (sum of `drops`).
-    pub dropped: u64,
-    /// Drops by reason (`too_short`, ...).
+    /// Packet counts by name (`received`, `discover`, ..., `dropped`), flattened into the
+    /// object.
+    #[serde(flatten)]
+    pub packets: BTreeMap<String, u64>,
+    /// Drops by reason (`too_short`, `busy`, ...); their sum is `dropped`.
     pub drops: BTreeMap<String, u64>,
     /// Lease-table maintenance by the workers' sweepers: `expired` leases, `offer_expired`,
     /// `quarantine_ended` (declined addresses back in the pool), `abandoned` (slots failing
     /// their checksum taken out of service).
     pub sweeper: BTreeMap<String, u64>,
+    /// Other events (`malformed_options`, `clock_step`); absent from older daemons' replies.
+    pub events: BTreeMap<String, u64>,
 }
 
 impl Counters {
-    /// The scalar counters as (name, value) pairs, in wire order.
-    pub fn named(&self) -> [(&'static str, u64); 10] {
-        [
-            ("received", self.received),
-            ("discover", self.discover),
-            ("request", self.request),
-            ("decline", self.decline),
-            ("release", self.release),
-            ("inform", self.inform),
-            ("offer", self.offer),
-            ("ack", self.ack),
-            ("nak", self.nak),
-            ("dropped", self.dropped),
-        ]
+    /// Every shown counter of the catalogue with its value from `value`; the
+    /// [`CounterGroup::Internal`] ones (the heartbeat) are left out.
+    pub fn from_catalogue(value: impl Fn(Counter) -> u64) -> Counters {
+        let mut c = Counters::default();
+        for &counter in Counter::ALL {
+            if let Some(map) = c.group_mut(counter.group()) {
+                map.insert(counter.key().to_string(), value(counter));
+            }
+        }
+        c
+    }
+
+    /// The map of one group (`None` for [`CounterGroup::Internal`]).
+    pub fn group(&self, group: CounterGroup) -> Option<&BTreeMap<String, u64>> {
+        match group {
+            CounterGroup::Packets => Some(&self.packets),
+            CounterGroup::Drops => Some(&self.drops),
+            CounterGroup::Sweeper => Some(&self.sweeper),
+            CounterGroup::Events => Some(&self.events),
+            CounterGroup::Internal => None,
+        }
+    }
+
+    fn group_mut(&mut self, group: CounterGroup) -> Option<&mut BTreeMap<String, u64>> {
+        match group {
+            CounterGroup::Packets => Some(&mut self.packets),
+            CounterGroup::Drops => Some(&mut self.drops),
+            CounterGroup::Sweeper => Some(&mut self.sweeper),
+            CounterGroup::Events => Some(&mut self.events),
+            CounterGroup::Internal => None,
+        }
+    }
+
+    /// A packet count by name (`received`, ...); 0 when absent.
+    pub fn packet(&self, name: &str) -> u64 {
+        self.packets.get(name).copied().unwrap_or(0)
+    }
+
+    /// Adds every value of `other` (for totals).
+    pub fn add(&mut self, other: &Counters) {
+        for (mine, theirs) in [
+            (&mut self.packets, &other.packets),
+            (&mut self.drops, &other.drops),
+            (&mut self.sweeper, &other.sweeper),
+            (&mut self.events, &other.events),
+        ] {
+            for (k, v) in theirs {
+                *mine.entry(k.clone()).or_default() += v;
+            }
+        }
     }
 }
 
@@ -802,8 +846,8 @@ mod tests {
         LeaseRecord {
             address: Ipv4Addr::new(10, 0, 0, 5),
             state: LeaseState::Leased,
-            hwaddr: Some("02:00:00:00:00:01".into()),
-            client_id: Some("01020000000001".into()),
+            hwaddr: Some("02:00:00:00:00:01".parse().unwrap()),
+            client_id: Some("01020000000001".parse().unwrap()),
             expires: 1_764_000_000,
             subnet: Some("10.0.0.0/8".into()),
             hostname: None,
@@ -823,7 +867,7 @@ mod tests {
             ),
             (
                 Command::LeasesByMac {
-                    mac: "02:00:00:00:00:01".into(),
+                    mac: "02:00:00:00:00:01".parse().unwrap(),
                 },
                 r#"{"v":1,"cmd":"leases_by_mac","mac":"02:00:00:00:00:01"}"#,
             ),
@@ -954,7 +998,9 @@ mod tests {
             "pools": [{"first": "10.0.0.100", "last": "10.0.0.200", "size": 101, "free": 100,
             "offered": 0, "leased": 1, "declined": 0, "reserved": 0}]}"#;
         let st: StatsData = serde_json::from_str(stats).unwrap();
-        assert_eq!(st.workers[0].counters.received, 9);
+        assert_eq!(st.workers[0].counters.packet("received"), 9);
+        assert_eq!(st.total.packet("ack"), 1);
+        assert!(st.total.events.is_empty());
         assert_eq!(st.total.drops.get("too_short"), Some(&2));
         let re = serde_json::to_value(&st).unwrap();
         assert_eq!(re["workers"][0]["id"], 0);
@@ -1019,8 +1065,8 @@ mod tests {
                 LeaseState::Expired,
                 LeaseState::Released,
             ]),
-            prop::option::of("[0-9a-f]{2}(:[0-9a-f]{2}){0,15}"),
-            prop::option::of("([0-9a-f]{2}){1,20}"),
+            prop::option::of(prop::collection::vec(any::<u8>(), 1..=16)),
+            prop::option::of(prop::collection::vec(any::<u8>(), 1..=20)),
             any::<u64>(),
             prop::option::of(".{0,20}"),
         )
@@ -1028,8 +1074,8 @@ mod tests {
                 |(a, state, hwaddr, client_id, expires, hostname)| LeaseRecord {
                     address: Ipv4Addr::from(a),
                     state,
-                    hwaddr,
-                    client_id,
+                    hwaddr: hwaddr.map(|h| HwAddr::new(&h).unwrap()),
+                    client_id: client_id.and_then(|c| ClientId::new(&c)),
                     expires,
                     subnet: None,
                     hostname,

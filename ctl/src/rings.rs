@@ -2,8 +2,8 @@
 
 use std::fmt::Write as _;
 
-use crate::control_proto::{ConsumersData, ScrubCounts, ScrubStatus};
-use crate::ctl::{format_utc, group_digits};
+use crate::cli::{format_utc, group_digits};
+use prodhcp_proto::{ConsumersData, ScrubCounts, ScrubStatus};
 
 fn counts_line(c: &ScrubCounts) -> String {
     let mut s = format!(
@@ -54,7 +54,7 @@ pub fn format_scrub(s: &ScrubStatus) -> String {
         let _ = writeln!(
             out,
             "scrub: next pass in {}",
-            crate::ctl::format_duration(n)
+            crate::cli::format_duration(n)
         );
     }
     out
@@ -109,7 +109,7 @@ pub fn parse_consumer_target(s: &str) -> Result<(String, u32), String> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::control_proto::{ConsumerEntry, RingConsumers, ScrubPass};
+    use prodhcp_proto::{ConsumerEntry, RingConsumers, ScrubPass};
 
     #[test]
     fn scrub_lines_show_the_last_pass_and_progress() {

@@ -6,7 +6,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 use clap::Parser;
-use prodhcp_supervisor::ctl::{run, Cli, Output};
+use prodhcp_ctl::cli::{run, Cli, Output};
 
 fn main() -> ExitCode {
     // Usage errors exit 2 inside clap (--help/--version exit 0).

@@ -25,14 +25,14 @@ use std::fmt;
 use std::io::{self, Read};
 use std::net::Ipv4Addr;
 
-use crate::control_proto::{LeaseRecord, LeaseState};
+use prodhcp_proto::{ClientId, HwAddr, LeaseRecord, LeaseState};
 
 /// Longest Kea CSV line accepted (bytes); a longer line is rejected (and skipped) on its own.
 pub const MAX_LINE: usize = 1 << 20;
 /// Longest dhcpd.leases token (word or quoted string) kept; a longer one makes its record rejected.
 pub const MAX_TOKEN: usize = 64 << 10;
 /// Most octets in a hardware address (`chaddr` is 16 octets).
-pub const MAX_HWADDR_OCTETS: usize = 16;
+pub const MAX_HWADDR_OCTETS: usize = HwAddr::MAX_LEN;
 /// Most octets in a client identifier (a DHCP option carries at most 255).
 pub const MAX_CLIENT_ID_OCTETS: usize = 255;
 /// Longest host name accepted (a DHCP option carries at most 255 octets).
@@ -355,31 +355,6 @@ fn parse_hex_octets(s: &[u8], what: &str, max: usize) -> Result<Vec<u8>, String>
     Ok(out)
 }
 
-const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
-
-/// `02:00:00:00:00:01`
-fn format_hwaddr(octets: &[u8]) -> String {
-    let mut s = String::with_capacity(octets.len() * 3);
-    for (i, &o) in octets.iter().enumerate() {
-        if i > 0 {
-            s.push(':');
-        }
-        s.push(char::from(HEX_DIGITS[usize::from(o >> 4)]));
-        s.push(char::from(HEX_DIGITS[usize::from(o & 15)]));
-    }
-    s
-}
-
-/// `01020000000001`
-fn format_hex(octets: &[u8]) -> String {
-    let mut s = String::with_capacity(octets.len() * 2);
-    for &o in octets {
-        s.push(char::from(HEX_DIGITS[usize::from(o >> 4)]));
-        s.push(char::from(HEX_DIGITS[usize::from(o & 15)]));
-    }
-    s
-}
-
 fn parse_u64(s: &[u8]) -> Option<u64> {
     let s = s.trim_ascii();
     if s.is_empty() || s.len() > 20 {
@@ -619,8 +594,9 @@ impl<R: Read> KeaCsvParser<R> {
             None
         } else {
             let octets = parse_hex_octets(hw_s, "hwaddr", MAX_HWADDR_OCTETS)
+                .and_then(|o| HwAddr::new(&o).map_err(|e| e.to_string()))
                 .map_err(|e| format!("{address}: {e}"))?;
-            Some(format_hwaddr(&octets))
+            Some(octets)
         };
         let cid_s = field(cols.client_id).trim_ascii();
         let client_id = if cid_s.is_empty() {
@@ -628,7 +604,8 @@ impl<R: Read> KeaCsvParser<R> {
         } else {
             let octets = parse_hex_octets(cid_s, "client_id", MAX_CLIENT_ID_OCTETS)
                 .map_err(|e| format!("{address}: {e}"))?;
-            Some(format_hex(&octets))
+            // Not empty: parse_hex_octets refuses empty text.
+            ClientId::new(&octets)
         };
         if hwaddr.is_none() && client_id.is_none() && state != LeaseState::Declined {
             return Err(format!("{address}: no hwaddr and no client_id"));
@@ -1030,8 +1007,8 @@ impl fmt::Display for LeaseLabel {
 struct LeaseFields {
     ends: Option<u64>,
     binding_state: Option<Vec<u8>>,
-    hwaddr: Option<Vec<u8>>,
-    uid: Option<Vec<u8>>,
+    hwaddr: Option<HwAddr>,
+    uid: Option<ClientId>,
     hostname: Option<String>,
     first_error: Option<RowError>,
 }
@@ -1165,11 +1142,8 @@ impl<R: Read> IscLeasesParser<R> {
                 else {
                     return Err("invalid 'hardware' statement".to_string());
                 };
-                f.hwaddr = Some(parse_hex_octets(
-                    addr,
-                    "hardware address",
-                    MAX_HWADDR_OCTETS,
-                )?);
+                let octets = parse_hex_octets(addr, "hardware address", MAX_HWADDR_OCTETS)?;
+                f.hwaddr = Some(HwAddr::new(&octets).map_err(|e| e.to_string())?);
             }
             b"uid" => {
                 let octets = match (self.arg(1), self.args.len()) {
@@ -1187,10 +1161,7 @@ impl<R: Read> IscLeasesParser<R> {
                     }
                     _ => return Err("invalid 'uid' statement".to_string()),
                 };
-                if octets.is_empty() {
-                    return Err("empty uid".to_string());
-                }
-                f.uid = Some(octets);
+                f.uid = Some(ClientId::new(&octets).ok_or("empty uid")?);
             }
             b"client-hostname" => match (self.arg(1), self.args.len()) {
                 (Some((ArgKind::Str, s)), 2) if s.len() <= MAX_HOSTNAME => {
@@ -1325,8 +1296,8 @@ impl<R: Read> IscLeasesParser<R> {
             record: LeaseRecord {
                 address,
                 state,
-                hwaddr: f.hwaddr.as_deref().map(format_hwaddr),
-                client_id: f.uid.as_deref().map(format_hex),
+                hwaddr: f.hwaddr,
+                client_id: f.uid,
                 expires,
                 subnet: None,
                 hostname: f.hostname,
@@ -1509,12 +1480,21 @@ mod tests {
         assert_eq!(*line, 2);
         assert_eq!(first.address, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(first.state, LeaseState::Leased);
-        assert_eq!(first.hwaddr.as_deref(), Some("02:00:00:00:00:00"));
-        assert_eq!(first.client_id.as_deref(), Some("01020000000000"));
+        assert_eq!(
+            first.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:00:00")
+        );
+        assert_eq!(
+            first.client_id.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("01020000000000")
+        );
         assert_eq!(first.expires, 1_764_000_000);
         assert_eq!(first.hostname, None);
         assert_eq!(p.leases[999].0, 1001);
-        assert_eq!(p.leases[999].1.hwaddr.as_deref(), Some("02:00:00:00:03:e7"));
+        assert_eq!(
+            p.leases[999].1.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:03:e7")
+        );
     }
 
     #[test]
@@ -1657,7 +1637,10 @@ mod tests {
         assert_eq!(l.address, Ipv4Addr::new(10, 0, 0, 1));
         assert_eq!(l.state, LeaseState::Leased);
         assert_eq!(l.expires, 1_736_330_400);
-        assert_eq!(l.hwaddr.as_deref(), Some("02:00:00:00:00:00"));
+        assert_eq!(
+            l.hwaddr.map(|h| h.to_string()).as_deref(),
+            Some("02:00:00:00:00:00")
+        );
         assert_eq!(l.client_id, None);
         assert_eq!(p.leases[1].0, 13);
     }
@@ -1690,11 +1673,22 @@ host fixed { hardware ethernet 02:00:00:00:00:99; fixed-address 10.0.0.99; }\n";
         let (line, l) = &p.leases[0];
         assert_eq!(*line, 7);
         assert_eq!(l.expires, 1_736_330_400);
-        assert_eq!(l.client_id.as_deref(), Some("01020000000005"));
+        assert_eq!(
+            l.client_id.as_ref().map(|c| c.to_string()).as_deref(),
+            Some("01020000000005")
+        );
         assert_eq!(l.hostname.as_deref(), Some("pc-5"));
         assert_eq!(p.leases[1].1.state, LeaseState::Declined);
         assert_eq!(p.leases[1].1.hwaddr, None);
-        assert_eq!(p.leases[2].1.client_id.as_deref(), Some("01020000000008"));
+        assert_eq!(
+            p.leases[2]
+                .1
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("01020000000008")
+        );
     }
 
     #[test]
@@ -1794,7 +1788,15 @@ lease 10.0.0.10 {\n  ends 3 2025/01/08 10:00:00;\n  binding state active;\n  har
             "lease 10.0.0.1 { ends epoch 5; binding state active; uid \"\\001AB\\\"\\\\\\7\"; }",
         );
         assert_eq!(p.leases.len(), 1, "{:?}", p.rejected);
-        assert_eq!(p.leases[0].1.client_id.as_deref(), Some("014142225c07"));
+        assert_eq!(
+            p.leases[0]
+                .1
+                .client_id
+                .as_ref()
+                .map(|c| c.to_string())
+                .as_deref(),
+            Some("014142225c07")
+        );
         assert_eq!(p.leases[0].1.expires, 5);
     }
 

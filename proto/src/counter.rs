@@ -1,0 +1,189 @@
+//! The counter catalogue: every counter a worker keeps, as data.
+//!
+//! One row per counter gives its variant, the word it occupies in the worker's owner record
+//! (the table file's layout: a word never moves), its name, the [`CounterGroup`] that says
+//! where `stats` shows it, and its key within that group on the wire. The worker increments
+//! counters by variant; the daemon turns a worker's words into [`crate::Counters`] by walking
+//! [`Counter::ALL`]; `prodhcpctl stats` prints what it receives. Adding a row here is all it
+//! takes for a new counter to appear in `prodhcpctl stats`.
+
+/// Where a counter is shown.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CounterGroup {
+    /// Packet counts, top-level fields of [`crate::Counters`] (`received`, `ack`, ...).
+    Packets,
+    /// Drop reasons, the `drops` map.
+    Drops,
+    /// Lease-table maintenance by the sweeper, the `sweeper` map.
+    Sweeper,
+    /// Other events worth watching, the `events` map.
+    Events,
+    /// Internal liveness words that are not statistics (never shown).
+    Internal,
+}
+
+/// First owner-record word of the codec's drop reasons (`DropReason::index()` is added).
+pub const CODEC_DROPS_START: usize = 32;
+
+macro_rules! catalogue {
+    ($(
+        $(#[doc = $doc:literal])*
+        $variant:ident = $word:literal, $name:literal, $group:ident, $key:literal;
+    )*) => {
+        /// One counter of a worker (see the module documentation).
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        pub enum Counter {
+            $( $(#[doc = $doc])* $variant, )*
+        }
+
+        impl Counter {
+            /// Every counter, in the order `stats` lists them.
+            pub const ALL: &'static [Counter] = &[$(Counter::$variant,)*];
+
+            /// Index of its word among the owner record's counter words.
+            pub const fn word(self) -> usize {
+                match self { $(Counter::$variant => $word,)* }
+            }
+
+            /// Its name, unique in the catalogue (`received`, `busy`, `sweep_expired`,
+            /// `decode_too_short`).
+            pub const fn name(self) -> &'static str {
+                match self { $(Counter::$variant => $name,)* }
+            }
+
+            /// Where `stats` shows it.
+            pub const fn group(self) -> CounterGroup {
+                match self { $(Counter::$variant => CounterGroup::$group,)* }
+            }
+
+            /// Its key within its group on the wire (`expired` in `sweeper`, `too_short` in
+            /// `drops`).
+            pub const fn key(self) -> &'static str {
+                match self { $(Counter::$variant => $key,)* }
+            }
+        }
+    };
+}
+
+catalogue! {
+    /// Datagrams received.
+    Received = 0, "received", Packets, "received";
+    /// DHCPDISCOVER received (decoded).
+    Discover = 1, "discover", Packets, "discover";
+    /// DHCPREQUEST received.
+    Request = 2, "request", Packets, "request";
+    /// DHCPDECLINE received.
+    Decline = 3, "decline", Packets, "decline";
+    /// DHCPRELEASE received.
+    Release = 4, "release", Packets, "release";
+    /// DHCPINFORM received.
+    Inform = 5, "inform", Packets, "inform";
+    /// DHCPOFFER sent.
+    Offer = 6, "offer", Packets, "offer";
+    /// DHCPACK sent.
+    Ack = 7, "ack", Packets, "ack";
+    /// DHCPNAK sent.
+    Nak = 8, "nak", Packets, "nak";
+    /// Every dropped request, whatever the reason.
+    Dropped = 9, "dropped", Packets, "dropped";
+    /// No subnet for the request (unknown relay, no served interface).
+    DropNoSubnet = 10, "no_subnet", Drops, "no_subnet";
+    /// A broadcast arrived on an interface not listed in `interfaces`.
+    DropNotServedInterface = 11, "not_served_interface", Drops, "not_served_interface";
+    /// No free address in the subnet's pools.
+    DropPoolExhausted = 12, "pool_exhausted", Drops, "pool_exhausted";
+    /// Another writer held the slot (the client retries).
+    DropBusy = 13, "busy", Drops, "busy";
+    /// A REQUEST for another server (the client chose another offer).
+    DropOtherServer = 14, "other_server", Drops, "other_server";
+    /// A RELEASE/DECLINE for a lease the client does not hold.
+    DropNotOwner = 15, "not_owner", Drops, "not_owner";
+    /// The change ring is full (a consumer lags).
+    DropRingFull = 16, "ring_full", Drops, "ring_full";
+    /// Sending the reply failed.
+    DropSendError = 17, "send_error", Drops, "send_error";
+    /// A slot failed its checksum.
+    DropCorruptSlot = 18, "corrupt_slot", Drops, "corrupt_slot";
+    /// The reserved address of a client is held by somebody else.
+    DropReservationTaken = 19, "reservation_taken", Drops, "reservation_taken";
+    /// A REQUEST without the fields its state needs.
+    DropMalformedRequest = 20, "malformed_request", Drops, "malformed_request";
+    /// A candidate slot outside the subnet's slot span was refused (the free bitmap or the
+    /// index pointed into another subnet); the request is dropped.
+    DropOutsideSpan = 27, "outside_span", Drops, "outside_span";
+    /// A REQUEST this server stays silent on (RFC 2131 §4.3.2): no record of the client and the
+    /// subnet is not `authoritative`.
+    DropNotAuthoritative = 28, "not_authoritative", Drops, "not_authoritative";
+    /// Codec: shorter than the fixed header and cookie.
+    DecodeTooShort = 32, "decode_too_short", Drops, "too_short";
+    /// Codec: wrong magic cookie.
+    DecodeBadCookie = 33, "decode_bad_cookie", Drops, "bad_cookie";
+    /// Codec: `op` is not BOOTREQUEST.
+    DecodeNotRequest = 34, "decode_not_request", Drops, "not_request";
+    /// Codec: `hlen` over 16, or 0 without a client identifier.
+    DecodeBadHlen = 35, "decode_bad_hlen", Drops, "bad_hlen";
+    /// Codec: more than 16 relay hops.
+    DecodeTooManyHops = 36, "decode_too_many_hops", Drops, "too_many_hops";
+    /// Codec: no option 53.
+    DecodeNoMessageType = 37, "decode_no_message_type", Drops, "no_message_type";
+    /// Codec: option 53 malformed or not a client message type.
+    DecodeBadMessageType = 38, "decode_bad_message_type", Drops, "bad_message_type";
+    /// Codec: an option runs past the end of its field.
+    DecodeBadOptionFraming = 39, "decode_bad_option_framing", Drops, "bad_option_framing";
+    /// Codec: option 52 inside `file`/`sname`.
+    DecodeOverloadLoop = 40, "decode_overload_loop", Drops, "overload_loop";
+    /// Leases expired by the sweeper.
+    SweepExpired = 22, "sweep_expired", Sweeper, "expired";
+    /// Offers that ran out.
+    SweepOfferExpired = 23, "sweep_offer_expired", Sweeper, "offer_expired";
+    /// Quarantines that ended.
+    SweepQuarantineEnded = 24, "sweep_quarantine_ended", Sweeper, "quarantine_ended";
+    /// Slots failing their checksum, taken out of service by the sweeper.
+    SweepAbandoned = 25, "sweep_abandoned", Sweeper, "abandoned";
+    /// Options ignored because of bad lengths (not a drop of the packet).
+    MalformedOptions = 21, "malformed_options", Events, "malformed_options";
+    /// Wall clock steps detected and absorbed by the lease clock.
+    ClockStep = 29, "clock_step", Events, "clock_step";
+    /// Incremented by the worker's loop at least every 200 ms; the supervisor kills a worker
+    /// whose heartbeat stops (hung or stopped) so its clients are served again. Not a
+    /// statistic: never shown.
+    Heartbeat = 26, "heartbeat", Internal, "heartbeat";
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashSet;
+
+    #[test]
+    fn words_names_and_keys_are_unique() {
+        let mut words = HashSet::new();
+        let mut names = HashSet::new();
+        let mut keys = HashSet::new();
+        for &c in Counter::ALL {
+            assert!(words.insert(c.word()), "{c:?}: word {} twice", c.word());
+            assert!(names.insert(c.name()), "{c:?}: name {} twice", c.name());
+            assert!(
+                keys.insert((c.group(), c.key())),
+                "{c:?}: key {} twice",
+                c.key()
+            );
+        }
+    }
+
+    #[test]
+    fn the_words_of_the_table_file_do_not_move() {
+        // Counters live in the lease table's owner records and survive restarts and upgrades:
+        // these positions are part of the file's layout.
+        assert_eq!(Counter::Received.word(), 0);
+        assert_eq!(Counter::Dropped.word(), 9);
+        assert_eq!(Counter::DropMalformedRequest.word(), 20);
+        assert_eq!(Counter::Heartbeat.word(), 26);
+        assert_eq!(Counter::ClockStep.word(), 29);
+        assert_eq!(Counter::DecodeTooShort.word(), CODEC_DROPS_START);
+        assert!(Counter::ALL
+            .iter()
+            .filter(|c| !c.name().starts_with("decode_"))
+            .all(|c| c.word() < CODEC_DROPS_START));
+    }
+}
