@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddrV4;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -101,8 +101,8 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
 
     // SAFETY-free ownership transfer: these fds were placed by the supervisor for us alone.
-    let udp: OwnedFd = owned(args.udp_fd)?;
-    let mut channel = UnixStream::from(owned(args.channel_fd)?);
+    let udp: OwnedFd = crate::sys::inherited_fd(args.udp_fd)?;
+    let mut channel = UnixStream::from(crate::sys::inherited_fd(args.channel_fd)?);
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -211,25 +211,6 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
         }
     }
     Ok(())
-}
-
-fn owned(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0
-        || nix::fcntl::fcntl(
-            // SAFETY: only used to ask whether the descriptor is open; no ownership taken.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("inherited descriptor {fd} is not open"),
-        ));
-    }
-    // SAFETY: the supervisor placed this descriptor for this process alone (dup2 before exec)
-    // and nothing else in the worker owns it; it was just checked to be open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// The send batch has as many buffers as the receive batch has datagrams, and it is flushed

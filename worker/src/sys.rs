@@ -4,7 +4,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 
 use nix::sys::socket::{self, sockopt, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn};
 use socket2::{Domain, Protocol, Socket, Type};
@@ -317,6 +317,27 @@ fn check_parent(expected_parent: Option<u32>, actual: i32) -> io::Result<()> {
         )),
         _ => Ok(()),
     }
+}
+
+/// Takes ownership of descriptor `fd`, which the supervisor placed for this process at exec
+/// (the launch contract); an error if it is not open.
+pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
+    if fd < 0
+        || nix::fcntl::fcntl(
+            // SAFETY: only used to ask whether the descriptor is open; no ownership taken.
+            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
+            nix::fcntl::FcntlArg::F_GETFD,
+        )
+        .is_err()
+    {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("inherited descriptor {fd} is not open"),
+        ));
+    }
+    // SAFETY: the supervisor placed this descriptor for this process alone (dup2 before exec)
+    // and nothing else in the worker owns it; it was just checked to be open.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 #[cfg(test)]
