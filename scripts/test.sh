@@ -2,7 +2,8 @@
 # The one test command:   sudo scripts/test.sh
 #
 # 1. installs what the tests need (scripts/install-deps.sh; fast when already installed);
-# 2. cargo fmt --check, clippy -D warnings, `cargo check` of the fuzz targets (fuzz/), build of
+# 2. cargo fmt --check, clippy -D warnings, cargo doc (broken doc links are errors), `cargo check`
+#    of the fuzz targets (fuzz/), build of
 #    every binary;
 # 3. every test of the workspace with cargo-nextest, including the system tests, which build
 #    network-namespace labs (namespaces `pdt<tag>-<pid>-<n><role>`) and run the real daemon,
@@ -114,6 +115,8 @@ command -v cargo >/dev/null || { echo "cargo not found (install Rust with rustup
 
 step fmt as_user cargo fmt --all -- --check || true
 step clippy as_user cargo clippy --workspace --all-targets -- -D warnings || true
+# Doc links: `rustdoc::broken_intra_doc_links` is denied in the workspace lints (Cargo.toml).
+step doc as_user cargo doc --workspace --no-deps --quiet || true
 # The fuzz crate (fuzz/, its own workspace and lock file) must keep compiling against the
 # crates it fuzzes: checked on stable, no sanitizer, no cargo-fuzz needed (fuzz/README.md).
 step fuzz-check as_user cargo check --manifest-path fuzz/Cargo.toml --bins --locked || true

@@ -15,7 +15,7 @@ pub const INIT_MARK: u64 = MAGIC ^ LAYOUT_VERSION;
 
 /// Words in the header (one 4 KiB page).
 pub const HEADER_WORDS: usize = 512;
-/// Most owners (writers) a table tracks: worker ids map to owners 1..=64; see [`crate::owner`].
+/// Most owners (writers) a table tracks: worker ids map to owners 1..=64; see [`crate::table::worker_owner`].
 pub const MAX_OWNERS: usize = 128;
 /// Words per owner record (intent record + counters).
 pub const OWNER_WORDS: usize = 128;

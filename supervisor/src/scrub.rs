@@ -1,7 +1,7 @@
 //! Runs the lease table's background scrub ([`shm_layout::Scrub`]) inside the supervisor's loop.
 //!
 //! Where it runs: in the supervisor itself, in time slices, not in a forked child. The
-//! supervisor is the only process that may act as [`SUPERVISOR_OWNER`] (the scrub's repairs take
+//! supervisor is the only process that may act as [`SUPERVISOR_OWNER`](shm_layout::table::SUPERVISOR_OWNER) (the scrub's repairs take
 //! slot locks and append to that owner's ring), its loop is idle nearly all the time, and a slice
 //! bounds the scrub's CPU share exactly: at most [`SLICE`] of work, then at least [`PAUSE`] of
 //! rest, i.e. a fifth of one core, whatever else happens in the loop. On a 2-core appliance with 2

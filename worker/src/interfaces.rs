@@ -56,7 +56,7 @@ impl InterfaceBroadcasts {
         }
     }
 
-    /// Re-reads the interfaces when the snapshot is older than [`REFRESH_EVERY`] (addresses
+    /// Re-reads the interfaces when the snapshot is older than 10 s (`REFRESH_EVERY`; addresses
     /// come and go while the daemon runs). Cheap to call every loop turn.
     pub fn refresh_if_stale(&mut self) {
         if self.loaded.is_some_and(|t| t.elapsed() >= REFRESH_EVERY) {
