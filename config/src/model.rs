@@ -144,6 +144,12 @@ impl Subnet {
 }
 
 impl Config {
+    /// The change-ring file of writer `owner` (a worker, the supervisor, the importer, syncd)
+    /// under the state directory: `ring-<owner>.dat`.
+    pub fn ring_file(&self, owner: u8) -> PathBuf {
+        self.state_dir.join(format!("ring-{owner}.dat"))
+    }
+
     /// The runs of addresses the lease table needs a slot for, sorted ascending and
     /// disjoint: every pool, plus every reserved address outside all pools. Adjacent runs are
     /// merged only when they belong to the same subnet and are of the same kind (both pool or

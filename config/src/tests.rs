@@ -1018,3 +1018,13 @@ fn scrub_interval_zero_turns_periodic_scrubs_off() {
     let c = ok(&config_text("    scrub_interval: 3600,", &subnet("")));
     assert_eq!(c.scrub_interval, 3600);
 }
+
+#[test]
+fn ring_files_live_in_the_state_dir_one_per_owner() {
+    let c = ok(&config_text("", &subnet("")));
+    assert_eq!(
+        c.ring_file(7),
+        std::path::PathBuf::from("/var/lib/prodhcp/ring-7.dat")
+    );
+    assert_ne!(c.ring_file(1), c.ring_file(100));
+}

@@ -18,7 +18,7 @@ use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::Config;
 use prodhcp_worker::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
 use prodhcp_worker::counters::Counters as WorkerCounterView;
-use prodhcp_worker::run::{layout_of, ring_path};
+use prodhcp_worker::run::layout_of;
 use shm_layout::{
     worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
     IMPORT_OWNER, SUPERVISOR_OWNER,
@@ -227,7 +227,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
     let _ = std::fs::remove_file(&tmp);
     let new = Table::create(&tmp, spec).map_err(Fatal::table)?;
     let ring = Ring::open_or_create(
-        &ring_path(config, SUPERVISOR_OWNER),
+        &config.ring_file(SUPERVISOR_OWNER),
         SUPERVISOR_OWNER,
         u64::from(config.ring_capacity),
     )
@@ -304,7 +304,7 @@ impl Supervisor {
         let (table, clean) = open_table(&config)?;
         let cap = u64::from(config.ring_capacity);
         let open_ring = |owner: u8| {
-            Ring::open_or_create(&ring_path(&config, owner), owner, cap).map_err(Fatal::table)
+            Ring::open_or_create(&config.ring_file(owner), owner, cap).map_err(Fatal::table)
         };
         let sup_ring = open_ring(SUPERVISOR_OWNER)?;
         let import_ring = open_ring(IMPORT_OWNER)?;

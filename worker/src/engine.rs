@@ -1044,7 +1044,7 @@ impl Engine {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::run::{layout_of, ring_path};
+    use crate::run::layout_of;
     use dhcproto::{v4, Decodable};
 
     const CFG: &str = r#"(
@@ -1087,7 +1087,7 @@ mod tests {
         let text = cfg.replace("/tmp/unused", dir.path().to_str().unwrap());
         let config = prodhcp_config::parse(&text).unwrap();
         let table = Table::create(&config.table_file, &layout_of(&config)).unwrap();
-        let ring = Ring::open_or_create(&ring_path(&config, 1), 1, 1024).unwrap();
+        let ring = Ring::open_or_create(&config.ring_file(1), 1, 1024).unwrap();
         let serve = ServeConfig::build(config, &table);
         let engine = match clock {
             None => Engine::new(table, ring, 1, serve, 0, 1),
@@ -1214,7 +1214,7 @@ mod tests {
         let text = CFG.replace("/tmp/unused", f._dir.path().to_str().unwrap());
         let config = prodhcp_config::parse(&text).unwrap();
         let table = Table::open(&config.table_file).unwrap();
-        let ring = Ring::open_or_create(&ring_path(&config, 1), 1, 1024).unwrap();
+        let ring = Ring::open_or_create(&config.ring_file(1), 1, 1024).unwrap();
         let serve = ServeConfig::build(config, &table);
         Engine::new(table, ring, 1, serve, 0, 1)
     }

@@ -5,7 +5,6 @@ use std::io;
 use std::net::SocketAddrV4;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -83,11 +82,6 @@ pub fn layout_of(config: &Config) -> LayoutSpec {
     }
 }
 
-/// Path of an owner's change ring.
-pub fn ring_path(config: &Config, owner: u8) -> PathBuf {
-    config.state_dir.join(format!("ring-{owner}.dat"))
-}
-
 fn parse_config(text: &[u8]) -> Result<Config, String> {
     let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
     prodhcp_config::parse(text).map_err(|e| e.to_string())
@@ -122,7 +116,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
         table.set_owner_process(owner, me);
     }
     let ring = Ring::open_or_create(
-        &ring_path(&config, owner),
+        &config.ring_file(owner),
         owner,
         u64::from(config.ring_capacity),
     )?;
