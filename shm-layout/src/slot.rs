@@ -159,6 +159,16 @@ impl ClientKey {
         }
     }
 
+    /// The keys a reservation is found by, most specific first: its client identifier, then
+    /// its Ethernet (htype 1) hardware address, each if the reservation names one.
+    pub fn reservation_keys(client_id: Option<&[u8]>, mac: Option<&[u8]>) -> Vec<ClientKey> {
+        client_id
+            .map(ClientKey::from_client_id)
+            .into_iter()
+            .chain(mac.map(|m| ClientKey::from_hwaddr(1, m)))
+            .collect()
+    }
+
     /// A key made of a client identifier (option 61).
     pub fn from_client_id(id: &[u8]) -> ClientKey {
         let mut bytes = [0u8; 24];
@@ -351,6 +361,23 @@ fn checksum(w: &[u64; SLOT_WORDS], updated: u32) -> u32 {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn a_reservation_is_found_by_client_id_first_then_mac() {
+        let mac = [2u8, 0, 0, 0, 0, 9];
+        assert_eq!(
+            ClientKey::reservation_keys(Some(b"abc"), Some(&mac)),
+            vec![
+                ClientKey::from_client_id(b"abc"),
+                ClientKey::from_hwaddr(1, &mac)
+            ]
+        );
+        assert_eq!(
+            ClientKey::reservation_keys(None, Some(&mac)),
+            vec![ClientKey::from_hwaddr(1, &mac)]
+        );
+        assert!(ClientKey::reservation_keys(None, None).is_empty());
+    }
 
     fn sample() -> SlotImage {
         let mut s = SlotImage {

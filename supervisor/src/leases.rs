@@ -236,7 +236,7 @@ pub fn apply_reservations(
     let mut reserved_addrs = std::collections::HashMap::new();
     for s in &config.subnets {
         for r in &s.reservations {
-            let keys = prodhcp_worker::serve_config::reservation_keys(r);
+            let keys = ClientKey::reservation_keys(r.client_id.as_deref(), r.mac.as_deref());
             reserved_addrs.insert(u32::from(r.address), keys);
         }
     }

@@ -41,18 +41,6 @@ pub struct ServeConfig {
     pub served_ifindexes: HashSet<u32>,
 }
 
-/// The key under which a reservation is found for a MAC (Ethernet htype 1).
-pub fn reservation_keys(r: &prodhcp_config::Reservation) -> Vec<ClientKey> {
-    let mut keys = Vec::new();
-    if let Some(id) = &r.client_id {
-        keys.push(ClientKey::from_client_id(id));
-    }
-    if let Some(mac) = &r.mac {
-        keys.push(ClientKey::from_hwaddr(1, mac));
-    }
-    keys
-}
-
 impl ServeConfig {
     /// Builds the view against `table` (for slot spans). Interfaces that do not exist (yet) are
     /// skipped; they are resolved again on the next reload.
@@ -72,7 +60,7 @@ impl ServeConfig {
         let mut reserved_addrs: HashMap<u32, Vec<ClientKey>> = HashMap::new();
         for s in &config.subnets {
             for r in &s.reservations {
-                for k in reservation_keys(r) {
+                for k in ClientKey::reservation_keys(r.client_id.as_deref(), r.mac.as_deref()) {
                     reservation_by_key.insert(
                         k,
                         ReservedFor {
