@@ -247,6 +247,20 @@ impl<'lab> Daemon<'lab> {
         ctl_at(&self.config.control_socket, args)
     }
 
+    /// Runs prodhcpctl against this daemon's socket with text output (no `--json`): what an
+    /// operator reads. Returns (success, stdout).
+    pub fn ctl_text(&self, args: &[&str]) -> (bool, String) {
+        let bin = binary("prodhcpctl");
+        let sock = self.config.control_socket.to_string_lossy().into_owned();
+        let mut cmd = vec![bin.to_str().expect("utf-8 bin path"), "--socket", &sock];
+        cmd.extend_from_slice(args);
+        let out = run_bounded(&cmd, CTL_TIMEOUT);
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    }
+
     /// Runs prodhcpctl and returns its JSON; panics when the command fails.
     #[track_caller]
     pub fn ctl_json(&self, args: &[&str]) -> Value {

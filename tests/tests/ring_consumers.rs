@@ -30,19 +30,6 @@ fn worker_ring(d: &Daemon) -> Value {
         .unwrap_or_else(|| panic!("no worker-0 ring in {v}"))
 }
 
-/// Runs `prodhcpctl --socket SOCKET ARGS...` (text output); returns (success, stdout).
-fn ctl_text(d: &Daemon, args: &[&str]) -> (bool, String) {
-    let bin = prodhcp_systests::daemon::binary("prodhcpctl");
-    let sock = d.config().control_socket.to_string_lossy().into_owned();
-    let mut cmd = vec![bin.to_str().expect("utf-8 path"), "--socket", &sock];
-    cmd.extend_from_slice(args);
-    let out = prodhcp_systests::lab::run_bounded(&cmd, Duration::from_secs(10));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn a_stalled_ring_consumer_is_evicted_and_dhcp_keeps_answering() {
     if !preflight("ring_consumer_stalled", &[]) {
@@ -103,7 +90,7 @@ fn a_stalled_ring_consumer_is_evicted_and_dhcp_keeps_answering() {
         assert!(Instant::now() < deadline, "no eviction log line:\n{err}");
         thread::sleep(Duration::from_millis(100));
     }
-    let (ok, text) = ctl_text(&d, &["consumers"]);
+    let (ok, text) = d.ctl_text(&["consumers"]);
     assert!(ok && text.contains("worker-0:3  evicted"), "{text}");
 
     // The operator can drop consumers: the evicted one, and a registered one.

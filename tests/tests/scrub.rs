@@ -74,19 +74,6 @@ fn damage_page(table: &Path) -> u64 {
     stuck
 }
 
-/// Runs `prodhcpctl --socket SOCKET ARGS...` (text output); returns (success, stdout).
-fn ctl_text(d: &Daemon, args: &[&str]) -> (bool, String) {
-    let bin = prodhcp_systests::daemon::binary("prodhcpctl");
-    let sock = d.config().control_socket.to_string_lossy().into_owned();
-    let mut cmd = vec![bin.to_str().expect("utf-8 path"), "--socket", &sock];
-    cmd.extend_from_slice(args);
-    let out = prodhcp_systests::lab::run_bounded(&cmd, Duration::from_secs(10));
-    (
-        out.status.success(),
-        String::from_utf8_lossy(&out.stdout).into_owned(),
-    )
-}
-
 #[test]
 fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
     if !preflight("scrub_damaged_page", &[]) {
@@ -151,7 +138,7 @@ fn scrub_finds_a_damaged_page_abandons_it_and_reports_it() {
         stderr.contains("lease table scrub pass finished: damage found"),
         "{stderr}"
     );
-    let (ok, text) = ctl_text(&d, &["status"]);
+    let (ok, text) = d.ctl_text(&["status"]);
     assert!(ok, "{text}");
     let want = format!(
         "slots checked 241, damaged {}, repaired {}",
