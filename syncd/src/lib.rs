@@ -8,6 +8,9 @@
 //!
 //! Architecture Invariant: only syncd talks to the peer.
 
+pub mod service_address;
+mod sys;
+
 use shm_layout::{ChangeRecord, Ring};
 
 /// Consumer slot used by syncd in every ring.
