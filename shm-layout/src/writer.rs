@@ -123,10 +123,7 @@ mod tests {
         assert_eq!(rec.context, b"ctx");
 
         // A stale expected image conflicts and changes nothing.
-        assert_eq!(
-            w.update(slot, &cur, &new, &ctx),
-            Err(UpdateError::Conflict)
-        );
+        assert_eq!(w.update(slot, &cur, &new, &ctx), Err(UpdateError::Conflict));
         assert_eq!(ring.head(), 1);
         assert_eq!(table.read(slot).unwrap(), committed);
     }
