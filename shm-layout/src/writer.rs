@@ -122,6 +122,19 @@ mod tests {
         assert_eq!(rec.image, committed);
         assert_eq!(rec.context, b"ctx");
 
+        // The write is made as the writer's owner: owner 0 is no writer, so the same change
+        // through a writer for owner 0 is refused and nothing is written or recorded.
+        let next = SlotImage {
+            expires: 2_000,
+            ..committed
+        };
+        assert_eq!(
+            Writer::new(&table, 0, &ring).update(slot, &committed, &next, &ctx),
+            Err(UpdateError::OutOfRange)
+        );
+        assert_eq!(ring.head(), 1);
+        assert_eq!(table.read(slot).unwrap(), committed);
+
         // A stale expected image conflicts and changes nothing.
         assert_eq!(w.update(slot, &cur, &new, &ctx), Err(UpdateError::Conflict));
         assert_eq!(ring.head(), 1);
