@@ -11,7 +11,7 @@ use crate::{ChangeContext, SlotImage, Table, UpdateError};
 
 /// Writes to a [`Table`] as one owner, recording each change in that owner's [`Ring`].
 ///
-/// Cheap to copy (three references' worth); make one where the owner and ring are known and
+/// `Copy` (two references and an owner id): make one where the owner and ring are known and
 /// pass it on.
 #[derive(Debug, Clone, Copy)]
 pub struct Writer<'a> {
