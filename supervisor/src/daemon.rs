@@ -6,7 +6,7 @@
 
 use std::collections::HashMap;
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::Config;
-use prodhcp_worker::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
 use prodhcp_worker::counters::Counters as WorkerCounterView;
+use prodhcp_worker::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
 use prodhcp_worker::run::layout_of;
 use shm_layout::{
     worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
@@ -353,7 +353,7 @@ impl Supervisor {
             info!(reserved, "marked reserved addresses");
         }
 
-        let sockets = prodhcp_worker::sys::reuseport_group(config.listen_port, n)
+        let sockets = crate::sockets::reuseport_group(config.listen_port, n)
             .map_err(|e| Fatal::runtime(&format!("UDP port {}", config.listen_port), e))?;
         if let Some(dir) = config.control_socket.parent() {
             ensure_private_dir(dir, 0o750)
@@ -456,12 +456,18 @@ impl Supervisor {
         let w = &mut self.workers[id];
         let result = (|| -> io::Result<(Child, UnixStream)> {
             let (ours, theirs) = sys::socketpair()?;
+            let args = LaunchArgs {
+                id,
+                workers: self.sockets.len(),
+                supervisor_pid: Some(std::process::id()),
+            };
             let child = sys::spawn_worker(
                 &self.exe,
-                id,
-                self.sockets.len(),
-                &self.sockets[id],
-                &theirs,
+                &args.to_args(),
+                &[
+                    (launch::UDP_SOCKET, self.sockets[id].as_fd()),
+                    (launch::CHANNEL, theirs.as_fd()),
+                ],
             )?;
             drop(theirs);
             let mut stream = UnixStream::from(ours);
@@ -580,8 +586,7 @@ impl Supervisor {
             if w.state != WorkerState::Running {
                 continue;
             }
-            let beat = WorkerCounterView::new(self.table.counters(worker_owner(w.id)))
-                .get(prodhcp_worker::counters::Counter::Heartbeat);
+            let beat = self.table.heartbeat(worker_owner(w.id));
             if beat != w.heartbeat.0 {
                 w.heartbeat = (beat, Instant::now());
             } else if w.heartbeat.1.elapsed() > HANG_AFTER {

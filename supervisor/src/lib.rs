@@ -9,4 +9,5 @@ pub mod leases;
 pub mod owners;
 pub mod reload_track;
 pub mod scrub;
+pub mod sockets;
 pub mod sys;

@@ -40,15 +40,7 @@ struct Args {
 enum Sub {
     /// Internal: run one worker process (started by the supervisor with fds 3 and 4).
     #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        id: usize,
-        #[arg(long)]
-        workers: usize,
-        /// Pid of the supervisor that started this worker.
-        #[arg(long)]
-        supervisor_pid: Option<u32>,
-    },
+    Worker(prodhcp_worker::launch::LaunchArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -172,20 +164,10 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Some(Sub::Worker {
-        id,
-        workers,
-        supervisor_pid,
-    }) = args.command
-    {
+    if let Some(Sub::Worker(launch)) = args.command {
         init_logging("info");
-        let r = prodhcp_worker::run::run_worker(prodhcp_worker::run::WorkerArgs {
-            id,
-            workers,
-            udp_fd: prodhcp_supervisor::sys::WORKER_UDP_FD,
-            channel_fd: prodhcp_supervisor::sys::WORKER_CHANNEL_FD,
-            supervisor_pid,
-        });
+        let id = launch.id;
+        let r = prodhcp_worker::run::run_worker(launch);
         return match r {
             Ok(()) => code(exit::OK),
             Err(e) => {
