@@ -5,6 +5,7 @@
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;
+pub mod error;
 pub mod leases;
 pub mod owners;
 pub mod reload_track;

@@ -95,3 +95,35 @@ pub fn peer_uid(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
         .ok()
         .map(|c| c.uid())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// Every descriptor lands at its number, whichever numbers the sources had (here placed
+    /// crosswise: the file meant for 3 and the one meant for 4 swapped), and stdin is empty.
+    #[test]
+    fn spawn_worker_places_each_descriptor_at_its_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |name: &str| std::fs::File::create(dir.path().join(name)).expect("create");
+        let (three, four, five) = (open("three"), open("four"), open("five"));
+        let at = |fd: RawFd| InheritedFd { name: "test", fd };
+        let script = "echo three >&3; echo four >&4; echo five >&5; cat; echo done >&3";
+        let mut child = spawn_worker(
+            std::path::Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            &[
+                (at(4), four.as_fd()),
+                (at(3), three.as_fd()),
+                (at(5), five.as_fd()),
+            ],
+        )
+        .expect("spawn");
+        assert!(child.wait().expect("wait").success());
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read");
+        assert_eq!(read("three"), "three\ndone\n");
+        assert_eq!(read("four"), "four\n");
+        assert_eq!(read("five"), "five\n");
+    }
+}

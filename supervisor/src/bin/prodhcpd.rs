@@ -65,8 +65,8 @@ fn open_stopped_table(
 ) -> Result<(prodhcp_config::Config, shm_layout::Table), i32> {
     let config = load_config(config)
         .map_err(|e| {
-            eprintln!("{}", e.message);
-            e.code
+            eprintln!("{e}");
+            e.exit_code()
         })?
         .0;
     let layout = prodhcp_worker::run::layout_of(&config);
@@ -189,8 +189,8 @@ fn main() -> ExitCode {
                 code(exit::OK)
             }
             Err(e) => {
-                eprintln!("{}", e.message);
-                code(e.code)
+                eprintln!("{e}");
+                code(e.exit_code())
             }
         };
     }
@@ -207,8 +207,8 @@ fn main() -> ExitCode {
     match Supervisor::start(&args.config) {
         Ok(s) => code(s.run()),
         Err(e) => {
-            eprintln!("prodhcpd: {}", e.message);
-            code(e.code)
+            eprintln!("prodhcpd: {e}");
+            code(e.exit_code())
         }
     }
 }
