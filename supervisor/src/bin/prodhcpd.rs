@@ -38,7 +38,8 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Sub {
-    /// Internal: run one worker process (started by the supervisor with fds 3 and 4).
+    /// Internal: run one worker process (started by the supervisor with the descriptors of
+    /// `prodhcp_worker::launch::INHERITED`).
     #[command(hide = true)]
     Worker(prodhcp_worker::launch::LaunchArgs),
 }
