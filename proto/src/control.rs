@@ -440,36 +440,32 @@ pub struct Counters {
 }
 
 impl Counters {
-    /// Every shown counter of the catalogue with its value from `value`; the
-    /// [`CounterGroup::Internal`] ones (the heartbeat) are left out.
+    /// Every counter of the catalogue with its value from `value`.
     pub fn from_catalogue(value: impl Fn(Counter) -> u64) -> Counters {
         let mut c = Counters::default();
         for &counter in Counter::ALL {
-            if let Some(map) = c.group_mut(counter.group()) {
-                map.insert(counter.key().to_string(), value(counter));
-            }
+            c.group_mut(counter.group())
+                .insert(counter.key().to_string(), value(counter));
         }
         c
     }
 
-    /// The map of one group (`None` for [`CounterGroup::Internal`]).
-    pub fn group(&self, group: CounterGroup) -> Option<&BTreeMap<String, u64>> {
+    /// The map of one group.
+    pub fn group(&self, group: CounterGroup) -> &BTreeMap<String, u64> {
         match group {
-            CounterGroup::Packets => Some(&self.packets),
-            CounterGroup::Drops => Some(&self.drops),
-            CounterGroup::Sweeper => Some(&self.sweeper),
-            CounterGroup::Events => Some(&self.events),
-            CounterGroup::Internal => None,
+            CounterGroup::Packets => &self.packets,
+            CounterGroup::Drops => &self.drops,
+            CounterGroup::Sweeper => &self.sweeper,
+            CounterGroup::Events => &self.events,
         }
     }
 
-    fn group_mut(&mut self, group: CounterGroup) -> Option<&mut BTreeMap<String, u64>> {
+    fn group_mut(&mut self, group: CounterGroup) -> &mut BTreeMap<String, u64> {
         match group {
-            CounterGroup::Packets => Some(&mut self.packets),
-            CounterGroup::Drops => Some(&mut self.drops),
-            CounterGroup::Sweeper => Some(&mut self.sweeper),
-            CounterGroup::Events => Some(&mut self.events),
-            CounterGroup::Internal => None,
+            CounterGroup::Packets => &mut self.packets,
+            CounterGroup::Drops => &mut self.drops,
+            CounterGroup::Sweeper => &mut self.sweeper,
+            CounterGroup::Events => &mut self.events,
         }
     }
 

@@ -18,12 +18,15 @@ pub enum CounterGroup {
     Sweeper,
     /// Other events worth watching, the `events` map.
     Events,
-    /// Internal liveness words that are not statistics (never shown).
-    Internal,
 }
 
 /// First owner-record word of the codec's drop reasons (`DropReason::index()` is added).
 pub const CODEC_DROPS_START: usize = 32;
+
+/// Counter words no row may use: 26 held the worker's heartbeat before it got its own
+/// owner-record word (`shm_layout::layout::OWNER_HEARTBEAT`); tables written then still hold
+/// heartbeat values there, which must never be shown as a statistic.
+pub const RESERVED_WORDS: &[usize] = &[26];
 
 macro_rules! catalogue {
     ($(
@@ -144,10 +147,6 @@ catalogue! {
     MalformedOptions = 21, "malformed_options", Events, "malformed_options";
     /// Wall clock steps detected and absorbed by the lease clock.
     ClockStep = 29, "clock_step", Events, "clock_step";
-    /// Incremented by the worker's loop at least every 200 ms; the supervisor kills a worker
-    /// whose heartbeat stops (hung or stopped) so its clients are served again. Not a
-    /// statistic: never shown.
-    Heartbeat = 26, "heartbeat", Internal, "heartbeat";
 }
 
 #[cfg(test)]
@@ -178,7 +177,12 @@ mod tests {
         assert_eq!(Counter::Received.word(), 0);
         assert_eq!(Counter::Dropped.word(), 9);
         assert_eq!(Counter::DropMalformedRequest.word(), 20);
-        assert_eq!(Counter::Heartbeat.word(), 26);
+        assert!(
+            Counter::ALL
+                .iter()
+                .all(|c| !RESERVED_WORDS.contains(&c.word())),
+            "a reserved word is in use"
+        );
         assert_eq!(Counter::ClockStep.word(), 29);
         assert_eq!(Counter::DecodeTooShort.word(), CODEC_DROPS_START);
         assert!(Counter::ALL

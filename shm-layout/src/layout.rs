@@ -21,6 +21,11 @@ pub const MAX_OWNERS: usize = 128;
 pub const OWNER_WORDS: usize = 128;
 /// First counter word within an owner record.
 pub const OWNER_COUNTERS_START: usize = 32;
+/// Owner-record word a running worker increments every loop turn (at least every 200 ms): its
+/// heartbeat, which the supervisor watches to kill a hung worker. Words 0–17 hold the intent
+/// record, 29–31 the heartbeat and the writer's process, 32 on the counters; 18–28 are free.
+/// (Before it had its own word the heartbeat was counter 26, which stays unused.)
+pub const OWNER_HEARTBEAT: usize = 29;
 /// Owner-record word holding the pid of the process writing as that owner (0 = none).
 pub const OWNER_PROCESS_PID: usize = 30;
 /// Owner-record word holding that process's start time (`/proc/<pid>/stat` field 22, clock

@@ -6,11 +6,29 @@
 //! stopped one) would otherwise keep writing next to the new one. The start time (clock ticks
 //! since boot, from `/proc/<pid>/stat`) tells the recorded process from a later one that got
 //! the same pid; on another boot the start times do not match either (the pid is long gone).
+//!
+//! The record also holds the writer's heartbeat ([`Table::beat`], [`Table::heartbeat`]): a word
+//! a running worker keeps moving, so the supervisor can tell a hung one from a live one.
 
 use std::sync::atomic::Ordering;
 
-use crate::layout::{OWNER_PROCESS_PID, OWNER_PROCESS_START};
+use crate::layout::{OWNER_HEARTBEAT, OWNER_PROCESS_PID, OWNER_PROCESS_START};
 use crate::table::Table;
+
+// The heartbeat word lies after the intent record, before the counters, apart from the process
+// words (checked when the crate compiles).
+const _: () = {
+    let intent_end = crate::table::INTENT_NEW + crate::slot::SLOT_WORDS;
+    assert!(
+        OWNER_HEARTBEAT >= intent_end,
+        "heartbeat inside the intent record"
+    );
+    assert!(
+        OWNER_HEARTBEAT < crate::layout::OWNER_COUNTERS_START,
+        "heartbeat inside the counters"
+    );
+    assert!(OWNER_HEARTBEAT != OWNER_PROCESS_PID && OWNER_HEARTBEAT != OWNER_PROCESS_START);
+};
 
 /// A process recorded as an owner's writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -78,6 +96,21 @@ impl Table {
         })
     }
 
+    /// Moves `owner`'s heartbeat on by one (a worker's loop, every turn). Does nothing for an
+    /// invalid owner.
+    pub fn beat(&self, owner: u8) {
+        if let Some(o) = self.owner_words(owner) {
+            o[OWNER_HEARTBEAT].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `owner`'s heartbeat: a value that keeps changing while its writer runs (0 for an invalid
+    /// owner).
+    pub fn heartbeat(&self, owner: u8) -> u64 {
+        self.owner_words(owner)
+            .map_or(0, |o| o[OWNER_HEARTBEAT].load(Ordering::Relaxed))
+    }
+
     /// Forgets `owner`'s recorded writer.
     pub fn clear_owner_process(&self, owner: u8) {
         if let Some(o) = self.owner_words(owner) {
@@ -131,6 +164,14 @@ mod tests {
         assert_eq!(t.owner_process(2), None);
         t.clear_owner_process(1);
         assert_eq!(t.owner_process(1), None);
+        assert_eq!(t.heartbeat(3), 0);
+        t.beat(3);
+        t.beat(3);
+        assert_eq!((t.heartbeat(3), t.heartbeat(2)), (2, 0));
+        assert!(
+            t.counters(3).iter().all(|w| w.load(Ordering::Relaxed) == 0),
+            "the heartbeat is not a counter"
+        );
         assert!(
             t.check().is_clean(),
             "the record is outside the intent and the counters"

@@ -5,8 +5,10 @@
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;
+pub mod error;
 pub mod leases;
 pub mod owners;
 pub mod reload_track;
 pub mod scrub;
+pub mod sockets;
 pub mod sys;

@@ -2,47 +2,57 @@
 //! descriptors, and forking a short-lived child for a long control-socket answer.
 
 use std::io;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
+
+use prodhcp_worker::launch::InheritedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-/// The descriptor number a worker finds its UDP socket at.
-pub const WORKER_UDP_FD: RawFd = 3;
-/// The descriptor number a worker finds its supervisor channel at.
-pub const WORKER_CHANNEL_FD: RawFd = 4;
+/// Most descriptors a worker can inherit (the launch contract lists fewer).
+const MAX_INHERITED: usize = 16;
 
-/// Starts `exe worker --id ID --workers N --supervisor-pid PID` with `udp` as fd 3 and `channel` as fd 4.
+/// Starts `exe args...` with every descriptor of `fds` placed at its contract number
+/// (`prodhcp_worker::launch::INHERITED`) and stdin from /dev/null.
 pub fn spawn_worker(
     exe: &std::path::Path,
-    id: usize,
-    workers: usize,
-    udp: &OwnedFd,
-    channel: &OwnedFd,
+    args: &[std::ffi::OsString],
+    fds: &[(InheritedFd, BorrowedFd<'_>)],
 ) -> io::Result<Child> {
-    let udp_fd = udp.as_raw_fd();
-    let ch_fd = channel.as_raw_fd();
+    if fds.len() > MAX_INHERITED {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "too many inherited descriptors",
+        ));
+    }
+    // (source, target) pairs, fixed-size so the child allocates nothing between fork and exec.
+    let mut pairs = [(-1 as RawFd, -1 as RawFd); MAX_INHERITED];
+    for (pair, (which, fd)) in pairs.iter_mut().zip(fds) {
+        *pair = (fd.as_raw_fd(), which.fd);
+    }
+    let n = fds.len();
+    // Spare copies go above every target, so placing one cannot clobber another's source.
+    let spare_floor = pairs[..n].iter().map(|p| p.1).max().unwrap_or(2) + 1;
     let mut cmd = Command::new(exe);
-    cmd.arg("worker")
-        .arg("--id")
-        .arg(id.to_string())
-        .arg("--workers")
-        .arg(workers.to_string())
-        .arg("--supervisor-pid")
-        .arg(std::process::id().to_string())
-        .stdin(Stdio::null());
-    // SAFETY: the closure runs in the forked child before exec and only calls dup2/fcntl, which
-    // are async-signal-safe; it touches no memory shared with the parent. Moving the channel to
-    // a spare number first keeps dup2(udp, 3) from clobbering it when it already sits at 3.
+    cmd.args(args).stdin(Stdio::null());
+    // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2/close,
+    // which are async-signal-safe, on a fixed-size array it owns; it allocates nothing and
+    // touches no memory shared with the parent. Every source is first copied above every
+    // target number, so dup2 onto a target never clobbers a source still to be placed.
     unsafe {
         cmd.pre_exec(move || {
-            let spare = libc::fcntl(ch_fd, libc::F_DUPFD, 10);
-            if spare < 0 {
-                return Err(io::Error::last_os_error());
+            let mut spares = [-1 as RawFd; MAX_INHERITED];
+            for i in 0..n {
+                spares[i] = libc::fcntl(pairs[i].0, libc::F_DUPFD_CLOEXEC, spare_floor);
+                if spares[i] < 0 {
+                    return Err(io::Error::last_os_error());
+                }
             }
-            if libc::dup2(udp_fd, WORKER_UDP_FD) < 0 || libc::dup2(spare, WORKER_CHANNEL_FD) < 0 {
-                return Err(io::Error::last_os_error());
+            for i in 0..n {
+                if libc::dup2(spares[i], pairs[i].1) < 0 {
+                    return Err(io::Error::last_os_error());
+                }
+                libc::close(spares[i]);
             }
-            libc::close(spare);
             Ok(())
         });
     }
@@ -84,4 +94,36 @@ pub fn peer_uid(stream: &std::os::unix::net::UnixStream) -> Option<u32> {
     nix::sys::socket::getsockopt(stream, nix::sys::socket::sockopt::PeerCredentials)
         .ok()
         .map(|c| c.uid())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::fd::AsFd;
+
+    /// Every descriptor lands at its number, whichever numbers the sources had (here placed
+    /// crosswise: the file meant for 3 and the one meant for 4 swapped), and stdin is empty.
+    #[test]
+    fn spawn_worker_places_each_descriptor_at_its_number() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let open = |name: &str| std::fs::File::create(dir.path().join(name)).expect("create");
+        let (three, four, five) = (open("three"), open("four"), open("five"));
+        let at = |fd: RawFd| InheritedFd { name: "test", fd };
+        let script = "echo three >&3; echo four >&4; echo five >&5; cat; echo done >&3";
+        let mut child = spawn_worker(
+            std::path::Path::new("/bin/sh"),
+            &["-c".into(), script.into()],
+            &[
+                (at(4), four.as_fd()),
+                (at(3), three.as_fd()),
+                (at(5), five.as_fd()),
+            ],
+        )
+        .expect("spawn");
+        assert!(child.wait().expect("wait").success());
+        let read = |name: &str| std::fs::read_to_string(dir.path().join(name)).expect("read");
+        assert_eq!(read("three"), "three\ndone\n");
+        assert_eq!(read("four"), "four\n");
+        assert_eq!(read("five"), "five\n");
+    }
 }

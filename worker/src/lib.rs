@@ -4,12 +4,13 @@
 //! Architecture Invariant: nothing a client sends can panic a worker; every malformed packet is
 //! a counted drop.
 
-pub mod channel;
+mod channel;
 pub mod clock;
 pub mod codec;
 pub mod counters;
 pub mod engine;
 pub mod interfaces;
+pub mod launch;
 pub mod ring_context;
 pub mod run;
 pub mod serve_config;

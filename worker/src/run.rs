@@ -3,7 +3,7 @@
 
 use std::io;
 use std::net::SocketAddrV4;
-use std::os::fd::{AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -14,11 +14,11 @@ use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::{Config, Durability};
 use shm_layout::{worker_owner, LayoutSpec, RangeSpec, Ring, Table};
 
-use crate::channel::{write_frame, FrameKind, FrameReader, ReadOutcome};
 use crate::codec::MAX_REPLY;
 use crate::counters::Counter;
 use crate::engine::{Engine, Incoming};
 use crate::interfaces::InterfaceBroadcasts;
+use crate::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -51,22 +51,6 @@ pub enum WorkerError {
     Ring(#[from] shm_layout::RingOpenError),
 }
 
-/// How the supervisor started this worker.
-#[derive(Debug)]
-pub struct WorkerArgs {
-    /// Worker id (0-based).
-    pub id: usize,
-    /// Number of workers.
-    pub workers: usize,
-    /// Inherited UDP socket.
-    pub udp_fd: RawFd,
-    /// Inherited channel to the supervisor.
-    pub channel_fd: RawFd,
-    /// Pid of the supervisor that started this worker (it must still be the parent after
-    /// `PR_SET_PDEATHSIG` is set); `None` when started by hand.
-    pub supervisor_pid: Option<u32>,
-}
-
 /// The lease table layout a configuration needs.
 pub fn layout_of(config: &Config) -> LayoutSpec {
     LayoutSpec {
@@ -87,16 +71,17 @@ fn parse_config(text: &[u8]) -> Result<Config, String> {
     prodhcp_config::parse(text).map_err(|e| e.to_string())
 }
 
-/// Runs a worker until told to stop, SIGTERM, or the supervisor goes away.
-pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
+/// Runs a worker until told to stop, SIGTERM, or the supervisor goes away. Its descriptors are
+/// the ones the launch contract places ([`launch::INHERITED`]).
+pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     sys::die_with_parent(args.supervisor_pid)?;
     let term = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
 
-    // SAFETY-free ownership transfer: these fds were placed by the supervisor for us alone.
-    let udp: OwnedFd = crate::sys::inherited_fd(args.udp_fd)?;
-    let mut channel = UnixStream::from(crate::sys::inherited_fd(args.channel_fd)?);
+    // Placed by the supervisor for this process alone (the launch contract).
+    let udp: OwnedFd = launch::take_inherited(launch::UDP_SOCKET)?;
+    let mut channel = UnixStream::from(launch::take_inherited(launch::CHANNEL)?);
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -198,7 +183,7 @@ pub fn run_worker(args: WorkerArgs) -> Result<(), WorkerError> {
             )?;
         }
         if Instant::now() >= next_sweep {
-            engine.counters().inc(Counter::Heartbeat);
+            engine.table().beat(owner);
             engine.sweep(sweep_budget);
             broadcasts.refresh_if_stale();
             next_sweep = Instant::now() + SWEEP_EVERY;

@@ -38,17 +38,10 @@ struct Args {
 
 #[derive(Subcommand, Debug)]
 enum Sub {
-    /// Internal: run one worker process (started by the supervisor with fds 3 and 4).
+    /// Internal: run one worker process (started by the supervisor with the descriptors of
+    /// `prodhcp_worker::launch::INHERITED`).
     #[command(hide = true)]
-    Worker {
-        #[arg(long)]
-        id: usize,
-        #[arg(long)]
-        workers: usize,
-        /// Pid of the supervisor that started this worker.
-        #[arg(long)]
-        supervisor_pid: Option<u32>,
-    },
+    Worker(prodhcp_worker::launch::LaunchArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -73,8 +66,8 @@ fn open_stopped_table(
 ) -> Result<(prodhcp_config::Config, shm_layout::Table), i32> {
     let config = load_config(config)
         .map_err(|e| {
-            eprintln!("{}", e.message);
-            e.code
+            eprintln!("{e}");
+            e.exit_code()
         })?
         .0;
     let layout = prodhcp_worker::run::layout_of(&config);
@@ -172,20 +165,10 @@ fn main() -> ExitCode {
             });
         }
     };
-    if let Some(Sub::Worker {
-        id,
-        workers,
-        supervisor_pid,
-    }) = args.command
-    {
+    if let Some(Sub::Worker(launch)) = args.command {
         init_logging("info");
-        let r = prodhcp_worker::run::run_worker(prodhcp_worker::run::WorkerArgs {
-            id,
-            workers,
-            udp_fd: prodhcp_supervisor::sys::WORKER_UDP_FD,
-            channel_fd: prodhcp_supervisor::sys::WORKER_CHANNEL_FD,
-            supervisor_pid,
-        });
+        let id = launch.id;
+        let r = prodhcp_worker::run::run_worker(launch);
         return match r {
             Ok(()) => code(exit::OK),
             Err(e) => {
@@ -207,8 +190,8 @@ fn main() -> ExitCode {
                 code(exit::OK)
             }
             Err(e) => {
-                eprintln!("{}", e.message);
-                code(e.code)
+                eprintln!("{e}");
+                code(e.exit_code())
             }
         };
     }
@@ -225,8 +208,8 @@ fn main() -> ExitCode {
     match Supervisor::start(&args.config) {
         Ok(s) => code(s.run()),
         Err(e) => {
-            eprintln!("prodhcpd: {}", e.message);
-            code(e.code)
+            eprintln!("prodhcpd: {e}");
+            code(e.exit_code())
         }
     }
 }

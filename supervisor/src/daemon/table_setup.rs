@@ -1,0 +1,226 @@
+//! Table setup at start: load the configuration, open (create, migrate) and lock the lease
+//! table, open the change rings, end writers left from a previous supervisor and recover their
+//! owners, repair after an unclean shutdown on an earlier boot, mark the table open.
+
+use std::io;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+use prodhcp_config::Config;
+use prodhcp_worker::run::layout_of;
+use shm_layout::{
+    worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
+    IMPORT_OWNER, SUPERVISOR_OWNER,
+};
+use tracing::{info, warn};
+
+use crate::error::StartError;
+use crate::leases;
+
+/// The lease table and its rings, recovered and ready for workers.
+pub(super) struct PreparedTable {
+    /// The table, locked by this process and marked open.
+    pub(super) table: Table,
+    /// Whether the table was cleanly closed (or left on this boot: nothing to repair).
+    pub(super) clean: bool,
+    /// The supervisor's own ring.
+    pub(super) sup_ring: Ring,
+    /// The importer's ring.
+    pub(super) import_ring: Ring,
+    /// One ring per worker, by worker id.
+    pub(super) worker_rings: Vec<Ring>,
+}
+
+/// Opens the table and every ring, ends writers that outlived their supervisor, recovers every
+/// owner, repairs after power loss, marks the table open and applies the reservations.
+pub(super) fn prepare_table(config: &Config) -> Result<PreparedTable, StartError> {
+    let (table, clean) = open_table(config)?;
+    let cap = u64::from(config.ring_capacity);
+    let open_ring = |owner: u8| Ring::open_or_create(&config.ring_file(owner), owner, cap);
+    let sup_ring = open_ring(SUPERVISOR_OWNER)?;
+    let import_ring = open_ring(IMPORT_OWNER)?;
+    let n = config.effective_workers();
+    let mut rings = Vec::with_capacity(n);
+    for id in 0..n {
+        rings.push(open_ring(worker_owner(id))?);
+    }
+    // End every previous writer that still runs (an orphaned worker), then finish or undo
+    // their changes: we hold the lock, so no other supervisor starts new ones.
+    crate::owners::end_live_writers(&table).map_err(StartError::LiveWriter)?;
+    for owner in 1..=127u8 {
+        let ring = if owner == SUPERVISOR_OWNER {
+            Some(&sup_ring)
+        } else if owner == IMPORT_OWNER {
+            Some(&import_ring)
+        } else {
+            (1..=n as u8)
+                .contains(&owner)
+                .then(|| &rings[usize::from(owner) - 1])
+        };
+        recover(&table, owner, ring);
+    }
+    let (was_clean, same_boot) = table.shutdown_state();
+    if !was_clean && !same_boot {
+        // Power loss or a reboot without a clean stop: pages may be torn. Check everything.
+        let t = Instant::now();
+        let rep = table.repair(SUPERVISOR_OWNER, &sup_ring);
+        warn!(
+            corrupt = rep.corrupt.len(),
+            locked = rep.locked.len(),
+            bitmap_fixed = rep.bitmap_mismatch.len(),
+            ms = t.elapsed().as_millis() as u64,
+            "unclean shutdown on an earlier boot: checked every slot"
+        );
+    }
+    table.mark_open();
+    // On disk before any worker writes: after a power cut the next start must see
+    // "unclean, another boot" and repair (see shm_layout::durable).
+    if let Err(e) = table.sync_header() {
+        warn!(error = %e, "could not write the lease table header to disk");
+    }
+    let (reserved, _) =
+        leases::apply_reservations(&table, &sup_ring, SUPERVISOR_OWNER, config, None);
+    if reserved > 0 {
+        info!(reserved, "marked reserved addresses");
+    }
+    Ok(PreparedTable {
+        table,
+        clean,
+        sup_ring,
+        import_ring,
+        worker_rings: rings,
+    })
+}
+
+/// Reads and validates a configuration file (exit code 2 on failure).
+pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
+    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let config = prodhcp_config::parse(&text).map_err(|source| StartError::InvalidConfig {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    Ok((config, text))
+}
+
+/// Opens the table the configuration needs: creates it when missing, migrates it when it was
+/// built for another pool layout. Returns the table and whether it was cleanly closed.
+pub fn open_table(config: &Config) -> Result<(Table, bool), StartError> {
+    let path = &config.table_file;
+    let spec = layout_of(config);
+    let t0 = Instant::now();
+    let table = match Table::open_for(path, &spec) {
+        Ok(t) => t,
+        Err(TableOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
+            let t = Table::create(path, &spec)?;
+            info!(
+                path = %path.display(),
+                slots = t.slot_count(),
+                bytes = t.geometry().file_bytes(),
+                ms = t0.elapsed().as_millis() as u64,
+                "created lease table"
+            );
+            t
+        }
+        Err(TableOpenError::LayoutMismatch { .. }) => migrate(config, &spec)?,
+        Err(e) => return Err(e.into()),
+    };
+    lock_with_retry(&table)?;
+    let (clean, same_boot) = table.shutdown_state();
+    Ok((table, clean || same_boot))
+}
+
+fn lock_with_retry(table: &Table) -> Result<(), StartError> {
+    // Workers of a previous supervisor do not hold the lock (they get SIGKILL from the kernel
+    // when it goes, and `owners::end_live_writers` ends any that outlived it); another live
+    // supervisor does.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        match table.lock_exclusive() {
+            Ok(()) => return Ok(()),
+            Err(e @ TableOpenError::Locked { .. }) if Instant::now() >= deadline => {
+                return Err(e.into())
+            }
+            Err(TableOpenError::Locked { .. }) => std::thread::sleep(Duration::from_millis(50)),
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// Builds a table for the new layout and carries every lease whose address still exists into
+/// it; the old file is kept as `<table>.prev`.
+fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, StartError> {
+    let path = &config.table_file;
+    let old = Table::open(path)?;
+    lock_with_retry(&old)?;
+    crate::owners::end_live_writers(&old).map_err(StartError::LiveWriter)?;
+    let tmp = with_suffix(path, ".migrating");
+    let _ = std::fs::remove_file(&tmp);
+    let new = Table::create(&tmp, spec)?;
+    let ring = Ring::open_or_create(
+        &config.ring_file(SUPERVISOR_OWNER),
+        SUPERVISOR_OWNER,
+        u64::from(config.ring_capacity),
+    )?;
+    let (mut kept, mut dropped) = (0u64, 0u64);
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0);
+    for slot in 0..old.slot_count() {
+        let Ok(img) = old.read(slot) else { continue };
+        if !leases::exported(&img) {
+            continue;
+        }
+        let Some(addr) = old.addr_of_slot(slot) else {
+            continue;
+        };
+        let Some(ns) = new.slot_of_addr(addr) else {
+            dropped += 1;
+            continue;
+        };
+        let ok = shm_layout::Writer::new(&new, SUPERVISOR_OWNER, &ring).update(
+            ns,
+            &SlotImage::PRISTINE,
+            &img,
+            &ChangeContext {
+                reason: ChangeReason::Migrate,
+                time_ms: now_ms,
+                context: b"",
+            },
+        );
+        if ok.is_ok() {
+            kept += 1;
+        }
+    }
+    new.mark_clean().map_err(StartError::TableWrite)?;
+    drop(new);
+    let prev = with_suffix(path, ".prev");
+    std::fs::rename(path, &prev).map_err(|source| StartError::TableRename {
+        what: "keeping old table",
+        source,
+    })?;
+    std::fs::rename(&tmp, path).map_err(|source| StartError::TableRename {
+        what: "installing new table",
+        source,
+    })?;
+    warn!(kept, dropped, previous = %prev.display(), "pool layout changed: migrated the lease table");
+    drop(old);
+    Ok(Table::open_for(path, spec)?)
+}
+
+/// `path` with `suffix` appended to its file name (`leases.table` → `leases.table.prev`).
+fn with_suffix(path: &Path, suffix: &str) -> PathBuf {
+    let mut s = path.as_os_str().to_owned();
+    s.push(suffix);
+    PathBuf::from(s)
+}
+
+pub(super) fn recover(table: &Table, owner: u8, ring: Option<&Ring>) {
+    match table.recover_owner(owner, ring) {
+        Recovery::Nothing | Recovery::IntentCleared => {}
+        r => warn!(owner, outcome = ?r, "recovered a change left half done by a dead writer"),
+    }
+}
