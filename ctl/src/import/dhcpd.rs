@@ -489,7 +489,10 @@ mod tests {
             Some(1_483_228_800)
         );
         assert_eq!(parse_isc_time(b"2016/12/31", b"23:59:61"), None);
-        assert_eq!(parse_isc_time(b"2026/11/30", b"12:00:00"), Some(1_796_040_000));
+        assert_eq!(
+            parse_isc_time(b"2026/11/30", b"12:00:00"),
+            Some(1_796_040_000)
+        );
     }
 
     #[test]

@@ -256,4 +256,3 @@ impl<R: Read> Lexer<R> {
         Ok(if too_long { Tok::TooLong } else { Tok::Str })
     }
 }
-

@@ -85,7 +85,6 @@ pub(super) fn parse_ipv4(s: &[u8]) -> Option<Ipv4Addr> {
     std::str::from_utf8(s.trim_ascii()).ok()?.parse().ok()
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -125,4 +125,3 @@ impl<R: Read> ByteReader<R> {
         Ok(LineStatus::Line)
     }
 }
-

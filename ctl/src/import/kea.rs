@@ -392,7 +392,6 @@ impl<R: Read> LeaseSource for KeaCsvParser<R> {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use std::net::Ipv4Addr;
@@ -613,9 +612,8 @@ mod tests {
     /// A '\r' inside a line is a byte of its field (only '\n' ends a row), as before.
     #[test]
     fn kea_carriage_return_inside_a_line_is_not_a_row_end() {
-        let input = format!(
-            "{KEA_HEADER}10.0.0.1,02:00:00:00:00:01,,86400,1700000000,1,0,0,a\rb,0,\n"
-        );
+        let input =
+            format!("{KEA_HEADER}10.0.0.1,02:00:00:00:00:01,,86400,1700000000,1,0,0,a\rb,0,\n");
         let p = kea(&input);
         assert!(p.rejected.is_empty(), "{:?}", p.rejected);
         assert_eq!(p.leases.len(), 1);

@@ -177,8 +177,6 @@ impl ErrorLog {
     }
 }
 
-
-
 #[cfg(test)]
 mod tests {
     use super::test_support::*;
