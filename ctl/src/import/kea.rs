@@ -644,6 +644,17 @@ mod tests {
         }
     }
 
+    /// A quote that does not open a field is a byte of it, as before.
+    #[test]
+    fn kea_quote_inside_a_field_is_a_byte_of_it() {
+        let input =
+            format!("{KEA_HEADER}10.0.0.1,02:00:00:00:00:01,,86400,1700000000,1,0,0,pc\"7,0,\n");
+        let p = kea(&input);
+        assert!(p.rejected.is_empty(), "{:?}", p.rejected);
+        assert_eq!(p.leases.len(), 1);
+        assert_eq!(p.leases[0].1.hostname.as_deref(), Some("pc\"7"));
+    }
+
     /// A '\r' inside a line is a byte of its field (only '\n' ends a row), as before.
     #[test]
     fn kea_carriage_return_inside_a_line_is_not_a_row_end() {
