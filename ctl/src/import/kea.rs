@@ -126,8 +126,9 @@ impl FieldSplitter {
 
     /// A line without a quote is its fields joined by ',' (RFC 4180 and csv-core agree; the test
     /// `unquoted_lines_split_as_csv_core_splits_them` checks it): split without the state
-    /// machine, which costs a third of the Kea import's parse time on quote-free files (Kea
-    /// never writes a quote).
+    /// machine. Kea never writes a quote, and csv-core on every line parsed the generated
+    /// 1M-row file at 0.97 M leases/s against 1.58 before (`parse_speed`); this path keeps
+    /// the old speed.
     fn split_unquoted(&mut self, line: &[u8]) -> usize {
         // Same layout as csv-core's: the field bytes back to back, `ends` where each stops.
         self.out.clear();
