@@ -3,8 +3,8 @@
 #
 # 1. installs what the tests need (scripts/install-deps.sh; fast when already installed);
 # 2. cargo fmt --check, clippy -D warnings, cargo doc (broken doc links are errors), `cargo check`
-#    of the fuzz targets (fuzz/), build of
-#    every binary;
+#    of the fuzz targets (fuzz/), cargo-deny's licence/bans/sources check (deny.toml; skipped,
+#    and said so, when cargo-deny is not installed), build of every binary;
 # 3. every test of the workspace with cargo-nextest, including the system tests, which build
 #    network-namespace labs (namespaces `pdt<tag>-<pid>-<n><role>`) and run the real daemon,
 #    dhclient, udhcpc, dhcpcd, dhcrelay and perfdhcp inside them. They need root.
@@ -120,6 +120,17 @@ step doc as_user cargo doc --workspace --no-deps --quiet || true
 # The fuzz crate (fuzz/, its own workspace and lock file) must keep compiling against the
 # crates it fuzzes: checked on stable, no sanitizer, no cargo-fuzz needed (fuzz/README.md).
 step fuzz-check as_user cargo check --manifest-path fuzz/Cargo.toml --bins --locked || true
+# Dependency policy (deny.toml): licences, duplicate versions (warnings only), sources. Runs
+# offline; the advisories check needs the RustSec database from GitHub and is not run here.
+if command -v cargo-deny >/dev/null; then
+    step deny as_user cargo deny --offline check licenses bans sources || true
+else
+    echo "cargo-deny is not installed: the deny step (licences, bans, sources) is skipped." \
+        "Install it with: cargo install --locked cargo-deny (.ci/run does)"
+    NAMES+=("deny")
+    RESULTS+=("skipped (no cargo-deny)")
+    TIMES+=("-")
+fi
 if step build as_user cargo build --workspace --bins &&
     step build-tests as_user cargo nextest run --workspace --no-run; then
     cleanup_stale_namespaces
