@@ -1,12 +1,32 @@
-//! prodhcp's replication daemon — skeleton.
+//! prodhcp's replication daemon.
 //!
-//! The full syncd (shipping change records to the peer appliance, applying the peer's records,
-//! acknowledging, bulk sync) belongs to the replication issue. What exists now is the consumer
-//! side of the change rings that syncd and the auditor will both use: a registered cursor per
-//! ring, draining records in order, and advancing the cursor only after the records were handled,
-//! so nothing is skipped across a crash of the consumer.
+//! Built so far:
+//! - the consumer side of the change rings ([`RingCursor`]): a registered cursor per ring,
+//!   draining records in order, advancing only after the records were handled, so nothing is
+//!   skipped across a crash of the consumer;
+//! - the authenticated peer transport ([`node`]): one TCP connection per pair of appliances
+//!   (the node whose name sorts lower dials), a Noise `NNpsk0` handshake under the cluster key
+//!   ([`key`], [`handshake`]), `u16`-length frames each holding one AES-GCM sealed message
+//!   ([`frame`]), the messages ([`message`]: hello, refuse, heartbeat, records, ack),
+//!   heartbeats and silence detection, and every untrusted input counted and dropped
+//!   ([`link`]).
+//!
+//! Not yet: shipping ring records and applying them (the `Records`/`Ack` messages exist),
+//! bulk sync, roles. The supervisor does not start syncd yet; see [`node::run`] for the entry
+//! point it will call.
 //!
 //! Architecture Invariant: only syncd talks to the peer.
+
+pub mod frame;
+pub mod handshake;
+pub mod key;
+pub mod link;
+pub mod message;
+pub mod node;
+
+pub use link::{DownCause, SendError, Side};
+pub use message::{Hello, Message, Position, RefuseCode};
+pub use node::{run, Event, LinkCounters, Node, NodeConfig, PeerState};
 
 use shm_layout::{ChangeRecord, Ring};
 
