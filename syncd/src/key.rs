@@ -195,13 +195,9 @@ mod tests {
     fn accepts_exactly_64_hex_characters_and_an_optional_newline() {
         let dir = tempfile::tempdir().unwrap();
         let hex = "00112233445566778899aabbccddeeffFFEEDDCCBBAA99887766554433221100";
-        for (i, text) in [
-            hex.to_string(),
-            format!("{hex}\n"),
-            format!("{hex}\r\n"),
-        ]
-        .iter()
-        .enumerate()
+        for (i, text) in [hex.to_string(), format!("{hex}\n"), format!("{hex}\r\n")]
+            .iter()
+            .enumerate()
         {
             let path = write(dir.path(), &format!("k{i}"), text.as_bytes(), 0o600);
             let key = load(&path).unwrap();

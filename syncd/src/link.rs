@@ -121,7 +121,11 @@ impl fmt::Display for DownCause {
         match self {
             DownCause::ClosedByPeer => f.write_str("closed by peer"),
             DownCause::HeartbeatTimeout { silent } => {
-                write!(f, "heartbeat timeout (silent for {} ms)", silent.as_millis())
+                write!(
+                    f,
+                    "heartbeat timeout (silent for {} ms)",
+                    silent.as_millis()
+                )
             }
             DownCause::SetupTimeout => f.write_str("connection set-up timed out"),
             DownCause::Refused {
@@ -290,12 +294,7 @@ impl Link {
     }
 
     /// An accepted connection.
-    pub fn accepted(
-        stream: TcpStream,
-        remote: SocketAddr,
-        now: Instant,
-        timing: Timing,
-    ) -> Link {
+    pub fn accepted(stream: TcpStream, remote: SocketAddr, now: Instant, timing: Timing) -> Link {
         Link::new(
             stream,
             remote,
@@ -693,7 +692,8 @@ impl Link {
                                     error: e.to_string(),
                                 })?;
                         }
-                        if let Phase::AwaitHello(ts) = std::mem::replace(&mut self.phase, Phase::Done)
+                        if let Phase::AwaitHello(ts) =
+                            std::mem::replace(&mut self.phase, Phase::Done)
                         {
                             self.phase = Phase::Up(ts);
                         }

@@ -406,10 +406,7 @@ mod tests {
                 first_seq: 42,
                 data: (0..RECORD_BYTES * 3).map(|i| i as u8).collect(),
             },
-            Message::Ack {
-                ring: 102,
-                seq: 99,
-            },
+            Message::Ack { ring: 102, seq: 99 },
         ]
     }
 

@@ -42,6 +42,9 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 const LISTENER: Token = Token(0);
+/// Most connections not yet up at once; further ones are closed as soon as they are accepted
+/// (each pending one is dropped after `dead_after` anyway).
+pub const MAX_PENDING_LINKS: usize = 64;
 
 /// What a [`Node`] needs: the `cluster` section resolved, the key loaded, and this node's
 /// lease-table layout fingerprint.
@@ -66,6 +69,16 @@ pub struct NodeConfig {
 }
 
 impl NodeConfig {
+    /// From the validated `cluster` section: loads the key file (refusing a bad or
+    /// group/other-accessible one) and takes this node's table fingerprint.
+    pub fn load(
+        cluster: &Cluster,
+        layout_fingerprint: u64,
+    ) -> Result<NodeConfig, crate::key::KeyError> {
+        let key = crate::key::load(&cluster.key_file)?;
+        Ok(NodeConfig::from_cluster(cluster, key, layout_fingerprint))
+    }
+
     /// From the validated `cluster` section, a loaded key and the table's fingerprint.
     pub fn from_cluster(cluster: &Cluster, key: ClusterKey, layout_fingerprint: u64) -> Self {
         NodeConfig {
@@ -433,13 +446,19 @@ impl Node {
         loop {
             match self.listener.accept() {
                 Ok((stream, remote)) => {
+                    let pending = self.links.values().filter(|l| !l.is_up()).count();
+                    if pending >= MAX_PENDING_LINKS {
+                        drop(stream);
+                        let cause = DownCause::Malformed {
+                            detail: format!(
+                                "{MAX_PENDING_LINKS} connections are already being set up: closed at once"
+                            ),
+                        };
+                        self.record_down(None, remote, false, cause, now);
+                        continue;
+                    }
                     let _ = stream.set_nodelay(true);
-                    let link = Link::accepted(
-                        stream,
-                        remote,
-                        now,
-                        self.timing(),
-                    );
+                    let link = Link::accepted(stream, remote, now, self.timing());
                     if let Err(e) = self.add_link(link) {
                         tracing::warn!("syncd: cannot register connection from {remote}: {e}");
                     }
@@ -478,13 +497,7 @@ impl Node {
             match TcpStream::connect(address) {
                 Ok(stream) => {
                     let _ = stream.set_nodelay(true);
-                    let link = Link::dialing(
-                        stream,
-                        address,
-                        name,
-                        now,
-                        self.timing(),
-                    );
+                    let link = Link::dialing(stream, address, name, now, self.timing());
                     let token = self.add_link(link)?;
                     self.peers[i].link = Some(token);
                 }
@@ -569,10 +582,10 @@ impl Node {
                     });
                 }
                 Outcome::HeartbeatSent => {
-                        if let Some(name) = peer {
-                            self.counters.entry(name).or_default().heartbeats_out += 1;
-                        }
+                    if let Some(name) = peer {
+                        self.counters.entry(name).or_default().heartbeats_out += 1;
                     }
+                }
                 Outcome::Received(message) => {
                     if let Some(name) = peer {
                         if matches!(message, Message::Heartbeat { .. }) {
@@ -621,16 +634,20 @@ impl Node {
         now: Instant,
     ) {
         let bucket = peer.unwrap_or(UNKNOWN_PEER).to_string();
-        self.counters.entry(bucket.clone()).or_default().count(&cause);
+        self.counters
+            .entry(bucket.clone())
+            .or_default()
+            .count(&cause);
         if let Some(suppressed) = self.limiter.admit(&bucket, cause.kind(), now) {
             let more = if suppressed > 0 {
                 format!(" ({suppressed} more like it since the last report)")
             } else {
                 String::new()
             };
-            let who = peer.map_or_else(|| format!("connection from {remote}"), |p| {
-                format!("peer `{p}` ({remote})")
-            });
+            let who = peer.map_or_else(
+                || format!("connection from {remote}"),
+                |p| format!("peer `{p}` ({remote})"),
+            );
             if was_up {
                 tracing::warn!("syncd: {who} down: {cause}{more}");
             } else {
@@ -666,4 +683,36 @@ pub fn run(
         on_event(&mut node, event);
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn logs_the_first_of_each_cause_per_peer_then_at_most_every_log_every() {
+        let mut limiter = LogLimiter {
+            last: HashMap::new(),
+        };
+        let t0 = Instant::now();
+        assert_eq!(limiter.admit("b", "decrypt_failure", t0), Some(0));
+        assert_eq!(limiter.admit("b", "auth_failure", t0), Some(0));
+        assert_eq!(limiter.admit("c", "decrypt_failure", t0), Some(0));
+        for i in 1..=5 {
+            let at = t0 + Duration::from_secs(i);
+            assert_eq!(limiter.admit("b", "decrypt_failure", at), None);
+        }
+        assert_eq!(
+            limiter.admit("b", "decrypt_failure", t0 + LOG_EVERY),
+            Some(5)
+        );
+        assert_eq!(
+            limiter.admit(
+                "b",
+                "decrypt_failure",
+                t0 + LOG_EVERY + Duration::from_secs(1)
+            ),
+            None
+        );
+    }
 }
