@@ -12,8 +12,34 @@
 //!   ([`link`]).
 //!
 //! Not yet: shipping ring records and applying them (the `Records`/`Ack` messages exist),
-//! bulk sync, roles. The supervisor does not start syncd yet; see [`node::run`] for the entry
-//! point it will call.
+//! bulk sync, roles.
+//!
+//! ## Why Noise (snow) and not TLS
+//!
+//! The appliances share one configured secret, so a pre-shared-key handshake is the natural
+//! fit: `Noise_NNpsk0_25519_AESGCM_SHA256` authenticates both sides by the 32-byte cluster key,
+//! gives every connection fresh ephemeral keys (forward secrecy) and seals every frame with
+//! AES-256-GCM (ring's implementation: ~65 ns per 256-byte record in batches of 64, measured on
+//! this machine kind). snow's buffer-in/buffer-out API drops straight into a mio loop. rustls
+//! has no external-PSK support (rustls#174); pinned certificates would need a key pair per
+//! appliance and a custom verifier. HMAC-only framing would mean hand-building a handshake and
+//! replay protection. Caveats: snow has one maintainer and no formal audit.
+//!
+//! ## Starting it (what the supervisor must do)
+//!
+//! The supervisor does not start syncd yet. When `Config::cluster` is `Some`, it should, like
+//! a worker: fork+exec a syncd process (e.g. a hidden `prodhcpd syncd` subcommand) that
+//! 1. builds a [`NodeConfig`] with [`NodeConfig::load`] (the key file is read and checked
+//!    there: a missing, malformed or group/other-readable key is a start-up error to report
+//!    like a bad configuration, not something to retry);
+//! 2. passes the lease table's layout fingerprint (`shm_layout::Table::fingerprint()` of the
+//!    table it opened; `prodhcp_worker::run::layout_of(config).fingerprint()` gives the
+//!    same value without opening it, but the worker is being refactored) — peers with another layout are refused;
+//! 3. sets the ring positions for the hello ([`Node::set_positions`]), then calls [`run`] with
+//!    a stop flag set on SIGTERM (signal-hook), handling [`Event`]s;
+//! 4. is restarted with backoff when it dies. The listening socket uses `SO_REUSEADDR`, so a
+//!    restarted syncd binds again at once; a peer that restarts reconnects and its new
+//!    authenticated connection replaces its stale one.
 //!
 //! Architecture Invariant: only syncd talks to the peer.
 

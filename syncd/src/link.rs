@@ -1,6 +1,6 @@
 //! One peer connection's state machine: set-up (preamble, Noise handshake, hello exchange),
 //! heartbeats, silence detection, and the drop of a connection on anything it cannot trust.
-//! [`crate::node::Node`] owns the sockets' registrations and the timers' schedule; a [`Link`]
+//! [`crate::node::Node`] owns the sockets' registrations and the timers' schedule; a `Link`
 //! only reads, writes and decides.
 
 use std::fmt;
