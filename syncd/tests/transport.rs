@@ -239,8 +239,13 @@ fn pair(
 #[test]
 fn good_key_both_sides_see_the_hello_and_heartbeats() {
     let key = generate().unwrap();
+    let started = Instant::now();
     let (mut a, mut b) = pair(&key, &key, "pop1", "pop1", 7, 7, |b| b);
-    let (_, up) = a.wait_for(Duration::from_secs(5), "b up", is_up("b"));
+    let (at, up) = a.wait_for(Duration::from_secs(5), "b up", is_up("b"));
+    println!(
+        "start of both nodes to a's PeerUp (connect, preamble, Noise handshake, hellos): {} µs",
+        at.duration_since(started).as_micros()
+    );
     let Event::PeerUp { hello, .. } = up else {
         unreachable!()
     };
@@ -957,4 +962,30 @@ fn a_new_authenticated_connection_from_a_peer_replaces_its_stale_one() {
     assert!(!later.iter().any(|e| down_cause(e).is_some()), "{later:#?}");
     assert_eq!(b.peer_state("a"), Some(PeerState::Up));
     drop(a);
+}
+
+#[test]
+fn a_peer_whose_process_ends_is_seen_at_once_as_closed_by_peer() {
+    let key = generate().unwrap();
+    let (mut a, mut b) = pair(&key, &key, "pop1", "pop1", 7, 7, |b| b);
+    a.wait_for(Duration::from_secs(5), "b up", is_up("b"));
+    b.wait_for(Duration::from_secs(5), "a up", is_up("a"));
+    // b's sockets close (as the kernel closes them when its process is killed).
+    let ended = Instant::now();
+    drop(b);
+    let (at, ev) = a.wait_for(Duration::from_secs(2), "b down", |e| {
+        down_cause(e).is_some()
+    });
+    let took = at.duration_since(ended);
+    println!(
+        "peer b closed; a saw it after {} µs: {ev:?}",
+        took.as_micros()
+    );
+    assert!(
+        matches!(&ev, Event::LinkDown { peer: Some(p), was_up: true, cause: DownCause::ClosedByPeer, .. } if p == "b"),
+        "{ev:?}"
+    );
+    // No timer is involved: the time is b's thread noticing its stop flag (≤ 5 ms) plus a's
+    // next turn; 100 ms leaves room for a loaded machine and is half the 200 ms takeover target.
+    assert!(took < Duration::from_millis(100), "took {took:?}");
 }
