@@ -42,7 +42,8 @@ const KIND_REFUSAL: u8 = 2;
 pub fn prologue(cluster: &str) -> Vec<u8> {
     let mut p = b"prodhcp-syncd".to_vec();
     p.push(PROTOCOL_VERSION);
-    p.push(cluster.len().min(255) as u8);
+    let cluster = truncate(cluster, 255);
+    p.push(cluster.len() as u8);
     p.extend_from_slice(cluster.as_bytes());
     p
 }
