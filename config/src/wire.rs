@@ -28,7 +28,7 @@ pub const DEFAULT_LISTEN_PORT: u16 = 67;
 /// Default of `ring_capacity`, records.
 pub const DEFAULT_RING_CAPACITY: u32 = 65_536;
 /// Default of `scrub_interval`, seconds (one day).
-pub const DEFAULT_SCRUB_INTERVAL: u32 = 86_400;
+pub(crate) const DEFAULT_SCRUB_INTERVAL: u32 = 86_400;
 /// Default of a subnet's `lease_time`, seconds.
 pub const DEFAULT_LEASE_TIME: u32 = 3_600;
 

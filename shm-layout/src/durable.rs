@@ -144,24 +144,24 @@ mod tests {
         t.sync_header().expect("header");
         // Wrap the ring so a batch spans its end.
         let before = ring.head();
+        let writer = crate::Writer::new(&t, 1, &ring);
         for i in 0..20u32 {
             let slot = i * 40;
             let old = t.read(slot).expect("read");
             let mut new = old;
             new.state = crate::LeaseState::Leased;
-            t.update(
-                1,
-                &ring,
-                slot,
-                &old,
-                &new,
-                &ChangeContext {
-                    reason: ChangeReason::Commit,
-                    time_ms: 0,
-                    context: b"",
-                },
-            )
-            .expect("update");
+            writer
+                .update(
+                    slot,
+                    &old,
+                    &new,
+                    &ChangeContext {
+                        reason: ChangeReason::Commit,
+                        time_ms: 0,
+                        context: b"",
+                    },
+                )
+                .expect("update");
         }
         assert_eq!(sync_changes(&t, &ring, before).expect("sync"), before + 20);
         assert_eq!(

@@ -35,30 +35,30 @@ pub const MAX_SLOTS: u64 = 1 << 26;
 
 /// Header word positions.
 pub(crate) mod hw {
-    pub const MAGIC: usize = 0;
-    pub const LAYOUT_VERSION: usize = 1;
-    pub const FILE_BYTES: usize = 2;
-    pub const FINGERPRINT: usize = 3;
-    pub const SLOT_COUNT: usize = 4;
-    pub const RANGE_COUNT: usize = 5;
-    pub const INDEX_CAPACITY: usize = 6;
-    pub const CREATED: usize = 7;
-    pub const INITIALIZED: usize = 8;
-    pub const CLEAN: usize = 9;
-    pub const BOOT_ID_HI: usize = 10;
-    pub const BOOT_ID_LO: usize = 11;
-    pub const EPOCH: usize = 12;
-    pub const OPEN_COUNT: usize = 13;
-    pub const INDEX_OCCUPIED: usize = 14;
-    pub const LAST_OPEN: usize = 15;
+    pub(crate) const MAGIC: usize = 0;
+    pub(crate) const LAYOUT_VERSION: usize = 1;
+    pub(crate) const FILE_BYTES: usize = 2;
+    pub(crate) const FINGERPRINT: usize = 3;
+    pub(crate) const SLOT_COUNT: usize = 4;
+    pub(crate) const RANGE_COUNT: usize = 5;
+    pub(crate) const INDEX_CAPACITY: usize = 6;
+    pub(crate) const CREATED: usize = 7;
+    pub(crate) const INITIALIZED: usize = 8;
+    pub(crate) const CLEAN: usize = 9;
+    pub(crate) const BOOT_ID_HI: usize = 10;
+    pub(crate) const BOOT_ID_LO: usize = 11;
+    pub(crate) const EPOCH: usize = 12;
+    pub(crate) const OPEN_COUNT: usize = 13;
+    pub(crate) const INDEX_OCCUPIED: usize = 14;
+    pub(crate) const LAST_OPEN: usize = 15;
     /// Words 40–41: the client index's SipHash key, random per table, written at creation.
     /// Both zero in a table created before the key existed (it is then hashed unkeyed, as it
     /// was built; see `Table::open`). Uses words every older table holds as zero, so no
     /// layout version change was needed.
-    pub const INDEX_KEY0: usize = 40;
-    pub const INDEX_KEY1: usize = 41;
+    pub(crate) const INDEX_KEY0: usize = 40;
+    pub(crate) const INDEX_KEY1: usize = 41;
     /// Client index inserts that gave up (probe limit or CAS retries exhausted).
-    pub const INDEX_GIVE_UPS: usize = 42;
+    pub(crate) const INDEX_GIVE_UPS: usize = 42;
 }
 
 /// One contiguous run of addresses that has slots.

@@ -18,6 +18,7 @@ pub mod ring;
 pub mod scrub;
 pub mod slot;
 pub mod table;
+pub mod writer;
 
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
 pub use owner_process::{process_start_time, OwnerProcess};
@@ -31,3 +32,4 @@ pub use table::{
     worker_owner, ChangeContext, CheckReport, RangeEntry, ReadError, Recovery, Table,
     TableOpenError, UpdateError, IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER,
 };
+pub use writer::Writer;

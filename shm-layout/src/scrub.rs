@@ -34,12 +34,12 @@
 use std::ops::Range;
 use std::sync::atomic::{fence, AtomicU64, Ordering};
 
-use crate::ring::Ring;
 use crate::slot::{ClientKey, SlotImage, SLOT_WORDS};
 use crate::table::{
     home, next, tag_of, Table, INTENT_ACTIVE, INTENT_NEW, INTENT_OLD, INTENT_SEQ, MAX_PROBE,
     TOMBSTONE,
 };
+use crate::writer::Writer;
 
 /// What a scrub (a pass, or one step of it) checked and found.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
@@ -201,18 +201,19 @@ impl Scrub {
     }
 
     /// Runs the whole pass at once (tests, tools).
-    pub fn run(t: &Table, owner: u8, ring: &Ring) -> ScrubCounts {
+    pub fn run(w: Writer<'_>) -> ScrubCounts {
         let mut s = Scrub::new();
         while !s.is_done() {
-            s.step(t, owner, ring, 1 << 16);
+            s.step(w, 1 << 16);
         }
         s.counts
     }
 
     /// Checks (and repairs) up to `budget` positions of the current phase: `budget` slots or
-    /// index entries, or `budget / 64` summary words. Repairs are written as `owner`, whose
-    /// `ring` records abandoned slots; `owner` must not be used by anybody else meanwhile.
-    pub fn step(&mut self, t: &Table, owner: u8, ring: &Ring, budget: usize) -> ScrubStep {
+    /// index entries, or `budget / 64` summary words. Repairs are written by `w`, whose ring
+    /// records abandoned slots; its owner must not be used by anybody else meanwhile.
+    pub fn step(&mut self, w: Writer<'_>, budget: usize) -> ScrubStep {
+        let t = w.table();
         let phase = self.phase;
         let len = phase_len(t, phase);
         let n = match phase {
@@ -226,9 +227,9 @@ impl Scrub {
         for pos in from..to {
             let before = c.damaged();
             match phase {
-                ScrubPhase::Slots => scrub_slot(t, owner, ring, pos as u32, &mut c),
+                ScrubPhase::Slots => scrub_slot(w, pos as u32, &mut c),
                 ScrubPhase::Summary => scrub_summary_word(t, pos as usize, &mut c),
-                ScrubPhase::Index => scrub_index_entry(t, owner, ring, pos as usize, &mut c),
+                ScrubPhase::Index => scrub_index_entry(w, pos as usize, &mut c),
                 ScrubPhase::Done => {}
             }
             if c.damaged() != before {
@@ -338,7 +339,8 @@ impl Table {
     }
 }
 
-fn scrub_slot(t: &Table, owner: u8, ring: &Ring, slot: u32, c: &mut ScrubCounts) {
+fn scrub_slot(w: Writer<'_>, slot: u32, c: &mut ScrubCounts) {
+    let (t, owner) = (w.table(), w.owner());
     let Some(s) = t.slot_words(slot) else { return };
     c.slots_checked += 1;
     let words = match snapshot(s) {
@@ -360,7 +362,7 @@ fn scrub_slot(t: &Table, owner: u8, ring: &Ring, slot: u32, c: &mut ScrubCounts)
         Ok(img) => img,
         Err(_) => {
             c.torn_slots += 1;
-            if t.abandon_corrupt(owner, ring, slot) {
+            if w.abandon_corrupt(slot) {
                 c.torn_abandoned += 1;
             }
             return;
@@ -439,7 +441,8 @@ fn scrub_summary_word(t: &Table, si: usize, c: &mut ScrubCounts) {
     }
 }
 
-fn scrub_index_entry(t: &Table, owner: u8, _ring: &Ring, pos: usize, c: &mut ScrubCounts) {
+fn scrub_index_entry(w: Writer<'_>, pos: usize, c: &mut ScrubCounts) {
+    let (t, owner) = (w.table(), w.owner());
     let idx = t.index();
     let e = idx[pos].load(Ordering::Acquire);
     if e == 0 || e == TOMBSTONE {
@@ -486,7 +489,7 @@ fn scrub_index_entry(t: &Table, owner: u8, _ring: &Ring, pos: usize, c: &mut Scr
 mod tests {
     use super::*;
     use crate::layout::{LayoutSpec, RangeSpec};
-    use crate::ring::ChangeReason;
+    use crate::ring::{ChangeReason, Ring};
     use crate::slot::LeaseState;
     use crate::table::{ChangeContext, Recovery, SUPERVISOR_OWNER};
 
@@ -527,6 +530,18 @@ mod tests {
         }
     }
 
+    impl Fixture {
+        /// Writes as worker 1 (the churn the scrub runs beside).
+        fn worker(&self) -> Writer<'_> {
+            Writer::new(&self.table, 1, &self.ring)
+        }
+
+        /// Writes as the supervisor, which scrubs.
+        fn scrubber(&self) -> Writer<'_> {
+            Writer::new(&self.table, SUPERVISOR_OWNER, &self.sup_ring)
+        }
+    }
+
     fn ctx() -> ChangeContext<'static> {
         ChangeContext {
             reason: ChangeReason::Commit,
@@ -551,14 +566,14 @@ mod tests {
     /// Leases slots `0..n` to clients 0..n.
     fn fill(f: &Fixture, n: u32) {
         for slot in 0..n {
-            f.table
-                .update(1, &f.ring, slot, &SlotImage::PRISTINE, &lease(slot), &ctx())
+            f.worker()
+                .update(slot, &SlotImage::PRISTINE, &lease(slot), &ctx())
                 .unwrap();
         }
     }
 
     fn scrub(f: &Fixture) -> ScrubCounts {
-        Scrub::run(&f.table, SUPERVISOR_OWNER, &f.sup_ring)
+        Scrub::run(f.scrubber())
     }
 
     fn index_pos_of(t: &Table, key: &ClientKey, slot: u32) -> usize {
@@ -747,7 +762,7 @@ mod tests {
             state: LeaseState::Released,
             ..old
         };
-        t.update(1, &f.ring, 1, &old, &released, &ctx()).unwrap();
+        f.worker().update(1, &old, &released, &ctx()).unwrap();
         let ran = t.with_slot_held(SUPERVISOR_OWNER, 1, &old.encode(), || ());
         assert_eq!(ran, None);
         assert_eq!(t.lock_owner(1), 0);
@@ -797,7 +812,7 @@ mod tests {
         let mut steps = 0;
         let mut lines = Vec::new();
         while !s.is_done() {
-            let st = s.step(t, SUPERVISOR_OWNER, &f.sup_ring, 100);
+            let st = s.step(f.scrubber(), 100);
             if let Some(at) = st.findings_at {
                 lines.push((st.phase, at));
             }
@@ -830,7 +845,7 @@ mod tests {
                     if n.is_multiple_of(3) {
                         new.state = LeaseState::Released;
                     }
-                    let _ = t.update(1, &f.ring, slot, &cur, &new, &ctx());
+                    let _ = f.worker().update(slot, &cur, &new, &ctx());
                     n = n.wrapping_add(1);
                 }
             });

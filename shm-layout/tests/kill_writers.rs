@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use shm_layout::{
     ChangeContext, ChangeReason, ClientKey, LayoutSpec, LeaseState, RangeSpec, Ring, SlotImage,
-    Table,
+    Table, Writer,
 };
 
 const SLOTS: u32 = 4096;
@@ -57,6 +57,7 @@ fn writer_child() {
         .unwrap();
     let table = Table::open(&dir.join("t")).unwrap();
     let ring = Ring::open_or_create(&ring_path(&dir, owner), owner, RING_CAPACITY).unwrap();
+    let writer = Writer::new(&table, owner, &ring);
     let mut rng = Rng(u64::from(std::process::id()) << 8 | u64::from(owner) | 1);
     let deadline = Instant::now() + Duration::from_secs(60);
     let mut serial = 0u64;
@@ -89,9 +90,7 @@ fn writer_child() {
             img.key = ClientKey::from_client_id(&id);
             img.set_hwaddr(1, &id[..6]);
         }
-        let _ = table.update(
-            owner,
-            &ring,
+        let _ = writer.update(
             slot,
             &cur,
             &img,

@@ -249,9 +249,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Fata
             dropped += 1;
             continue;
         };
-        let ok = new.update(
-            SUPERVISOR_OWNER,
-            &ring,
+        let ok = shm_layout::Writer::new(&new, SUPERVISOR_OWNER, &ring).update(
             ns,
             &SlotImage::PRISTINE,
             &img,

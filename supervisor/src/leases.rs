@@ -5,7 +5,7 @@ use std::net::Ipv4Addr;
 
 use prodhcp_config::Config;
 use shm_layout::{
-    ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table,
+    ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table, Writer,
 };
 
 use prodhcp_proto::{self as proto, ClientId, HwAddr, ImportResult, LeaseRecord, PoolStats};
@@ -112,8 +112,9 @@ pub fn import_batch(
 ) -> ImportResult {
     let mut res = ImportResult::default();
     let now = now_secs();
+    let writer = Writer::new(table, owner, ring);
     for (index, r) in records.iter().enumerate() {
-        match import_one(table, ring, owner, r, now, force) {
+        match import_one(writer, r, now, force) {
             Ok(None) => res.imported += 1,
             Ok(Some(reason)) => {
                 res.skipped += 1;
@@ -160,13 +161,12 @@ fn import_would_clobber(cur: &SlotImage, new: &SlotImage, now: u64) -> Option<St
 
 /// Imports one record; `Ok(Some(reason))` when it was skipped to protect the slot.
 fn import_one(
-    table: &Table,
-    ring: &Ring,
-    owner: u8,
+    writer: Writer<'_>,
     r: &LeaseRecord,
     now: u64,
     force: bool,
 ) -> Result<Option<String>, String> {
+    let table = writer.table();
     let slot = table
         .slot_of_addr(u32::from(r.address))
         .ok_or("address is in no configured pool or reservation")?;
@@ -201,9 +201,7 @@ fn import_one(
                 return Ok(Some(why));
             }
         }
-        let res = table.update(
-            owner,
-            ring,
+        let res = writer.update(
             slot,
             &cur,
             &img,
@@ -240,6 +238,7 @@ pub fn apply_reservations(
             reserved_addrs.insert(u32::from(r.address), keys);
         }
     }
+    let writer = Writer::new(table, owner, ring);
     let mut n_res = 0;
     let mut n_rel = 0;
     let ctx = ChangeContext {
@@ -259,7 +258,7 @@ pub fn apply_reservations(
                 updated: now as u32,
                 ..cur
             };
-            if table.update(owner, ring, slot, &cur, &new, &ctx).is_ok() {
+            if writer.update(slot, &cur, &new, &ctx).is_ok() {
                 n_res += 1;
             }
         }
@@ -284,7 +283,7 @@ pub fn apply_reservations(
                 updated: now as u32,
                 ..cur
             };
-            if table.update(owner, ring, slot, &cur, &new, &ctx).is_ok() {
+            if writer.update(slot, &cur, &new, &ctx).is_ok() {
                 n_rel += 1;
             }
         }

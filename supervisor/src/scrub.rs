@@ -18,7 +18,7 @@
 
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
-use shm_layout::{Ring, Scrub, ScrubPhase, Table};
+use shm_layout::{Ring, Scrub, ScrubPhase, Table, Writer};
 use tracing::{info, warn};
 
 use prodhcp_proto::{ScrubCounts, ScrubPass, ScrubStatus};
@@ -135,9 +135,10 @@ impl ScrubRunner {
         let Some(pass) = self.pass.as_mut() else {
             return;
         };
+        let writer = Writer::new(table, owner, ring);
         let t0 = Instant::now();
         while !pass.scrub.is_done() && t0.elapsed() < SLICE {
-            let step = pass.scrub.step(table, owner, ring, STEP);
+            let step = pass.scrub.step(writer, STEP);
             let Some((first, last)) = step.findings_at else {
                 continue;
             };

@@ -9,7 +9,9 @@
 //!   ([`key`], [`handshake`]), `u16`-length frames each holding one AES-GCM sealed message
 //!   ([`frame`]), the messages ([`message`]: hello, refuse, heartbeat, records, ack),
 //!   heartbeats and silence detection, and every untrusted input counted and dropped
-//!   ([`link`]).
+//!   ([`link`]);
+//! - the floating service address ([`service_address`]: add/remove by netlink, gratuitous
+//!   ARP).
 //!
 //! Not yet: shipping ring records and applying them (the `Records`/`Ack` messages exist),
 //! bulk sync, roles.
@@ -49,6 +51,8 @@ pub mod key;
 pub mod link;
 pub mod message;
 pub mod node;
+pub mod service_address;
+mod sys;
 
 pub use link::{DownCause, SendError, Side};
 pub use message::{Hello, Message, Position, RefuseCode};

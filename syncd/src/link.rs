@@ -275,7 +275,7 @@ impl Link {
     }
 
     /// A connection being dialed to `peer`.
-    pub fn dialing(
+    pub(crate) fn dialing(
         stream: TcpStream,
         remote: SocketAddr,
         peer: String,
@@ -294,7 +294,12 @@ impl Link {
     }
 
     /// An accepted connection.
-    pub fn accepted(stream: TcpStream, remote: SocketAddr, now: Instant, timing: Timing) -> Link {
+    pub(crate) fn accepted(
+        stream: TcpStream,
+        remote: SocketAddr,
+        now: Instant,
+        timing: Timing,
+    ) -> Link {
         Link::new(
             stream,
             remote,
@@ -307,22 +312,22 @@ impl Link {
     }
 
     /// Whether the hello exchange is done.
-    pub fn is_up(&self) -> bool {
+    pub(crate) fn is_up(&self) -> bool {
         matches!(self.phase, Phase::Up(_))
     }
 
     /// Whether the link is finished.
-    pub fn is_done(&self) -> bool {
+    pub(crate) fn is_done(&self) -> bool {
         self.finished
     }
 
     /// Bytes queued and not yet written to the socket.
-    pub fn pending_out(&self) -> usize {
+    pub(crate) fn pending_out(&self) -> usize {
         self.out.len() - self.out_start
     }
 
     /// The next instant [`Link::on_timer`] has something to do.
-    pub fn next_deadline(&self) -> Instant {
+    pub(crate) fn next_deadline(&self) -> Instant {
         match self.phase {
             Phase::Up(_) => (self.last_tx + self.heartbeat).min(self.last_rx + self.dead_after),
             Phase::Done => self.last_rx + Duration::from_secs(3600),
@@ -393,7 +398,7 @@ impl Link {
     }
 
     /// Queues and writes `message` on an up link.
-    pub fn send(&mut self, message: &Message, now: Instant) -> Result<(), SendError> {
+    pub(crate) fn send(&mut self, message: &Message, now: Instant) -> Result<(), SendError> {
         if !self.is_up() {
             return Err(SendError::NotUp);
         }
@@ -402,13 +407,13 @@ impl Link {
     }
 
     /// Ends the link from this side.
-    pub fn close(&mut self, cause: DownCause, out: &mut Vec<Outcome>) {
+    pub(crate) fn close(&mut self, cause: DownCause, out: &mut Vec<Outcome>) {
         let _ = self.flush();
         self.finish(cause, out);
     }
 
     /// Handles a readiness event.
-    pub fn on_ready(
+    pub(crate) fn on_ready(
         &mut self,
         ctx: &Ctx<'_>,
         readable: bool,
@@ -812,7 +817,7 @@ impl Link {
     }
 
     /// Handles time: heartbeats due, silence, set-up deadline.
-    pub fn on_timer(&mut self, ctx: &Ctx<'_>, now: Instant, out: &mut Vec<Outcome>) {
+    pub(crate) fn on_timer(&mut self, ctx: &Ctx<'_>, now: Instant, out: &mut Vec<Outcome>) {
         match self.phase {
             Phase::Done => {}
             Phase::Up(_) => {

@@ -88,7 +88,6 @@ pub fn ctl_at(socket: &Path, args: &[&str]) -> CtlOutput {
     CtlOutput::from_output(run_bounded(&cmd, CTL_TIMEOUT))
 }
 
-/// Runs `prodhcpd --config FILE --check-config` and returns its output.
 /// Runs `prodhcpd --config PATH --check-table` (the daemon must be stopped).
 pub fn check_table(path: &Path) -> Output {
     let bin = binary("prodhcpd");
@@ -103,6 +102,7 @@ pub fn check_table(path: &Path) -> Output {
     )
 }
 
+/// Runs `prodhcpd --config FILE --check-config` and returns its output.
 pub fn check_config(path: &Path) -> Output {
     let bin = binary("prodhcpd");
     run_bounded(

@@ -4,13 +4,13 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 /// Client phases (low byte of the state word); a zeroed slot (0) is idle.
 pub(super) mod phase {
-    pub const DISCOVER_SENT: u32 = 1;
-    pub const REQUEST_SENT: u32 = 2;
-    pub const BOUND: u32 = 3;
-    pub const NAKED: u32 = 4;
-    pub const FAILED: u32 = 5;
-    pub const RENEW_SENT: u32 = 6;
-    pub const RELEASED: u32 = 7;
+    pub(crate) const DISCOVER_SENT: u32 = 1;
+    pub(crate) const REQUEST_SENT: u32 = 2;
+    pub(crate) const BOUND: u32 = 3;
+    pub(crate) const NAKED: u32 = 4;
+    pub(crate) const FAILED: u32 = 5;
+    pub(crate) const RENEW_SENT: u32 = 6;
+    pub(crate) const RELEASED: u32 = 7;
 }
 
 pub(super) fn word(phase: u32, tries: u32, seq: u32) -> u32 {

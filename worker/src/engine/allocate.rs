@@ -1,0 +1,199 @@
+//! Choosing the address a DISCOVER is offered: the client's reservation, then its current or
+//! previous address, then the address it asks for, then the free bitmap from this worker's
+//! cursor (passing over recently freed addresses).
+//!
+//! # Allocation guard
+//!
+//! Every candidate of a DISCOVER (reservation, the client's previous address, the requested
+//! address, the bitmap scan) must lie in the selected subnet's slot span; one outside is
+//! refused, logged, and the request counted as `outside_span`.
+
+use shm_layout::{ChangeReason, LeaseState, SlotImage};
+
+use super::{Client, Engine};
+use crate::codec::Request;
+use crate::counters::Counter;
+
+/// Candidate free slots tried per allocation before giving up.
+const ALLOC_ATTEMPTS: usize = 64;
+
+impl Engine {
+    /// The client's reservation, by its identity (client-id) or its hardware address.
+    pub(super) fn reservation_of(&self, c: &Client) -> Option<crate::serve_config::ReservedFor> {
+        let by_key = &self.cfg.reservation_by_key;
+        by_key.get(&c.key).or_else(|| by_key.get(&c.hwkey)).copied()
+    }
+
+    /// Whether `cur` may be given to client `c`: it is theirs, or allocatable and not reserved
+    /// for somebody else.
+    pub(super) fn usable_by(&self, slot: u32, cur: &SlotImage, c: &Client, now: u64) -> bool {
+        let Some(addr) = self.table.addr_of_slot(slot) else {
+            return false;
+        };
+        if self.cfg.reserved_for_other(addr, &c.key, &c.hwkey) {
+            return false;
+        }
+        let mine = cur.key == c.key;
+        match cur.state {
+            LeaseState::Leased | LeaseState::Offered => mine || u64::from(cur.expires) <= now,
+            LeaseState::Reserved => mine || self.cfg.reserved_addrs.contains_key(&addr),
+            LeaseState::Free | LeaseState::Released | LeaseState::Expired => {
+                mine || self.table.slot_in_pool(slot) || self.cfg.reserved_addrs.contains_key(&addr)
+            }
+            LeaseState::Declined | LeaseState::Abandoned => false,
+        }
+    }
+
+    /// Picks (and marks offered) an address for a DISCOVER.
+    pub(super) fn choose_for_discover(
+        &mut self,
+        req: &Request<'_>,
+        c: &Client,
+        subnet: usize,
+        now: u64,
+    ) -> Result<(u32, SlotImage), Counter> {
+        let span = self.cfg.subnets[subnet].span.clone();
+        self.offer_span = span.clone();
+        let hold = now + u64::from(self.cfg.config.offer_hold);
+        // 1. A reservation.
+        let reserved = self.reservation_of(c);
+        if let Some(r) = reserved.filter(|r| r.subnet == subnet) {
+            let slot = self
+                .table
+                .slot_of_addr(u32::from(r.address))
+                .ok_or(Counter::DropReservationTaken)?;
+            let cur = self.read(slot)?;
+            if !self.usable_by(slot, &cur, c, now) && cur.key != c.key {
+                return Err(Counter::DropReservationTaken);
+            }
+            return self.offer_slot(req, c, slot, &cur, hold, now);
+        }
+        // 2. The client's current or previous address in this subnet. When its slot is
+        // momentarily busy (another writer changed or holds it between our read and our
+        // commit: the supervisor, an importer, a sweeper), look again once rather than give
+        // the client a second address.
+        for attempt in 0..2 {
+            let Some((slot, cur)) = self.table.find_client(&c.key) else {
+                break;
+            };
+            if !span.contains(&slot) || !self.usable_by(slot, &cur, c, now) {
+                break;
+            }
+            #[cfg(test)]
+            if let Some(hook) = self.race_hook.take() {
+                hook(&self.table, slot);
+            }
+            match self.offer_slot(req, c, slot, &cur, hold, now) {
+                Ok(x) => return Ok(x),
+                Err(Counter::DropBusy) if attempt == 0 => continue,
+                Err(_) => break,
+            }
+        }
+        // 3. The address it asks for.
+        if let Some(slot) = req
+            .requested_ip
+            .and_then(|a| self.table.slot_of_addr(u32::from(a)))
+            .filter(|s| span.contains(s) && self.table.is_free(*s))
+        {
+            if let Ok(cur) = self.read(slot) {
+                if self.usable_by(slot, &cur, c, now) {
+                    if let Ok(x) = self.offer_slot(req, c, slot, &cur, hold, now) {
+                        return Ok(x);
+                    }
+                }
+            }
+        }
+        // 4. A free address from the bitmap, starting at this worker's cursor (which only moves
+        //    forward, past every address examined). An address another client gave back less
+        //    than RECENTLY_FREED_SECS ago is passed over, at most RECENT_SKIPS times per
+        //    DISCOVER: never-used and long-free addresses go first, so a returning client
+        //    usually still finds its old address free (step 2), as with Kea and dhcpd. When the
+        //    scan finds only such addresses (bound reached, wrapped or ran dry), it takes the
+        //    least recently freed of those it passed over. Cost: at most RECENT_SKIPS more slot
+        //    reads per DISCOVER, never a scan.
+        const RECENTLY_FREED_SECS: u64 = 3600;
+        const RECENT_SKIPS: usize = 8;
+        let recently_freed = |cur: &SlotImage| {
+            !cur.key.is_none()
+                && cur.key != c.key
+                && now.saturating_sub(u64::from(cur.updated)) < RECENTLY_FREED_SECS
+        };
+        let mut start = self.cursors[subnet];
+        let mut passed_over: Option<(u32, SlotImage)> = None; // the least recently freed
+        let mut first_passed = None;
+        let mut skips = 0;
+        for _ in 0..ALLOC_ATTEMPTS + RECENT_SKIPS {
+            let found = self.table.next_free(span.clone(), start);
+            let skipping = skips < RECENT_SKIPS && found.is_some() && found != first_passed;
+            let (slot, cur) = match passed_over {
+                Some(oldest) if !skipping => {
+                    skips = RECENT_SKIPS;
+                    passed_over = None;
+                    oldest
+                }
+                _ => {
+                    let slot = found.ok_or(Counter::DropPoolExhausted)?;
+                    start = if slot + 1 >= span.end {
+                        span.start
+                    } else {
+                        slot + 1
+                    };
+                    let Ok(cur) = self.read(slot) else { continue };
+                    if !cur.state.is_allocatable() {
+                        continue;
+                    }
+                    if skipping && recently_freed(&cur) {
+                        skips += 1;
+                        first_passed.get_or_insert(slot);
+                        if passed_over.is_none_or(|(_, p)| cur.updated < p.updated) {
+                            passed_over = Some((slot, cur));
+                        }
+                        continue;
+                    }
+                    (slot, cur)
+                }
+            };
+            let addr = self.table.addr_of_slot(slot).unwrap_or(0);
+            if self.cfg.reserved_for_other(addr, &c.key, &c.hwkey) {
+                // Park it as reserved so the bitmap stops offering it.
+                let keep = SlotImage {
+                    state: LeaseState::Reserved,
+                    updated: now as u32,
+                    ..cur
+                };
+                let _ = self.commit(slot, &cur, &keep, ChangeReason::Reservation, req);
+                continue;
+            }
+            if let Ok(x) = self.offer_slot(req, c, slot, &cur, hold, now) {
+                self.cursors[subnet] = start;
+                return Ok(x);
+            }
+        }
+        Err(Counter::DropBusy)
+    }
+
+    pub(super) fn offer_slot(
+        &mut self,
+        req: &Request<'_>,
+        c: &Client,
+        slot: u32,
+        cur: &SlotImage,
+        hold: u64,
+        now: u64,
+    ) -> Result<(u32, SlotImage), Counter> {
+        // Second line of defence: whatever found the candidate (reservation, index, bitmap
+        // scan), it must be one of this subnet's slots, or the client would be offered another
+        // network's address with this network's mask and router.
+        if !self.offer_span.contains(&slot) {
+            self.outside_span_hits += 1;
+            return Err(Counter::DropOutsideSpan);
+        }
+        if cur.state == LeaseState::Leased && cur.key == c.key && u64::from(cur.expires) > now {
+            // Already bound: offer the same lease again without changing it.
+            return Ok((slot, *cur));
+        }
+        let new = Self::holder_image(req, c, LeaseState::Offered, hold, now);
+        let img = self.commit(slot, cur, &new, ChangeReason::Offer, req)?;
+        Ok((slot, img))
+    }
+}

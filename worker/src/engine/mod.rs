@@ -1,0 +1,341 @@
+//! The DHCPv4 protocol engine (RFC 2131): turns one decoded request into table changes and at
+//! most one reply.
+//!
+//! Architecture Invariant: nothing a client sends can panic the engine, and the engine never
+//! produces a reply before the table change behind it has been committed (its change record
+//! published in the ring).
+//!
+//! One packet goes [`Engine::handle`] (this file: decode, count, dispatch) → `route` (which
+//! subnet it belongs to) → `messages` (one function per message type: the lease state
+//! transitions of RFC 2131 §4.3, including the REQUEST case table) → `allocate` (which address
+//! a DISCOVER gets) → `reply` (what the answer carries and where it goes). `sweep` ends
+//! leases, offers and quarantines whose time has run out.
+//!
+//! # Time
+//!
+//! Lease times come from a [`LeaseClock`]: the wall clock corrected for steps so a lease lasts
+//! its duration in real (monotonic) time; see [`crate::clock`].
+
+mod allocate;
+mod messages;
+mod reply;
+mod route;
+mod sweep;
+#[cfg(test)]
+mod tests;
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use shm_layout::{
+    ChangeContext, ChangeReason, ClientKey, LeaseState, ReadError, Ring, SlotImage, Table,
+    UpdateError, Writer,
+};
+
+use crate::clock::{LeaseClock, TimeSource};
+use crate::codec::{self, MessageType, Request, MAX_REPLY};
+use crate::counters::{Counter, Counters};
+use crate::ring_context;
+use crate::serve_config::ServeConfig;
+
+/// The DHCP client port.
+pub const CLIENT_PORT: u16 = 68;
+
+/// Where a request came from, as the socket layer saw it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Incoming {
+    /// Source address and port.
+    pub src: SocketAddrV4,
+    /// Interface index it arrived on (IP_PKTINFO).
+    pub ifindex: u32,
+    /// The local address to answer from: the destination for unicast, the interface's
+    /// address for broadcast (IP_PKTINFO `ipi_spec_dst`).
+    pub local: Ipv4Addr,
+    /// Whether it was sent to a broadcast address.
+    pub broadcast: bool,
+}
+
+/// A reply to send.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Outgoing {
+    /// Bytes of the reply in the output buffer.
+    pub len: usize,
+    /// Destination.
+    pub dst: SocketAddrV4,
+    /// Send through this interface (broadcasts to clients without an address).
+    pub ifindex: Option<u32>,
+    /// Source address to use.
+    pub src: Ipv4Addr,
+}
+
+/// The engine of one worker.
+#[derive(Debug)]
+pub struct Engine {
+    table: Table,
+    ring: Ring,
+    owner: u8,
+    cfg: ServeConfig,
+    cursors: Vec<u32>,
+    sweep_span: std::ops::Range<u32>,
+    sweep_pos: u32,
+    /// Lease time (wall clock corrected for steps); see [`crate::clock`].
+    clock: LeaseClock,
+    /// The clock's reading for the packet or sweep step being handled, ms.
+    now_ms: i64,
+    /// Slot span of the subnet the current DISCOVER allocates in (checked by `offer_slot`).
+    offer_span: std::ops::Range<u32>,
+    /// Candidates outside `offer_span` refused during the current DISCOVER.
+    outside_span_hits: u32,
+    /// Test hook: runs between reading the client's own slot and committing the offer.
+    #[cfg(test)]
+    race_hook: Option<fn(&Table, u32)>,
+}
+
+struct Client {
+    key: ClientKey,
+    hwkey: ClientKey,
+}
+
+fn relay_context(req: &Request<'_>) -> ([u8; shm_layout::ring::CONTEXT_BYTES], usize) {
+    let mut buf = [0u8; shm_layout::ring::CONTEXT_BYTES];
+    let n = ring_context::encode(
+        req.circuit_id.as_deref(),
+        req.remote_id.as_deref(),
+        req.hostname,
+        &mut buf,
+    );
+    (buf, n)
+}
+
+/// Whether `img` is a binding that still holds its address (a live lease or offer).
+fn is_live(img: &SlotImage, now: u64) -> bool {
+    matches!(img.state, LeaseState::Leased | LeaseState::Offered) && u64::from(img.expires) > now
+}
+
+impl Engine {
+    /// An engine writing as `owner` (one worker = one owner) into `table`, recording changes in
+    /// `ring`. `worker`/`workers` split the table for the expiry sweeper.
+    pub fn new(
+        table: Table,
+        ring: Ring,
+        owner: u8,
+        cfg: ServeConfig,
+        worker: usize,
+        workers: usize,
+    ) -> Engine {
+        Engine::with_clock(
+            table,
+            ring,
+            owner,
+            cfg,
+            worker,
+            workers,
+            Box::<crate::clock::SystemClock>::default(),
+        )
+    }
+
+    /// [`Engine::new`] with its time taken from `time` (tests inject a hand-driven clock). A wall
+    /// clock before 2024 is replaced by the time of the newest change in this worker's ring.
+    pub fn with_clock(
+        table: Table,
+        ring: Ring,
+        owner: u8,
+        cfg: ServeConfig,
+        worker: usize,
+        workers: usize,
+        time: Box<dyn TimeSource>,
+    ) -> Engine {
+        let floor_ms = ring
+            .read(ring.head())
+            .map_or(0, |r| i64::try_from(r.time_ms).unwrap_or(i64::MAX));
+        let clock = LeaseClock::new(time, floor_ms);
+        let n = table.slot_count() as u64;
+        let workers = workers.max(1) as u64;
+        let w = (worker as u64).min(workers - 1);
+        let sweep_span = (n * w / workers) as u32..(n * (w + 1) / workers) as u32;
+        let cursors = cfg
+            .subnets
+            .iter()
+            .map(|s| {
+                let len = u64::from(s.span.end - s.span.start);
+                s.span.start + (len * w / workers) as u32
+            })
+            .collect();
+        Engine {
+            table,
+            ring,
+            owner,
+            cfg,
+            cursors,
+            sweep_pos: sweep_span.start,
+            sweep_span,
+            clock,
+            now_ms: 0,
+            offer_span: 0..0,
+            outside_span_hits: 0,
+            #[cfg(test)]
+            race_hook: None,
+        }
+    }
+
+    /// Reads the lease clock (absorbing and counting a step) for the work that follows;
+    /// returns lease time in unix seconds.
+    fn tick(&mut self) -> u64 {
+        let (now_ms, step) = self.clock.tick();
+        if step.is_some() {
+            self.counters().inc(Counter::ClockStep);
+        }
+        self.now_ms = now_ms;
+        u64::try_from(now_ms / 1000).unwrap_or(0)
+    }
+
+    /// The lease clock's current correction (lease time minus wall time), ms.
+    pub fn clock_offset_ms(&self) -> i64 {
+        self.clock.offset_ms()
+    }
+
+    /// Swaps in a new configuration (same table layout).
+    pub fn reconfigure(&mut self, cfg: ServeConfig) {
+        self.cursors.resize(cfg.subnets.len(), 0);
+        for (c, s) in self.cursors.iter_mut().zip(&cfg.subnets) {
+            if !s.span.contains(c) {
+                *c = s.span.start;
+            }
+        }
+        self.cfg = cfg;
+    }
+
+    /// The table.
+    pub fn table(&self) -> &Table {
+        &self.table
+    }
+
+    /// This worker's change ring.
+    pub fn ring(&self) -> &Ring {
+        &self.ring
+    }
+
+    /// Writes to the table as this worker's owner, recorded in its ring.
+    fn writer(&self) -> Writer<'_> {
+        Writer::new(&self.table, self.owner, &self.ring)
+    }
+
+    /// This worker's counters.
+    pub fn counters(&self) -> Counters<'_> {
+        Counters::new(self.table.counters(self.owner))
+    }
+
+    /// Handles one datagram; returns the reply to send, written into `out`.
+    pub fn handle(
+        &mut self,
+        pkt: &[u8],
+        inc: &Incoming,
+        out: &mut [u8; MAX_REPLY],
+    ) -> Option<Outgoing> {
+        self.counters().inc(Counter::Received);
+        let req = match codec::decode(pkt) {
+            Ok(r) => r,
+            Err(reason) => {
+                self.counters().codec_drop(reason);
+                return None;
+            }
+        };
+        if req.malformed_options > 0 {
+            self.counters()
+                .add(Counter::MalformedOptions, u64::from(req.malformed_options));
+        }
+        let now = self.tick();
+        let result = match req.msg_type {
+            MessageType::Discover => {
+                self.counters().inc(Counter::Discover);
+                self.discover(&req, inc, now, out)
+            }
+            MessageType::Request => {
+                self.counters().inc(Counter::Request);
+                self.request(&req, inc, now, out)
+            }
+            MessageType::Release => {
+                self.counters().inc(Counter::Release);
+                self.release(&req, inc, now).map(|_| None)
+            }
+            MessageType::Decline => {
+                self.counters().inc(Counter::Decline);
+                self.decline(&req, inc, now).map(|_| None)
+            }
+            MessageType::Inform => {
+                self.counters().inc(Counter::Inform);
+                self.inform(&req, inc, out)
+            }
+            _ => Err(Counter::DropMalformedRequest),
+        };
+        match result {
+            Ok(reply) => reply,
+            Err(c) => {
+                self.counters().drop_for(c);
+                None
+            }
+        }
+    }
+
+    fn client(req: &Request<'_>) -> Client {
+        let hwkey = ClientKey::from_hwaddr(req.htype, req.chaddr);
+        let key = match &req.client_id {
+            Some(id) if !id.is_empty() => ClientKey::from_client_id(id),
+            _ => hwkey,
+        };
+        Client { key, hwkey }
+    }
+
+    fn commit(
+        &self,
+        slot: u32,
+        cur: &SlotImage,
+        new: &SlotImage,
+        reason: ChangeReason,
+        req: &Request<'_>,
+    ) -> Result<SlotImage, Counter> {
+        let (ctx, n) = relay_context(req);
+        let time_ms = u64::try_from(self.now_ms).unwrap_or(0);
+        self.writer()
+            .update(
+                slot,
+                cur,
+                new,
+                &ChangeContext {
+                    reason,
+                    time_ms,
+                    context: &ctx[..n],
+                },
+            )
+            .map_err(|e| match e {
+                UpdateError::Conflict => Counter::DropBusy,
+                UpdateError::RingFull(_) => Counter::DropRingFull,
+                UpdateError::OutOfRange => Counter::DropMalformedRequest,
+            })
+    }
+
+    fn read(&self, slot: u32) -> Result<SlotImage, Counter> {
+        self.table.read(slot).map_err(|e| match e {
+            ReadError::Busy => Counter::DropBusy,
+            ReadError::Corrupt(_) => Counter::DropCorruptSlot,
+            ReadError::OutOfRange => Counter::DropMalformedRequest,
+        })
+    }
+
+    fn holder_image(
+        req: &Request<'_>,
+        c: &Client,
+        state: LeaseState,
+        expires: u64,
+        now: u64,
+    ) -> SlotImage {
+        let mut img = SlotImage {
+            state,
+            expires: expires.min(u64::from(u32::MAX)) as u32,
+            updated: now as u32,
+            key: c.key,
+            ..SlotImage::PRISTINE
+        };
+        img.set_hwaddr(req.htype, req.chaddr);
+        img
+    }
+}

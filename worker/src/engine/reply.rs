@@ -1,0 +1,107 @@
+//! Replies: an OFFER or ACK with the subnet's options and lease times, a NAK with its message,
+//! and where each goes (RFC 2131 §4.1: the relay, ciaddr, or a broadcast on the receiving
+//! interface).
+
+use std::net::{Ipv4Addr, SocketAddrV4};
+
+use super::{Engine, Incoming, Outgoing, CLIENT_PORT};
+use crate::codec::{encode_reply, MessageType, ReplyParams, Request, MAX_REPLY};
+use crate::counters::Counter;
+
+impl Engine {
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn reply(
+        &self,
+        req: &Request<'_>,
+        inc: &Incoming,
+        subnet: usize,
+        msg_type: MessageType,
+        yiaddr: Ipv4Addr,
+        inform: Option<()>,
+        out: &mut [u8; MAX_REPLY],
+    ) -> Outgoing {
+        let s = &self.cfg.subnets[subnet].subnet;
+        let lease = inform.is_none();
+        let params = ReplyParams {
+            msg_type,
+            yiaddr,
+            ciaddr: if msg_type == MessageType::Ack {
+                req.ciaddr
+            } else {
+                Ipv4Addr::UNSPECIFIED
+            },
+            server_id: self.server_id(inc),
+            lease_time: lease.then_some(s.lease_time),
+            renewal_time: lease.then_some(s.renew_time),
+            rebinding_time: lease.then_some(s.rebind_time),
+            options: &s.options,
+            message: None,
+        };
+        let len = encode_reply(req, &params, out);
+        self.destination(req, inc, len, false)
+    }
+
+    pub(super) fn nak(
+        &self,
+        req: &Request<'_>,
+        inc: &Incoming,
+        why: &str,
+        out: &mut [u8; MAX_REPLY],
+    ) -> Outgoing {
+        self.counters().inc(Counter::Nak);
+        let empty = prodhcp_config::options::OptionBlock::new();
+        let params = ReplyParams {
+            msg_type: MessageType::Nak,
+            yiaddr: Ipv4Addr::UNSPECIFIED,
+            ciaddr: Ipv4Addr::UNSPECIFIED,
+            server_id: self.server_id(inc),
+            lease_time: None,
+            renewal_time: None,
+            rebinding_time: None,
+            options: &empty,
+            message: Some(why),
+        };
+        let len = encode_reply(req, &params, out);
+        if req.giaddr != Ipv4Addr::UNSPECIFIED {
+            // RFC 2131 §4.3.2: "The server MUST set the broadcast bit in the DHCPNAK, so that
+            // the relay agent will broadcast the DHCPNAK to the client" (its address is wrong).
+            out[10] |= 0x80;
+        }
+        self.destination(req, inc, len, true)
+    }
+
+    /// RFC 2131 §4.1: to the relay, to ciaddr, or broadcast on the receiving interface.
+    pub(super) fn destination(
+        &self,
+        req: &Request<'_>,
+        inc: &Incoming,
+        len: usize,
+        nak: bool,
+    ) -> Outgoing {
+        let src = self.server_id(inc);
+        if req.giaddr != Ipv4Addr::UNSPECIFIED {
+            return Outgoing {
+                len,
+                dst: SocketAddrV4::new(req.giaddr, self.cfg.config.listen_port),
+                ifindex: None,
+                src: inc.local,
+            };
+        }
+        if !nak && req.ciaddr != Ipv4Addr::UNSPECIFIED {
+            return Outgoing {
+                len,
+                dst: SocketAddrV4::new(req.ciaddr, CLIENT_PORT),
+                ifindex: None,
+                src: inc.local,
+            };
+        }
+        // A client without an address: broadcast on the interface it came from (unicasting to
+        // yiaddr would need an ARP entry the client cannot answer yet).
+        Outgoing {
+            len,
+            dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
+            ifindex: Some(inc.ifindex),
+            src,
+        }
+    }
+}
