@@ -162,6 +162,9 @@ pub enum DecodeError {
     /// A `Records` payload that is empty or not whole records.
     #[error("records payload of {0} bytes is not a positive multiple of {RECORD_BYTES}")]
     RecordsLength(usize),
+    /// A length field above its limit.
+    #[error("{0} is longer than allowed")]
+    TooLong(&'static str),
 }
 
 /// Why a message cannot be encoded.
@@ -276,6 +279,9 @@ impl Message {
             T_REFUSE => {
                 let code = RefuseCode::from_byte(r.u8("refuse")?);
                 let len = usize::from(r.u16("refuse")?);
+                if len > MAX_REASON {
+                    return Err(DecodeError::TooLong("refusal reason"));
+                }
                 let reason = r.utf8(len, "refusal reason")?;
                 Message::Refuse { code, reason }
             }
@@ -461,6 +467,12 @@ mod tests {
         assert_eq!(
             Message::decode(&[1, 2, 4, 0, 2, 0xff, 0xfe]),
             Err(DecodeError::NotUtf8("refusal reason"))
+        );
+        let mut long = vec![1, 2, 4, 0x04, 0x01];
+        long.extend_from_slice(&[b'x'; MAX_REASON + 1]);
+        assert_eq!(
+            Message::decode(&long),
+            Err(DecodeError::TooLong("refusal reason"))
         );
         assert_eq!(
             Message::Records {
