@@ -12,6 +12,7 @@
 //! Architecture Invariant: this crate does no I/O besides reading the one file in [`load`],
 //! and nothing in a configuration text can make it panic.
 
+pub mod cluster;
 mod error;
 mod model;
 pub mod options;
@@ -24,6 +25,7 @@ mod wire;
 use std::io::Read as _;
 use std::path::Path;
 
+pub use cluster::{Cluster, Peer, Replication, ServiceAddress};
 pub use error::ConfigError;
 pub use model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};
 pub use options::OptionBlock;

@@ -44,6 +44,8 @@ pub struct Config {
     pub scrub_interval: u32,
     /// What a lease must survive before its ACK goes out.
     pub durability: Durability,
+    /// This appliance's replication group; `None` = a standalone appliance.
+    pub cluster: Option<crate::cluster::Cluster>,
 }
 
 /// What an acknowledged lease survives (`durability` in the file).

@@ -1028,3 +1028,299 @@ fn ring_files_live_in_the_state_dir_one_per_owner() {
     );
     assert_ne!(c.ring_file(1), c.ring_file(100));
 }
+
+// ---- the `cluster` section (issue 8) ----
+
+/// A config whose `cluster` section is `cluster` (the body between the parentheses).
+fn with_cluster(cluster: &str) -> String {
+    config_text(&format!("    cluster: (\n{cluster}\n    ),"), &subnet(""))
+}
+
+/// A valid cluster body with `field` lines replaced by `replace` (or only `extra` added).
+fn cluster_body(extra: &str) -> String {
+    let mut fields = vec![
+        ("name", "        name: \"pop1\","),
+        ("node", "        node: \"a\","),
+        ("listen", "        listen: \"198.18.0.1:647\","),
+        (
+            "peers",
+            "        peers: [(node: \"b\", address: \"198.18.0.4:647\")],",
+        ),
+        (
+            "key_file",
+            "        key_file: \"/etc/prodhcp/cluster.key\",",
+        ),
+    ];
+    let mut lines = String::new();
+    for line in extra.lines() {
+        let name = line.trim().split(':').next().unwrap_or("");
+        fields.retain(|(f, _)| *f != name);
+    }
+    for (_, line) in fields {
+        lines.push_str(line);
+        lines.push('\n');
+    }
+    for line in extra.lines() {
+        lines.push_str("        ");
+        lines.push_str(line.trim());
+        lines.push('\n');
+    }
+    lines
+}
+
+#[test]
+fn example_file_has_the_pinned_cluster_section() {
+    let config = ok(EXAMPLE);
+    let cluster = config.cluster.expect("the example documents `cluster`");
+    assert_eq!(cluster.name, "pop1");
+    assert_eq!(cluster.node, "a");
+    assert_eq!(cluster.listen, "198.18.0.1:647".parse().unwrap());
+    assert_eq!(
+        cluster.peers,
+        [crate::Peer {
+            node: "b".into(),
+            address: "198.18.0.4:647".parse().unwrap()
+        }]
+    );
+    assert_eq!(cluster.key_file, PathBuf::from("/etc/prodhcp/cluster.key"));
+    let service = cluster.service_address.unwrap();
+    assert_eq!(service.address.to_string(), "198.18.0.10/24");
+    assert_eq!(service.address.addr(), ip("198.18.0.10"));
+    assert_eq!(service.interface, "eth1");
+    assert_eq!(cluster.replication, crate::Replication::Sync);
+    assert_eq!(cluster.heartbeat_interval.as_millis(), 200);
+    assert_eq!(cluster.dead_after.as_millis(), 800);
+}
+
+#[test]
+fn cluster_is_optional_and_takes_defaults() {
+    assert_eq!(ok(MINIMAL).cluster, None);
+    let cluster = ok(&with_cluster(&cluster_body(""))).cluster.unwrap();
+    assert_eq!(cluster.service_address, None);
+    assert_eq!(cluster.replication, crate::Replication::Sync);
+    assert_eq!(
+        cluster.heartbeat_interval.as_millis(),
+        u128::from(crate::cluster::DEFAULT_HEARTBEAT_MS)
+    );
+    assert_eq!(
+        cluster.dead_after.as_millis(),
+        u128::from(crate::cluster::DEFAULT_DEAD_AFTER_MS)
+    );
+    // Detection of a silent peer within 1 s needs no tuning.
+    assert!(cluster.dead_after.as_millis() <= 1000);
+    assert!(cluster.dials("b"));
+    let text = with_cluster(&cluster_body(
+        "replication: \"async\",\nheartbeat_ms: 50,\ndead_after_ms: 100,\n\
+         service_address: (address: \"198.18.0.10/32\", interface: \"lan0\"),\n\
+         listen: \"0.0.0.0:647\",",
+    ));
+    let cluster = ok(&text).cluster.unwrap();
+    assert_eq!(cluster.replication, crate::Replication::Async);
+    assert_eq!(cluster.heartbeat_interval.as_millis(), 50);
+    assert_eq!(cluster.dead_after.as_millis(), 100);
+    assert_eq!(cluster.listen, "0.0.0.0:647".parse().unwrap());
+    assert_eq!(
+        cluster.service_address.unwrap().address.to_string(),
+        "198.18.0.10/32"
+    );
+}
+
+#[test]
+fn one_peer_list_can_be_shared_by_every_node() {
+    let peers = "peers: [(node: \"a\", address: \"198.18.0.1:647\"), \
+                 (node: \"b\", address: \"198.18.0.4:647\"), (node: \"c\", address: \"[fd00::3]:647\")],";
+    let on_b = ok(&with_cluster(&cluster_body(&format!(
+        "node: \"b\",\nlisten: \"198.18.0.4:647\",\n{peers}"
+    ))))
+    .cluster
+    .unwrap();
+    let names: Vec<&str> = on_b.peers.iter().map(|p| p.node.as_str()).collect();
+    assert_eq!(names, ["a", "c"]);
+    // b dials c (b < c) and waits for a.
+    assert!(!on_b.dials("a"));
+    assert!(on_b.dials("c"));
+}
+
+#[test]
+fn cluster_rules() {
+    let sixteen: String = (0..16)
+        .map(|i| format!("(node: \"n{i:02}\", address: \"198.18.1.{i}:647\"),"))
+        .collect();
+    let fifteen: String = (0..15)
+        .map(|i| format!("(node: \"n{i:02}\", address: \"198.18.1.{i}:647\"),"))
+        .collect();
+    // 15 peers (16 appliances) are fine.
+    let c = ok(&with_cluster(&cluster_body(&format!(
+        "peers: [{fifteen}],"
+    ))));
+    assert_eq!(c.cluster.unwrap().peers.len(), 15);
+    let cases: Vec<(String, &str, &str)> = vec![
+        (
+            "name: \"\",".into(),
+            "cluster.name",
+            "cluster name `` must have 1 to 32 characters",
+        ),
+        (
+            "name: \"pop 1\",".into(),
+            "cluster.name",
+            "cluster name `pop 1` contains ' '; use ASCII letters, digits, '-', '_' and '.'",
+        ),
+        (
+            format!("node: \"{}\",", "x".repeat(33)),
+            "cluster.node",
+            "must have 1 to 32 characters",
+        ),
+        (
+            "node: \"b\\u{e9}\",".into(),
+            "cluster.node",
+            "node name `b\u{e9}` contains 'é'",
+        ),
+        (
+            "listen: \"198.18.0.1\",".into(),
+            "cluster.listen",
+            "`198.18.0.1` is not \"address:port\" (e.g. \"198.18.0.1:647\")",
+        ),
+        (
+            "listen: \"198.18.0.1:0\",".into(),
+            "cluster.listen",
+            "`198.18.0.1:0`: the port must be 1..=65535",
+        ),
+        (
+            "listen: \"224.0.0.1:647\",".into(),
+            "cluster.listen",
+            "224.0.0.1 is not a unicast address",
+        ),
+        (
+            "peers: [(node: \"b\", address: \"peer-b:647\")],".into(),
+            "cluster.peers[0].address",
+            "`peer-b:647` is not \"address:port\"",
+        ),
+        (
+            "peers: [(node: \"b\", address: \"0.0.0.0:647\")],".into(),
+            "cluster.peers[0].address",
+            "0.0.0.0 is not a unicast address",
+        ),
+        (
+            "peers: [(node: \"b\", address: \"198.18.0.4:647\"), (node: \"b\", address: \"198.18.0.5:647\")],".into(),
+            "cluster.peers[1].node",
+            "node `b` is already listed at cluster.peers[0]",
+        ),
+        (
+            "peers: [(node: \"b\", address: \"198.18.0.4:647\"), (node: \"c\", address: \"198.18.0.4:647\")],".into(),
+            "cluster.peers[1].address",
+            "198.18.0.4:647 is already the address of cluster.peers[0]",
+        ),
+        (
+            "peers: [(node: \"b\", address: \"198.18.0.1:647\")],".into(),
+            "cluster.peers[0].address",
+            "198.18.0.1:647 is this node's own `listen` address, but the entry names node `b` (this node is `a`)",
+        ),
+        (
+            "peers: [(node: \"b_ \", address: \"198.18.0.4:647\")],".into(),
+            "cluster.peers[0].node",
+            "node name `b_ ` contains ' '",
+        ),
+        (
+            "peers: [],".into(),
+            "cluster.peers",
+            "no peer besides this node `a`: a cluster needs at least one other appliance",
+        ),
+        (
+            "peers: [(node: \"a\", address: \"198.18.0.1:647\")],".into(),
+            "cluster.peers",
+            "no peer besides this node `a`",
+        ),
+        (
+            format!("peers: [{sixteen}],"),
+            "cluster.peers",
+            "16 peers besides this node; a cluster has at most 16 appliances (15 peers)",
+        ),
+        (
+            "key_file: \"cluster.key\",".into(),
+            "cluster.key_file",
+            "`cluster.key` must be an absolute path",
+        ),
+        (
+            "service_address: (address: \"198.18.0.10\", interface: \"eth1\"),".into(),
+            "cluster.service_address.address",
+            "`198.18.0.10` is not \"address/prefix\" (e.g. \"198.18.0.10/24\")",
+        ),
+        (
+            "service_address: (address: \"198.18.0.10/33\", interface: \"eth1\"),".into(),
+            "cluster.service_address.address",
+            "is not \"address/prefix\"",
+        ),
+        (
+            "service_address: (address: \"198.18.0.0/24\", interface: \"eth1\"),".into(),
+            "cluster.service_address.address",
+            "198.18.0.0 is the network or broadcast address of 198.18.0.0/24",
+        ),
+        (
+            "service_address: Some((address: \"198.18.0.255/24\", interface: \"eth1\")),".into(),
+            "cluster.service_address.address",
+            "198.18.0.255 is the network or broadcast address of 198.18.0.0/24",
+        ),
+        (
+            "service_address: (address: \"0.0.0.0/8\", interface: \"eth1\"),".into(),
+            "cluster.service_address.address",
+            "0.0.0.0 is not a unicast address",
+        ),
+        (
+            "service_address: (address: \"198.18.0.10/0\", interface: \"eth1\"),".into(),
+            "cluster.service_address.address",
+            "the prefix must be /1 to /32",
+        ),
+        (
+            "service_address: (address: \"198.18.0.10/24\", interface: \"a/b\"),".into(),
+            "cluster.service_address.interface",
+            "contains '/'",
+        ),
+        (
+            "replication: \"semi\",".into(),
+            "cluster.replication",
+            "`semi` is not \"sync\" or \"async\"",
+        ),
+        (
+            "heartbeat_ms: 5,".into(),
+            "cluster.heartbeat_ms",
+            "5 ms: the heartbeat interval must be 10 to 10000 ms",
+        ),
+        (
+            "heartbeat_ms: 500,\ndead_after_ms: 900,".into(),
+            "cluster.dead_after_ms",
+            "900 ms: must be at least twice heartbeat_ms (1000 ms) and at most 60000 ms",
+        ),
+        (
+            "dead_after_ms: 60001,".into(),
+            "cluster.dead_after_ms",
+            "at most 60000 ms",
+        ),
+    ];
+    for (extra, field, needle) in &cases {
+        let text = with_cluster(&cluster_body(extra));
+        rejects(&text, field, needle);
+    }
+}
+
+#[test]
+fn cluster_structure_errors_name_the_field() {
+    // A missing required field, an unknown field, a wrong type: first-stage errors.
+    let text = config_text(
+        "    cluster: (name: \"pop1\", node: \"a\", listen: \"198.18.0.1:647\", peers: []),",
+        &subnet(""),
+    );
+    let err = parse(&text).unwrap_err();
+    assert!(
+        err.to_string().contains("missing field named `key_file`"),
+        "{err}"
+    );
+    let err = parse(&with_cluster(&cluster_body("heartbeat: 200,"))).unwrap_err();
+    assert!(
+        err.to_string()
+            .contains("Unexpected field named `heartbeat` in `Cluster`"),
+        "{err}"
+    );
+    assert_eq!(err.field(), Some("cluster.heartbeat"), "{err}");
+    let err = parse(&with_cluster(&cluster_body("replication: sync,"))).unwrap_err();
+    assert_eq!(err.field(), Some("cluster.replication"), "{err}");
+}

@@ -37,9 +37,9 @@ pub(crate) struct Invalid {
     pub message: String,
 }
 
-type Check<T> = Result<T, Invalid>;
+pub(crate) type Check<T> = Result<T, Invalid>;
 
-fn fail<T>(path: FieldPath, message: impl Into<String>) -> Check<T> {
+pub(crate) fn fail<T>(path: FieldPath, message: impl Into<String>) -> Check<T> {
     Err(Invalid {
         path,
         message: message.into(),
@@ -141,6 +141,10 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
     }
     check_subnets_disjoint(&subnets)?;
     check_pools_disjoint(&subnets)?;
+    let cluster = match wire.cluster {
+        Some(cluster) => Some(crate::cluster::validate_cluster(cluster)?),
+        None => None,
+    };
 
     let config = Config {
         state_dir: wire.state_dir,
@@ -157,6 +161,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         ring_capacity: ring,
         scrub_interval: wire.scrub_interval,
         durability,
+        cluster,
     };
     check_table_size(&config)?;
     Ok(config)
@@ -448,7 +453,7 @@ pub(crate) fn parse_mac(text: &str) -> Result<Vec<u8>, String> {
     }
 }
 
-fn check_absolute(path: &Path, field: FieldPath) -> Check<()> {
+pub(crate) fn check_absolute(path: &Path, field: FieldPath) -> Check<()> {
     if path.as_os_str().is_empty() || !path.is_absolute() {
         return fail(
             field,
@@ -459,7 +464,7 @@ fn check_absolute(path: &Path, field: FieldPath) -> Check<()> {
 }
 
 /// Linux's rules for interface names (`dev_valid_name`).
-fn check_interface_name(name: &str, field: FieldPath) -> Check<()> {
+pub(crate) fn check_interface_name(name: &str, field: FieldPath) -> Check<()> {
     if name.is_empty() || name.len() > MAX_INTERFACE_NAME {
         return fail(
             field,
@@ -482,7 +487,7 @@ fn check_interface_name(name: &str, field: FieldPath) -> Check<()> {
 }
 
 /// An address a host or relay can have: not 0.0.0.0, broadcast, multicast or 240/4.
-fn check_unicast(address: Ipv4Addr, field: FieldPath) -> Check<()> {
+pub(crate) fn check_unicast(address: Ipv4Addr, field: FieldPath) -> Check<()> {
     let [first_octet, ..] = address.octets();
     if address.is_unspecified()
         || address.is_broadcast()

@@ -91,6 +91,50 @@ pub(crate) struct WireConfig {
     pub scrub_interval: u32,
     #[serde(default)]
     pub durability: Option<String>,
+    #[serde(default)]
+    pub cluster: Option<WireCluster>,
+}
+
+fn default_heartbeat_ms() -> u32 {
+    crate::cluster::DEFAULT_HEARTBEAT_MS
+}
+fn default_dead_after_ms() -> u32 {
+    crate::cluster::DEFAULT_DEAD_AFTER_MS
+}
+
+/// The `cluster` section.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Cluster", deny_unknown_fields)]
+pub(crate) struct WireCluster {
+    pub name: String,
+    pub node: String,
+    pub listen: String,
+    pub peers: Vec<WirePeer>,
+    pub key_file: PathBuf,
+    #[serde(default)]
+    pub service_address: Option<WireServiceAddress>,
+    #[serde(default)]
+    pub replication: Option<String>,
+    #[serde(default = "default_heartbeat_ms")]
+    pub heartbeat_ms: u32,
+    #[serde(default = "default_dead_after_ms")]
+    pub dead_after_ms: u32,
+}
+
+/// One entry of `cluster.peers`.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Peer", deny_unknown_fields)]
+pub(crate) struct WirePeer {
+    pub node: String,
+    pub address: String,
+}
+
+/// `cluster.service_address`.
+#[derive(Debug, Deserialize)]
+#[serde(rename = "ServiceAddress", deny_unknown_fields)]
+pub(crate) struct WireServiceAddress {
+    pub address: String,
+    pub interface: String,
 }
 
 /// One entry of `subnets`.
