@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::{Config, Durability};
-use shm_layout::{worker_owner, LayoutSpec, RangeSpec, Ring, Table};
+use prodhcp_proto::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
+use shm_layout::{worker_owner, LayoutSpec, Ring, Table};
 
 use crate::codec::MAX_REPLY;
-use crate::counters::Counter;
+use crate::counters::{Counter, DropCounts};
 use crate::engine::{Engine, Incoming};
 use crate::interfaces::InterfaceBroadcasts;
-use crate::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
+use crate::launch::take_inherited;
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -51,21 +52,6 @@ pub enum WorkerError {
     Ring(#[from] shm_layout::RingOpenError),
 }
 
-/// The lease table layout a configuration needs.
-pub fn layout_of(config: &Config) -> LayoutSpec {
-    LayoutSpec {
-        ranges: config
-            .table_layout()
-            .into_iter()
-            .map(|t| RangeSpec {
-                first: u32::from(t.range.first),
-                last: u32::from(t.range.last),
-                in_pool: t.in_pool,
-            })
-            .collect(),
-    }
-}
-
 fn parse_config(text: &[u8]) -> Result<Config, String> {
     let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
     prodhcp_config::parse(text).map_err(|e| e.to_string())
@@ -80,8 +66,8 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
 
     // Placed by the supervisor for this process alone (the launch contract).
-    let udp: OwnedFd = launch::take_inherited(launch::UDP_SOCKET)?;
-    let mut channel = UnixStream::from(launch::take_inherited(launch::CHANNEL)?);
+    let udp: OwnedFd = take_inherited(launch::UDP_SOCKET)?;
+    let mut channel = UnixStream::from(take_inherited(launch::CHANNEL)?);
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -94,7 +80,10 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     };
     let config = parse_config(&first).map_err(WorkerError::Config)?;
     let owner = worker_owner(args.id);
-    let table = Table::open_for(&config.table_file, &layout_of(&config))?;
+    let table = Table::open_for(
+        &config.table_file,
+        &LayoutSpec::from_ranges(config.table_layout()),
+    )?;
     // Record who writes as this owner before the first write, so that a supervisor starting
     // after this one died can tell whether this process still lives (and end it).
     if let Some(me) = shm_layout::OwnerProcess::current() {
