@@ -126,15 +126,6 @@ pub struct TableRange {
     pub in_pool: bool,
 }
 
-/// A run in the plain form the lease table's layout is built from, `(first address, last
-/// address, in_pool)`: `shm_layout::LayoutSpec::from_ranges(config.table_layout())`. (The
-/// configuration depends on no other prodhcp crate, so it hands out std types.)
-impl From<TableRange> for (Ipv4Addr, Ipv4Addr, bool) {
-    fn from(run: TableRange) -> Self {
-        (run.range.first, run.range.last, run.in_pool)
-    }
-}
-
 impl Subnet {
     /// Whether `address` is in this subnet's network.
     pub fn contains(&self, address: Ipv4Addr) -> bool {

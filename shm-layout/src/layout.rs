@@ -122,24 +122,20 @@ pub enum LayoutError {
 impl LayoutSpec {
     /// The layout of these runs of slots, each given in plain form as `(first address, last
     /// address, in_pool)`, in the order given (callers pass them sorted and disjoint;
-    /// [`LayoutSpec::validate`] checks). The configuration's runs convert to that form
-    /// (`prodhcp_config::TableRange`), so the worker and the supervisor both build their layout
-    /// as `LayoutSpec::from_ranges(config.table_layout())`: one definition, hence one
-    /// fingerprint, without either crate depending on the other's.
-    pub fn from_ranges<R>(ranges: impl IntoIterator<Item = R>) -> LayoutSpec
-    where
-        R: Into<(Ipv4Addr, Ipv4Addr, bool)>,
-    {
+    /// [`LayoutSpec::validate`] checks).
+    ///
+    /// Which addresses get slots is `prodhcp_config::Config::table_layout`; the worker and the
+    /// supervisor both pass its runs here field by field (`(t.range.first, t.range.last,
+    /// t.in_pool)`), so both build the same layout, hence the same fingerprint, without either
+    /// crate depending on the other.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr, bool)>) -> LayoutSpec {
         LayoutSpec {
             ranges: ranges
                 .into_iter()
-                .map(|r| {
-                    let (first, last, in_pool) = r.into();
-                    RangeSpec {
-                        first: u32::from(first),
-                        last: u32::from(last),
-                        in_pool,
-                    }
+                .map(|(first, last, in_pool)| RangeSpec {
+                    first: u32::from(first),
+                    last: u32::from(last),
+                    in_pool,
                 })
                 .collect(),
         }

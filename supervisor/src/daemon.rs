@@ -34,7 +34,7 @@ mod table_setup;
 mod workers;
 
 pub use crate::error::{exit, ReloadRefused, StartError};
-pub use table_setup::{load_config, open_table};
+pub use table_setup::{load_config, open_table, table_spec};
 
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);

@@ -52,6 +52,18 @@ pub enum WorkerError {
     Ring(#[from] shm_layout::RingOpenError),
 }
 
+/// The lease table layout `config` needs: its runs ([`Config::table_layout`]) in the table's
+/// form. The supervisor builds it the same way (`prodhcp_supervisor::daemon::table_spec`); a
+/// worker whose layout differed would fail to open the table (fingerprint).
+pub(crate) fn table_spec(config: &Config) -> LayoutSpec {
+    LayoutSpec::from_ranges(
+        config
+            .table_layout()
+            .iter()
+            .map(|t| (t.range.first, t.range.last, t.in_pool)),
+    )
+}
+
 fn parse_config(text: &[u8]) -> Result<Config, String> {
     let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
     prodhcp_config::parse(text).map_err(|e| e.to_string())
@@ -80,10 +92,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     };
     let config = parse_config(&first).map_err(WorkerError::Config)?;
     let owner = worker_owner(args.id);
-    let table = Table::open_for(
-        &config.table_file,
-        &LayoutSpec::from_ranges(config.table_layout()),
-    )?;
+    let table = Table::open_for(&config.table_file, &table_spec(&config))?;
     // Record who writes as this owner before the first write, so that a supervisor starting
     // after this one died can tell whether this process still lives (and end it).
     if let Some(me) = shm_layout::OwnerProcess::current() {

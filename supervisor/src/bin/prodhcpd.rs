@@ -70,7 +70,7 @@ fn open_stopped_table(
             e.exit_code()
         })?
         .0;
-    let layout = shm_layout::LayoutSpec::from_ranges(config.table_layout());
+    let layout = prodhcp_supervisor::daemon::table_spec(&config);
     let table = shm_layout::Table::open_for(&config.table_file, &layout)
         .and_then(|t| t.lock_exclusive().map(|_| t))
         .map_err(|e| {

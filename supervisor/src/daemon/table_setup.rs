@@ -104,11 +104,23 @@ pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
     Ok((config, text))
 }
 
+/// The lease table layout `config` needs: its runs ([`Config::table_layout`]) in the table's
+/// form. The worker builds it the same way (its `run::table_spec`); the fingerprint of this
+/// layout is what every table on disk was created with (test below).
+pub fn table_spec(config: &Config) -> LayoutSpec {
+    LayoutSpec::from_ranges(
+        config
+            .table_layout()
+            .iter()
+            .map(|t| (t.range.first, t.range.last, t.in_pool)),
+    )
+}
+
 /// Opens the table the configuration needs: creates it when missing, migrates it when it was
 /// built for another pool layout. Returns the table and whether it was cleanly closed.
 pub fn open_table(config: &Config) -> Result<(Table, bool), StartError> {
     let path = &config.table_file;
-    let spec = LayoutSpec::from_ranges(config.table_layout());
+    let spec = table_spec(config);
     let t0 = Instant::now();
     let table = match Table::open_for(path, &spec) {
         Ok(t) => t,
@@ -258,7 +270,7 @@ mod tests {
     )"#;
 
     /// The layout as the worker's `run::layout_of` built it before the one definition
-    /// (`LayoutSpec::from_ranges`): every table on disk was created with this mapping.
+    /// ([`table_spec`]): every table on disk was created with this mapping.
     fn layout_as_before(config: &Config) -> LayoutSpec {
         LayoutSpec {
             ranges: config
@@ -279,7 +291,7 @@ mod tests {
         let text = CFG.replace("/tmp/unused", dir.path().to_str().expect("utf-8 path"));
         let config = prodhcp_config::parse(&text).expect("valid configuration");
         let before = layout_as_before(&config);
-        let now = LayoutSpec::from_ranges(config.table_layout());
+        let now = table_spec(&config);
         assert_eq!(now, before);
         assert_eq!(now.fingerprint(), before.fingerprint());
         assert_eq!(

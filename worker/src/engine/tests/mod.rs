@@ -8,8 +8,8 @@ mod messages;
 mod sweep;
 
 use super::*;
+use crate::run::table_spec;
 use dhcproto::{v4, Decodable};
-use shm_layout::LayoutSpec;
 
 const CFG: &str = r#"(
     state_dir: "/tmp/unused",
@@ -50,11 +50,7 @@ fn fixture_from(cfg: &str, clock: Option<crate::clock::ManualClock>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let text = cfg.replace("/tmp/unused", dir.path().to_str().unwrap());
     let config = prodhcp_config::parse(&text).unwrap();
-    let table = Table::create(
-        &config.table_file,
-        &LayoutSpec::from_ranges(config.table_layout()),
-    )
-    .unwrap();
+    let table = Table::create(&config.table_file, &table_spec(&config)).unwrap();
     let ring = Ring::open_or_create(&config.ring_file(1), 1, 1024).unwrap();
     let serve = ServeConfig::build(config, &table);
     let engine = match clock {
