@@ -3,9 +3,12 @@
 //! One row per counter gives its variant, the word it occupies in the worker's owner record
 //! (the table file's layout: a word never moves), its name, the [`CounterGroup`] that says
 //! where `stats` shows it, and its key within that group on the wire. The worker increments
-//! counters by variant; the daemon turns a worker's words into [`crate::Counters`] by walking
-//! [`Counter::ALL`]; `prodhcpctl stats` prints what it receives. Adding a row here is all it
+//! counters by variant through [`CounterWords`], a view of its owner record's counter words; the
+//! daemon reads the same words through the same view and turns them into [`crate::Counters`] by
+//! walking [`Counter::ALL`]; `prodhcpctl stats` prints what it receives. Adding a row here is all it
 //! takes for a new counter to appear in `prodhcpctl stats`.
+
+use std::sync::atomic::{AtomicU64, Ordering};
 
 /// Where a counter is shown.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -63,6 +66,14 @@ macro_rules! catalogue {
             /// `drops`).
             pub const fn key(self) -> &'static str {
                 match self { $(Counter::$variant => $key,)* }
+            }
+
+            /// The counter kept at owner-record counter word `word`, if any.
+            pub const fn at_word(word: usize) -> Option<Counter> {
+                match word {
+                    $($word => Some(Counter::$variant),)*
+                    _ => None,
+                }
             }
         }
     };
@@ -149,10 +160,88 @@ catalogue! {
     ClockStep = 29, "clock_step", Events, "clock_step";
 }
 
+/// A view of one worker's counters: the counter words of its owner record in the lease table
+/// (`shm_layout::Table::counters`). The worker adds to them, the supervisor reads them without
+/// asking the worker; they survive a worker restart. A word the slice does not hold reads as 0
+/// and ignores additions.
+#[derive(Debug, Clone, Copy)]
+pub struct CounterWords<'a> {
+    words: &'a [AtomicU64],
+}
+
+impl<'a> CounterWords<'a> {
+    /// Wraps the counter words of an owner record.
+    pub fn new(words: &'a [AtomicU64]) -> CounterWords<'a> {
+        CounterWords { words }
+    }
+
+    /// Adds one.
+    pub fn inc(&self, c: Counter) {
+        self.add(c, 1);
+    }
+
+    /// Adds `n`.
+    pub fn add(&self, c: Counter, n: u64) {
+        if let Some(w) = self.words.get(c.word()) {
+            w.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Reads one counter.
+    pub fn get(&self, c: Counter) -> u64 {
+        self.words
+            .get(c.word())
+            .map_or(0, |w| w.load(Ordering::Relaxed))
+    }
+
+    /// Every counter of the catalogue as (name, value), in catalogue order.
+    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
+        Counter::ALL
+            .iter()
+            .map(|&c| (c.name(), self.get(c)))
+            .collect()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use std::collections::HashSet;
+
+    #[test]
+    fn at_word_finds_every_row_and_nothing_else() {
+        for &c in Counter::ALL {
+            assert_eq!(Counter::at_word(c.word()), Some(c));
+        }
+        for w in RESERVED_WORDS {
+            assert_eq!(Counter::at_word(*w), None);
+        }
+        assert_eq!(Counter::at_word(1000), None);
+    }
+
+    #[test]
+    fn the_view_counts_in_each_counters_word_and_ignores_words_it_lacks() {
+        let words: Vec<AtomicU64> = (0..96).map(|_| AtomicU64::new(0)).collect();
+        let v = CounterWords::new(&words);
+        v.inc(Counter::Ack);
+        v.add(Counter::DropBusy, 4);
+        v.inc(Counter::DecodeTooShort);
+        assert_eq!(words[Counter::Ack.word()].load(Ordering::Relaxed), 1);
+        assert_eq!(words[Counter::DropBusy.word()].load(Ordering::Relaxed), 4);
+        assert_eq!(v.get(Counter::DecodeTooShort), 1);
+        assert_eq!(v.get(Counter::Nak), 0);
+        let snap = v.snapshot();
+        assert_eq!(snap.len(), Counter::ALL.len());
+        assert!(snap.contains(&("ack", 1)) && snap.contains(&("busy", 4)));
+        assert!(snap.contains(&("decode_too_short", 1)));
+        // A record shorter than the catalogue: reads 0, additions go nowhere, no panic.
+        let short: Vec<AtomicU64> = (0..2).map(|_| AtomicU64::new(0)).collect();
+        let v = CounterWords::new(&short);
+        v.inc(Counter::ClockStep);
+        assert_eq!(v.get(Counter::ClockStep), 0);
+        v.inc(Counter::Discover);
+        assert_eq!(v.get(Counter::Discover), 1);
+    }
 
     #[test]
     fn words_names_and_keys_are_unique() {

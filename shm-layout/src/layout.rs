@@ -4,6 +4,8 @@
 //! positions, slot encoding or region order must bump the version; an old file is then refused
 //! with a clear error (or migrated by the supervisor), never reinterpreted.
 
+use std::net::Ipv4Addr;
+
 use crate::hash::{fmix64, hash64};
 
 /// Version of the table file layout.
@@ -118,6 +120,27 @@ pub enum LayoutError {
 }
 
 impl LayoutSpec {
+    /// The layout of these runs of slots, each given in plain form as `(first address, last
+    /// address, in_pool)`, in the order given (callers pass them sorted and disjoint;
+    /// [`LayoutSpec::validate`] checks).
+    ///
+    /// Which addresses get slots is `prodhcp_config::Config::table_layout`; the worker and the
+    /// supervisor both pass its runs here field by field (`(t.range.first, t.range.last,
+    /// t.in_pool)`), so both build the same layout, hence the same fingerprint, without either
+    /// crate depending on the other.
+    pub fn from_ranges(ranges: impl IntoIterator<Item = (Ipv4Addr, Ipv4Addr, bool)>) -> LayoutSpec {
+        LayoutSpec {
+            ranges: ranges
+                .into_iter()
+                .map(|(first, last, in_pool)| RangeSpec {
+                    first: u32::from(first),
+                    last: u32::from(last),
+                    in_pool,
+                })
+                .collect(),
+        }
+    }
+
     /// Checks ordering and limits.
     pub fn validate(&self) -> Result<(), LayoutError> {
         if self.ranges.is_empty() {
@@ -270,6 +293,22 @@ mod tests {
         assert_ne!(a, spec(&[(11, 20, true)]).fingerprint());
         assert_ne!(a, spec(&[(10, 20, false)]).fingerprint());
         assert_eq!(a, spec(&[(10, 20, true)]).fingerprint());
+    }
+
+    #[test]
+    fn from_ranges_keeps_order_bounds_and_kind() {
+        let ip = Ipv4Addr::new;
+        let built = LayoutSpec::from_ranges([
+            (ip(10, 0, 0, 10), ip(10, 0, 0, 20), true),
+            (ip(10, 0, 0, 200), ip(10, 0, 0, 200), false),
+        ]);
+        assert_eq!(
+            built,
+            spec(&[
+                (0x0a00_000a, 0x0a00_0014, true),
+                (0x0a00_00c8, 0x0a00_00c8, false)
+            ])
+        );
     }
 
     #[test]

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::Config;
+use prodhcp_proto::launch::{write_frame, FrameKind};
 use prodhcp_proto::ReloadStatus;
-use prodhcp_worker::launch::{write_frame, FrameKind};
 use shm_layout::{worker_owner, Ring, Table, IMPORT_OWNER, SUPERVISOR_OWNER};
 use signal_hook::consts::{SIGCHLD, SIGHUP, SIGINT, SIGTERM};
 use signal_hook_mio::v1_0::Signals;
@@ -34,7 +34,7 @@ mod table_setup;
 mod workers;
 
 pub use crate::error::{exit, ReloadRefused, StartError};
-pub use table_setup::{load_config, open_table};
+pub use table_setup::{load_config, open_table, table_spec};
 
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);

@@ -3,7 +3,7 @@
 //!
 //! The supervisor creates them once and keeps them across worker restarts, so a restarted
 //! worker finds the datagrams queued meanwhile and client→worker steering never changes. Each
-//! worker inherits its socket at exec (`prodhcp_worker::launch::UDP_SOCKET`).
+//! worker inherits its socket at exec (`prodhcp_proto::launch::UDP_SOCKET`).
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};

@@ -4,7 +4,7 @@
 use std::io;
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd, RawFd};
 
-use prodhcp_worker::launch::InheritedFd;
+use prodhcp_proto::launch::InheritedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
@@ -12,7 +12,7 @@ use std::process::{Child, Command, Stdio};
 const MAX_INHERITED: usize = 16;
 
 /// Starts `exe args...` with every descriptor of `fds` placed at its contract number
-/// (`prodhcp_worker::launch::INHERITED`) and stdin from /dev/null.
+/// (`prodhcp_proto::launch::INHERITED`) and stdin from /dev/null.
 pub fn spawn_worker(
     exe: &std::path::Path,
     args: &[std::ffi::OsString],

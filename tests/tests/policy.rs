@@ -142,3 +142,50 @@ fn unsafe_code_only_in_the_mapping_and_the_sys_modules() {
         violations.join("\n")
     );
 }
+
+/// Where the supervisor's library lives, and the part of it allowed to name the worker crate:
+/// only the `prodhcpd` binary links the worker (it runs `prodhcpd worker`); the daemon talks to
+/// workers through the launch contract in `prodhcp_proto::launch`.
+const SUPERVISOR_SRC: &str = "supervisor/src";
+const SUPERVISOR_BIN: &str = "supervisor/src/bin";
+
+#[test]
+fn the_supervisor_library_does_not_name_the_worker_crate() {
+    let root = repo_root();
+    let mut files = Vec::new();
+    rust_files(&root.join(SUPERVISOR_SRC), &mut files);
+    assert!(
+        files.len() > 5,
+        "found only {} .rs files under {SUPERVISOR_SRC}: the walk is broken",
+        files.len()
+    );
+    let mut violations = Vec::new();
+    let mut binary_names_it = false;
+    for path in &files {
+        let rel = path
+            .strip_prefix(&root)
+            .expect("below the root")
+            .to_string_lossy()
+            .replace('\\', "/");
+        let text = std::fs::read_to_string(path).expect("readable source file");
+        let in_binary = rel.starts_with(&format!("{SUPERVISOR_BIN}/"));
+        for (n, line) in text.lines().enumerate() {
+            if line.contains("prodhcp_worker") {
+                if in_binary {
+                    binary_names_it = true;
+                } else {
+                    violations.push(format!("{rel}:{}: {}", n + 1, line.trim()));
+                }
+            }
+        }
+    }
+    assert!(
+        binary_names_it,
+        "{SUPERVISOR_BIN} does not name prodhcp_worker: the search is broken (prodhcpd runs the worker)"
+    );
+    assert!(
+        violations.is_empty(),
+        "the supervisor library names the worker crate (only {SUPERVISOR_BIN}/ may):\n{}",
+        violations.join("\n")
+    );
+}

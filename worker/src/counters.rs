@@ -1,71 +1,41 @@
 //! Per-worker statistics counters, kept in the worker's owner record of the lease table so the
 //! supervisor can read them without asking the worker (and they survive a worker restart).
-
-use std::sync::atomic::{AtomicU64, Ordering};
+//!
+//! The catalogue and the view over the owner record's words ([`CounterWords`]) are
+//! `prodhcp_proto::counter`'s, shared with the supervisor that reads them. What only the worker
+//! does is here: counting a dropped request together with its reason ([`DropCounts`]).
 
 use crate::codec::DropReason;
 
-pub use prodhcp_proto::counter::{Counter, CODEC_DROPS_START};
+pub use prodhcp_proto::counter::{Counter, CounterWords, CODEC_DROPS_START};
 
-/// A view of one worker's counters.
-#[derive(Debug, Clone, Copy)]
-pub struct Counters<'a> {
-    words: &'a [AtomicU64],
+/// Counting a dropped request: the total `dropped` and the reason's own counter.
+pub trait DropCounts {
+    /// Counts a dropped request with its engine reason.
+    fn drop_for(&self, c: Counter);
+    /// Counts a packet the codec refused.
+    fn codec_drop(&self, r: DropReason);
 }
 
-impl<'a> Counters<'a> {
-    /// Wraps the counter words of an owner record.
-    pub fn new(words: &'a [AtomicU64]) -> Counters<'a> {
-        Counters { words }
-    }
-
-    fn add_at(&self, i: usize, n: u64) {
-        if let Some(w) = self.words.get(i) {
-            w.fetch_add(n, Ordering::Relaxed);
-        }
-    }
-
-    /// Adds one.
-    pub fn inc(&self, c: Counter) {
-        self.add_at(c.word(), 1);
-    }
-
-    /// Reads one counter.
-    pub fn get(&self, c: Counter) -> u64 {
-        self.words
-            .get(c.word())
-            .map_or(0, |w| w.load(Ordering::Relaxed))
-    }
-
-    /// Adds `n`.
-    pub fn add(&self, c: Counter, n: u64) {
-        self.add_at(c.word(), n);
-    }
-
-    /// Counts a dropped request with its engine reason.
-    pub fn drop_for(&self, c: Counter) {
+impl DropCounts for CounterWords<'_> {
+    fn drop_for(&self, c: Counter) {
         self.inc(Counter::Dropped);
         self.inc(c);
     }
 
-    /// Counts a packet the codec refused.
-    pub fn codec_drop(&self, r: DropReason) {
+    fn codec_drop(&self, r: DropReason) {
         self.inc(Counter::Dropped);
-        self.add_at(CODEC_DROPS_START + r.index(), 1);
-    }
-
-    /// Every counter of the catalogue as (name, value), in catalogue order.
-    pub fn snapshot(&self) -> Vec<(&'static str, u64)> {
-        Counter::ALL
-            .iter()
-            .map(|&c| (c.name(), self.get(c)))
-            .collect()
+        // Every reason has its catalogue row (checked by the test below).
+        if let Some(c) = Counter::at_word(CODEC_DROPS_START + r.index()) {
+            self.inc(c);
+        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use std::sync::atomic::AtomicU64;
 
     #[test]
     fn the_catalogue_fits_the_owner_record_and_names_every_codec_drop() {
@@ -83,7 +53,7 @@ mod tests {
             assert_eq!(c.group(), prodhcp_proto::CounterGroup::Drops);
         }
         let words: Vec<AtomicU64> = (0..96).map(|_| AtomicU64::new(0)).collect();
-        let c = Counters::new(&words);
+        let c = CounterWords::new(&words);
         c.drop_for(Counter::DropBusy);
         c.codec_drop(DropReason::ALL[0]);
         let snap = c.snapshot();
@@ -91,5 +61,15 @@ mod tests {
         assert!(snap.contains(&("busy", 1)));
         assert!(snap.contains(&("decode_too_short", 1)));
         assert_eq!(c.get(Counter::DecodeTooShort), 1);
+        // Every reason lands in its own word, once per drop, and in the total.
+        for r in DropReason::ALL {
+            c.codec_drop(r);
+        }
+        assert_eq!(c.get(Counter::Dropped), 2 + DropReason::ALL.len() as u64);
+        for (i, r) in DropReason::ALL.iter().enumerate() {
+            let word =
+                words[CODEC_DROPS_START + r.index()].load(std::sync::atomic::Ordering::Relaxed);
+            assert_eq!(word, if i == 0 { 2 } else { 1 }, "{}", r.name());
+        }
     }
 }

@@ -1,57 +1,11 @@
-//! The supervisor–worker contract, in one place: how the supervisor starts a worker process
-//! and how the two talk afterwards.
-//!
-//! - **Arguments**: the supervisor runs its own executable as `prodhcpd worker --id N
-//!   --workers N --supervisor-pid PID`. [`LaunchArgs::to_args`] builds that command line and
-//!   [`LaunchArgs::parse`] (or the `prodhcpd` binary's clap parser, which embeds
-//!   [`LaunchArgs`] as its `worker` subcommand) reads it back: one type on both sides.
-//! - **Inherited descriptors**: [`INHERITED`] lists every descriptor a worker finds open at
-//!   exec, each with its name and number ([`UDP_SOCKET`] at 3, [`CHANNEL`] at 4). The
-//!   supervisor places each at its number; the worker takes each with [`take_inherited`]. A new
-//!   descriptor (an eventfd for replication acks) is one more [`InheritedFd`] in that table.
-//! - **Channel frames**: length-prefixed frames over the [`CHANNEL`] socketpair
-//!   ([`FrameKind`], [`write_frame`], [`FrameReader`]). The supervisor sends
-//!   [`FrameKind::Config`] (the validated configuration's RON text) first and on every reload,
-//!   and [`FrameKind::Stop`] to stop; the worker answers each configuration with
-//!   [`FrameKind::Applied`] or [`FrameKind::Rejected`] (payload: a message).
-//!
-//! API Boundary: the supervisor uses the worker's process only through this module.
+//! The worker's side of the launch contract (`prodhcp_proto::launch`): taking the descriptors
+//! the supervisor placed. Arguments, descriptor numbers and channel frames are defined once, in
+//! `prodhcp_proto::launch`, for both sides.
 
-use std::ffi::OsString;
 use std::io;
-use std::os::fd::{OwnedFd, RawFd};
+use std::os::fd::OwnedFd;
 
-pub use crate::channel::{write_frame, FrameKind, FrameReader, ReadOutcome, MAX_FRAME};
-
-/// The subcommand of `prodhcpd` that runs one worker process.
-pub const SUBCOMMAND: &str = "worker";
-
-/// One descriptor a worker inherits from the supervisor: what it is, and the number the
-/// supervisor places it at before exec.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct InheritedFd {
-    /// What the descriptor is (for error messages).
-    pub name: &'static str,
-    /// The descriptor number in the worker process.
-    pub fd: RawFd,
-}
-
-/// The worker's UDP socket: its member of the supervisor's SO_REUSEPORT group.
-pub const UDP_SOCKET: InheritedFd = InheritedFd {
-    name: "UDP socket",
-    fd: 3,
-};
-
-/// The worker's end of its channel to the supervisor (a Unix stream socketpair carrying
-/// [`FrameKind`] frames).
-pub const CHANNEL: InheritedFd = InheritedFd {
-    name: "supervisor channel",
-    fd: 4,
-};
-
-/// Every descriptor a worker inherits, in no particular order. Numbers are distinct and above
-/// stdin/stdout/stderr.
-pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL];
+use prodhcp_proto::launch::InheritedFd;
 
 /// Takes ownership of an inherited descriptor; an error naming it if it is not open (a worker
 /// started by hand without it).
@@ -60,113 +14,9 @@ pub fn take_inherited(which: InheritedFd) -> io::Result<OwnedFd> {
         .map_err(|e| io::Error::new(e.kind(), format!("{} (fd {}): {e}", which.name, which.fd)))
 }
 
-/// How the supervisor starts one worker: the arguments of `prodhcpd worker`.
-#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
-pub struct LaunchArgs {
-    /// Worker id (0-based).
-    #[arg(long)]
-    pub id: usize,
-    /// Number of workers.
-    #[arg(long)]
-    pub workers: usize,
-    /// Pid of the supervisor that started this worker (it must still be the parent after
-    /// `PR_SET_PDEATHSIG` is set); absent when started by hand.
-    #[arg(long)]
-    pub supervisor_pid: Option<u32>,
-}
-
-/// The command line of a worker process, as [`LaunchArgs::parse`] reads it.
-#[derive(Debug, clap::Parser)]
-#[command(no_binary_name = true)]
-enum WorkerCommand {
-    /// Run one worker process.
-    Worker(LaunchArgs),
-}
-
-impl LaunchArgs {
-    /// The arguments after the executable's name: `worker --id N --workers N
-    /// [--supervisor-pid PID]`.
-    pub fn to_args(&self) -> Vec<OsString> {
-        let mut args: Vec<OsString> = vec![
-            SUBCOMMAND.into(),
-            "--id".into(),
-            self.id.to_string().into(),
-            "--workers".into(),
-            self.workers.to_string().into(),
-        ];
-        if let Some(pid) = self.supervisor_pid {
-            args.push("--supervisor-pid".into());
-            args.push(pid.to_string().into());
-        }
-        args
-    }
-
-    /// Reads the arguments [`LaunchArgs::to_args`] builds (without the executable's name).
-    pub fn parse<I, T>(args: I) -> Result<LaunchArgs, clap::Error>
-    where
-        I: IntoIterator<Item = T>,
-        T: Into<OsString> + Clone,
-    {
-        use clap::Parser;
-        let WorkerCommand::Worker(a) = WorkerCommand::try_parse_from(args)?;
-        Ok(a)
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::collections::HashSet;
-
-    #[test]
-    fn arguments_round_trip() {
-        for a in [
-            LaunchArgs {
-                id: 3,
-                workers: 8,
-                supervisor_pid: Some(4242),
-            },
-            LaunchArgs {
-                id: 0,
-                workers: 1,
-                supervisor_pid: None,
-            },
-        ] {
-            assert_eq!(LaunchArgs::parse(a.to_args()).expect("parses"), a);
-        }
-        let args = LaunchArgs {
-            id: 1,
-            workers: 2,
-            supervisor_pid: Some(7),
-        }
-        .to_args();
-        assert_eq!(
-            args,
-            [
-                "worker",
-                "--id",
-                "1",
-                "--workers",
-                "2",
-                "--supervisor-pid",
-                "7"
-            ]
-            .map(OsString::from)
-        );
-        assert!(LaunchArgs::parse(["worker", "--id", "x", "--workers", "2"]).is_err());
-        assert!(LaunchArgs::parse(["worker", "--workers", "2"]).is_err());
-        assert!(LaunchArgs::parse(["other", "--id", "1", "--workers", "2"]).is_err());
-    }
-
-    #[test]
-    fn inherited_descriptors_have_distinct_numbers_above_stdio() {
-        let mut seen = HashSet::new();
-        for d in INHERITED {
-            assert!(d.fd > 2, "{d:?} would replace stdin/stdout/stderr");
-            assert!(seen.insert(d.fd), "{d:?}: number used twice");
-        }
-        assert!(INHERITED.contains(&UDP_SOCKET) && INHERITED.contains(&CHANNEL));
-    }
 
     #[test]
     fn a_missing_inherited_descriptor_is_an_error_naming_it() {

@@ -4,7 +4,6 @@
 //! Architecture Invariant: nothing a client sends can panic a worker; every malformed packet is
 //! a counted drop.
 
-mod channel;
 pub mod clock;
 pub mod codec;
 pub mod counters;

@@ -12,13 +12,14 @@ use std::time::{Duration, Instant};
 use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::{Config, Durability};
-use shm_layout::{worker_owner, LayoutSpec, RangeSpec, Ring, Table};
+use prodhcp_proto::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
+use shm_layout::{worker_owner, LayoutSpec, Ring, Table};
 
 use crate::codec::MAX_REPLY;
-use crate::counters::Counter;
+use crate::counters::{Counter, DropCounts};
 use crate::engine::{Engine, Incoming};
 use crate::interfaces::InterfaceBroadcasts;
-use crate::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
+use crate::launch::take_inherited;
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -51,19 +52,16 @@ pub enum WorkerError {
     Ring(#[from] shm_layout::RingOpenError),
 }
 
-/// The lease table layout a configuration needs.
-pub fn layout_of(config: &Config) -> LayoutSpec {
-    LayoutSpec {
-        ranges: config
+/// The lease table layout `config` needs: its runs ([`Config::table_layout`]) in the table's
+/// form. The supervisor builds it the same way (`prodhcp_supervisor::daemon::table_spec`); a
+/// worker whose layout differed would fail to open the table (fingerprint).
+pub(crate) fn table_spec(config: &Config) -> LayoutSpec {
+    LayoutSpec::from_ranges(
+        config
             .table_layout()
-            .into_iter()
-            .map(|t| RangeSpec {
-                first: u32::from(t.range.first),
-                last: u32::from(t.range.last),
-                in_pool: t.in_pool,
-            })
-            .collect(),
-    }
+            .iter()
+            .map(|t| (t.range.first, t.range.last, t.in_pool)),
+    )
 }
 
 fn parse_config(text: &[u8]) -> Result<Config, String> {
@@ -80,8 +78,8 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
 
     // Placed by the supervisor for this process alone (the launch contract).
-    let udp: OwnedFd = launch::take_inherited(launch::UDP_SOCKET)?;
-    let mut channel = UnixStream::from(launch::take_inherited(launch::CHANNEL)?);
+    let udp: OwnedFd = take_inherited(launch::UDP_SOCKET)?;
+    let mut channel = UnixStream::from(take_inherited(launch::CHANNEL)?);
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -94,7 +92,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     };
     let config = parse_config(&first).map_err(WorkerError::Config)?;
     let owner = worker_owner(args.id);
-    let table = Table::open_for(&config.table_file, &layout_of(&config))?;
+    let table = Table::open_for(&config.table_file, &table_spec(&config))?;
     // Record who writes as this owner before the first write, so that a supervisor starting
     // after this one died can tell whether this process still lives (and end it).
     if let Some(me) = shm_layout::OwnerProcess::current() {

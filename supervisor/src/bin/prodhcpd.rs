@@ -39,9 +39,9 @@ struct Args {
 #[derive(Subcommand, Debug)]
 enum Sub {
     /// Internal: run one worker process (started by the supervisor with the descriptors of
-    /// `prodhcp_worker::launch::INHERITED`).
+    /// `prodhcp_proto::launch::INHERITED`).
     #[command(hide = true)]
-    Worker(prodhcp_worker::launch::LaunchArgs),
+    Worker(prodhcp_proto::launch::LaunchArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -70,7 +70,7 @@ fn open_stopped_table(
             e.exit_code()
         })?
         .0;
-    let layout = prodhcp_worker::run::layout_of(&config);
+    let layout = prodhcp_supervisor::daemon::table_spec(&config);
     let table = shm_layout::Table::open_for(&config.table_file, &layout)
         .and_then(|t| t.lock_exclusive().map(|_| t))
         .map_err(|e| {

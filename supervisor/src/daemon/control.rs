@@ -7,10 +7,9 @@ use std::os::fd::AsRawFd;
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
 use prodhcp_proto::{
-    self as proto, Command, ImportResult, IndexStatus, Response, StatsData, StatusData,
-    TableStatus, WorkerCounters, WorkerStatus,
+    self as proto, Command, CounterWords, ImportResult, IndexStatus, Response, StatsData,
+    StatusData, TableStatus, WorkerCounters, WorkerStatus,
 };
-use prodhcp_worker::counters::Counters as WorkerCounterView;
 use shm_layout::{worker_owner, IMPORT_OWNER};
 use tracing::warn;
 
@@ -235,7 +234,7 @@ impl Supervisor {
         let mut total = proto::Counters::default();
         let mut per = Vec::new();
         for w in &self.workers {
-            let view = WorkerCounterView::new(self.table.counters(worker_owner(w.id)));
+            let view = CounterWords::new(self.table.counters(worker_owner(w.id)));
             let c = proto::Counters::from_catalogue(|counter| view.get(counter));
             total.add(&c);
             per.push(WorkerCounters {

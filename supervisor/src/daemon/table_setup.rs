@@ -7,10 +7,9 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use prodhcp_config::Config;
-use prodhcp_worker::run::layout_of;
 use shm_layout::{
-    worker_owner, ChangeContext, ChangeReason, Recovery, Ring, SlotImage, Table, TableOpenError,
-    IMPORT_OWNER, SUPERVISOR_OWNER,
+    worker_owner, ChangeContext, ChangeReason, LayoutSpec, Recovery, Ring, SlotImage, Table,
+    TableOpenError, IMPORT_OWNER, SUPERVISOR_OWNER,
 };
 use tracing::{info, warn};
 
@@ -105,11 +104,23 @@ pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
     Ok((config, text))
 }
 
+/// The lease table layout `config` needs: its runs ([`Config::table_layout`]) in the table's
+/// form. The worker builds it the same way (its `run::table_spec`); the fingerprint of this
+/// layout is what every table on disk was created with (test below).
+pub fn table_spec(config: &Config) -> LayoutSpec {
+    LayoutSpec::from_ranges(
+        config
+            .table_layout()
+            .iter()
+            .map(|t| (t.range.first, t.range.last, t.in_pool)),
+    )
+}
+
 /// Opens the table the configuration needs: creates it when missing, migrates it when it was
 /// built for another pool layout. Returns the table and whether it was cleanly closed.
 pub fn open_table(config: &Config) -> Result<(Table, bool), StartError> {
     let path = &config.table_file;
-    let spec = layout_of(config);
+    let spec = table_spec(config);
     let t0 = Instant::now();
     let table = match Table::open_for(path, &spec) {
         Ok(t) => t,
@@ -223,4 +234,95 @@ pub(super) fn recover(table: &Table, owner: u8, ring: Option<&Ring>) {
         Recovery::Nothing | Recovery::IntentCleared => {}
         r => warn!(owner, outcome = ?r, "recovered a change left half done by a dead writer"),
     }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::RangeSpec;
+
+    /// Two subnets, adjacent pools (merged into one run), a reservation inside a pool (no run of
+    /// its own), adjacent reservations outside every pool (one reservation-only run) and one
+    /// below its subnet's pool.
+    const CFG: &str = r#"(
+        state_dir: "/tmp/unused",
+        control_socket: "/tmp/unused/ctl.sock",
+        interfaces: [],
+        workers: 1,
+        subnets: [
+            (
+                network: "10.0.0.0/24",
+                pools: ["10.0.0.10-10.0.0.12", "10.0.0.13-10.0.0.20"],
+                lease_time: 3600,
+                reservations: [
+                    (mac: "02:00:00:00:00:99", address: "10.0.0.11"),
+                    (mac: "02:00:00:00:00:98", address: "10.0.0.200"),
+                    (mac: "02:00:00:00:00:97", address: "10.0.0.201"),
+                ],
+            ),
+            (
+                network: "10.1.0.0/16",
+                pools: ["10.1.0.10-10.1.0.200"],
+                lease_time: 600,
+                reservations: [(mac: "02:00:00:00:00:96", address: "10.1.0.5")],
+            ),
+        ],
+    )"#;
+
+    /// The layout as the worker's `run::layout_of` built it before the one definition
+    /// ([`table_spec`]): every table on disk was created with this mapping.
+    fn layout_as_before(config: &Config) -> LayoutSpec {
+        LayoutSpec {
+            ranges: config
+                .table_layout()
+                .into_iter()
+                .map(|t| RangeSpec {
+                    first: u32::from(t.range.first),
+                    last: u32::from(t.range.last),
+                    in_pool: t.in_pool,
+                })
+                .collect(),
+        }
+    }
+
+    #[test]
+    fn the_layout_and_its_fingerprint_are_those_tables_were_built_with() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let text = CFG.replace("/tmp/unused", dir.path().to_str().expect("utf-8 path"));
+        let config = prodhcp_config::parse(&text).expect("valid configuration");
+        let before = layout_as_before(&config);
+        let now = table_spec(&config);
+        assert_eq!(now, before);
+        assert_eq!(now.fingerprint(), before.fingerprint());
+        assert_eq!(
+            now.ranges
+                .iter()
+                .map(|r| (r.first, r.last, r.in_pool))
+                .collect::<Vec<_>>(),
+            [
+                (0x0a00_000a, 0x0a00_0014, true),
+                (0x0a00_00c8, 0x0a00_00c9, false),
+                (0x0a01_0005, 0x0a01_0005, false),
+                (0x0a01_000a, 0x0a01_00c8, true),
+            ]
+        );
+        // The value a table built for this configuration holds in its header (computed with
+        // the mapping above before the change): it must never move, or existing tables would
+        // be taken for another layout and migrated.
+        assert_eq!(now.fingerprint(), PINNED_FINGERPRINT);
+
+        // A table created the old way opens for the configuration the new way, and the
+        // start-up path keeps it (no migration: no `.prev` file appears).
+        Table::create(&config.table_file, &before).expect("create");
+        Table::open_for(&config.table_file, &now).expect("same layout");
+        let (table, _clean) = open_table(&config).expect("open at start");
+        assert_eq!(u64::from(table.slot_count()), before.slot_count());
+        assert!(
+            !with_suffix(&config.table_file, ".prev").exists(),
+            "migrated"
+        );
+    }
+
+    /// `CFG`'s layout fingerprint, as computed by the mapping tables were built with.
+    const PINNED_FINGERPRINT: u64 = 0x9aaedef8e8b1087b;
 }

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 
 use mio::unix::SourceFd;
 use mio::{Interest, Token};
-use prodhcp_worker::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
+use prodhcp_proto::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
 use shm_layout::{worker_owner, Ring};
 use tracing::{error, warn};
 

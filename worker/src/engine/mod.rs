@@ -33,7 +33,7 @@ use shm_layout::{
 
 use crate::clock::{LeaseClock, TimeSource};
 use crate::codec::{self, MessageType, Request, MAX_REPLY};
-use crate::counters::{Counter, Counters};
+use crate::counters::{Counter, CounterWords, DropCounts};
 use crate::ring_context;
 use crate::serve_config::ServeConfig;
 
@@ -220,8 +220,8 @@ impl Engine {
     }
 
     /// This worker's counters.
-    pub fn counters(&self) -> Counters<'_> {
-        Counters::new(self.table.counters(self.owner))
+    pub fn counters(&self) -> CounterWords<'_> {
+        CounterWords::new(self.table.counters(self.owner))
     }
 
     /// Handles one datagram; returns the reply to send, written into `out`.

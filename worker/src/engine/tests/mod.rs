@@ -8,7 +8,7 @@ mod messages;
 mod sweep;
 
 use super::*;
-use crate::run::layout_of;
+use crate::run::table_spec;
 use dhcproto::{v4, Decodable};
 
 const CFG: &str = r#"(
@@ -50,7 +50,7 @@ fn fixture_from(cfg: &str, clock: Option<crate::clock::ManualClock>) -> Fx {
     let dir = tempfile::tempdir().unwrap();
     let text = cfg.replace("/tmp/unused", dir.path().to_str().unwrap());
     let config = prodhcp_config::parse(&text).unwrap();
-    let table = Table::create(&config.table_file, &layout_of(&config)).unwrap();
+    let table = Table::create(&config.table_file, &table_spec(&config)).unwrap();
     let ring = Ring::open_or_create(&config.ring_file(1), 1, 1024).unwrap();
     let serve = ServeConfig::build(config, &table);
     let engine = match clock {

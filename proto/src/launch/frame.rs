@@ -1,4 +1,5 @@
-//! The supervisor↔worker channel: length-prefixed frames over a Unix stream socketpair.
+//! The supervisor↔worker channel: length-prefixed frames over a Unix stream socketpair
+//! ([`super::CHANNEL`]).
 //!
 //! Frame: `u32` little-endian length of what follows, one kind byte, payload. The supervisor
 //! sends [`FrameKind::Config`] (the validated configuration's RON text) first and on every
