@@ -1,10 +1,10 @@
 //! prodhcp's configuration: one RON file, read in two stages.
 //!
-//! 1. [`wire`] reads the text with serde into a form that mirrors the file (unknown fields
+//! 1. `wire.rs` reads the text with serde into a form that mirrors the file (unknown fields
 //!    are errors); ron's line and column and the serde path of the field go into the error.
-//! 2. [`validate`] checks every rule (pools inside subnets, nothing overlapping, no duplicate
+//! 2. `validate.rs` checks every rule (pools inside subnets, nothing overlapping, no duplicate
 //!    reservations, …), encodes the DHCP options once, and builds [`Config`]. Its errors name
-//!    the field path and, found by [`scan`], the line.
+//!    the field path and, found by `scan.rs`, the line.
 //!
 //! Before either, the raw text is checked for size, NUL bytes and nesting depth, so hostile
 //! input is refused cheaply and can never exhaust the stack.

@@ -38,7 +38,7 @@ impl Table {
     /// significant state (leased, then offered, then released/expired/free).
     ///
     /// The index is the only way to find a client by key: a lookup stops at the first empty
-    /// entry or after [`MAX_PROBE`] entries, like an insert, and never scans the slots (that
+    /// entry or after `MAX_PROBE` (65,536) entries, like an insert, and never scans the slots (that
     /// would be O(slots) per packet on a /8). So a key whose insert gave up (counted in
     /// [`Table::index_give_ups`], logged by the supervisor) is not found here: the client looks
     /// new to DISCOVER until the index has room again, although a REQUEST naming its address
