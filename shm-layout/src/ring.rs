@@ -495,6 +495,11 @@ impl Ring {
         &self.map
     }
 
+    /// The owner id of the ring's producer (header word 3): the ring's id in replication.
+    pub fn owner(&self) -> u8 {
+        (self.w()[W_OWNER].load(Ordering::Relaxed) & 0xff) as u8
+    }
+
     /// Capacity in records.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -607,11 +612,7 @@ impl Ring {
         if seq > self.capacity {
             self.evict_laggards(seq);
         }
-        let words = encode_record(
-            seq,
-            (self.w()[W_OWNER].load(Ordering::Relaxed) & 0xff) as u8,
-            rec,
-        );
+        let words = encode_record(seq, self.owner(), rec);
         let r = self.record_words(seq);
         // Invalidate the old record first so a concurrent reader of the overwritten sequence
         // notices (it re-checks word 0 after reading).
@@ -726,6 +727,7 @@ mod tests {
         assert!(ring.read(24).is_none(), "overwritten");
         let r = ring.read(40).unwrap();
         assert_eq!((r.slot, r.owner, r.image.version), (40, 3, 40));
+        assert_eq!(ring.owner(), 3);
         assert_eq!(r.context, b"circuit");
         assert!(ring.read(41).is_none());
     }

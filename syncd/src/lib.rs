@@ -8,7 +8,9 @@
 //!
 //! Architecture Invariant: only syncd talks to the peer.
 
+pub mod apply;
 pub mod service_address;
+pub mod ship;
 mod sys;
 
 use shm_layout::{ChangeRecord, Ring};
