@@ -700,4 +700,91 @@ mod tests {
             Err(BulkEntryError::Image(_))
         ));
     }
+
+    /// Throughput of the table side of replication, in process (no network): 2^20 commits on
+    /// an active, shipped through the wire bytes and applied on a standby; and a bulk walk of
+    /// the same table applied to an empty one. Run by hand:
+    /// `cargo test --release -p prodhcp-syncd --lib measure_ship_apply_and_bulk -- --ignored --nocapture`
+    #[test]
+    #[ignore = "a measurement, run by hand"]
+    fn measure_ship_apply_and_bulk() {
+        let n: u32 = 1 << 20;
+        let spec = LayoutSpec {
+            ranges: vec![RangeSpec {
+                first: 0x0a00_0000,
+                last: 0x0a00_0000 + n - 1,
+                in_pool: true,
+            }],
+        };
+        let da = tempfile::tempdir_in("/var/tmp").unwrap();
+        let db = tempfile::tempdir_in("/var/tmp").unwrap();
+        let ta = Table::create(&da.path().join("t"), &spec).unwrap();
+        let ra = Ring::open_or_create(&da.path().join("r1"), 1, 1 << 21).unwrap();
+        let (mut sh, _) = Shipper::register(&ra, SYNCD_CONSUMER).unwrap();
+        let w = Writer::new(&ta, 1, &ra);
+        let ctx = ChangeContext {
+            reason: ChangeReason::Commit,
+            time_ms: 1,
+            context: b"relay-agent-circuit-id",
+        };
+        let t0 = std::time::Instant::now();
+        for slot in 0..n {
+            let new = SlotImage {
+                state: LeaseState::Leased,
+                expires: 2_000_000_000,
+                key: client(slot),
+                ..SlotImage::PRISTINE
+            };
+            w.update(slot, &SlotImage::PRISTINE, &new, &ctx).unwrap();
+        }
+        let commit = t0.elapsed();
+        let tb = Table::create(&db.path().join("t"), &spec).unwrap();
+        let rb = Ring::open_or_create(&db.path().join("r102"), SYNCD_OWNER, 1 << 16).unwrap();
+        let mut ap = Applier::new(Writer::new(&tb, SYNCD_OWNER, &rb), BTreeMap::new());
+        let t0 = std::time::Instant::now();
+        loop {
+            let b = sh.next_batch(512).unwrap();
+            if b.is_empty() {
+                break;
+            }
+            let wire: Vec<[u8; 256]> = b.records.iter().map(|r| r.to_bytes()).collect();
+            let recs: Vec<ChangeRecord> = wire
+                .iter()
+                .map(|x| ChangeRecord::from_bytes(x).unwrap())
+                .collect();
+            let d = ap.apply_records(b.ring, &recs);
+            sh.acked(d.ack.unwrap()).unwrap();
+        }
+        let ship = t0.elapsed();
+        assert_eq!(ap.counts().applied, u64::from(n));
+        let dc = tempfile::tempdir_in("/var/tmp").unwrap();
+        let tc = Table::create(&dc.path().join("t"), &spec).unwrap();
+        let rc = Ring::open_or_create(&dc.path().join("r102"), SYNCD_OWNER, 1 << 16).unwrap();
+        let mut ap2 = Applier::new(Writer::new(&tc, SYNCD_OWNER, &rc), BTreeMap::new());
+        let t0 = std::time::Instant::now();
+        let mut walk = BulkReader::new(&ta);
+        let mut walk_t = std::time::Duration::ZERO;
+        loop {
+            let t1 = std::time::Instant::now();
+            let c = walk.next_chunk(4096);
+            walk_t += t1.elapsed();
+            let wire: Vec<_> = c
+                .images
+                .iter()
+                .map(|(s, i)| bulk_entry_to_bytes(*s, i))
+                .collect();
+            let imgs: Vec<_> = wire
+                .iter()
+                .map(|x| bulk_entry_from_bytes(x).unwrap())
+                .collect();
+            ap2.apply_images(&imgs);
+            if c.done {
+                break;
+            }
+        }
+        let bulk = t0.elapsed();
+        assert_eq!(ap2.counts().applied, u64::from(n));
+        println!("slots {n}: active commits {commit:?} ({:.0}/s); ship+wire+apply {ship:?} ({:.0} records/s); bulk walk+wire+apply {bulk:?} ({:.0} slots/s), of which walk {walk_t:?}",
+            f64::from(n) / commit.as_secs_f64(), f64::from(n) / ship.as_secs_f64(), f64::from(n) / bulk.as_secs_f64());
+    }
 }
