@@ -23,13 +23,14 @@ pub mod writer;
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
 pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{
-    ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, RecordInput, Ring,
-    RingFullError, RingOpenError,
+    ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, RecordDecodeError,
+    RecordInput, Ring, RingFullError, RingOpenError, RECORD_BYTES,
 };
 pub use scrub::{Scrub, ScrubCounts, ScrubPhase, ScrubStep};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};
 pub use table::{
-    worker_owner, ChangeContext, CheckReport, RangeEntry, ReadError, Recovery, Table,
-    TableOpenError, UpdateError, IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER,
+    worker_owner, ApplyError, ApplyOutcome, ChangeContext, CheckReport, RangeEntry, ReadError,
+    Recovery, ReplicaContext, Table, TableOpenError, UpdateError, IMPORT_OWNER, SUPERVISOR_OWNER,
+    SYNCD_OWNER,
 };
 pub use writer::Writer;

@@ -15,7 +15,10 @@
 //! | 3 | owner id |
 //! | 4 | head: sequence number of the last published record (records are numbered from 1) |
 //! | 5 | evictions: how many consumers the producer has evicted from this ring (ever) |
+//! | 6 | replicated: highest sequence of this ring every in-sync standby has applied (syncd publishes it, [`Ring::publish_replicated`]) |
+//! | 7 | hold: non-zero = the producer holds replies until `replicated` covers their records (syncd sets it, [`Ring::set_hold`]) |
 //! | 8..8+[`MAX_CONSUMERS`] | consumer cursors: bit 63 = registered, bit 62 = evicted, low bits = last sequence consumed |
+//! | 16..63 | unused (zero) |
 //!
 //! A record is published by writing all its words and then storing its sequence number into `head`
 //! with release ordering. With no registered consumer the ring keeps the most recent `capacity`
@@ -44,7 +47,28 @@
 //! - **Operators** can drop any consumer by hand (`prodhcpctl consumers drop RING:ID`, which calls
 //!   [`Ring::unregister_consumer`]); a registration otherwise survives restarts.
 //!
-//! //! API Boundary: the ring file layout is versioned by [`RING_LAYOUT_VERSION`].
+//! # Synchronous commit: `replicated` and `hold`
+//!
+//! With `replication: "sync"` a worker holds the reply to a change until every in-sync standby
+//! has applied the change's record. syncd, the consumer that ships the records, publishes the
+//! highest sequence every in-sync standby acknowledged in header word 6 (release ordering,
+//! never moving backwards: [`Ring::publish_replicated`]); the worker reads it with acquire
+//! ordering ([`Ring::replicated`]) and sends the held replies whose records it covers. Header
+//! word 7 ([`Ring::hold_replies`]) tells the worker whether to hold at all: syncd sets it while at
+//! least one standby is in sync and replication is `"sync"`, and clears it when it goes
+//! active-alone (then nobody would ever acknowledge) or replication is `"async"`.
+//!
+//! Both words were unused (zero) in ring files made before they existed, and zero means "no
+//! hold, nothing replicated": such a ring behaves exactly as before, so the words need no ring
+//! layout version bump (as the table's index key words needed none).
+//!
+//! # Records on the wire
+//!
+//! The 256-byte record is also the replication wire unit: [`ChangeRecord::to_bytes`] gives the
+//! exact words [`Ring::append`] stores (little-endian), and [`ChangeRecord::from_bytes`] checks
+//! and decodes them as [`Ring::read`] does.
+//!
+//! API Boundary: the ring file layout is versioned by [`RING_LAYOUT_VERSION`].
 
 use std::fs::{File, OpenOptions};
 use std::os::unix::fs::OpenOptionsExt;
@@ -52,7 +76,7 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::mapping::{preallocate, write_zeros, WordMapping};
-use crate::slot::{SlotImage, SLOT_WORDS};
+use crate::slot::{SlotDecodeError, SlotImage, SLOT_WORDS};
 
 const RING_MAGIC: u64 = u64::from_le_bytes(*b"PDHCPRNG");
 /// Version of the ring file layout.
@@ -64,6 +88,8 @@ const W_CAPACITY: usize = 2;
 const W_OWNER: usize = 3;
 const W_HEAD: usize = 4;
 const W_EVICTIONS: usize = 5;
+const W_REPLICATED: usize = 6;
+const W_HOLD: usize = 7;
 const W_CURSORS: usize = 8;
 /// Most consumers a ring can have.
 pub const MAX_CONSUMERS: usize = 8;
@@ -107,6 +133,9 @@ pub enum ChangeReason {
     Recovery = 12,
     /// The slot was carried over from a table with another pool layout.
     Migrate = 13,
+    /// A standby applied the active's image of the slot (replication: a ring record or a bulk
+    /// sync), keeping the active's version.
+    Replicated = 14,
 }
 
 impl ChangeReason {
@@ -127,6 +156,7 @@ impl ChangeReason {
             Abandon,
             Recovery,
             Migrate,
+            Replicated,
         ]
         .into_iter()
         .find(|r| *r as u8 == v)
@@ -148,6 +178,7 @@ impl ChangeReason {
             ChangeReason::Abandon => "LEASE-ABANDON",
             ChangeReason::Recovery => "LEASE-RECOVERY",
             ChangeReason::Migrate => "LEASE-MIGRATE",
+            ChangeReason::Replicated => "LEASE-REPLICATED",
         }
     }
 }
@@ -171,6 +202,120 @@ pub struct ChangeRecord {
     pub image: SlotImage,
     /// Free-form context bytes (at most [`CONTEXT_BYTES`]).
     pub context: Vec<u8>,
+}
+
+/// Bytes of one record, in a ring file and on the replication wire.
+pub const RECORD_BYTES: usize = RECORD_WORDS * 8;
+
+/// Why bytes are not a valid change record.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum RecordDecodeError {
+    /// Not exactly [`RECORD_BYTES`] long.
+    #[error("a change record is {RECORD_BYTES} bytes, got {0}")]
+    Length(usize),
+    /// Sequence number 0 (records are numbered from 1).
+    #[error("change record with sequence number 0")]
+    Sequence,
+    /// Unknown reason byte.
+    #[error("change record with unknown reason {0}")]
+    Reason(u8),
+    /// The slot image fails its checksum or holds an invalid field.
+    #[error("change record image: {0}")]
+    Image(#[from] SlotDecodeError),
+    /// The context length exceeds [`CONTEXT_BYTES`].
+    #[error("change record context length {0} exceeds {CONTEXT_BYTES}")]
+    Context(usize),
+}
+
+/// The words of record `seq` as the ring stores them.
+fn encode_record(seq: u64, owner: u8, rec: &RecordInput<'_>) -> [u64; RECORD_WORDS] {
+    let mut w = [0u64; RECORD_WORDS];
+    let ctx_len = rec.context.len().min(CONTEXT_BYTES);
+    w[0] = seq;
+    w[1] = u64::from(rec.slot)
+        | (u64::from(rec.reason as u8) << 32)
+        | (u64::from(owner) << 40)
+        | ((ctx_len as u64) << 48);
+    w[2] = rec.time_ms;
+    w[3] = rec.epoch;
+    w[4..4 + SLOT_WORDS].copy_from_slice(&rec.image.encode());
+    let mut ctx = [0u8; CONTEXT_WORDS * 8];
+    ctx[..ctx_len].copy_from_slice(&rec.context[..ctx_len]);
+    for (d, chunk) in w[4 + SLOT_WORDS..].iter_mut().zip(ctx.chunks_exact(8)) {
+        *d = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+    }
+    w
+}
+
+/// Decodes the words of one record (the inverse of [`encode_record`]).
+fn decode_record(words: &[u64; RECORD_WORDS]) -> Result<ChangeRecord, RecordDecodeError> {
+    let seq = words[0];
+    if seq == 0 {
+        return Err(RecordDecodeError::Sequence);
+    }
+    let mut img = [0u64; SLOT_WORDS];
+    img.copy_from_slice(&words[4..4 + SLOT_WORDS]);
+    let image = SlotImage::decode(&img)?;
+    let reason_byte = (words[1] >> 32) as u8;
+    let reason =
+        ChangeReason::from_u8(reason_byte).ok_or(RecordDecodeError::Reason(reason_byte))?;
+    let ctx_len = ((words[1] >> 48) & 0xff) as usize;
+    if ctx_len > CONTEXT_BYTES {
+        return Err(RecordDecodeError::Context(ctx_len));
+    }
+    let mut ctx = Vec::with_capacity(CONTEXT_WORDS * 8);
+    for w in &words[4 + SLOT_WORDS..] {
+        ctx.extend_from_slice(&w.to_le_bytes());
+    }
+    ctx.truncate(ctx_len);
+    Ok(ChangeRecord {
+        seq,
+        slot: words[1] as u32,
+        reason,
+        owner: (words[1] >> 40) as u8,
+        time_ms: words[2],
+        epoch: words[3],
+        image,
+        context: ctx,
+    })
+}
+
+impl ChangeRecord {
+    /// The record as the 256 bytes a ring stores (words little-endian): the replication wire
+    /// unit. A context longer than [`CONTEXT_BYTES`] is truncated, as [`Ring::append`] does.
+    pub fn to_bytes(&self) -> [u8; RECORD_BYTES] {
+        let words = encode_record(
+            self.seq,
+            self.owner,
+            &RecordInput {
+                slot: self.slot,
+                reason: self.reason,
+                time_ms: self.time_ms,
+                epoch: self.epoch,
+                image: &self.image,
+                context: &self.context,
+            },
+        );
+        let mut out = [0u8; RECORD_BYTES];
+        for (d, w) in out.chunks_exact_mut(8).zip(words) {
+            d.copy_from_slice(&w.to_le_bytes());
+        }
+        out
+    }
+
+    /// Decodes and checks bytes made by [`ChangeRecord::to_bytes`] (e.g. received from a peer):
+    /// a wrong length, sequence 0, an unknown reason, an image failing its checksum or a context
+    /// length out of range is an error, never a panic.
+    pub fn from_bytes(bytes: &[u8]) -> Result<ChangeRecord, RecordDecodeError> {
+        if bytes.len() != RECORD_BYTES {
+            return Err(RecordDecodeError::Length(bytes.len()));
+        }
+        let mut words = [0u64; RECORD_WORDS];
+        for (d, chunk) in words.iter_mut().zip(bytes.chunks_exact(8)) {
+            *d = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
+        }
+        decode_record(&words)
+    }
 }
 
 /// Errors opening or creating a ring file.
@@ -350,6 +495,11 @@ impl Ring {
         &self.map
     }
 
+    /// The owner id of the ring's producer (header word 3): the ring's id in replication.
+    pub fn owner(&self) -> u8 {
+        (self.w()[W_OWNER].load(Ordering::Relaxed) & 0xff) as u8
+    }
+
     /// Capacity in records.
     pub fn capacity(&self) -> u64 {
         self.capacity
@@ -398,6 +548,34 @@ impl Ring {
         self.w()[W_EVICTIONS].load(Ordering::Acquire)
     }
 
+    /// The highest sequence of this ring that every in-sync standby has applied (0: none), as
+    /// syncd last published it. Acquire ordering: a worker that sees `n` here may send every
+    /// reply it held for records up to `n`. See the module docs.
+    pub fn replicated(&self) -> u64 {
+        self.w()[W_REPLICATED].load(Ordering::Acquire)
+    }
+
+    /// Publishes that every in-sync standby has applied the records up to `seq` (syncd only,
+    /// release ordering). Never moves backwards: a lower `seq` than the published one changes
+    /// nothing. Returns the value now published.
+    pub fn publish_replicated(&self, seq: u64) -> u64 {
+        self.w()[W_REPLICATED]
+            .fetch_max(seq, Ordering::AcqRel)
+            .max(seq)
+    }
+
+    /// Whether the producer must hold a change's reply until [`Ring::replicated`] covers its
+    /// record (synchronous replication with at least one standby in sync).
+    pub fn hold_replies(&self) -> bool {
+        self.w()[W_HOLD].load(Ordering::Acquire) != 0
+    }
+
+    /// Sets or clears the hold (syncd only): set while at least one standby is in sync and
+    /// replication is `"sync"`, cleared when syncd goes active-alone or replication is async.
+    pub fn set_hold(&self, hold: bool) {
+        self.w()[W_HOLD].store(u64::from(hold), Ordering::Release);
+    }
+
     /// Every consumer slot in use (registered or evicted), with its cursor and lag.
     pub fn consumers(&self) -> Vec<ConsumerInfo> {
         let head = self.head();
@@ -434,29 +612,14 @@ impl Ring {
         if seq > self.capacity {
             self.evict_laggards(seq);
         }
+        let words = encode_record(seq, self.owner(), rec);
         let r = self.record_words(seq);
         // Invalidate the old record first so a concurrent reader of the overwritten sequence
         // notices (it re-checks word 0 after reading).
         r[0].store(0, Ordering::Relaxed);
         std::sync::atomic::fence(Ordering::Release);
-        let ctx_len = rec.context.len().min(CONTEXT_BYTES);
-        r[1].store(
-            u64::from(rec.slot)
-                | (u64::from(rec.reason as u8) << 32)
-                | ((self.w()[W_OWNER].load(Ordering::Relaxed) & 0xff) << 40)
-                | ((ctx_len as u64) << 48),
-            Ordering::Relaxed,
-        );
-        r[2].store(rec.time_ms, Ordering::Relaxed);
-        r[3].store(rec.epoch, Ordering::Relaxed);
-        for (i, x) in rec.image.encode().iter().enumerate() {
-            r[4 + i].store(*x, Ordering::Relaxed);
-        }
-        let mut ctx = [0u8; CONTEXT_WORDS * 8];
-        ctx[..ctx_len].copy_from_slice(&rec.context[..ctx_len]);
-        for (i, chunk) in ctx.chunks_exact(8).enumerate() {
-            let v = u64::from_le_bytes(chunk.try_into().unwrap_or([0; 8]));
-            r[4 + SLOT_WORDS + i].store(v, Ordering::Relaxed);
+        for (d, x) in r.iter().zip(words).skip(1) {
+            d.store(x, Ordering::Relaxed);
         }
         r[0].store(seq, Ordering::Release);
         self.w()[W_HEAD].store(seq, Ordering::Release);
@@ -480,26 +643,7 @@ impl Ring {
         if r[0].load(Ordering::Relaxed) != seq {
             return None;
         }
-        let mut img = [0u64; SLOT_WORDS];
-        img.copy_from_slice(&words[4..4 + SLOT_WORDS]);
-        let image = SlotImage::decode(&img).ok()?;
-        let reason = ChangeReason::from_u8((words[1] >> 32) as u8)?;
-        let ctx_len = ((words[1] >> 48) as usize).min(CONTEXT_BYTES);
-        let mut ctx = Vec::with_capacity(CONTEXT_WORDS * 8);
-        for w in &words[4 + SLOT_WORDS..] {
-            ctx.extend_from_slice(&w.to_le_bytes());
-        }
-        ctx.truncate(ctx_len);
-        Some(ChangeRecord {
-            seq,
-            slot: words[1] as u32,
-            reason,
-            owner: (words[1] >> 40) as u8,
-            time_ms: words[2],
-            epoch: words[3],
-            image,
-            context: ctx,
-        })
+        decode_record(&words).ok()
     }
 
     /// Registers consumer `id` (0..MAX_CONSUMERS) starting after the current head, unless it is
@@ -583,6 +727,7 @@ mod tests {
         assert!(ring.read(24).is_none(), "overwritten");
         let r = ring.read(40).unwrap();
         assert_eq!((r.slot, r.owner, r.image.version), (40, 3, 40));
+        assert_eq!(ring.owner(), 3);
         assert_eq!(r.context, b"circuit");
         assert!(ring.read(41).is_none());
     }
@@ -676,5 +821,154 @@ mod tests {
         ));
         std::fs::write(dir.path().join("short"), b"xx").unwrap();
         assert!(Ring::open_or_create(&dir.path().join("short"), 2, 32).is_err());
+    }
+
+    #[test]
+    fn replicated_is_published_monotonically_and_hold_is_a_flag() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        let ring = Ring::open_or_create(&p, 1, 16).unwrap();
+        // A new ring (like one made before these words existed: they were zero) holds nothing.
+        assert_eq!(ring.replicated(), 0);
+        assert!(!ring.hold_replies());
+        assert_eq!(ring.publish_replicated(5), 5);
+        assert_eq!(ring.replicated(), 5);
+        // Never backwards: a late acknowledgement of an older position changes nothing.
+        assert_eq!(ring.publish_replicated(3), 5);
+        assert_eq!(ring.replicated(), 5);
+        assert_eq!(ring.publish_replicated(9), 9);
+        ring.set_hold(true);
+        assert!(ring.hold_replies());
+        // Both words live in the file: another mapping (the worker's) sees them.
+        let other = Ring::open_or_create(&p, 1, 16).unwrap();
+        assert_eq!(other.replicated(), 9);
+        assert!(other.hold_replies());
+        ring.set_hold(false);
+        assert!(!other.hold_replies());
+        // They are header words 6 and 7, outside the cursors and the records: appends and
+        // consumers do not touch them.
+        other.register_consumer(0).unwrap();
+        for v in 1..=40 {
+            append(&other, v).unwrap();
+        }
+        assert_eq!(ring.replicated(), 9);
+        assert!(!ring.hold_replies());
+        assert_eq!(ring.consumers().len(), 1);
+        assert_eq!(ring.evictions(), 1);
+    }
+
+    #[test]
+    fn a_ring_file_from_before_the_replication_words_opens_with_no_hold() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        {
+            let ring = Ring::open_or_create(&p, 1, 16).unwrap();
+            append(&ring, 1).unwrap();
+        }
+        // An old file: words 6 and 7 zero (they were never written), same layout version.
+        let mut bytes = std::fs::read(&p).unwrap();
+        assert!(bytes[6 * 8..8 * 8].iter().all(|&b| b == 0));
+        bytes[6 * 8..8 * 8].fill(0);
+        std::fs::write(&p, &bytes).unwrap();
+        let ring = Ring::open_or_create(&p, 1, 16).unwrap();
+        assert_eq!((ring.replicated(), ring.hold_replies()), (0, false));
+        assert_eq!(ring.read(1).unwrap().image.version, 1);
+    }
+
+    #[test]
+    fn a_record_round_trips_through_bytes_exactly_as_the_ring_stores_it() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), 9, 16).unwrap();
+        let mut img = image(77);
+        img.set_hwaddr(1, &[2, 0, 0, 0, 0, 7]);
+        img.key = crate::slot::ClientKey::from_client_id(b"client-7");
+        let long_ctx = [0xabu8; CONTEXT_BYTES + 10];
+        for ctx in [&b""[..], &b"circuit-id"[..], &long_ctx[..]] {
+            let seq = ring
+                .append(&RecordInput {
+                    slot: 123_456,
+                    reason: ChangeReason::Release,
+                    time_ms: 1_700_000_000_123,
+                    epoch: 42,
+                    image: &img,
+                    context: ctx,
+                })
+                .unwrap();
+            let rec = ring.read(seq).unwrap();
+            assert_eq!(rec.context.len(), ctx.len().min(CONTEXT_BYTES));
+            let bytes = rec.to_bytes();
+            // The wire bytes are the ring's record words, little-endian.
+            let file = std::fs::read(dir.path().join("r")).unwrap();
+            let at = (HEADER_WORDS + (seq as usize - 1) * RECORD_WORDS) * 8;
+            assert_eq!(&file[at..at + RECORD_BYTES], &bytes[..]);
+            assert_eq!(ChangeRecord::from_bytes(&bytes), Ok(rec));
+        }
+        // Every reason survives the trip.
+        for code in 1..=u8::MAX {
+            let Some(reason) = ChangeReason::from_u8(code) else {
+                continue;
+            };
+            let rec = ChangeRecord {
+                seq: 1,
+                slot: 0,
+                reason,
+                owner: 3,
+                time_ms: 0,
+                epoch: 0,
+                image: img,
+                context: vec![],
+            };
+            assert_eq!(ChangeRecord::from_bytes(&rec.to_bytes()), Ok(rec));
+        }
+    }
+
+    #[test]
+    fn malformed_record_bytes_are_an_error_not_a_panic() {
+        let rec = ChangeRecord {
+            seq: 5,
+            slot: 1,
+            reason: ChangeReason::Commit,
+            owner: 1,
+            time_ms: 1,
+            epoch: 1,
+            image: image(3),
+            context: b"x".to_vec(),
+        };
+        let good = rec.to_bytes();
+        assert_eq!(
+            ChangeRecord::from_bytes(&good[..255]),
+            Err(RecordDecodeError::Length(255))
+        );
+        let mut b = good;
+        b[0..8].fill(0);
+        assert_eq!(
+            ChangeRecord::from_bytes(&b),
+            Err(RecordDecodeError::Sequence)
+        );
+        let mut b = good;
+        b[12] = 0xee; // reason byte (word 1, bits 32..40)
+        assert_eq!(
+            ChangeRecord::from_bytes(&b),
+            Err(RecordDecodeError::Reason(0xee))
+        );
+        let mut b = good;
+        b[4 * 8 + 9] ^= 1; // a bit of the image
+        assert!(matches!(
+            ChangeRecord::from_bytes(&b),
+            Err(RecordDecodeError::Image(_))
+        ));
+        let mut b = good;
+        b[14] = 200; // context length (word 1, bits 48..56)
+        assert_eq!(
+            ChangeRecord::from_bytes(&b),
+            Err(RecordDecodeError::Context(200))
+        );
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn arbitrary_record_bytes_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..300)) {
+            let _ = ChangeRecord::from_bytes(&bytes);
+        }
     }
 }

@@ -7,7 +7,9 @@
 
 use crate::ring::Ring;
 use crate::table::CheckReport;
-use crate::{ChangeContext, SlotImage, Table, UpdateError};
+use crate::{
+    ApplyError, ApplyOutcome, ChangeContext, ReplicaContext, SlotImage, Table, UpdateError,
+};
 
 /// Writes to a [`Table`] as one owner, recording each change in that owner's [`Ring`].
 ///
@@ -52,6 +54,20 @@ impl<'a> Writer<'a> {
     ) -> Result<SlotImage, UpdateError> {
         self.table
             .update(self.owner, self.ring, slot, expected, new, ctx)
+    }
+
+    /// [`Table::apply_replica`] as this writer (syncd on a standby, owner
+    /// [`crate::SYNCD_OWNER`]): applies the active's image of `slot` if its version is above the
+    /// local one, keeping that version, and records it in this writer's ring as
+    /// [`crate::ChangeReason::Replicated`]. A duplicate or older image is [`ApplyOutcome::Stale`].
+    pub fn apply_replica(
+        &self,
+        slot: u32,
+        image: &SlotImage,
+        ctx: &ReplicaContext<'_>,
+    ) -> Result<ApplyOutcome, ApplyError> {
+        self.table
+            .apply_replica(self.owner, self.ring, slot, image, ctx)
     }
 
     /// [`Table::abandon_corrupt`] as this writer: takes a slot that fails its checksum out of
@@ -139,5 +155,46 @@ mod tests {
         assert_eq!(w.update(slot, &cur, &new, &ctx), Err(UpdateError::Conflict));
         assert_eq!(ring.head(), 1);
         assert_eq!(table.read(slot).unwrap(), committed);
+    }
+
+    #[test]
+    fn a_replica_applied_through_a_writer_keeps_its_version_and_is_recorded_as_replicated() {
+        let dir = tempfile::tempdir().unwrap();
+        let spec = LayoutSpec {
+            ranges: vec![RangeSpec {
+                first: 0x0a00_0000,
+                last: 0x0a00_00ff,
+                in_pool: true,
+            }],
+        };
+        let table = Table::create(&dir.path().join("leases.table"), &spec).unwrap();
+        let ring =
+            Ring::open_or_create(&dir.path().join("ring-102"), crate::SYNCD_OWNER, 64).unwrap();
+        let w = Writer::new(&table, crate::SYNCD_OWNER, &ring);
+        let img = SlotImage {
+            version: 17,
+            state: LeaseState::Leased,
+            expires: 1_000,
+            ..SlotImage::PRISTINE
+        };
+        let rctx = ReplicaContext {
+            time_ms: 5,
+            context: b"relay",
+        };
+        assert_eq!(
+            w.apply_replica(3, &img, &rctx),
+            Ok(ApplyOutcome::Applied(img))
+        );
+        assert_eq!(table.read(3).unwrap().version, 17);
+        assert_eq!(
+            w.apply_replica(3, &img, &rctx),
+            Ok(ApplyOutcome::Stale { local: 17 })
+        );
+        let rec = ring.read(1).unwrap();
+        assert_eq!(
+            (rec.owner, rec.reason, rec.image),
+            (102, ChangeReason::Replicated, img)
+        );
+        assert_eq!(ring.head(), 1);
     }
 }

@@ -12,9 +12,12 @@
 //!   ([`link`]);
 //! - the floating service address ([`service_address`]: add/remove by netlink, gratuitous
 //!   ARP).
+//! - shipping ring records on the active ([`ship`]: a registered cursor per worker ring, OFFERs
+//!   skipped, `replicated` published on acknowledgement) and applying them by slot version on
+//!   the standby ([`apply`]), plus the bulk-sync walk of the whole table — in process, not yet
+//!   driven over the transport.
 //!
-//! Not yet: shipping ring records and applying them (the `Records`/`Ack` messages exist),
-//! bulk sync, roles.
+//! Not yet: the transport carrying records and bulk sync, roles, the held replies.
 //!
 //! ## Why Noise (snow) and not TLS
 //!
@@ -45,6 +48,7 @@
 //!
 //! Architecture Invariant: only syncd talks to the peer.
 
+pub mod apply;
 pub mod frame;
 pub mod handshake;
 pub mod key;
@@ -52,6 +56,7 @@ pub mod link;
 pub mod message;
 pub mod node;
 pub mod service_address;
+pub mod ship;
 mod sys;
 
 pub use link::{DownCause, SendError, Side};
