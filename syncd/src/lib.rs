@@ -51,12 +51,14 @@ pub mod key;
 pub mod link;
 pub mod message;
 pub mod node;
+pub mod process;
 pub mod service_address;
 mod sys;
 
 pub use link::{DownCause, SendError, Side};
 pub use message::{Hello, Message, Position, RefuseCode};
 pub use node::{run, Event, LinkCounters, Node, NodeConfig, PeerState};
+pub use process::{run_process, ProcessError};
 
 use shm_layout::{ChangeRecord, Ring};
 
