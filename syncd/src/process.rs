@@ -359,6 +359,85 @@ mod tests {
         assert_eq!(got, vec![report(1), report(4)]);
     }
 
+    /// A node with one configured peer `b` and no connection (so `b` is down to it).
+    fn idle_node() -> Node {
+        Node::bind(NodeConfig {
+            cluster: "pop1".into(),
+            node: "a".into(),
+            listen: "127.0.0.1:0".parse().unwrap(),
+            peers: vec![("b".into(), "127.0.0.1:9".parse().unwrap())],
+            key: crate::key::ClusterKey::from_bytes([7; 32]),
+            heartbeat_interval: Duration::from_millis(200),
+            dead_after: Duration::from_millis(800),
+            layout_fingerprint: 1,
+        })
+        .unwrap()
+    }
+
+    fn down(peer: &str, cause: crate::DownCause) -> Event {
+        Event::LinkDown {
+            peer: Some(peer.into()),
+            remote: "127.0.0.1:9".parse().unwrap(),
+            was_up: false,
+            cause,
+        }
+    }
+
+    #[test]
+    fn transitions_are_up_down_and_a_new_cause_while_down_and_nothing_else() {
+        let node = idle_node();
+        let mut view = PeerView::new([("b".to_string(), "127.0.0.1:9".to_string())]);
+        assert_eq!(view.peers[0].since_unix_ms, None);
+        let refused = || crate::DownCause::ConnectFailed {
+            error: "refused".into(),
+        };
+        // First failure: a transition (a cause appears), since set.
+        assert!(view.apply(&node, &down("b", refused()), 10));
+        assert_eq!(view.peers[0].since_unix_ms, Some(10));
+        assert_eq!(
+            view.peers[0].last_cause_kind.as_deref(),
+            Some("connect_failed")
+        );
+        // The same cause again: no transition, since unchanged.
+        assert!(!view.apply(&node, &down("b", refused()), 20));
+        assert_eq!(view.peers[0].since_unix_ms, Some(10));
+        // Another cause while down: a transition, since unchanged (still down since 10).
+        let auth = crate::DownCause::AuthFailure {
+            detail: "another key".into(),
+        };
+        assert!(view.apply(&node, &down("b", auth), 30));
+        assert_eq!(view.peers[0].since_unix_ms, Some(10));
+        assert_eq!(
+            view.peers[0].last_cause_kind.as_deref(),
+            Some("auth_failure")
+        );
+        // Up: a transition, since moves, remote known.
+        let up = Event::PeerUp {
+            peer: "b".into(),
+            remote: "127.0.0.1:9".parse().unwrap(),
+            hello: crate::Hello {
+                protocol_version: crate::message::PROTOCOL_VERSION,
+                cluster: "pop1".into(),
+                node: "b".into(),
+                layout_fingerprint: 1,
+                positions: Vec::new(),
+            },
+        };
+        assert!(view.apply(&node, &up, 40));
+        assert_eq!(view.peers[0].link, LinkState::Up);
+        assert_eq!(view.peers[0].since_unix_ms, Some(40));
+        assert!(!view.apply(&node, &up, 45), "already up");
+        // Down after up (the node has no up link for b): a transition even with an old cause.
+        assert!(view.apply(&node, &down("b", crate::DownCause::ClosedByPeer), 50));
+        assert_eq!(view.peers[0].link, LinkState::Down);
+        assert_eq!(view.peers[0].since_unix_ms, Some(50));
+        assert_eq!(view.peers[0].remote, None);
+        // Connections of nodes that are not configured peers change nothing.
+        assert!(!view.apply(&node, &down("zz", refused()), 60));
+        assert_eq!(view.peers.len(), 1);
+        assert_eq!(view.report().peers[0].role, ROLE_NOT_BUILT);
+    }
+
     #[test]
     fn the_exit_code_tells_configuration_from_runtime_errors() {
         assert_eq!(ProcessError::Config("key".into()).exit_code(), 2);
