@@ -306,6 +306,11 @@ fn a_key_file_open_to_others_is_a_configuration_error_and_standalone_says_so() {
         "the message must name the file and its mode:\n{err}"
     );
     drop(d);
+    // `--check-config` finds it too.
+    let out = prodhcp_systests::daemon::check_config(&path);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "--check-config: {err}");
+    assert!(err.contains("0644"), "--check-config: {err}");
 
     // Without a cluster section: standalone, exit 0.
     let b = start(&lab, "b", &appliance(&lab, "b", "b0", None));
