@@ -16,6 +16,15 @@
 //!   and [`FrameKind::Stop`] to stop; the worker answers each configuration with
 //!   [`FrameKind::Applied`] or [`FrameKind::Rejected`] (payload: a message).
 //!
+//! - **syncd**: the replication daemon is started the same way as `prodhcpd syncd
+//!   --supervisor-pid PID --layout-fingerprint N` ([`SyncdLaunchArgs`]) with the descriptors
+//!   of [`SYNCD_INHERITED`] (its channel at 4). The supervisor sends [`FrameKind::Config`]
+//!   once (syncd is not reloaded: a reload that changes the `cluster` section is refused) and
+//!   [`FrameKind::Stop`] to stop; syncd sends [`FrameKind::PeerReport`] (a JSON
+//!   [`SyncdReport`]) after every link event of a configured peer (at once) and when only
+//!   counters moved (at most every [`REPORT_EVERY_MS`] ms). syncd exits with code 2 when its
+//!   configuration (the key file) is unusable.
+//!
 //! It lives in `prodhcp-proto` (what crosses a process boundary) so that both sides use one
 //! definition and the supervisor's library needs nothing of the worker's.
 //!
@@ -57,6 +66,69 @@ pub const CHANNEL: InheritedFd = InheritedFd {
 /// Every descriptor a worker inherits, in no particular order. Numbers are distinct and above
 /// stdin/stdout/stderr.
 pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL];
+
+/// The subcommand of `prodhcpd` that runs the replication daemon.
+pub const SYNCD_SUBCOMMAND: &str = "syncd";
+
+/// Every descriptor syncd inherits: its channel to the supervisor (at the worker's number).
+pub const SYNCD_INHERITED: &[InheritedFd] = &[CHANNEL];
+
+/// Shortest interval between two [`FrameKind::PeerReport`]s that only carry counter changes
+/// (a flood of bad connections must not flood the supervisor); link transitions go at once.
+pub const REPORT_EVERY_MS: u64 = 200;
+
+/// What syncd reports in a [`FrameKind::PeerReport`]: every configured peer's link.
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct SyncdReport {
+    /// One entry per configured peer, in configuration order.
+    pub peers: Vec<crate::control::HaPeerStatus>,
+}
+
+/// How the supervisor starts syncd: the arguments of `prodhcpd syncd`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct SyncdLaunchArgs {
+    /// Pid of the supervisor that started it (see [`LaunchArgs::supervisor_pid`]).
+    #[arg(long)]
+    pub supervisor_pid: Option<u32>,
+    /// The lease table's layout fingerprint (`shm_layout::Table::fingerprint` of the table
+    /// the supervisor opened), carried in every hello: peers with another layout are refused.
+    #[arg(long)]
+    pub layout_fingerprint: u64,
+}
+
+/// The command line of a syncd process, as [`SyncdLaunchArgs::parse`] reads it.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+enum SyncdCommand {
+    /// Run the replication daemon.
+    Syncd(SyncdLaunchArgs),
+}
+
+impl SyncdLaunchArgs {
+    /// The arguments after the executable's name: `syncd [--supervisor-pid PID]
+    /// --layout-fingerprint N`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![SYNCD_SUBCOMMAND.into()];
+        if let Some(pid) = self.supervisor_pid {
+            args.push("--supervisor-pid".into());
+            args.push(pid.to_string().into());
+        }
+        args.push("--layout-fingerprint".into());
+        args.push(self.layout_fingerprint.to_string().into());
+        args
+    }
+
+    /// Reads the arguments [`SyncdLaunchArgs::to_args`] builds (without the executable's name).
+    pub fn parse<I, T>(args: I) -> Result<SyncdLaunchArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        use clap::Parser;
+        let SyncdCommand::Syncd(a) = SyncdCommand::try_parse_from(args)?;
+        Ok(a)
+    }
+}
 
 /// How the supervisor starts one worker: the arguments of `prodhcpd worker`.
 #[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
@@ -154,6 +226,63 @@ mod tests {
         assert!(LaunchArgs::parse(["worker", "--id", "x", "--workers", "2"]).is_err());
         assert!(LaunchArgs::parse(["worker", "--workers", "2"]).is_err());
         assert!(LaunchArgs::parse(["other", "--id", "1", "--workers", "2"]).is_err());
+    }
+
+    #[test]
+    fn syncd_arguments_round_trip() {
+        for a in [
+            SyncdLaunchArgs {
+                supervisor_pid: Some(4242),
+                layout_fingerprint: u64::MAX,
+            },
+            SyncdLaunchArgs {
+                supervisor_pid: None,
+                layout_fingerprint: 0x1234_5678_9abc_def0,
+            },
+        ] {
+            assert_eq!(SyncdLaunchArgs::parse(a.to_args()).expect("parses"), a);
+        }
+        assert!(
+            SyncdLaunchArgs::parse(["syncd"]).is_err(),
+            "fingerprint missing"
+        );
+        assert!(SyncdLaunchArgs::parse(["worker", "--layout-fingerprint", "1"]).is_err());
+        assert!(SYNCD_INHERITED.iter().all(|d| INHERITED.contains(d)));
+    }
+
+    #[test]
+    fn a_syncd_report_round_trips_through_its_frame() {
+        let report = SyncdReport {
+            peers: vec![crate::control::HaPeerStatus {
+                node: "b".into(),
+                address: "198.18.0.4:647".into(),
+                link: crate::control::LinkState::Down,
+                since_unix_ms: Some(1),
+                last_cause: Some("authentication failed: x".into()),
+                last_cause_kind: Some("auth_failure".into()),
+                remote: None,
+                role: crate::control::ROLE_NOT_BUILT.into(),
+                counters: crate::control::PeerLinkCounters {
+                    auth_failures: 3,
+                    ..Default::default()
+                },
+            }],
+        };
+        let mut wire = Vec::new();
+        write_frame(
+            &mut wire,
+            FrameKind::PeerReport,
+            &serde_json::to_vec(&report).expect("json"),
+        )
+        .expect("frame");
+        let mut r = FrameReader::default();
+        let ReadOutcome::Frame(FrameKind::PeerReport, payload) =
+            r.poll(&mut wire.as_slice()).expect("reads")
+        else {
+            panic!("not a peer report")
+        };
+        let back: SyncdReport = serde_json::from_slice(&payload).expect("decodes");
+        assert_eq!(back, report);
     }
 
     #[test]

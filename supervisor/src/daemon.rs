@@ -30,6 +30,7 @@ use table_setup::recover;
 use workers::Worker;
 
 mod control;
+mod syncd;
 mod table_setup;
 mod workers;
 
@@ -38,6 +39,8 @@ pub use table_setup::{load_config, open_table, table_spec};
 
 const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
+/// syncd's channel.
+const SYNCD_CHANNEL: Token = Token(2);
 const CHANNEL_BASE: usize = 1000;
 const CONN_BASE: usize = 100_000;
 
@@ -52,6 +55,8 @@ pub struct Supervisor {
     clean_start: bool,
     sockets: Vec<OwnedFd>,
     workers: Vec<Worker>,
+    /// The replication daemon, when the configuration has a `cluster` section.
+    syncd: Option<syncd::Syncd>,
     poll: Poll,
     signals: Signals,
     listener: UnixListener,
@@ -78,6 +83,24 @@ pub struct Supervisor {
     reload_track: Option<crate::reload_track::ReloadTracker>,
     /// The configuration (and its text) in force before that reload, to put back if it fails.
     reload_previous: Option<(Config, String)>,
+}
+
+/// How long a stopping child (worker, syncd) may take after SIGTERM before it is SIGKILLed.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+
+/// Waits for `child` to exit until `deadline`, then SIGKILLs and reaps it.
+fn wait_or_kill(child: &mut std::process::Child, deadline: Instant) {
+    loop {
+        match child.try_wait() {
+            Ok(Some(_)) | Err(_) => break,
+            Ok(None) if Instant::now() >= deadline => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break;
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(10)),
+        }
+    }
 }
 
 fn ensure_private_dir(dir: &Path, mode: u32) -> io::Result<()> {
@@ -150,6 +173,7 @@ impl Supervisor {
             .enumerate()
             .map(|(id, ring)| Worker::new(id, ring, now))
             .collect();
+        let syncd = config.cluster.as_ref().map(|c| syncd::Syncd::new(c, now));
         let mut sup = Supervisor {
             config_path: config_path.to_path_buf(),
             config,
@@ -164,6 +188,7 @@ impl Supervisor {
             clean_start: clean,
             sockets,
             workers,
+            syncd,
             poll,
             signals,
             listener,
@@ -191,6 +216,7 @@ impl Supervisor {
         for id in 0..sup.workers.len() {
             sup.spawn(id);
         }
+        sup.spawn_syncd();
         info!(
             workers = n,
             slots = sup.table.slot_count(),
@@ -229,6 +255,7 @@ impl Supervisor {
                         }
                     }
                     LISTENER => self.accept(),
+                    SYNCD_CHANNEL => self.syncd_channel(),
                     Token(t) if (CHANNEL_BASE..CONN_BASE).contains(&t) => {
                         self.worker_channel(t - CHANNEL_BASE)
                     }
@@ -241,6 +268,7 @@ impl Supervisor {
             }
             self.reap();
             self.respawn_due();
+            self.respawn_syncd_due();
             self.check_reload();
             self.housekeeping();
         }
@@ -272,10 +300,10 @@ impl Supervisor {
         if let Some(s) = self.scrub.wake_in() {
             t = t.min(s);
         }
-        for w in &self.workers {
-            if let Some(at) = w.restart_at() {
-                t = t.min(at.saturating_duration_since(Instant::now()));
-            }
+        let restarts = self.workers.iter().map(Worker::restart_at);
+        let syncd = self.syncd.as_ref().map(syncd::Syncd::restart_at);
+        for at in restarts.chain(syncd).flatten() {
+            t = t.min(at.saturating_duration_since(Instant::now()));
         }
         t
     }
@@ -342,6 +370,9 @@ impl Supervisor {
                     || c.control_socket != self.config.control_socket
                 {
                     return Err(ReloadRefused::ListenerChanged);
+                }
+                if c.cluster != self.config.cluster {
+                    return Err(ReloadRefused::ClusterChanged);
                 }
                 Ok((c, text))
             });
@@ -489,23 +520,15 @@ impl Supervisor {
                 );
             }
         }
-        let deadline = Instant::now() + Duration::from_secs(5);
+        self.stop_syncd();
+        let deadline = Instant::now() + STOP_GRACE;
         for w in &mut self.workers {
             if let Some(mut c) = w.child.take() {
-                loop {
-                    match c.try_wait() {
-                        Ok(Some(_)) | Err(_) => break,
-                        Ok(None) if Instant::now() >= deadline => {
-                            let _ = c.kill();
-                            let _ = c.wait();
-                            break;
-                        }
-                        Ok(None) => std::thread::sleep(Duration::from_millis(10)),
-                    }
-                }
+                wait_or_kill(&mut c, deadline);
             }
             recover(&self.table, worker_owner(w.id), Some(&w.ring));
         }
+        self.wait_syncd(deadline);
         for pid in &self.export_children {
             let _ = nix::sys::wait::waitpid(*pid, None);
         }

@@ -105,6 +105,9 @@ pub enum StartError {
         #[source]
         source: io::Error,
     },
+    /// The cluster key file is missing, malformed, or readable by group or others.
+    #[error(transparent)]
+    ClusterKey(#[from] prodhcp_syncd::key::KeyError),
     /// The supervisor's own executable (which it runs as each worker) could not be found.
     #[error("own executable: {0}")]
     OwnExecutable(#[source] io::Error),
@@ -115,7 +118,9 @@ impl StartError {
     /// [`exit::TABLE`] for the lease table and its rings, [`exit::RUNTIME`] otherwise.
     pub fn exit_code(&self) -> i32 {
         match self {
-            StartError::ReadConfig { .. } | StartError::InvalidConfig { .. } => exit::CONFIG,
+            StartError::ReadConfig { .. }
+            | StartError::InvalidConfig { .. }
+            | StartError::ClusterKey(_) => exit::CONFIG,
             StartError::Table(_)
             | StartError::Ring(_)
             | StartError::TableWrite(_)
@@ -143,6 +148,9 @@ pub enum ReloadRefused {
     /// The new configuration moves the listening port or the control socket.
     #[error("listen_port and control_socket cannot change on reload; restart instead")]
     ListenerChanged,
+    /// The new configuration adds, removes or changes the `cluster` section.
+    #[error("the cluster section cannot change on reload (syncd keeps the configuration it was started with); restart instead")]
+    ClusterChanged,
 }
 
 #[cfg(test)]

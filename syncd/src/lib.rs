@@ -17,6 +17,8 @@
 //!   the standby ([`apply`]), plus the bulk-sync walk of the whole table — in process, not yet
 //!   driven over the transport.
 //!
+//! - the process the supervisor starts ([`process`]): peer links reported to the supervisor.
+//!
 //! Not yet: the transport carrying records and bulk sync, roles, the held replies.
 //!
 //! ## Why Noise (snow) and not TLS
@@ -30,21 +32,20 @@
 //! appliance and a custom verifier. HMAC-only framing would mean hand-building a handshake and
 //! replay protection. Caveats: snow has one maintainer and no formal audit.
 //!
-//! ## Starting it (what the supervisor must do)
+//! ## How it runs
 //!
-//! The supervisor does not start syncd yet. When `Config::cluster` is `Some`, it should, like
-//! a worker: fork+exec a syncd process (e.g. a hidden `prodhcpd syncd` subcommand) that
-//! 1. builds a [`NodeConfig`] with [`NodeConfig::load`] (the key file is read and checked
-//!    there: a missing, malformed or group/other-readable key is a start-up error to report
-//!    like a bad configuration, not something to retry);
-//! 2. passes the lease table's layout fingerprint (`shm_layout::Table::fingerprint()` of the
-//!    table it opened; `prodhcp_worker::run::layout_of(config).fingerprint()` gives the
-//!    same value without opening it, but the worker is being refactored) — peers with another layout are refused;
-//! 3. sets the ring positions for the hello ([`Node::set_positions`]), then calls [`run`] with
-//!    a stop flag set on SIGTERM (signal-hook), handling [`Event`]s;
-//! 4. is restarted with backoff when it dies. The listening socket uses `SO_REUSEADDR`, so a
-//!    restarted syncd binds again at once; a peer that restarts reconnects and its new
-//!    authenticated connection replaces its stale one.
+//! When `Config::cluster` is `Some`, the supervisor fork+execs `prodhcpd syncd` like a
+//! worker (the launch contract: `prodhcp_proto::launch::SyncdLaunchArgs`, its channel at
+//! descriptor 4) and restarts it with the workers' backoff when it dies. [`process`] is that
+//! process: it dies with the supervisor (PDEATHSIG + parent check), takes the configuration
+//! from the first channel frame, loads the key ([`NodeConfig::load`]; an unusable key exits 2,
+//! and the supervisor already refuses it at start), uses the table's layout fingerprint the
+//! supervisor passes (`--layout-fingerprint`, from the table it opened), turns [`Node`] until
+//! SIGTERM or a `Stop` frame, and reports every configured peer's link to the supervisor
+//! (`FrameKind::PeerReport`), which keeps it for `prodhcpctl ha status` and logs each
+//! transition with its cause. The listening socket uses `SO_REUSEADDR`, so a restarted syncd
+//! binds again at once; a peer that restarts reconnects and its new authenticated connection
+//! replaces its stale one.
 //!
 //! Architecture Invariant: only syncd talks to the peer.
 
@@ -55,6 +56,7 @@ pub mod key;
 pub mod link;
 pub mod message;
 pub mod node;
+pub mod process;
 pub mod service_address;
 pub mod ship;
 mod sys;
@@ -62,6 +64,7 @@ mod sys;
 pub use link::{DownCause, SendError, Side};
 pub use message::{Hello, Message, Position, RefuseCode};
 pub use node::{run, Event, LinkCounters, Node, NodeConfig, PeerState};
+pub use process::{run_process, ProcessError};
 
 use shm_layout::{ChangeRecord, Ring};
 

@@ -54,6 +54,20 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<ConsumersAction>,
     },
+    /// High availability: the cluster's state.
+    Ha {
+        /// What to show.
+        #[command(subcommand)]
+        action: HaAction,
+    },
+}
+
+/// `prodhcpctl ha ...`.
+#[derive(Debug, Subcommand)]
+pub enum HaAction {
+    /// Cluster, this node, replication mode, the syncd process and every peer's link (state,
+    /// last cause and since when, counters). Without a `cluster` section: "standalone".
+    Status,
 }
 
 /// `prodhcpctl consumers drop RING:ID`.

@@ -15,6 +15,7 @@
 mod args;
 mod client;
 mod format;
+mod ha;
 mod leases_export;
 mod leases_import;
 #[cfg(test)]
@@ -28,14 +29,15 @@ use std::time::Duration;
 use prodhcp_proto::{Command, LeaseRecord, Response, StatsData, StatusData};
 
 pub use args::{
-    Cli, ConsumersAction, CtlCommand, ExportFormat, ImportFormatArg, LeasesAction, LeasesArgs,
-    DEFAULT_TIMEOUT_SECS,
+    Cli, ConsumersAction, CtlCommand, ExportFormat, HaAction, ImportFormatArg, LeasesAction,
+    LeasesArgs, DEFAULT_TIMEOUT_SECS,
 };
 pub use client::{classify_connect_error, ConnectFailure, ControlClient, CtlError, ExitStatus};
 pub use format::{
     format_duration, format_import_summary, format_lease, format_lease_table, format_stats,
     format_status, format_utc, group_digits, pool_utilisation, unix_now,
 };
+pub use ha::format_ha_status;
 pub use leases_export::{csv_row, CSV_HEADER};
 pub use leases_import::{format_progress, format_rate};
 
@@ -148,6 +150,20 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 print_json(io.out, &data)
             } else {
                 writeln!(io.out, "dropped consumer {}:{}", target.0, target.1).map_err(stdout_error)
+            }
+        }
+        CtlCommand::Ha {
+            action: HaAction::Status,
+        } => {
+            let data = failed(connect()?.call(Command::HaStatus)?)?;
+            let st: prodhcp_proto::HaStatusData = decode(data.clone())?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &data)
+            } else {
+                io.out
+                    .write_all(format_ha_status(&st, unix_now()).as_bytes())
+                    .map_err(stdout_error)
             }
         }
         CtlCommand::Leases(args) => match (&args.action, &args.mac) {

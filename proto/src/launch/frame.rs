@@ -4,7 +4,8 @@
 //! Frame: `u32` little-endian length of what follows, one kind byte, payload. The supervisor
 //! sends [`FrameKind::Config`] (the validated configuration's RON text) first and on every
 //! reload, and [`FrameKind::Stop`] to stop; the worker answers each config with
-//! [`FrameKind::Applied`] or [`FrameKind::Rejected`] (payload: a message).
+//! [`FrameKind::Applied`] or [`FrameKind::Rejected`] (payload: a message). syncd sends
+//! [`FrameKind::PeerReport`] after link events.
 
 use std::io::{self, Read, Write};
 
@@ -23,6 +24,9 @@ pub enum FrameKind {
     Applied = 3,
     /// Worker → supervisor: configuration refused (message).
     Rejected = 4,
+    /// syncd → supervisor: the state of every configured peer after a link event (payload:
+    /// a JSON `super::SyncdReport`).
+    PeerReport = 5,
 }
 
 impl FrameKind {
@@ -32,6 +36,7 @@ impl FrameKind {
             2 => Some(FrameKind::Stop),
             3 => Some(FrameKind::Applied),
             4 => Some(FrameKind::Rejected),
+            5 => Some(FrameKind::PeerReport),
             _ => None,
         }
     }

@@ -1,4 +1,5 @@
-//! `prodhcpd`: the prodhcp supervisor (and, as `prodhcpd worker`, one worker process).
+//! `prodhcpd`: the prodhcp supervisor (and, as `prodhcpd worker`, one worker process; as
+//! `prodhcpd syncd`, the replication daemon).
 //!
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage, 3 lease table
 //! unusable (corrupt, truncated, locked by another prodhcpd, unsafe permissions).
@@ -42,6 +43,10 @@ enum Sub {
     /// `prodhcp_proto::launch::INHERITED`).
     #[command(hide = true)]
     Worker(prodhcp_proto::launch::LaunchArgs),
+    /// Internal: run the replication daemon (started by the supervisor when the configuration
+    /// has a `cluster` section, with the descriptors of `prodhcp_proto::launch::SYNCD_INHERITED`).
+    #[command(hide = true)]
+    Syncd(prodhcp_proto::launch::SyncdLaunchArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -174,6 +179,16 @@ fn main() -> ExitCode {
             Err(e) => {
                 eprintln!("prodhcpd worker {id}: {e}");
                 code(exit::RUNTIME)
+            }
+        };
+    }
+    if let Some(Sub::Syncd(launch)) = args.command {
+        init_logging("info");
+        return match prodhcp_syncd::run_process(launch) {
+            Ok(()) => code(exit::OK),
+            Err(e) => {
+                eprintln!("prodhcpd syncd: {e}");
+                code(e.exit_code())
             }
         };
     }

@@ -144,6 +144,7 @@ impl Supervisor {
         };
         match cmd {
             Command::Status => ok(Response::ok(&self.status())),
+            Command::HaStatus => ok(Response::ok(&self.ha_status())),
             Command::Stats => ok(Response::ok(&self.stats())),
             Command::Lease { address } => {
                 let Some(slot) = self.table.slot_of_addr(u32::from(address)) else {
@@ -212,8 +213,8 @@ impl Supervisor {
                 .map(|w| WorkerStatus {
                     id: w.id as u32,
                     pid: w.child.as_ref().map(|c| c.id()),
-                    state: w.state.name().into(),
-                    restarts: w.restarts,
+                    state: w.life.state.name().into(),
+                    restarts: w.life.restarts,
                 })
                 .collect(),
             table: TableStatus {

@@ -101,6 +101,11 @@ pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
         path: path.to_path_buf(),
         source,
     })?;
+    // syncd loads the key again when it starts; checking it here makes a bad key file a
+    // configuration error at start, at `--check-config` and on reload, not a restart loop.
+    if let Some(cluster) = &config.cluster {
+        prodhcp_syncd::key::load(&cluster.key_file)?;
+    }
     Ok((config, text))
 }
 

@@ -1,5 +1,6 @@
 //! The worker process table: starting each worker with its launch contract, reaping dead ones,
 //! restarting them with backoff, killing hung ones (heartbeat), and reading their channels.
+//! [`ChildLife`] (state, restarts, backoff) is shared with the syncd process (`super::syncd`).
 //!
 //! The decisions (when to retry, when a worker counts as hung) are plain functions of the
 //! worker's record and a given `now`, so they are tested here without processes or sleeping.
@@ -91,6 +92,69 @@ impl HeartbeatWatch {
     }
 }
 
+/// The life cycle of one supervised child process (a worker, or syncd): its state, its
+/// restarts and the backoff between them. Both kinds of child restart by the same rules.
+#[derive(Debug)]
+pub(super) struct ChildLife {
+    pub(super) state: WorkerState,
+    pub(super) restarts: u64,
+    /// When it was last started.
+    started: Instant,
+    /// The wait before the next restart.
+    backoff: Duration,
+}
+
+impl ChildLife {
+    /// A child not started yet.
+    pub(super) fn new(now: Instant) -> ChildLife {
+        ChildLife {
+            state: WorkerState::Stopped,
+            restarts: 0,
+            started: now,
+            backoff: FIRST_BACKOFF,
+        }
+    }
+
+    /// Records a start at `now`.
+    pub(super) fn started(&mut self, now: Instant) {
+        self.state = WorkerState::Starting;
+        self.started = now;
+    }
+
+    /// Schedules a retry after a start that failed at `now`.
+    pub(super) fn start_failed(&mut self, now: Instant) {
+        self.state = WorkerState::Backoff(now + self.backoff);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+    }
+
+    /// Schedules the restart of a child that died at `now`; returns the wait. A child that
+    /// ran for [`HEALTHY_AFTER`] waits [`FIRST_BACKOFF`]; each quick death doubles the wait up
+    /// to [`MAX_BACKOFF`].
+    pub(super) fn died(&mut self, now: Instant) -> Duration {
+        if now.saturating_duration_since(self.started) > HEALTHY_AFTER {
+            self.backoff = FIRST_BACKOFF;
+        }
+        let wait = self.backoff;
+        self.state = WorkerState::Backoff(now + wait);
+        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
+        self.restarts += 1;
+        wait
+    }
+
+    /// Whether a restart is due at `now`.
+    pub(super) fn restart_due(&self, now: Instant) -> bool {
+        matches!(self.state, WorkerState::Backoff(at) if now >= at)
+    }
+
+    /// When the next restart is due, if one is scheduled.
+    pub(super) fn restart_at(&self) -> Option<Instant> {
+        match self.state {
+            WorkerState::Backoff(at) => Some(at),
+            _ => None,
+        }
+    }
+}
+
 /// One worker's record in the process table.
 #[derive(Debug)]
 pub(super) struct Worker {
@@ -98,12 +162,8 @@ pub(super) struct Worker {
     pub(super) child: Option<Child>,
     pub(super) channel: Option<UnixStream>,
     pub(super) reader: FrameReader,
-    pub(super) state: WorkerState,
-    pub(super) restarts: u64,
-    /// When it was last started.
-    started: Instant,
-    /// The wait before the next restart.
-    backoff: Duration,
+    /// State, restarts, backoff.
+    pub(super) life: ChildLife,
     /// Its change ring (the supervisor recovers its owner from it when it dies).
     pub(super) ring: Ring,
     heartbeat: HeartbeatWatch,
@@ -120,10 +180,7 @@ impl Worker {
             child: None,
             channel: None,
             reader: FrameReader::default(),
-            state: WorkerState::Stopped,
-            restarts: 0,
-            started: now,
-            backoff: FIRST_BACKOFF,
+            life: ChildLife::new(now),
             ring,
             heartbeat: HeartbeatWatch {
                 last: 0,
@@ -138,43 +195,14 @@ impl Worker {
         self.child = Some(child);
         self.channel = Some(channel);
         self.reader = FrameReader::default();
-        self.state = WorkerState::Starting;
-        self.started = now;
+        self.life.started(now);
         self.heartbeat = HeartbeatWatch::started(now);
         self.config_unanswered = 1;
     }
 
-    /// Schedules a retry after a start that failed at `now`.
-    fn start_failed(&mut self, now: Instant) {
-        self.state = WorkerState::Backoff(now + self.backoff);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-    }
-
-    /// Schedules the restart of a worker that died at `now`; returns the wait. A worker that
-    /// ran for [`HEALTHY_AFTER`] waits [`FIRST_BACKOFF`]; each quick death doubles the wait up
-    /// to [`MAX_BACKOFF`].
-    fn died(&mut self, now: Instant) -> Duration {
-        if now.saturating_duration_since(self.started) > HEALTHY_AFTER {
-            self.backoff = FIRST_BACKOFF;
-        }
-        let wait = self.backoff;
-        self.state = WorkerState::Backoff(now + wait);
-        self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-        self.restarts += 1;
-        wait
-    }
-
-    /// Whether a restart is due at `now`.
-    fn restart_due(&self, now: Instant) -> bool {
-        matches!(self.state, WorkerState::Backoff(at) if now >= at)
-    }
-
     /// When the next restart is due, if one is scheduled.
     pub(super) fn restart_at(&self) -> Option<Instant> {
-        match self.state {
-            WorkerState::Backoff(at) => Some(at),
-            _ => None,
-        }
+        self.life.restart_at()
     }
 }
 
@@ -214,7 +242,7 @@ impl Supervisor {
             }
             Err(e) => {
                 error!(worker = id, error = %e, "cannot start worker");
-                w.start_failed(Instant::now());
+                w.life.start_failed(Instant::now());
             }
         }
     }
@@ -225,7 +253,7 @@ impl Supervisor {
     pub(super) fn check_heartbeats(&mut self) {
         let now = Instant::now();
         for w in &mut self.workers {
-            if w.state != WorkerState::Running {
+            if w.life.state != WorkerState::Running {
                 continue;
             }
             let beat = self.table.heartbeat(worker_owner(w.id));
@@ -243,6 +271,7 @@ impl Supervisor {
     }
 
     pub(super) fn reap(&mut self) {
+        self.reap_syncd();
         // Export children.
         self.export_children.retain(|pid| {
             !matches!(
@@ -272,10 +301,10 @@ impl Supervisor {
                 t.gone(id);
             }
             if self.stopping {
-                w.state = WorkerState::Stopped;
+                w.life.state = WorkerState::Stopped;
                 continue;
             }
-            let wait = w.died(Instant::now());
+            let wait = w.life.died(Instant::now());
             warn!(worker = id, %status, retry_in_ms = wait.as_millis() as u64, "worker died; restarting it");
         }
     }
@@ -286,7 +315,7 @@ impl Supervisor {
         }
         let now = Instant::now();
         for id in 0..self.workers.len() {
-            if self.workers[id].restart_due(now) {
+            if self.workers[id].life.restart_due(now) {
                 self.spawn(id);
             }
         }
@@ -300,8 +329,8 @@ impl Supervisor {
         loop {
             match w.reader.poll(ch) {
                 Ok(ReadOutcome::Frame(FrameKind::Applied, _)) => {
-                    if w.state == WorkerState::Starting {
-                        w.state = WorkerState::Running;
+                    if w.life.state == WorkerState::Starting {
+                        w.life.state = WorkerState::Running;
                     }
                     w.config_unanswered = w.config_unanswered.saturating_sub(1);
                     // The answer to the latest text (a worker started meanwhile was given it).
@@ -350,23 +379,23 @@ mod tests {
         let mut waits = Vec::new();
         for _ in 0..8 {
             // Started, dies one second later: a quick death.
-            w.started = now;
+            w.life.started = now;
             now += Duration::from_secs(1);
-            let wait = w.died(now);
-            assert_eq!(w.restart_at(), Some(now + wait));
+            let wait = w.life.died(now);
+            assert_eq!(w.life.restart_at(), Some(now + wait));
             waits.push(wait.as_millis());
         }
         assert_eq!(waits, [100, 200, 400, 800, 1600, 3200, 5000, 5000]);
-        assert_eq!(w.restarts, 8);
+        assert_eq!(w.life.restarts, 8);
         // Runs for more than 30 s, then dies: back to the first wait.
-        w.started = now;
+        w.life.started = now;
         now += HEALTHY_AFTER + MS;
-        assert_eq!(w.died(now), FIRST_BACKOFF);
+        assert_eq!(w.life.died(now), FIRST_BACKOFF);
         // Exactly 30 s is not yet healthy: the wait keeps growing.
-        w.started = now;
+        w.life.started = now;
         now += HEALTHY_AFTER;
-        assert_eq!(w.died(now), 2 * FIRST_BACKOFF);
-        assert_eq!(w.restarts, 10);
+        assert_eq!(w.life.died(now), 2 * FIRST_BACKOFF);
+        assert_eq!(w.life.restarts, 10);
     }
 
     #[test]
@@ -374,18 +403,18 @@ mod tests {
         let dir = tempfile::tempdir().expect("tempdir");
         let t0 = Instant::now();
         let mut w = worker(&dir, t0);
-        assert!(!w.restart_due(t0), "a stopped worker is not restarted");
-        w.start_failed(t0);
-        assert_eq!(w.restart_at(), Some(t0 + FIRST_BACKOFF));
-        assert!(!w.restart_due(t0 + FIRST_BACKOFF - MS));
-        assert!(w.restart_due(t0 + FIRST_BACKOFF));
-        w.start_failed(t0);
-        assert_eq!(w.restart_at(), Some(t0 + 2 * FIRST_BACKOFF));
+        assert!(!w.life.restart_due(t0), "a stopped worker is not restarted");
+        w.life.start_failed(t0);
+        assert_eq!(w.life.restart_at(), Some(t0 + FIRST_BACKOFF));
+        assert!(!w.life.restart_due(t0 + FIRST_BACKOFF - MS));
+        assert!(w.life.restart_due(t0 + FIRST_BACKOFF));
+        w.life.start_failed(t0);
+        assert_eq!(w.life.restart_at(), Some(t0 + 2 * FIRST_BACKOFF));
         for _ in 0..10 {
-            w.start_failed(t0);
+            w.life.start_failed(t0);
         }
-        assert_eq!(w.restart_at(), Some(t0 + MAX_BACKOFF));
-        assert_eq!(w.restarts, 0, "a failed start is not a restart");
+        assert_eq!(w.life.restart_at(), Some(t0 + MAX_BACKOFF));
+        assert_eq!(w.life.restarts, 0, "a failed start is not a restart");
     }
 
     #[test]

@@ -1,0 +1,362 @@
+//! The syncd process: started when the configuration has a `cluster` section, through the
+//! launch contract (`prodhcp_proto::launch`: `prodhcpd syncd`, its channel at descriptor 4),
+//! restarted by the same rules as a worker ([`ChildLife`]), stopped with the workers. Its
+//! [`FrameKind::PeerReport`]s are kept for `prodhcpctl ha status`, and every link transition
+//! they show is logged here with its cause.
+
+use std::io;
+use std::os::fd::{AsFd, AsRawFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Child, ExitStatus};
+use std::time::{Instant, SystemTime, UNIX_EPOCH};
+
+use mio::unix::SourceFd;
+use mio::Interest;
+use prodhcp_config::Cluster;
+use prodhcp_proto::launch::{
+    self, write_frame, FrameKind, FrameReader, ReadOutcome, SyncdLaunchArgs, SyncdReport,
+};
+use prodhcp_proto::{
+    HaPeerStatus, HaStatusData, LinkState, SyncdProcessStatus, ROLE_NOT_BUILT, ROLE_STANDALONE,
+};
+use tracing::{error, info, warn};
+
+use super::workers::{ChildLife, WorkerState};
+use super::{Supervisor, SYNCD_CHANNEL};
+use crate::sys;
+
+/// The exit code with which syncd says its configuration (the key file) is unusable.
+const SYNCD_CONFIG_EXIT: i32 = 2;
+
+/// The syncd process's record.
+#[derive(Debug)]
+pub(super) struct Syncd {
+    child: Option<Child>,
+    channel: Option<UnixStream>,
+    reader: FrameReader,
+    life: ChildLife,
+    /// Every configured peer as last reported (or as known without a report).
+    peers: Vec<HaPeerStatus>,
+}
+
+impl Syncd {
+    /// The record for `cluster`, not started yet: every peer down, no cause yet.
+    pub(super) fn new(cluster: &Cluster, now: Instant) -> Syncd {
+        Syncd {
+            child: None,
+            channel: None,
+            reader: FrameReader::default(),
+            life: ChildLife::new(now),
+            peers: cluster
+                .peers
+                .iter()
+                .map(|p| HaPeerStatus {
+                    node: p.node.clone(),
+                    address: p.address.to_string(),
+                    role: ROLE_NOT_BUILT.into(),
+                    ..HaPeerStatus::default()
+                })
+                .collect(),
+        }
+    }
+
+    /// When the next restart is due, if one is scheduled.
+    pub(super) fn restart_at(&self) -> Option<Instant> {
+        self.life.restart_at()
+    }
+
+    /// Takes a report: logs every transition it shows (link up/down, another cause while
+    /// down) and keeps it.
+    fn take_report(&mut self, report: SyncdReport) {
+        for new in &report.peers {
+            let old = self.peers.iter().find(|p| p.node == new.node);
+            log_transition(old, new);
+        }
+        // Only configured peers are kept (the report comes from the same configuration).
+        for p in &mut self.peers {
+            if let Some(new) = report.peers.iter().find(|n| n.node == p.node) {
+                *p = new.clone();
+            }
+        }
+    }
+
+    /// syncd is gone: no link stands any more.
+    fn all_down(&mut self, status: &ExitStatus) {
+        let now = unix_ms();
+        for p in &mut self.peers {
+            let was_up = p.link == LinkState::Up;
+            p.link = LinkState::Down;
+            p.remote = None;
+            p.last_cause = Some(format!("syncd not running ({status})"));
+            p.last_cause_kind = Some("syncd_exited".into());
+            if was_up || p.since_unix_ms.is_none() {
+                p.since_unix_ms = Some(now);
+            }
+        }
+    }
+}
+
+fn unix_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+fn log_transition(old: Option<&HaPeerStatus>, new: &HaPeerStatus) {
+    let was_up = old.is_some_and(|o| o.link == LinkState::Up);
+    let old_kind = old.and_then(|o| o.last_cause_kind.as_deref());
+    let cause = new.last_cause.as_deref().unwrap_or("");
+    let kind = new.last_cause_kind.as_deref().unwrap_or("");
+    match (was_up, new.link) {
+        (false, LinkState::Up) => info!(
+            peer = %new.node,
+            remote = new.remote.as_deref().unwrap_or(""),
+            "cluster peer up"
+        ),
+        (true, LinkState::Down) => warn!(peer = %new.node, cause, kind, "cluster peer down"),
+        (false, LinkState::Down) if new.last_cause_kind.is_some() && old_kind != Some(kind) => {
+            warn!(peer = %new.node, cause, kind, "cluster peer unreachable")
+        }
+        _ => {}
+    }
+}
+
+impl Supervisor {
+    /// Starts syncd (when the configuration has a cluster).
+    pub(super) fn spawn_syncd(&mut self) {
+        let fingerprint = self.table.fingerprint();
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
+        let result = (|| -> io::Result<(Child, UnixStream)> {
+            let (ours, theirs) = sys::socketpair()?;
+            let args = SyncdLaunchArgs {
+                supervisor_pid: Some(std::process::id()),
+                layout_fingerprint: fingerprint,
+            };
+            let child = sys::spawn_worker(
+                &self.exe,
+                &args.to_args(),
+                &[(launch::CHANNEL, theirs.as_fd())],
+            )?;
+            drop(theirs);
+            let mut stream = UnixStream::from(ours);
+            write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
+            stream.set_nonblocking(true)?;
+            Ok((child, stream))
+        })();
+        match result {
+            Ok((child, stream)) => {
+                let fd = stream.as_raw_fd();
+                let _ = self.poll.registry().register(
+                    &mut SourceFd(&fd),
+                    SYNCD_CHANNEL,
+                    Interest::READABLE,
+                );
+                info!(pid = child.id(), "syncd started");
+                s.child = Some(child);
+                s.channel = Some(stream);
+                s.reader = FrameReader::default();
+                s.life.started(Instant::now());
+            }
+            Err(e) => {
+                error!(error = %e, "cannot start syncd");
+                s.life.start_failed(Instant::now());
+            }
+        }
+    }
+
+    /// Reaps a dead syncd and schedules its restart.
+    pub(super) fn reap_syncd(&mut self) {
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
+        let status = match s.child.as_mut().map(|c| c.try_wait()) {
+            Some(Ok(Some(st))) => st,
+            _ => return,
+        };
+        s.child = None;
+        if let Some(ch) = s.channel.take() {
+            let fd = ch.as_raw_fd();
+            let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+        }
+        s.all_down(&status);
+        if self.stopping {
+            s.life.state = WorkerState::Stopped;
+            return;
+        }
+        let wait = s.life.died(Instant::now());
+        if status.code() == Some(SYNCD_CONFIG_EXIT) {
+            error!(
+                %status,
+                retry_in_ms = wait.as_millis() as u64,
+                "syncd refused the cluster configuration (its message is above: the key file?); \
+                 restarting it"
+            );
+        } else {
+            warn!(%status, retry_in_ms = wait.as_millis() as u64, "syncd died; restarting it");
+        }
+    }
+
+    /// Restarts syncd when its backoff is over.
+    pub(super) fn respawn_syncd_due(&mut self) {
+        if self.stopping {
+            return;
+        }
+        if self
+            .syncd
+            .as_ref()
+            .is_some_and(|s| s.life.restart_due(Instant::now()))
+        {
+            self.spawn_syncd();
+        }
+    }
+
+    /// Reads syncd's channel: peer reports.
+    pub(super) fn syncd_channel(&mut self) {
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
+        let Some(ch) = s.channel.as_mut() else {
+            return;
+        };
+        let mut reports = Vec::new();
+        let mut closed = false;
+        loop {
+            match s.reader.poll(ch) {
+                Ok(ReadOutcome::Frame(FrameKind::PeerReport, payload)) => {
+                    match serde_json::from_slice::<SyncdReport>(&payload) {
+                        Ok(report) => reports.push(report),
+                        Err(e) => warn!(error = %e, "unreadable peer report from syncd"),
+                    }
+                }
+                Ok(ReadOutcome::Frame(..)) => {}
+                Ok(ReadOutcome::Pending) => break,
+                Ok(ReadOutcome::Closed) | Err(_) => {
+                    let fd = ch.as_raw_fd();
+                    let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
+                    closed = true;
+                    break;
+                }
+            }
+        }
+        if closed {
+            s.channel = None;
+        }
+        for report in reports {
+            if s.life.state == WorkerState::Starting {
+                s.life.state = WorkerState::Running;
+            }
+            s.take_report(report);
+        }
+    }
+
+    /// Tells syncd to stop (a `Stop` frame and SIGTERM); [`Supervisor::wait_syncd`] waits.
+    pub(super) fn stop_syncd(&mut self) {
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
+        if let Some(ch) = s.channel.as_mut() {
+            let _ = ch.set_nonblocking(false);
+            let _ = write_frame(ch, FrameKind::Stop, b"");
+        }
+        if let Some(c) = s.child.as_ref() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(c.id() as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+
+    /// Waits for syncd to exit until `deadline`, then SIGKILLs it.
+    pub(super) fn wait_syncd(&mut self, deadline: Instant) {
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
+        if let Some(mut c) = s.child.take() {
+            super::wait_or_kill(&mut c, deadline);
+        }
+        s.life.state = WorkerState::Stopped;
+    }
+
+    /// The answer to `ha_status`.
+    pub(super) fn ha_status(&self) -> HaStatusData {
+        let (Some(cluster), Some(s)) = (self.config.cluster.as_ref(), self.syncd.as_ref()) else {
+            return HaStatusData {
+                standalone: true,
+                role: ROLE_STANDALONE.into(),
+                ..HaStatusData::default()
+            };
+        };
+        HaStatusData {
+            standalone: false,
+            cluster: Some(cluster.name.clone()),
+            node: Some(cluster.node.clone()),
+            replication: Some(cluster.replication.name().into()),
+            role: ROLE_NOT_BUILT.into(),
+            syncd: Some(SyncdProcessStatus {
+                pid: s.child.as_ref().map(Child::id),
+                state: s.life.state.name().into(),
+                restarts: s.life.restarts,
+            }),
+            peers: s.peers.clone(),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cluster() -> Cluster {
+        Cluster {
+            name: "pop1".into(),
+            node: "a".into(),
+            listen: "198.18.0.1:647".parse().expect("addr"),
+            peers: vec![prodhcp_config::Peer {
+                node: "b".into(),
+                address: "198.18.0.4:647".parse().expect("addr"),
+            }],
+            key_file: "/etc/prodhcp/cluster.key".into(),
+            service_address: None,
+            replication: prodhcp_config::Replication::Sync,
+            heartbeat_interval: std::time::Duration::from_millis(200),
+            dead_after: std::time::Duration::from_millis(800),
+        }
+    }
+
+    #[test]
+    fn reports_replace_the_configured_peers_and_a_dead_syncd_takes_every_link_down() {
+        let mut s = Syncd::new(&cluster(), Instant::now());
+        assert_eq!(s.peers.len(), 1);
+        assert_eq!(s.peers[0].link, LinkState::Down);
+        assert_eq!(s.peers[0].role, ROLE_NOT_BUILT);
+        let up = HaPeerStatus {
+            node: "b".into(),
+            address: "198.18.0.4:647".into(),
+            link: LinkState::Up,
+            since_unix_ms: Some(5),
+            remote: Some("198.18.0.4:647".into()),
+            role: ROLE_NOT_BUILT.into(),
+            ..HaPeerStatus::default()
+        };
+        let stranger = HaPeerStatus {
+            node: "zz".into(),
+            ..up.clone()
+        };
+        s.take_report(SyncdReport {
+            peers: vec![up.clone(), stranger],
+        });
+        assert_eq!(s.peers, vec![up]);
+        let status = std::process::Command::new("/bin/sh")
+            .args(["-c", "exit 7"])
+            .status()
+            .expect("sh");
+        s.all_down(&status);
+        let p = &s.peers[0];
+        assert_eq!(p.link, LinkState::Down);
+        assert_eq!(p.last_cause_kind.as_deref(), Some("syncd_exited"));
+        assert!(p.since_unix_ms.is_some_and(|t| t > 5));
+        assert_eq!(p.remote, None);
+    }
+}
