@@ -565,8 +565,16 @@ fn a_20_mib_line_gets_an_error_and_the_connection_closed() {
     let mut resp = Vec::new();
     let read = s.read_to_end(&mut resp);
     let text = String::from_utf8_lossy(&resp).into_owned();
+    // Closed means EOF or a reset: a Unix stream socket closed while its receive queue still
+    // holds unread bytes (ours: the rest of the 20 MiB) resets the peer, whose read then fails
+    // with ECONNRESET after the data queued before the close. Which one happens depends on
+    // timing (the test flaked on it); the error line must have arrived either way (below).
+    let closed = match &read {
+        Ok(_) => true,
+        Err(e) => e.kind() == std::io::ErrorKind::ConnectionReset,
+    };
     assert!(
-        read.is_ok(),
+        closed,
         "the connection was not closed after {sent_mib} MiB (write error {write_error:?}): \
          {read:?}, got {text:?}"
     );
