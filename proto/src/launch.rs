@@ -324,7 +324,10 @@ mod tests {
         assert_eq!(syncd_doorbell(0).fd, 5);
         assert_eq!(syncd_doorbell(63).fd, 68);
         for d in SYNCD_INHERITED {
-            assert!(d.fd < syncd_doorbell(0).fd, "{d:?} collides with a doorbell");
+            assert!(
+                d.fd < syncd_doorbell(0).fd,
+                "{d:?} collides with a doorbell"
+            );
         }
     }
 }
