@@ -239,6 +239,11 @@ impl Supervisor {
                 workers = ?held,
                 "replies held for synchronous replication are released without waiting for a standby"
             );
+        } else if self.syncd.is_some() {
+            info!(
+                cause,
+                "no worker ring holds replies for synchronous replication"
+            );
         }
     }
 
