@@ -373,6 +373,8 @@ fn release_held(engine: &Engine, udp: &OwnedFd, held: &mut HeldReplies, sends: &
     let mut failed = 0;
     let released = held.release(replicated, hold, |r| {
         if r.ifindex.is_some() {
+            // Whatever is batched before it leaves first: a client's replies keep their order.
+            failed += sends.flush(udp);
             if sys::send_to(udp, &r.bytes, r.dst, r.ifindex, r.src).is_err() {
                 failed += 1;
             }
