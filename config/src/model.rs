@@ -39,6 +39,9 @@ pub struct Config {
     pub table_file: PathBuf,
     /// Records per worker change ring (a power of two).
     pub ring_capacity: u32,
+    /// Most replies a worker holds while they wait for synchronous replication (see
+    /// etc/prodhcp.ron); a request whose reply would need holding past it is dropped.
+    pub max_held_replies: u32,
     /// Seconds between background scrubs of the lease table (one always runs after start);
     /// 0 turns the periodic scrubs off.
     pub scrub_interval: u32,

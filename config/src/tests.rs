@@ -121,6 +121,7 @@ fn minimal_config_gets_defaults() {
     assert_eq!(config.log_level, "info");
     assert_eq!(config.listen_port, 67);
     assert_eq!(config.ring_capacity, 65_536);
+    assert_eq!(config.max_held_replies, 16_384);
     assert_eq!(config.scrub_interval, 86_400);
     assert_eq!(config.durability, crate::Durability::Power);
     assert_eq!(config.server_id, None);
@@ -349,6 +350,12 @@ fn top_level_rules() {
         ("ring_capacity: 1000,", "ring_capacity", "power of two"),
         ("ring_capacity: 512,", "ring_capacity", "power of two"),
         ("ring_capacity: 33554432,", "ring_capacity", "power of two"),
+        ("max_held_replies: 0,", "max_held_replies", "between 1 and"),
+        (
+            "max_held_replies: 1048577,",
+            "max_held_replies",
+            "between 1 and",
+        ),
         (
             "scrub_interval: 315360001,",
             "scrub_interval",

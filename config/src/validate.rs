@@ -21,6 +21,8 @@ pub const MAX_DECLINE_QUARANTINE: u32 = MAX_LEASE_TIME;
 pub const MIN_RING_CAPACITY: u32 = 1 << 10;
 /// Largest `ring_capacity` accepted.
 pub const MAX_RING_CAPACITY: u32 = 1 << 24;
+/// Largest `max_held_replies` accepted (per worker; each held reply keeps its bytes).
+pub(crate) const MAX_HELD_REPLIES: u32 = 1 << 20;
 /// Most addresses the lease table holds (pools plus reserved addresses outside pools).
 pub const MAX_TABLE_ADDRESSES: u64 = 1 << 26;
 /// Most separate address runs the lease table holds.
@@ -120,6 +122,16 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         );
     }
 
+    if !(1..=MAX_HELD_REPLIES).contains(&wire.max_held_replies) {
+        return fail(
+            root("max_held_replies"),
+            format!(
+                "{} is not between 1 and {MAX_HELD_REPLIES}",
+                wire.max_held_replies
+            ),
+        );
+    }
+
     let durability = match wire.durability.as_deref().map(str::trim) {
         None | Some("power") => Durability::Power,
         Some("process") => Durability::Process,
@@ -159,6 +171,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         listen_port: wire.listen_port,
         table_file,
         ring_capacity: ring,
+        max_held_replies: wire.max_held_replies,
         scrub_interval: wire.scrub_interval,
         durability,
         cluster,

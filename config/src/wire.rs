@@ -27,6 +27,8 @@ pub const DEFAULT_LOG_LEVEL: &str = "info";
 pub const DEFAULT_LISTEN_PORT: u16 = 67;
 /// Default of `ring_capacity`, records.
 pub const DEFAULT_RING_CAPACITY: u32 = 65_536;
+/// Default of `max_held_replies`, replies per worker.
+pub(crate) const DEFAULT_MAX_HELD_REPLIES: u32 = 16_384;
 /// Default of `scrub_interval`, seconds (one day).
 pub(crate) const DEFAULT_SCRUB_INTERVAL: u32 = 86_400;
 /// Default of a subnet's `lease_time`, seconds.
@@ -52,6 +54,9 @@ fn default_listen_port() -> u16 {
 }
 fn default_ring_capacity() -> u32 {
     DEFAULT_RING_CAPACITY
+}
+fn default_max_held_replies() -> u32 {
+    DEFAULT_MAX_HELD_REPLIES
 }
 fn default_scrub_interval() -> u32 {
     DEFAULT_SCRUB_INTERVAL
@@ -87,6 +92,8 @@ pub(crate) struct WireConfig {
     pub table_file: Option<PathBuf>,
     #[serde(default = "default_ring_capacity")]
     pub ring_capacity: u32,
+    #[serde(default = "default_max_held_replies")]
+    pub max_held_replies: u32,
     #[serde(default = "default_scrub_interval")]
     pub scrub_interval: u32,
     #[serde(default)]

@@ -25,6 +25,9 @@ pub enum CounterGroup {
 
 /// First owner-record word of the codec's drop reasons (`DropReason::index()` is added).
 pub const CODEC_DROPS_START: usize = 32;
+/// Words `CODEC_DROPS_START..CODEC_DROPS_END` are kept for the codec's drop reasons; the words
+/// below 32 being all taken, other counters continue at [`CODEC_DROPS_END`].
+pub const CODEC_DROPS_END: usize = 48;
 
 /// Counter words no row may use: 26 held the worker's heartbeat before it got its own
 /// owner-record word (`shm_layout::layout::OWNER_HEARTBEAT`); tables written then still hold
@@ -146,6 +149,9 @@ catalogue! {
     DecodeBadOptionFraming = 39, "decode_bad_option_framing", Drops, "bad_option_framing";
     /// Codec: option 52 inside `file`/`sname`.
     DecodeOverloadLoop = 40, "decode_overload_loop", Drops, "overload_loop";
+    /// A request whose reply would have to wait for synchronous replication, dropped because
+    /// the worker already holds `max_held_replies` replies (the client retries).
+    DropHeldFull = 56, "held_full", Drops, "held_full";
     /// Leases expired by the sweeper.
     SweepExpired = 22, "sweep_expired", Sweeper, "expired";
     /// Offers that ran out.
@@ -158,6 +164,13 @@ catalogue! {
     MalformedOptions = 21, "malformed_options", Events, "malformed_options";
     /// Wall clock steps detected and absorbed by the lease clock.
     ClockStep = 29, "clock_step", Events, "clock_step";
+    /// Replies held until the lease change they answer was replicated (synchronous
+    /// replication).
+    HeldReplies = 57, "held_replies", Events, "held_replies";
+    /// Held replies released (sent, or attempted: a failed send also counts as a send error).
+    HeldReleased = 58, "held_released", Events, "held_released";
+    /// A gauge, not a count: replies the worker holds now (summed over the workers).
+    HeldNow = 59, "held_now", Events, "held_now";
 }
 
 /// A view of one worker's counters: the counter words of its owner record in the lease table
@@ -184,6 +197,13 @@ impl<'a> CounterWords<'a> {
     pub fn add(&self, c: Counter, n: u64) {
         if let Some(w) = self.words.get(c.word()) {
             w.fetch_add(n, Ordering::Relaxed);
+        }
+    }
+
+    /// Sets a gauge (a word that holds a current value, such as [`Counter::HeldNow`]).
+    pub fn set(&self, c: Counter, v: u64) {
+        if let Some(w) = self.words.get(c.word()) {
+            w.store(v, Ordering::Relaxed);
         }
     }
 
@@ -277,6 +297,12 @@ mod tests {
         assert!(Counter::ALL
             .iter()
             .filter(|c| !c.name().starts_with("decode_"))
-            .all(|c| c.word() < CODEC_DROPS_START));
+            .all(|c| !(CODEC_DROPS_START..CODEC_DROPS_END).contains(&c.word())));
+        assert!(Counter::ALL
+            .iter()
+            .filter(|c| c.name().starts_with("decode_"))
+            .all(|c| (CODEC_DROPS_START..CODEC_DROPS_END).contains(&c.word())));
+        assert_eq!(Counter::DropHeldFull.word(), 56);
+        assert_eq!(Counter::HeldNow.word(), 59);
     }
 }

@@ -8,8 +8,9 @@
 //! - **Inherited descriptors**: [`INHERITED`] lists every descriptor a worker finds open at
 //!   exec, each with its name and number ([`UDP_SOCKET`] at 3, [`CHANNEL`] at 4). The
 //!   supervisor places each at its number; the worker takes each by number (the worker crate's
-//!   `launch::take_inherited`). A new descriptor (an eventfd for replication acks) is one more
-//!   [`InheritedFd`] in that table.
+//!   `launch::take_inherited`). [`REPLICATED_DOORBELL`] at 5 is the worker's eventfd: syncd
+//!   writes it after publishing a new replicated position in the worker's ring (and the
+//!   supervisor after clearing the ring's hold), so the worker releases its held replies.
 //! - **Channel frames**: length-prefixed frames over the [`CHANNEL`] socketpair
 //!   ([`FrameKind`], [`write_frame`], [`FrameReader`]). The supervisor sends
 //!   [`FrameKind::Config`] (the validated configuration's RON text) first and on every reload,
@@ -18,7 +19,9 @@
 //!
 //! - **syncd**: the replication daemon is started the same way as `prodhcpd syncd
 //!   --supervisor-pid PID --layout-fingerprint N` ([`SyncdLaunchArgs`]) with the descriptors
-//!   of [`SYNCD_INHERITED`] (its channel at 4). The supervisor sends [`FrameKind::Config`]
+//!   of [`SYNCD_INHERITED`] (its channel at 4) and every worker's doorbell eventfd
+//!   ([`syncd_doorbell`]: worker i's at 5 + i, for the configuration's effective worker
+//!   count). The supervisor sends [`FrameKind::Config`]
 //!   once (syncd is not reloaded: a reload that changes the `cluster` section is refused) and
 //!   [`FrameKind::Stop`] to stop; syncd sends [`FrameKind::PeerReport`] (a JSON
 //!   [`SyncdReport`]) after every link event of a configured peer (at once) and when only
@@ -63,15 +66,35 @@ pub const CHANNEL: InheritedFd = InheritedFd {
     fd: 4,
 };
 
+/// The worker's replication doorbell: an eventfd (`EFD_CLOEXEC|EFD_NONBLOCK` in the
+/// supervisor, which creates one per worker at start and keeps it across worker and syncd
+/// restarts). syncd writes it after publishing a new replicated position in the worker's ring;
+/// the supervisor writes it after clearing the ring's hold. The worker reads it (non-blocking)
+/// and releases the held replies the ring's replicated position now covers.
+pub const REPLICATED_DOORBELL: InheritedFd = InheritedFd {
+    name: "replication doorbell",
+    fd: 5,
+};
+
 /// Every descriptor a worker inherits, in no particular order. Numbers are distinct and above
 /// stdin/stdout/stderr.
-pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL];
+pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL, REPLICATED_DOORBELL];
 
 /// The subcommand of `prodhcpd` that runs the replication daemon.
 pub const SYNCD_SUBCOMMAND: &str = "syncd";
 
-/// Every descriptor syncd inherits: its channel to the supervisor (at the worker's number).
+/// The fixed descriptors syncd inherits: its channel to the supervisor (at the worker's
+/// number). It also inherits every worker's doorbell, at [`syncd_doorbell`]`(i)`.
 pub const SYNCD_INHERITED: &[InheritedFd] = &[CHANNEL];
+
+/// Where syncd finds worker `worker`'s [`REPLICATED_DOORBELL`]: at 5 + `worker`, in worker
+/// order, one per worker of the configuration's effective worker count.
+pub const fn syncd_doorbell(worker: usize) -> InheritedFd {
+    InheritedFd {
+        name: "worker replication doorbell",
+        fd: REPLICATED_DOORBELL.fd + worker as RawFd,
+    }
+}
 
 /// Shortest interval between two [`FrameKind::PeerReport`]s that only carry counter changes
 /// (a flood of bad connections must not flood the supervisor); link transitions go at once.
@@ -293,5 +316,18 @@ mod tests {
             assert!(seen.insert(d.fd), "{d:?}: number used twice");
         }
         assert!(INHERITED.contains(&UDP_SOCKET) && INHERITED.contains(&CHANNEL));
+        assert!(INHERITED.contains(&REPLICATED_DOORBELL));
+    }
+
+    #[test]
+    fn syncd_doorbells_follow_its_channel_in_worker_order() {
+        assert_eq!(syncd_doorbell(0).fd, 5);
+        assert_eq!(syncd_doorbell(63).fd, 68);
+        for d in SYNCD_INHERITED {
+            assert!(
+                d.fd < syncd_doorbell(0).fd,
+                "{d:?} collides with a doorbell"
+            );
+        }
     }
 }

@@ -54,6 +54,9 @@ pub struct Supervisor {
     table: Table,
     clean_start: bool,
     sockets: Vec<OwnedFd>,
+    /// One replication doorbell (eventfd) per worker, owned here like the sockets so that it
+    /// survives worker and syncd restarts (`prodhcp_proto::launch::REPLICATED_DOORBELL`).
+    doorbells: Vec<nix::sys::eventfd::EventFd>,
     workers: Vec<Worker>,
     /// The replication daemon, when the configuration has a `cluster` section.
     syncd: Option<syncd::Syncd>,
@@ -167,6 +170,16 @@ impl Supervisor {
             .register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)
             .map_err(event_loop("poll"))?;
         let exe = std::env::current_exe().map_err(StartError::OwnExecutable)?;
+        let doorbells = (0..n)
+            .map(|_| {
+                nix::sys::eventfd::EventFd::from_flags(
+                    nix::sys::eventfd::EfdFlags::EFD_CLOEXEC
+                        | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+                )
+                .map_err(io::Error::from)
+            })
+            .collect::<io::Result<Vec<_>>>()
+            .map_err(event_loop("replication doorbells"))?;
         let now = Instant::now();
         let workers = rings
             .into_iter()
@@ -187,6 +200,7 @@ impl Supervisor {
             table,
             clean_start: clean,
             sockets,
+            doorbells,
             workers,
             syncd,
             poll,
@@ -213,6 +227,9 @@ impl Supervisor {
             reload_previous: None,
         };
         sup.check_evictions();
+        // No syncd runs yet: a hold left in a ring by the last run must not keep a worker's
+        // replies waiting for a replicated position nobody will publish.
+        sup.release_held_replies("the supervisor is starting");
         for id in 0..sup.workers.len() {
             sup.spawn(id);
         }

@@ -8,8 +8,9 @@ use prodhcp_proto::launch::InheritedFd;
 use std::os::unix::process::CommandExt;
 use std::process::{Child, Command, Stdio};
 
-/// Most descriptors a worker can inherit (the launch contract lists fewer).
-const MAX_INHERITED: usize = 16;
+/// Most descriptors a child can inherit: syncd's channel and one doorbell per worker (at most
+/// `prodhcp_config::MAX_WORKERS`), with room to spare.
+const MAX_INHERITED: usize = 80;
 
 /// Starts `exe args...` with every descriptor of `fds` placed at its contract number
 /// (`prodhcp_proto::launch::INHERITED`) and stdin from /dev/null.

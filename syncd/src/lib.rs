@@ -50,6 +50,7 @@
 //! Architecture Invariant: only syncd talks to the peer.
 
 pub mod apply;
+pub mod doorbell;
 pub mod frame;
 pub mod handshake;
 pub mod key;

@@ -80,6 +80,9 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let text = String::from_utf8(text)
         .map_err(|_| ProcessError::Config("the configuration is not UTF-8".into()))?;
     let config = prodhcp_config::parse(&text).map_err(|e| ProcessError::Config(e.to_string()))?;
+    // Every worker's replication doorbell (`launch::syncd_doorbell`), in worker order: after
+    // publishing a ring's replicated position or changing its hold, `doorbells.wake(owner)`.
+    let doorbells = crate::doorbell::Doorbells::from_inherited(config.effective_workers())?;
     let cluster = config
         .cluster
         .ok_or_else(|| ProcessError::Config("the configuration has no `cluster` section".into()))?;
@@ -136,6 +139,8 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     }
     node.close_all();
     while node.next_event().is_some() {}
+    // Kept open for the whole loop (the replication loop wakes workers through it).
+    drop(doorbells);
     Ok(())
 }
 

@@ -8,6 +8,7 @@ pub mod clock;
 pub mod codec;
 pub mod counters;
 pub mod engine;
+pub mod held;
 pub mod interfaces;
 pub mod launch;
 pub mod ring_context;

@@ -18,6 +18,7 @@ use shm_layout::{worker_owner, LayoutSpec, Ring, Table};
 use crate::codec::MAX_REPLY;
 use crate::counters::{Counter, DropCounts};
 use crate::engine::{Engine, Incoming};
+use crate::held::{client_of, HeldReplies};
 use crate::interfaces::InterfaceBroadcasts;
 use crate::launch::take_inherited;
 use crate::serve_config::ServeConfig;
@@ -25,6 +26,8 @@ use crate::sys::{self, RecvBatch, SendBatch};
 
 const UDP: Token = Token(0);
 const CHANNEL: Token = Token(1);
+/// The replication doorbell (syncd published a replicated position, or the hold changed).
+const DOORBELL: Token = Token(2);
 /// How often the sweeper runs, and how many slots it visits per run.
 /// Small, frequent steps keep each pause short (≈ 0.1–0.2 ms for a /8 on 2 workers), so the
 /// sweeper does not show in reply latency, and still cover the whole table every
@@ -80,6 +83,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     // Placed by the supervisor for this process alone (the launch contract).
     let udp: OwnedFd = take_inherited(launch::UDP_SOCKET)?;
     let mut channel = UnixStream::from(take_inherited(launch::CHANNEL)?);
+    let doorbell: OwnedFd = take_inherited(launch::REPLICATED_DOORBELL)?;
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -104,8 +108,11 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
         u64::from(config.ring_capacity),
     )?;
     let mut durability = config.durability;
+    let mut held = HeldReplies::new(config.max_held_replies as usize);
     let serve = ServeConfig::build(config, &table);
     let mut engine = Engine::new(table, ring, owner, serve, args.id, args.workers);
+    // Replies a previous process of this worker held died with it.
+    engine.counters().set(Counter::HeldNow, 0);
     write_frame(&mut channel, FrameKind::Applied, b"started")?;
     channel.set_nonblocking(true)?;
 
@@ -116,6 +123,9 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     let ch_raw = channel.as_raw_fd();
     poll.registry()
         .register(&mut SourceFd(&ch_raw), CHANNEL, Interest::READABLE)?;
+    let bell_raw = doorbell.as_raw_fd();
+    poll.registry()
+        .register(&mut SourceFd(&bell_raw), DOORBELL, Interest::READABLE)?;
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
@@ -143,12 +153,18 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
         for ev in events.iter() {
             match ev.token() {
                 UDP => udp_ready = true,
+                // Drained here; the release below looks at the ring whatever woke the loop.
+                DOORBELL => {
+                    let mut count = [0u8; 8];
+                    let _ = nix::unistd::read(&doorbell, &mut count);
+                }
                 CHANNEL => loop {
                     match reader.poll(&mut channel)? {
                         ReadOutcome::Frame(FrameKind::Config, text) => {
                             let reply = match parse_config(&text) {
                                 Ok(c) => {
                                     durability = c.durability;
+                                    held.set_max(c.max_held_replies as usize);
                                     let serve = ServeConfig::build(c, engine.table());
                                     engine.reconfigure(serve);
                                     (FrameKind::Applied, "applied".to_string())
@@ -178,8 +194,10 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 &mut batch,
                 &mut sends,
                 &mut direct,
+                &mut held,
             )?;
         }
+        release_held(&engine, &udp, &mut held, &mut sends);
         if Instant::now() >= next_sweep {
             engine.table().beat(owner);
             engine.sweep(sweep_budget);
@@ -229,6 +247,7 @@ fn serve_udp(
     batch: &mut RecvBatch,
     sends: &mut SendBatch,
     direct: &mut DirectReplies,
+    held: &mut HeldReplies,
 ) -> Result<bool, WorkerError> {
     for _ in 0..MAX_BATCHES_PER_TURN {
         let n = match batch.recv(udp.as_raw_fd()) {
@@ -238,6 +257,8 @@ fn serve_udp(
             Err(e) => return Err(e.into()),
         };
         let head_before = engine.ring().head();
+        let held_before = held.len();
+        let mut held_full = 0u64;
         for i in 0..n {
             let m = batch.meta[i];
             let inc = Incoming {
@@ -256,6 +277,24 @@ fn serve_udp(
                 continue;
             };
             let dst: SocketAddrV4 = reply.dst;
+            // Synchronous replication: a reply confirming a lease waits until its change is
+            // replicated (read after this request's table writes), and so does any later reply
+            // to a client that has one waiting. See `crate::held`.
+            let bytes = &buf[..reply.len];
+            let ring = engine.ring();
+            let client_waits = !held.is_empty() && held.holds_client(&client_of(bytes));
+            if client_waits || (reply.confirms_lease && ring.hold_replies()) {
+                let head = ring.head();
+                if client_waits || ring.replicated() < head {
+                    if held
+                        .hold(head, bytes, dst, reply.ifindex, reply.src)
+                        .is_err()
+                    {
+                        held_full += 1;
+                    }
+                    continue;
+                }
+            }
             if reply.ifindex.is_none() {
                 sends.push(reply.len, dst);
             } else if let Some(held) = direct.bufs.get_mut(direct.items.len()) {
@@ -280,6 +319,25 @@ fn serve_udp(
                 }
             }
         };
+        let counters = engine.counters();
+        for _ in 0..held_full {
+            counters.drop_for(Counter::DropHeldFull);
+        }
+        let newly_held = if durable {
+            held.len() - held_before
+        } else {
+            // Its changes are not on disk: its held replies must not leave either.
+            let n = held.truncate(held_before);
+            counters.add(Counter::Dropped, n as u64);
+            counters.add(Counter::DropSendError, n as u64);
+            0
+        };
+        if newly_held > 0 {
+            counters.add(Counter::HeldReplies, newly_held as u64);
+        }
+        if newly_held > 0 || held_before != held.len() {
+            counters.set(Counter::HeldNow, held.len() as u64);
+        }
         let unsent = if durable {
             let mut failed = sends.flush(udp);
             for (k, &(len, dst, ifindex, src)) in direct.items.iter().enumerate() {
@@ -297,6 +355,44 @@ fn serve_udp(
         for _ in 0..unsent {
             engine.counters().drop_for(Counter::DropSendError);
         }
+        release_held(engine, udp, held, sends);
     }
     Ok(false)
+}
+
+/// Sends every held reply the ring's replicated position now covers (all of them when the
+/// hold is clear), through the same paths as a batch's replies: `sendmmsg` batches for routed
+/// replies, one `sendmsg` with its interface for a broadcast. Cheap when nothing is held.
+fn release_held(engine: &Engine, udp: &OwnedFd, held: &mut HeldReplies, sends: &mut SendBatch) {
+    if held.is_empty() {
+        return;
+    }
+    let ring = engine.ring();
+    let hold = ring.hold_replies();
+    let replicated = ring.replicated();
+    let mut failed = 0;
+    let released = held.release(replicated, hold, |r| {
+        if r.ifindex.is_some() {
+            // Whatever is batched before it leaves first: a client's replies keep their order.
+            failed += sends.flush(udp);
+            if sys::send_to(udp, &r.bytes, r.dst, r.ifindex, r.src).is_err() {
+                failed += 1;
+            }
+            return;
+        }
+        if sends.next_buf().is_none() {
+            failed += sends.flush(udp);
+        }
+        if let Some(buf) = sends.next_buf() {
+            buf[..r.bytes.len()].copy_from_slice(&r.bytes);
+            sends.push(r.bytes.len(), r.dst);
+        }
+    });
+    failed += sends.flush(udp);
+    let counters = engine.counters();
+    counters.add(Counter::HeldReleased, released as u64);
+    counters.set(Counter::HeldNow, held.len() as u64);
+    for _ in 0..failed {
+        counters.drop_for(Counter::DropSendError);
+    }
 }

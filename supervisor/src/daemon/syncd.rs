@@ -134,11 +134,16 @@ impl Supervisor {
                 supervisor_pid: Some(std::process::id()),
                 layout_fingerprint: fingerprint,
             };
-            let child = sys::spawn_worker(
-                &self.exe,
-                &args.to_args(),
-                &[(launch::CHANNEL, theirs.as_fd())],
-            )?;
+            // Its channel, then every worker's doorbell in worker order.
+            let fds: Vec<_> = std::iter::once((launch::CHANNEL, theirs.as_fd()))
+                .chain(
+                    self.doorbells
+                        .iter()
+                        .enumerate()
+                        .map(|(i, d)| (launch::syncd_doorbell(i), d.as_fd())),
+                )
+                .collect();
+            let child = sys::spawn_worker(&self.exe, &args.to_args(), &fds)?;
             drop(theirs);
             let mut stream = UnixStream::from(ours);
             write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
@@ -181,10 +186,18 @@ impl Supervisor {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         s.all_down(&status);
-        if self.stopping {
+        let stopping = self.stopping;
+        if stopping {
             s.life.state = WorkerState::Stopped;
+        }
+        // Nobody publishes replicated positions until a new syncd has a standby in sync again.
+        self.release_held_replies("syncd is not running");
+        if stopping {
             return;
         }
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
         let wait = s.life.died(Instant::now());
         if status.code() == Some(SYNCD_CONFIG_EXIT) {
             error!(
@@ -195,6 +208,42 @@ impl Supervisor {
             );
         } else {
             warn!(%status, retry_in_ms = wait.as_millis() as u64, "syncd died; restarting it");
+        }
+    }
+
+    /// Clears the hold on every worker ring and rings every worker's doorbell, so that no
+    /// worker keeps replies waiting for a replicated position no syncd will publish (at start,
+    /// and whenever syncd is gone). Logged once per call, when a ring had its hold set.
+    pub(super) fn release_held_replies(&self, cause: &str) {
+        let held: Vec<usize> = self
+            .workers
+            .iter()
+            .filter(|w| w.ring.hold_replies())
+            .map(|w| w.id)
+            .collect();
+        for w in &self.workers {
+            w.ring.set_hold(false);
+        }
+        // After the clear (release ordering): a woken worker sees the hold cleared.
+        for (id, d) in self.doorbells.iter().enumerate() {
+            if let Err(e) = d.write(1) {
+                // EAGAIN: the counter is at its maximum, the worker has a wake pending anyway.
+                if e != nix::errno::Errno::EAGAIN {
+                    warn!(worker = id, error = %e, "cannot ring the worker's replication doorbell");
+                }
+            }
+        }
+        if !held.is_empty() {
+            warn!(
+                cause,
+                workers = ?held,
+                "replies held for synchronous replication are released without waiting for a standby"
+            );
+        } else if self.syncd.is_some() {
+            info!(
+                cause,
+                "no worker ring holds replies for synchronous replication"
+            );
         }
     }
 

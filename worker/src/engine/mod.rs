@@ -65,6 +65,11 @@ pub struct Outgoing {
     pub ifindex: Option<u32>,
     /// Source address to use.
     pub src: Ipv4Addr,
+    /// An ACK that confirms a lease (to a REQUEST): with synchronous replication it leaves
+    /// only after the lease change is replicated (`crate::held`). OFFERs (not replicated: an
+    /// offer binds nothing, a standby that never saw it offers again), NAKs and ACKs to INFORM
+    /// (they commit nothing) are false.
+    pub confirms_lease: bool,
 }
 
 /// The engine of one worker.

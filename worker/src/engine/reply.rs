@@ -38,7 +38,10 @@ impl Engine {
             message: None,
         };
         let len = encode_reply(req, &params, out);
-        self.destination(req, inc, len, false)
+        Outgoing {
+            confirms_lease: msg_type == MessageType::Ack && lease,
+            ..self.destination(req, inc, len, false)
+        }
     }
 
     pub(super) fn nak(
@@ -85,6 +88,7 @@ impl Engine {
                 dst: SocketAddrV4::new(req.giaddr, self.cfg.config.listen_port),
                 ifindex: None,
                 src: inc.local,
+                confirms_lease: false,
             };
         }
         if !nak && req.ciaddr != Ipv4Addr::UNSPECIFIED {
@@ -93,6 +97,7 @@ impl Engine {
                 dst: SocketAddrV4::new(req.ciaddr, CLIENT_PORT),
                 ifindex: None,
                 src: inc.local,
+                confirms_lease: false,
             };
         }
         // A client without an address: broadcast on the interface it came from (unicasting to
@@ -102,6 +107,7 @@ impl Engine {
             dst: SocketAddrV4::new(Ipv4Addr::BROADCAST, CLIENT_PORT),
             ifindex: Some(inc.ifindex),
             src,
+            confirms_lease: false,
         }
     }
 }

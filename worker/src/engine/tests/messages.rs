@@ -42,12 +42,13 @@ fn wrong_subnet_init_reboot_is_naked_and_link_selection_wins() {
     // RFC 2131 §4.3.2: a wrong-network INIT-REBOOT is NAKed by an authoritative server
     // (not by default: see `nak_rules_*`).
     let mut f = authoritative_fixture();
-    let (nak, _) = send(
+    let (nak, o) = send(
         &mut f.engine,
         &packet(3, 1, RELAY, NONE, &[(50, &[10, 1, 0, 50])]),
     )
     .unwrap();
     assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    assert!(!o.confirms_lease, "a NAK is not held for replication");
     // 82.5 link selection → the 10.1.0.0/16 subnet, even though giaddr maps to 10.0.0.0/24.
     let ls: &[u8] = &[5, 4, 10, 1, 0, 1];
     let (offer, _) = send(&mut f.engine, &packet(1, 5, RELAY, NONE, &[(82, ls)])).unwrap();
@@ -69,6 +70,10 @@ fn inform_acks_without_a_lease() {
     assert_eq!(msg_type(&ack), v4::MessageType::Ack);
     assert_eq!(ack.yiaddr(), Ipv4Addr::UNSPECIFIED);
     assert!(ack.opts().get(v4::OptionCode::AddressLeaseTime).is_none());
+    assert!(
+        !o.confirms_lease,
+        "an INFORM answer is never held for replication"
+    );
     assert_eq!(
         o.dst,
         SocketAddrV4::new(Ipv4Addr::new(10, 0, 0, 50), CLIENT_PORT)

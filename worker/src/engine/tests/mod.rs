@@ -118,6 +118,7 @@ fn msg_type(m: &v4::Message) -> v4::MessageType {
 fn dora(e: &mut Engine, mac: u8) -> Ipv4Addr {
     let (offer, o) = send(e, &packet(1, mac, RELAY, NONE, &[])).expect("offer");
     assert_eq!(msg_type(&offer), v4::MessageType::Offer);
+    assert!(!o.confirms_lease, "an OFFER is not held for replication");
     assert_eq!(
         o.dst,
         SocketAddrV4::new(Ipv4Addr::from(RELAY), 67),
@@ -125,12 +126,16 @@ fn dora(e: &mut Engine, mac: u8) -> Ipv4Addr {
     );
     let ip = offer.yiaddr();
     let sid = [198, 18, 0, 1];
-    let (ack, _) = send(
+    let (ack, o) = send(
         e,
         &packet(3, mac, RELAY, NONE, &[(50, &ip.octets()), (54, &sid)]),
     )
     .expect("ack");
     assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    assert!(
+        o.confirms_lease,
+        "an ACK to a REQUEST waits for replication"
+    );
     assert_eq!(ack.yiaddr(), ip);
     ip
 }
