@@ -36,8 +36,10 @@
 use std::ffi::OsString;
 use std::os::fd::RawFd;
 
+mod child;
 mod frame;
 
+pub use child::{die_with_parent, take_inherited};
 pub use frame::{write_frame, FrameKind, FrameReader, ReadOutcome, MAX_FRAME};
 
 /// The subcommand of `prodhcpd` that runs one worker process.

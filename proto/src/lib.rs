@@ -1,7 +1,8 @@
 //! What crosses a process boundary, and nothing else: the control protocol v1 ([`control`]),
 //! hardware addresses and client identifiers as bytes ([`HwAddr`], [`ClientId`]), the counter
 //! catalogue ([`Counter`]) with its view over a worker's counter words
-//! ([`counter::CounterWords`]), and the supervisor–worker launch contract ([`launch`]).
+//! ([`counter::CounterWords`]), and the supervisor–child launch contract ([`launch`], with the child's side:
+//! taking inherited descriptors and dying with the supervisor).
 //!
 //! It depends on no other prodhcp crate, so the client side (`prodhcpctl`, the importers in
 //! `prodhcp-ctl`) builds without the daemon, the worker can name its counters without knowing
@@ -12,6 +13,7 @@ pub mod control;
 pub mod counter;
 pub mod hwaddr;
 pub mod launch;
+mod sys;
 
 pub use client_id::{ClientId, ClientIdError};
 pub use control::*;

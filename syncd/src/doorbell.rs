@@ -27,9 +27,8 @@ impl Doorbells {
         let fds = (0..workers)
             .map(|i| {
                 let d = syncd_doorbell(i);
-                crate::sys::inherited_fd(d.fd).map_err(|e| {
-                    io::Error::new(e.kind(), format!("{} {i} (fd {}): {e}", d.name, d.fd))
-                })
+                prodhcp_proto::launch::take_inherited(d)
+                    .map_err(|e| io::Error::new(e.kind(), format!("{} {i}: {e}", d.name)))
             })
             .collect::<io::Result<Vec<_>>>()?;
         Ok(Doorbells { fds })

@@ -58,16 +58,11 @@ impl ProcessError {
 
 /// Runs syncd until SIGTERM/SIGINT, a `Stop` frame, or the supervisor's channel closing.
 pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
-    crate::sys::die_with_parent(args.supervisor_pid)?;
+    launch::die_with_parent(args.supervisor_pid)?;
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
-    let fd: OwnedFd = crate::sys::inherited_fd(launch::CHANNEL.fd).map_err(|e| {
-        io::Error::new(
-            e.kind(),
-            format!("{} (fd {}): {e}", launch::CHANNEL.name, launch::CHANNEL.fd),
-        )
-    })?;
+    let fd: OwnedFd = launch::take_inherited(launch::CHANNEL)?;
     let mut channel = UnixStream::from(fd);
     let mut reader = FrameReader::default();
     let text = loop {

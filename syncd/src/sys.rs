@@ -1,50 +1,6 @@
 //! The system-call corner of syncd: the only place in this crate with `unsafe` code.
 
-use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
-
 use socket2::{SockAddr, SockAddrStorage};
-
-/// Makes the kernel SIGKILL this process when its parent (the supervisor) dies, then checks
-/// that the parent is still `expected_parent` (the supervisor may have died before the
-/// `prctl`). The same rule as the worker's (`prodhcp_worker::sys::die_with_parent`): syncd must
-/// not outlive the supervisor that started it and go on talking to peers for it.
-pub(crate) fn die_with_parent(expected_parent: Option<u32>) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
-    check_parent(expected_parent, nix::unistd::getppid().as_raw())
-}
-
-/// The check after `PR_SET_PDEATHSIG`.
-fn check_parent(expected_parent: Option<u32>, actual: i32) -> io::Result<()> {
-    match expected_parent {
-        Some(p) if i64::from(p) != i64::from(actual) => Err(io::Error::new(
-            io::ErrorKind::NotConnected,
-            format!("supervisor {p} is gone (parent is now {actual}); not starting"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Takes ownership of descriptor `fd`, which the supervisor placed for this process at exec
-/// (the launch contract); an error if it is not open.
-pub(crate) fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0
-        || nix::fcntl::fcntl(
-            // SAFETY: only used to ask whether the descriptor is open; no ownership taken.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("inherited descriptor {fd} is not open"),
-        ));
-    }
-    // SAFETY: the supervisor placed this descriptor for this process alone (dup2 before exec)
-    // and nothing else in syncd owns it; it was just checked to be open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
 
 /// The Ethernet broadcast address.
 pub(crate) const ETHERNET_BROADCAST: [u8; 6] = [0xff; 6];
@@ -73,16 +29,6 @@ pub(crate) fn link_layer_address(ifindex: u32, protocol: u16, destination: [u8; 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn syncd_whose_supervisor_already_died_does_not_start() {
-        assert!(check_parent(Some(4242), 4242).is_ok());
-        assert!(check_parent(None, 1).is_ok());
-        let e = check_parent(Some(4242), 1).expect_err("re-parented to init");
-        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
-        let e = inherited_fd(1_000_000).expect_err("not open");
-        assert_eq!(e.kind(), io::ErrorKind::NotFound);
-    }
 
     #[test]
     fn link_layer_address_holds_family_protocol_index_and_destination() {

@@ -20,7 +20,6 @@ use crate::counters::{Counter, DropCounts};
 use crate::engine::{Engine, Incoming};
 use crate::held::{client_of, HeldReplies};
 use crate::interfaces::InterfaceBroadcasts;
-use crate::launch::take_inherited;
 use crate::serve_config::ServeConfig;
 use crate::sys::{self, RecvBatch, SendBatch};
 
@@ -75,15 +74,15 @@ fn parse_config(text: &[u8]) -> Result<Config, String> {
 /// Runs a worker until told to stop, SIGTERM, or the supervisor goes away. Its descriptors are
 /// the ones the launch contract places ([`launch::INHERITED`]).
 pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
-    sys::die_with_parent(args.supervisor_pid)?;
+    launch::die_with_parent(args.supervisor_pid)?;
     let term = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&term))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&term))?;
 
     // Placed by the supervisor for this process alone (the launch contract).
-    let udp: OwnedFd = take_inherited(launch::UDP_SOCKET)?;
-    let mut channel = UnixStream::from(take_inherited(launch::CHANNEL)?);
-    let doorbell: OwnedFd = take_inherited(launch::REPLICATED_DOORBELL)?;
+    let udp: OwnedFd = launch::take_inherited(launch::UDP_SOCKET)?;
+    let mut channel = UnixStream::from(launch::take_inherited(launch::CHANNEL)?);
+    let doorbell: OwnedFd = launch::take_inherited(launch::REPLICATED_DOORBELL)?;
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();

@@ -5,7 +5,7 @@
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 
 use nix::sys::socket::{self, ControlMessage, ControlMessageOwned, MsgFlags, SockaddrIn};
 
@@ -227,51 +227,6 @@ pub fn send_to(
     .map_err(io::Error::from)
 }
 
-/// Makes the kernel SIGKILL this process when its parent (the supervisor) dies, then checks
-/// that the parent is still `expected_parent`: if the supervisor died before the `prctl`, the
-/// worker was already re-parented and no signal will ever come, so it must not start.
-///
-/// SIGKILL, not SIGTERM: a stopped worker (SIGSTOP, a debugger) never acts on SIGTERM and would
-/// outlive the supervisor, and a SIGTERMed one still serves a batch turn while a new supervisor
-/// may already be recovering its owner. A change half done is recovered from its intent record
-/// like any other writer death.
-pub fn die_with_parent(expected_parent: Option<u32>) -> io::Result<()> {
-    nix::sys::prctl::set_pdeathsig(nix::sys::signal::Signal::SIGKILL).map_err(io::Error::from)?;
-    check_parent(expected_parent, nix::unistd::getppid().as_raw())
-}
-
-/// The check after `PR_SET_PDEATHSIG` (split out so a test can run it with any parent).
-fn check_parent(expected_parent: Option<u32>, actual: i32) -> io::Result<()> {
-    match expected_parent {
-        Some(p) if i64::from(p) != i64::from(actual) => Err(io::Error::new(
-            io::ErrorKind::NotConnected,
-            format!("supervisor {p} is gone (parent is now {actual}); not starting"),
-        )),
-        _ => Ok(()),
-    }
-}
-
-/// Takes ownership of descriptor `fd`, which the supervisor placed for this process at exec
-/// (the launch contract); an error if it is not open.
-pub fn inherited_fd(fd: RawFd) -> io::Result<OwnedFd> {
-    if fd < 0
-        || nix::fcntl::fcntl(
-            // SAFETY: only used to ask whether the descriptor is open; no ownership taken.
-            unsafe { std::os::fd::BorrowedFd::borrow_raw(fd) },
-            nix::fcntl::FcntlArg::F_GETFD,
-        )
-        .is_err()
-    {
-        return Err(io::Error::new(
-            io::ErrorKind::NotFound,
-            format!("inherited descriptor {fd} is not open"),
-        ));
-    }
-    // SAFETY: the supervisor placed this descriptor for this process alone (dup2 before exec)
-    // and nothing else in the worker owns it; it was just checked to be open.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd) })
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -313,24 +268,5 @@ mod tests {
             vec![0, 2, 3, 5],
             "every datagram after a refused one is sent"
         );
-    }
-
-    #[test]
-    fn a_worker_whose_supervisor_already_died_does_not_start() {
-        assert!(check_parent(Some(4242), 4242).is_ok());
-        assert!(
-            check_parent(None, 1).is_ok(),
-            "started by hand: nothing to compare"
-        );
-        let e = check_parent(Some(4242), 1).expect_err("re-parented to init");
-        assert_eq!(e.kind(), io::ErrorKind::NotConnected);
-    }
-
-    #[test]
-    fn die_with_parent_accepts_the_real_parent() {
-        let parent = nix::unistd::getppid().as_raw() as u32;
-        die_with_parent(Some(parent)).expect("parent unchanged");
-        // Leave the test harness's process as it was.
-        nix::sys::prctl::set_pdeathsig(None).expect("clear pdeathsig");
     }
 }
