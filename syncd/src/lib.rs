@@ -57,6 +57,7 @@ pub mod link;
 pub mod message;
 pub mod node;
 pub mod process;
+pub mod replicate;
 pub mod service_address;
 pub mod ship;
 mod sys;
