@@ -80,6 +80,8 @@ struct Running {
     addr: SocketAddr,
     stop: Arc<AtomicBool>,
     paused: Arc<AtomicBool>,
+    /// Set by the thread while it stands still.
+    standing: Arc<AtomicBool>,
     shown: Arc<Mutex<Shown>>,
     thread: Option<JoinHandle<()>>,
 }
@@ -108,11 +110,17 @@ fn start(files: &Files, config: NodeConfig, sync: bool) -> Running {
     let addr = node.local_addr().unwrap();
     let stop = Arc::new(AtomicBool::new(false));
     let paused = Arc::new(AtomicBool::new(false));
+    let standing = Arc::new(AtomicBool::new(false));
     let shown = Arc::new(Mutex::new(Shown::default()));
     let dir = files.path();
     let cap = files.ring_capacity;
     let thread = {
-        let (stop, paused, shown) = (stop.clone(), paused.clone(), shown.clone());
+        let (stop, paused, shown, standing) = (
+            stop.clone(),
+            paused.clone(),
+            shown.clone(),
+            standing.clone(),
+        );
         std::thread::spawn(move || {
             let mut node = node;
             let table = Table::open(&dir.join("leases.table")).unwrap();
@@ -128,10 +136,12 @@ fn start(files: &Files, config: NodeConfig, sync: bool) -> Running {
                 sync,
             );
             while !stop.load(Ordering::Relaxed) {
-                if paused.load(Ordering::Relaxed) {
+                if paused.load(Ordering::SeqCst) {
+                    standing.store(true, Ordering::SeqCst);
                     std::thread::sleep(Duration::from_millis(5));
                     continue;
                 }
+                standing.store(false, Ordering::SeqCst);
                 drive(&mut node, &mut rep, Duration::from_millis(2)).unwrap();
                 *shown.lock().unwrap() = Shown {
                     peer: rep.status(&peer),
@@ -148,6 +158,7 @@ fn start(files: &Files, config: NodeConfig, sync: bool) -> Running {
         addr,
         stop,
         paused,
+        standing,
         shown,
         thread: Some(thread),
     }
@@ -170,8 +181,17 @@ impl Running {
         panic!("never {what}: {:?}", self.shown());
     }
 
+    /// Freezes (or thaws) the node's thread; returns once it stands still (a frozen process:
+    /// its sockets stay open and silent).
     fn pause(&self, on: bool) {
-        self.paused.store(on, Ordering::Relaxed);
+        self.paused.store(on, Ordering::SeqCst);
+        if on {
+            let deadline = Instant::now() + WITHIN;
+            while !self.standing.load(Ordering::SeqCst) {
+                assert!(Instant::now() < deadline, "the node thread never paused");
+                std::thread::sleep(Duration::from_millis(1));
+            }
+        }
     }
 }
 
@@ -321,8 +341,10 @@ fn records_reach_the_peer_and_a_broken_link_resumes_from_its_position() {
     assert!(ring.hold_replies(), "sync replication with b in sync holds");
     let st = p.a.shown().peer.unwrap();
     assert_eq!((st.records_sent, st.bulk_syncs_sent), (300, 0));
-    let sb = p.b.shown().peer.unwrap();
-    assert_eq!((sb.applied, sb.stale, sb.rejected), (300, 0, 0));
+    p.b.wait("b counted 300 applied", |s| {
+        s.peer
+            .is_some_and(|x| (x.applied, x.stale, x.rejected) == (300, 0, 0))
+    });
 
     // b freezes: a declares it dead and releases the hold; more leases meanwhile.
     p.b.pause(true);
@@ -376,7 +398,9 @@ fn a_peer_that_missed_more_than_the_ring_holds_gets_a_bulk_sync() {
     });
     wait_equal(&p.fa, &p.fb);
     assert_eq!(leased(&p.fb), 210);
-    assert_eq!(p.b.shown().peer.unwrap().bulk_syncs_received, 1);
+    p.b.wait("b counts the bulk sync it received", |s| {
+        s.peer.is_some_and(|x| x.bulk_syncs_received == 1)
+    });
 }
 
 #[test]
@@ -411,8 +435,9 @@ fn a_peer_started_later_gets_the_existing_table_by_bulk_sync_and_a_restart_too()
             .is_some_and(|x| x.state == PeerSync::InSync && x.bulk_syncs_sent == 2)
     });
     wait_equal(&p.fa, &p.fb);
-    let sb = p.b.shown().peer.unwrap();
-    assert_eq!((sb.applied, sb.stale), (0, 501), "{sb:?}");
+    p.b.wait("b counted 501 stale, 0 applied", |s| {
+        s.peer.is_some_and(|x| (x.applied, x.stale) == (0, 501))
+    });
 }
 
 #[test]
