@@ -282,6 +282,11 @@ impl<'a> Replicator<'a> {
         }
     }
 
+    /// Whether any peer's link is up (records may need shipping at any moment).
+    pub fn any_up(&self) -> bool {
+        self.peers.iter().any(|p| p.up)
+    }
+
     /// Whether the hold is set on the rings.
     pub fn holding(&self) -> bool {
         self.hold
