@@ -22,11 +22,17 @@ use prodhcp_systests::config::{ServerConfig, SubnetConfig};
 use prodhcp_systests::daemon::{Daemon, READY_TIMEOUT};
 use prodhcp_systests::lab::Lab;
 use prodhcp_systests::preflight;
+use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
 use serde_json::Value;
 
 const A_IP: &str = "198.18.0.1";
 const B_IP: &str = "198.18.0.4";
 const RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
+/// dhcpperf's relay address.
+const LOAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+/// dhcpperf's new clients per second, and for how long.
+const LOAD_RATE: u32 = 1000;
+const LOAD_SECS: u32 = 5;
 const SYNCD_PORT: u16 = 647;
 /// Time allowed for a link, a bulk sync of the imported leases, a record to show on B.
 const DEADLINE: Duration = Duration::from_secs(120);
@@ -40,6 +46,7 @@ fn lab(tag: &str) -> Lab {
     lab.connect("sb", "b0", "br0", Some(&format!("{B_IP}/15")));
     lab.add_namespace("sr");
     lab.connect("sr", "r0", "br0", Some(&format!("{RELAY_IP}/15")));
+    lab.add_address("sr", "r0", &format!("{LOAD_IP}/15"));
     lab
 }
 
@@ -55,7 +62,10 @@ fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -
     std::fs::create_dir_all(&dir).expect("appliance dir");
     ServerConfig::new(&dir)
         .interface(ifname)
-        .subnet(SubnetConfig::new("198.18.0.0/15", "198.18.1.0-198.19.255.254"))
+        .subnet(SubnetConfig::new(
+            "198.18.0.0/15",
+            "198.18.1.0-198.19.255.254",
+        ))
         .field(&format!(
             "cluster: (name: \"pop1\", node: \"{node}\", listen: \"{listen_ip}:{SYNCD_PORT}\", \
              peers: [(node: \"a\", address: \"{A_IP}:{SYNCD_PORT}\"), \
@@ -193,7 +203,12 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
         "kea-csv",
         file.to_str().expect("utf-8"),
     ]);
-    assert!(out.status.success(), "import: {} {}", out.stdout, out.stderr);
+    assert!(
+        out.status.success(),
+        "import: {} {}",
+        out.stdout,
+        out.stderr
+    );
     let sum = out.json.expect("import summary");
     assert_eq!(sum["imported"].as_u64(), Some(u64::from(n)), "{sum}");
     println!("import of {n} leases on A: {:?}", t.elapsed());
@@ -223,13 +238,22 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
         f64::from(n + 20) / took.as_secs_f64(),
         st["replication"]
     );
-    for line in a.process().stderr().lines().filter(|l| l.contains("bulk sync")) {
+    for line in a
+        .process()
+        .stderr()
+        .lines()
+        .filter(|l| l.contains("bulk sync"))
+    {
         println!("A: {line}");
     }
     let sb = wait_peer(&b, "a", "B counts the bulk sync it received", |p| {
         p["replication"]["bulk_syncs_received"] == 1
     });
-    assert_eq!(sb["replication"]["applied"].as_u64(), Some(u64::from(n + 20)), "{sb}");
+    assert_eq!(
+        sb["replication"]["applied"].as_u64(),
+        Some(u64::from(n + 20)),
+        "{sb}"
+    );
     assert_eq!(sb["replication"]["rejected"], 0, "{sb}");
     for (addr, mac) in &bound {
         wait_lease(&b, *addr, mac);
@@ -237,7 +261,12 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
     wait_lease(&b, imported_addr(n - 1), &imported_mac(n - 1));
     let (rows_a, rows_b) = (export_rows(&a), export_rows(&b));
     assert_eq!(rows_a.len(), (n + 20) as usize);
-    assert!(rows_a == rows_b, "exports differ: A {} rows, B {} rows", rows_a.len(), rows_b.len());
+    assert!(
+        rows_a == rows_b,
+        "exports differ: A {} rows, B {} rows",
+        rows_a.len(),
+        rows_b.len()
+    );
 
     // New leases on A reach B as records.
     let mut lags = Vec::new();
@@ -257,4 +286,66 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
     println!("A: prodhcpctl ha status\n{text}");
     assert!(text.contains("replication: in-sync"), "{text}");
     assert_eq!(export_rows(&a), export_rows(&b));
+
+    // A short relayed dhcpperf load on A: the lag A reports for B while it runs, then every
+    // ACK dhcpperf received is in B's table.
+    let record = lab.path("load-acks.jsonl");
+    let load = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD_IP,
+        A_IP.parse().unwrap(),
+        LOAD_RATE,
+        LOAD_SECS,
+        0x5a,
+        &record,
+    );
+    let (mut max_records, mut max_ms, mut samples) = (0u64, 0u64, 0u32);
+    let mut states = std::collections::BTreeSet::new();
+    while load.is_running() {
+        let p = peer(&a.ctl_json(&["ha", "status"]), "b");
+        max_records = max_records.max(p["replication"]["lag_records"].as_u64().unwrap_or(0));
+        max_ms = max_ms.max(p["replication"]["lag_ms"].as_u64().unwrap_or(0));
+        states.insert(
+            p["replication"]["state"]
+                .as_str()
+                .unwrap_or("?")
+                .to_string(),
+        );
+        samples += 1;
+        thread::sleep(Duration::from_millis(50));
+    }
+    let exit = load.wait_timeout(Duration::from_secs(90));
+    assert!(
+        exit.is_some_and(|st| st.code() == Some(0)),
+        "dhcpperf ended with {exit:?}: {}\n{}",
+        load.stdout(),
+        load.stderr()
+    );
+    let report: Value = serde_json::from_str(&load.stdout()).expect("dhcpperf report");
+    println!(
+        "dhcpperf dora {LOAD_RATE}/s for {LOAD_SECS} s on A: clients {}, missed {}%; \
+         A's reported lag for B over {samples} samples (every 50 ms, reports at most every \
+         200 ms): max {max_records} records, max {max_ms} ms; states seen {states:?}",
+        report["phases"][0]["clients"], report["phases"][0]["missed_pct"]
+    );
+    assert_eq!(states.len(), 1, "B left sync under load: {states:?}");
+    let until = Instant::now() + DEADLINE;
+    while export_rows(&a) != export_rows(&b) {
+        assert!(
+            Instant::now() < until,
+            "B's export never caught up with A's"
+        );
+        thread::sleep(Duration::from_millis(50));
+    }
+    let (passed, verify) = dhcpperf_verify(&record, &b.export(), &lab.path("export-b.json"));
+    assert!(passed, "dhcpperf verify against B's export: {verify:#}");
+    println!(
+        "dhcpperf verify of A's ACKs against B's export: acks {}, checked {}",
+        verify["acks"], verify["checked"]
+    );
+    assert!(
+        verify["acks"].as_u64() > Some(u64::from(LOAD_RATE * LOAD_SECS / 2)),
+        "{verify}"
+    );
 }
