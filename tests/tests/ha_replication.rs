@@ -34,6 +34,8 @@ const LOAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 const LOAD_RATE: u32 = 1000;
 const LOAD_SECS: u32 = 5;
 const SYNCD_PORT: u16 = 647;
+/// The daemon's default `ring_capacity`.
+const RING_CAPACITY: u64 = 65_536;
 /// Time allowed for a link, a bulk sync of the imported leases, a record to show on B.
 const DEADLINE: Duration = Duration::from_secs(120);
 
@@ -348,4 +350,21 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
         verify["acks"].as_u64() > Some(u64::from(LOAD_RATE * LOAD_SECS / 2)),
         "{verify}"
     );
+    // While B is in sync A's worker rings hold replies; B stopping releases them.
+    let ring = shm_layout::Ring::open_or_create(
+        &lab.path("a").join("state").join("ring-1.dat"),
+        1,
+        RING_CAPACITY,
+    )
+    .expect("A's ring of worker 0");
+    assert!(ring.hold_replies(), "B in sync, replication sync: A holds");
+    let t = Instant::now();
+    b.stop();
+    while ring.hold_replies() {
+        assert!(t.elapsed() < DEADLINE, "A kept holding after B stopped");
+        thread::sleep(Duration::from_millis(1));
+    }
+    println!("B stopped to A's hold released: {:?}", t.elapsed());
+    let p = wait_peer(&a, "b", "A sees B down", |p| p["link"] == "down");
+    assert_eq!(p["replication"]["state"], "down", "{p}");
 }

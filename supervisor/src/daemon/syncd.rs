@@ -183,6 +183,14 @@ impl Supervisor {
             let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         }
         s.all_down(&status);
+        // Nobody acknowledges for the rings now: the workers must not hold replies until the
+        // next syncd starts (it sets the hold again once a peer is in sync).
+        for r in self.named_rings() {
+            r.ring.set_hold(false);
+        }
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
         if self.stopping {
             s.life.state = WorkerState::Stopped;
             return;
