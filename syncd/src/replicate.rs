@@ -73,6 +73,12 @@ pub const RECORDS_PER_FRAME: usize = 120;
 pub const BULK_ENTRIES: usize = 448;
 /// Most slots one bulk chunk walks (a chunk of a mostly empty table ends here).
 pub const BULK_SLOTS_PER_CHUNK: u32 = 1 << 16;
+/// Frames in flight to one peer over all its rings and the bulk walk: 256 × 32 KiB = 8 MiB,
+/// under the link's 16 MiB limit of unread bytes (many workers × [`WINDOW`] would exceed it).
+pub const PEER_WINDOW: usize = 256;
+/// How long after the bulk walk slots that were locked during it are waited for (a killed
+/// writer's slot stays locked until the supervisor recovers it).
+pub const BUSY_GIVE_UP: Duration = Duration::from_secs(5);
 /// Frames in flight per ring and peer (records), and chunks in flight per peer (bulk).
 pub const WINDOW: usize = 16;
 
@@ -161,6 +167,8 @@ struct BulkOut<'t> {
     acked_slot: u32,
     done_sent: bool,
     started: Instant,
+    /// When the walk reached the end of the table.
+    walked: Option<Instant>,
     images: u64,
     logged_tenth: u32,
 }
@@ -406,6 +414,7 @@ impl<'a> Replicator<'a> {
                 acked_slot: 0,
                 done_sent: false,
                 started: Instant::now(),
+                walked: None,
                 images: 0,
                 logged_tenth: 0,
             });
@@ -663,6 +672,38 @@ impl<'a> Replicator<'a> {
             );
         }
         if b.walk.progress().0 >= total && !b.done_sent {
+            // Slots that were busy during the walk are read again, until none is (a writer
+            // holds a slot for microseconds; a killed one until the supervisor recovers it).
+            if b.chunks_in_flight >= WINDOW {
+                return;
+            }
+            let (images, left) = b.walk.retry_busy();
+            for part in images.chunks(BULK_ENTRIES) {
+                let mut data = Vec::with_capacity(part.len() * BULK_ENTRY_BYTES);
+                for (slot, img) in part {
+                    data.extend_from_slice(&bulk_entry_to_bytes(*slot, img));
+                }
+                let msg = Message::Bulk {
+                    next_slot: total,
+                    slot_count: total,
+                    data,
+                };
+                if node.send(&peer.name, &msg).is_err() {
+                    return;
+                }
+                b.images += part.len() as u64;
+                b.chunks_in_flight += 1;
+            }
+            let walked = *b.walked.get_or_insert_with(Instant::now);
+            if left > 0 {
+                if walked.elapsed() < BUSY_GIVE_UP {
+                    return;
+                }
+                tracing::warn!(
+                    "syncd: peer `{}`: {left} slots stayed locked for {BUSY_GIVE_UP:?} after the bulk walk: left out",
+                    peer.name
+                );
+            }
             let msg = Message::BulkDone {
                 positions: b.heads.clone(),
             };
@@ -690,9 +731,11 @@ impl<'a> Replicator<'a> {
     fn send_records(&mut self, node: &mut Node, i: usize) {
         let peer = &mut self.peers[i];
         let mut lost_at = None;
+        let mut in_flight: usize = peer.rings.iter().map(|t| t.inflight.len()).sum::<usize>()
+            + peer.bulk.as_ref().map_or(0, |b| b.chunks_in_flight);
         'rings: for (k, ring) in self.rings.iter().enumerate() {
             let t = &mut peer.rings[k];
-            while t.inflight.len() < WINDOW {
+            while t.inflight.len() < WINDOW && in_flight < PEER_WINDOW {
                 let head = ring.head();
                 if t.sent >= head {
                     break;
@@ -743,6 +786,7 @@ impl<'a> Replicator<'a> {
                     last_record,
                     last_covered: covered,
                 });
+                in_flight += 1;
             }
         }
         if let Some((ring, seq)) = lost_at {
