@@ -14,12 +14,16 @@
 //!   ARP).
 //! - shipping ring records on the active ([`ship`]: a registered cursor per worker ring, OFFERs
 //!   skipped, `replicated` published on acknowledgement) and applying them by slot version on
-//!   the standby ([`apply`]), plus the bulk-sync walk of the whole table — in process, not yet
-//!   driven over the transport.
+//!   the standby ([`apply`]), plus the bulk-sync walk of the whole table;
+//! - replication over the links ([`replicate`]): every node ships its producer rings (workers,
+//!   supervisor, importer — never syncd's own) to every up peer, with per-peer and per-ring
+//!   sent/acknowledged positions, windows of frames in flight (group commit), resume from the
+//!   peer's hello positions or a bulk sync while serving, "in sync" per peer, the rings' hold
+//!   and `replicated` words, and an `on_replicated` hook for the worker's doorbell;
+//! - the process the supervisor starts ([`process`]): peer links and replication state reported
+//!   to the supervisor.
 //!
-//! - the process the supervisor starts ([`process`]): peer links reported to the supervisor.
-//!
-//! Not yet: the transport carrying records and bulk sync, roles, the held replies.
+//! Not yet: roles, the held replies in the worker, the doorbell.
 //!
 //! ## Why Noise (snow) and not TLS
 //!

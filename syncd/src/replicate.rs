@@ -53,6 +53,9 @@
 //! the last in-sync peer goes down the hold is cleared on every ring *first* (the workers then
 //! release what they hold), then the transition is logged. `"async"` never holds.
 //!
+//! The rings are read here directly rather than through [`crate::ship::Shipper`], which keeps
+//! one sent/acknowledged pair per ring (one standby): each peer needs its own.
+//!
 //! syncd's consumer cursor ([`crate::SYNCD_CONSUMER`]) follows the lowest acknowledged position
 //! over the up peers; a peer down for longer than the ring holds gets a bulk sync when it
 //! returns instead of holding the ring (the producer evicts the cursor; syncd registers again).

@@ -25,10 +25,14 @@ const DEAD: Duration = Duration::from_millis(300);
 const WITHIN: Duration = Duration::from_secs(10);
 
 fn spec() -> LayoutSpec {
+    spec_of(1024) // 198.18.0.0/22
+}
+
+fn spec_of(slots: u32) -> LayoutSpec {
     LayoutSpec {
         ranges: vec![RangeSpec {
-            first: 0xc612_0000, // 198.18.0.0/22
-            last: 0xc612_03ff,
+            first: 0xc612_0000,
+            last: 0xc612_0000 + slots - 1,
             in_pool: true,
         }],
     }
@@ -42,8 +46,12 @@ struct Files {
 
 impl Files {
     fn new(ring_capacity: u64) -> Files {
-        let dir = tempfile::tempdir().unwrap();
-        Table::create(&dir.path().join("leases.table"), &spec()).unwrap();
+        Files::with_spec(ring_capacity, &spec())
+    }
+
+    fn with_spec(ring_capacity: u64, spec: &LayoutSpec) -> Files {
+        let dir = tempfile::tempdir_in("/var/tmp").unwrap();
+        Table::create(&dir.path().join("leases.table"), spec).unwrap();
         // Every ring made before any thread opens it (two creators at once would race).
         for owner in [worker_owner(0), SUPERVISOR_OWNER, IMPORT_OWNER, SYNCD_OWNER] {
             open_ring(dir.path(), owner, ring_capacity);
@@ -527,4 +535,58 @@ fn async_replication_never_holds() {
     p.a.wait("replicated", |_| ring.replicated() == 2);
     assert!(!ring.hold_replies());
     assert!(!p.a.shown().holding);
+}
+
+/// Bulk sync of 2^20 leases over loopback TCP (Noise, AES-GCM), both nodes in this process:
+/// from b's start to a showing b in sync. Run by hand:
+/// `cargo test --release -p prodhcp-syncd --test replication measure_bulk_sync -- --ignored --nocapture`
+#[test]
+#[ignore = "a measurement, run by hand"]
+fn measure_bulk_sync() {
+    let n: u32 = 1 << 20;
+    let key = generate().unwrap();
+    let fa = Files::with_spec(1 << 16, &spec_of(n));
+    let fb = Files::with_spec(1 << 16, &spec_of(n));
+    {
+        let table = fa.table();
+        let ring = fa.ring(worker_owner(0));
+        let w = Writer::new(&table, worker_owner(0), &ring);
+        let ctx = ChangeContext {
+            reason: ChangeReason::Commit,
+            time_ms: now_ms(),
+            context: b"relay",
+        };
+        for slot in 0..n {
+            let new = SlotImage {
+                state: LeaseState::Leased,
+                expires: 2_000_000_000,
+                key: client(slot),
+                ..SlotImage::PRISTINE
+            };
+            w.update(slot, &SlotImage::PRISTINE, &new, &ctx).unwrap();
+        }
+    }
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let t = Instant::now();
+    let b = start(
+        &fb,
+        config("b", any, ("a", "127.0.0.1:9".parse().unwrap()), &key),
+        true,
+    );
+    let a = start(&fa, config("a", any, ("b", b.addr), &key), true);
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while !a
+        .shown()
+        .peer
+        .is_some_and(|x| x.state == PeerSync::InSync && x.bulk_syncs_sent == 1)
+    {
+        assert!(Instant::now() < deadline, "no bulk sync: {:?}", a.shown());
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let took = t.elapsed();
+    assert!(differing(&fa, &fb).is_empty());
+    println!(
+        "bulk sync of {n} leases over loopback: {took:?} ({:.0} leases/s)",
+        f64::from(n) / took.as_secs_f64()
+    );
 }
