@@ -109,10 +109,6 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let table = Table::open(&config.table_file).map_err(|e| {
         io::Error::other(format!("lease table {}: {e}", config.table_file.display()))
     })?;
-    // Who writes as syncd's owner, before the first write (as a worker does).
-    if let Some(me) = shm_layout::OwnerProcess::current() {
-        table.set_owner_process(SYNCD_OWNER, me);
-    }
     let open_ring = |owner: u8| {
         Ring::open_or_create(
             &config.ring_file(owner),
@@ -128,6 +124,17 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     shipped.push(open_ring(SUPERVISOR_OWNER)?);
     shipped.push(open_ring(IMPORT_OWNER)?);
     let own_ring = open_ring(SYNCD_OWNER)?;
+    // A previous syncd that died mid-apply left its slot locked: finish or undo that change
+    // (it is dead: the supervisor starts a syncd only after reaping the last one, and ends
+    // orphaned writers at its own start).
+    match table.recover_owner(SYNCD_OWNER, Some(&own_ring)) {
+        shm_layout::Recovery::Nothing | shm_layout::Recovery::IntentCleared => {}
+        r => tracing::warn!("syncd: recovered a change the previous syncd left half done: {r:?}"),
+    }
+    // Who writes as syncd's owner, before the first write (as a worker does).
+    if let Some(me) = shm_layout::OwnerProcess::current() {
+        table.set_owner_process(SYNCD_OWNER, me);
+    }
     let peer_names: Vec<String> = cluster.peers.iter().map(|p| p.node.clone()).collect();
     let mut replicator = Replicator::new(
         &table,
