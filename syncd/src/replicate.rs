@@ -733,6 +733,16 @@ impl<'a> Replicator<'a> {
 
     fn send_records(&mut self, node: &mut Node, i: usize) {
         let peer = &mut self.peers[i];
+        if peer
+            .bulk
+            .as_ref()
+            .is_some_and(|b| b.chunks_in_flight == 0 && b.walk.progress().0 == 0)
+        {
+            // The first bulk chunk goes first: the peer clears its positions for this node
+            // when it arrives, so no record can make it report a position over a table it
+            // has not received yet.
+            return;
+        }
         let mut lost_at = None;
         let mut in_flight: usize = peer.rings.iter().map(|t| t.inflight.len()).sum::<usize>()
             + peer.bulk.as_ref().map_or(0, |b| b.chunks_in_flight);
