@@ -722,7 +722,7 @@ impl<'a> Replicator<'a> {
             peer.target = Some(self.rings.iter().map(|r| r.head()).collect());
             let (busy, corrupt) = b.walk.skipped();
             tracing::info!(
-                "syncd: peer `{}`: bulk sync done: {total} slots, {} images in {:.3} s ({:.0} images/s; {busy} busy and {corrupt} corrupt slots left to the ring tail)",
+                "syncd: peer `{}`: bulk sync done: {total} slots, {} images in {:.3} s ({:.0} images/s; {busy} slots busy during the walk, read again after it; {corrupt} failing their checksum, skipped)",
                 peer.name,
                 b.images,
                 took.as_secs_f64(),
