@@ -525,6 +525,36 @@ pub struct HaPeerStatus {
     /// Counts of link events and drops since syncd started.
     #[serde(default)]
     pub counters: PeerLinkCounters,
+    /// Replication to and from the peer.
+    #[serde(default)]
+    pub replication: PeerReplicationStatus,
+}
+
+/// Replication with one peer, as syncd reports it (since the current syncd process started).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct PeerReplicationStatus {
+    /// `down`, `connecting` (shipping what the peer missed), `bulk-sync` or `in-sync`.
+    pub state: String,
+    /// While `bulk-sync`: slots of the table walked and acknowledged, percent.
+    pub bulk_percent: Option<u8>,
+    /// Records on this node's rings the peer has not acknowledged (max over the rings).
+    pub lag_records: u64,
+    /// Age of the oldest record the peer has not acknowledged, ms.
+    pub lag_ms: u64,
+    /// Records sent to the peer.
+    pub records_sent: u64,
+    /// Records and bulk images from the peer written to this node's table.
+    pub applied: u64,
+    /// Records and bulk images from the peer that this table already had (same or later
+    /// version).
+    pub stale: u64,
+    /// Records and images from the peer refused (slot out of range, undecodable).
+    pub rejected: u64,
+    /// Bulk syncs sent to the peer.
+    pub bulk_syncs_sent: u64,
+    /// Bulk syncs received from the peer.
+    pub bulk_syncs_received: u64,
 }
 
 /// Per-peer link counters (since the current syncd process started).

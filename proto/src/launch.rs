@@ -291,6 +291,11 @@ mod tests {
                     auth_failures: 3,
                     ..Default::default()
                 },
+                replication: crate::control::PeerReplicationStatus {
+                    state: "in-sync".into(),
+                    lag_records: 2,
+                    ..Default::default()
+                },
             }],
         };
         let mut wire = Vec::new();

@@ -231,6 +231,8 @@ pub struct BulkReader<'t> {
     next: u32,
     busy_skipped: u64,
     corrupt_skipped: u64,
+    /// Slots found busy, to read again ([`BulkReader::retry_busy`]).
+    busy: Vec<u32>,
 }
 
 impl<'t> BulkReader<'t> {
@@ -241,6 +243,7 @@ impl<'t> BulkReader<'t> {
             next: 0,
             busy_skipped: 0,
             corrupt_skipped: 0,
+            busy: Vec::new(),
         }
     }
 
@@ -257,7 +260,10 @@ impl<'t> BulkReader<'t> {
             match self.table.read(slot) {
                 Ok(img) if img != SlotImage::PRISTINE => images.push((slot, img)),
                 Ok(_) => {}
-                Err(ReadError::Busy) => self.busy_skipped += 1,
+                Err(ReadError::Busy) => {
+                    self.busy_skipped += 1;
+                    self.busy.push(slot);
+                }
                 Err(ReadError::Corrupt(_)) => self.corrupt_skipped += 1,
                 Err(ReadError::OutOfRange) => break,
             }
@@ -268,6 +274,26 @@ impl<'t> BulkReader<'t> {
             next_slot: end,
             done: end >= self.table.slot_count(),
         }
+    }
+
+    /// Reads the slots the walk found busy again: the images of those readable now (not
+    /// pristine), and how many are still busy (call again later). A slot busy during the walk
+    /// may belong to a writer that appended its ring record before the walk's start point and
+    /// had not unlocked yet, so its change is not in the tail: it must be read once unlocked.
+    pub fn retry_busy(&mut self) -> (Vec<(u32, SlotImage)>, usize) {
+        let mut images = Vec::new();
+        let table = self.table;
+        self.busy.retain(|&slot| match table.read(slot) {
+            Ok(img) => {
+                if img != SlotImage::PRISTINE {
+                    images.push((slot, img));
+                }
+                false
+            }
+            Err(ReadError::Busy) => true,
+            Err(_) => false,
+        });
+        (images, self.busy.len())
     }
 
     /// Slots walked so far, and the table's slot count (progress for `prodhcpctl ha status`).
@@ -643,6 +669,40 @@ mod tests {
         for r in &a.rings {
             assert_eq!(r.replicated(), r.head());
         }
+    }
+
+    #[test]
+    fn a_slot_locked_during_the_walk_is_read_again_once_unlocked() {
+        use std::os::unix::fs::FileExt;
+        let a = active();
+        serve(&a, 0);
+        // Slot 5's lock byte (the low byte of its word 0) set to owner 7, which has no intent
+        // for it: a reader sees it busy (a writer between its ring record and its unlock).
+        let off = ((a.table.geometry().slots_off + 5 * shm_layout::slot::SLOT_WORDS) * 8) as u64;
+        let file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(a.table.path())
+            .unwrap();
+        let mut was = [0u8; 1];
+        file.read_at(&mut was, off).unwrap();
+        assert_eq!(was, [0], "slot 5 is not locked");
+        file.write_at(&[7], off).unwrap();
+        let mut walk = BulkReader::new(&a.table);
+        let mut walked = Vec::new();
+        loop {
+            let chunk = walk.next_chunk(64);
+            walked.extend(chunk.images.iter().map(|(s, _)| *s));
+            if chunk.done {
+                break;
+            }
+        }
+        assert!(!walked.contains(&5));
+        assert_eq!(walk.skipped(), (1, 0));
+        assert_eq!(walk.retry_busy(), (vec![], 1), "still locked");
+        file.write_at(&[0], off).unwrap();
+        assert_eq!(walk.retry_busy(), (vec![(5, a.table.read(5).unwrap())], 0));
+        assert_eq!(walk.retry_busy(), (vec![], 0), "read once");
     }
 
     #[test]

@@ -14,12 +14,17 @@
 //!   ARP).
 //! - shipping ring records on the active ([`ship`]: a registered cursor per worker ring, OFFERs
 //!   skipped, `replicated` published on acknowledgement) and applying them by slot version on
-//!   the standby ([`apply`]), plus the bulk-sync walk of the whole table — in process, not yet
-//!   driven over the transport.
+//!   the standby ([`apply`]), plus the bulk-sync walk of the whole table;
+//! - replication over the links ([`replicate`]): every node ships its producer rings (workers,
+//!   supervisor, importer — never syncd's own) to every up peer, with per-peer and per-ring
+//!   sent/acknowledged positions, windows of frames in flight (group commit), resume from the
+//!   peer's hello positions or a bulk sync while serving, "in sync" per peer, the rings' hold
+//!   and `replicated` words, and the worker's doorbell rung after each;
+//! - the process the supervisor starts ([`process`]): peer links and replication state reported
+//!   to the supervisor.
 //!
-//! - the process the supervisor starts ([`process`]): peer links reported to the supervisor.
-//!
-//! Not yet: the transport carrying records and bulk sync, roles, the held replies.
+//! Not yet: roles (who serves, the service address moving with them), partition shares and
+//! the merge tie rule, switchover.
 //!
 //! ## Why Noise (snow) and not TLS
 //!
@@ -58,6 +63,7 @@ pub mod link;
 pub mod message;
 pub mod node;
 pub mod process;
+pub mod replicate;
 pub mod service_address;
 pub mod ship;
 mod sys;

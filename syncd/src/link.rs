@@ -178,7 +178,9 @@ pub(crate) struct Ctx<'a> {
     pub node: &'a str,
     pub key: &'a ClusterKey,
     pub fingerprint: u64,
-    pub positions: &'a [Position],
+    /// Per peer name: the positions this node's hello to that peer carries (what it applied
+    /// from that peer's rings).
+    pub positions: &'a std::collections::HashMap<String, Vec<Position>>,
     /// Names of the configured peers allowed to dial this node (their names sort lower).
     pub dialers: &'a [String],
     pub epoch: Instant,
@@ -666,7 +668,7 @@ impl Link {
                 })?;
                 self.last_rx = now;
                 self.phase = Phase::AwaitHello(Box::new(ts));
-                let hello = own_hello(ctx);
+                let hello = own_hello(ctx, self.peer.as_deref());
                 self.queue_sealed(&hello, now).map_err(|e| DownCause::Io {
                     error: e.to_string(),
                 })?;
@@ -692,7 +694,7 @@ impl Link {
                             });
                         }
                         if self.role == Role::Responder {
-                            self.queue_sealed(&own_hello(ctx), now)
+                            self.queue_sealed(&own_hello(ctx, self.peer.as_deref()), now)
                                 .map_err(|e| DownCause::Io {
                                     error: e.to_string(),
                                 })?;
@@ -889,13 +891,16 @@ fn open(
     })
 }
 
-fn own_hello(ctx: &Ctx<'_>) -> Message {
+fn own_hello(ctx: &Ctx<'_>, peer: Option<&str>) -> Message {
     Message::Hello(Hello {
         protocol_version: PROTOCOL_VERSION,
         cluster: ctx.cluster.to_string(),
         node: ctx.node.to_string(),
         layout_fingerprint: ctx.fingerprint,
-        positions: ctx.positions.to_vec(),
+        positions: peer
+            .and_then(|p| ctx.positions.get(p))
+            .cloned()
+            .unwrap_or_default(),
     })
 }
 

@@ -27,6 +27,13 @@ const T_REFUSE: u8 = 2;
 const T_HEARTBEAT: u8 = 3;
 const T_RECORDS: u8 = 4;
 const T_ACK: u8 = 5;
+const T_BULK: u8 = 6;
+const T_BULK_DONE: u8 = 7;
+/// Bytes of one bulk-sync entry in [`Message::Bulk`] (`crate::apply::BULK_ENTRY_BYTES`).
+pub const BULK_ENTRY_BYTES: usize = 8 + 64;
+/// The ring id acknowledgements of [`Message::Bulk`] chunks carry in [`Message::Ack`] (no
+/// producer ring has id 0); their `seq` is the chunk's `next_slot`.
+pub const BULK_ACK_RING: u8 = 0;
 
 /// A ring's replication position: the last sequence number applied from ring `ring`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -132,6 +139,24 @@ pub enum Message {
         /// The records, [`RECORD_BYTES`] each, uninterpreted here.
         data: Vec<u8>,
     },
+    /// One chunk of a bulk sync: the non-pristine slots of a run of the sender's table, in
+    /// slot order, [`BULK_ENTRY_BYTES`] each (`crate::apply::bulk_entry_to_bytes`). Answered by
+    /// an [`Message::Ack`] of ring [`BULK_ACK_RING`] and seq `next_slot`.
+    Bulk {
+        /// The first slot after this chunk (progress; `slot_count` on the last chunk).
+        next_slot: u32,
+        /// The sender's table slot count.
+        slot_count: u32,
+        /// The entries (may be empty: a run of pristine slots).
+        data: Vec<u8>,
+    },
+    /// The bulk walk is finished; the ring records after `positions` follow (the heads of the
+    /// sender's rings noted before the walk started). The receiver takes them as its
+    /// positions for the sender's rings.
+    BulkDone {
+        /// Per ring of the sender: the head noted before the walk.
+        positions: Vec<Position>,
+    },
     /// Everything of `ring` up to `seq` was applied.
     Ack {
         /// The ring.
@@ -165,6 +190,9 @@ pub enum DecodeError {
     /// A length field above its limit.
     #[error("{0} is longer than allowed")]
     TooLong(&'static str),
+    /// A `Bulk` payload that is not whole entries.
+    #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
+    BulkLength(usize),
 }
 
 /// Why a message cannot be encoded.
@@ -176,6 +204,9 @@ pub enum EncodeError {
     /// A `Records` payload that is empty or not whole records.
     #[error("records payload of {0} bytes is not a positive multiple of {RECORD_BYTES}")]
     RecordsLength(usize),
+    /// A `Bulk` payload that is not whole entries.
+    #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
+    BulkLength(usize),
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result<(), EncodeError> {
@@ -231,6 +262,29 @@ impl Message {
                 out.push(*ring);
                 out.extend_from_slice(&first_seq.to_be_bytes());
                 out.extend_from_slice(data);
+            }
+            Message::Bulk {
+                next_slot,
+                slot_count,
+                data,
+            } => {
+                if !data.len().is_multiple_of(BULK_ENTRY_BYTES) {
+                    return Err(EncodeError::BulkLength(data.len()));
+                }
+                out.push(T_BULK);
+                out.extend_from_slice(&next_slot.to_be_bytes());
+                out.extend_from_slice(&slot_count.to_be_bytes());
+                out.extend_from_slice(data);
+            }
+            Message::BulkDone { positions } => {
+                out.push(T_BULK_DONE);
+                let count = u8::try_from(positions.len())
+                    .map_err(|_| EncodeError::TooLong("position list"))?;
+                out.push(count);
+                for p in positions {
+                    out.push(p.ring);
+                    out.extend_from_slice(&p.seq.to_be_bytes());
+                }
             }
             Message::Ack { ring, seq } => {
                 out.push(T_ACK);
@@ -301,6 +355,29 @@ impl Message {
                     data: data.to_vec(),
                 }
             }
+            T_BULK => {
+                let next_slot = r.u32("bulk")?;
+                let slot_count = r.u32("bulk")?;
+                let data = std::mem::take(&mut r.bytes);
+                if !data.len().is_multiple_of(BULK_ENTRY_BYTES) {
+                    return Err(DecodeError::BulkLength(data.len()));
+                }
+                Message::Bulk {
+                    next_slot,
+                    slot_count,
+                    data: data.to_vec(),
+                }
+            }
+            T_BULK_DONE => {
+                let count = r.u8("bulk done")?;
+                let mut positions = Vec::with_capacity(usize::from(count));
+                for _ in 0..count {
+                    let ring = r.u8("position")?;
+                    let seq = r.u64("position")?;
+                    positions.push(Position { ring, seq });
+                }
+                Message::BulkDone { positions }
+            }
             T_ACK => Message::Ack {
                 ring: r.u8("ack")?,
                 seq: r.u64("ack")?,
@@ -320,6 +397,8 @@ impl Message {
             Message::Refuse { .. } => "refuse",
             Message::Heartbeat { .. } => "heartbeat",
             Message::Records { .. } => "records",
+            Message::Bulk { .. } => "bulk",
+            Message::BulkDone { .. } => "bulk-done",
             Message::Ack { .. } => "ack",
         }
     }
@@ -347,6 +426,11 @@ impl<'a> Reader<'a> {
     fn u16(&mut self, what: &'static str) -> Result<u16, DecodeError> {
         let b = self.take(2, what)?;
         Ok(u16::from_be_bytes([b[0], b[1]]))
+    }
+
+    fn u32(&mut self, what: &'static str) -> Result<u32, DecodeError> {
+        let b = self.take(4, what)?;
+        Ok(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
     }
 
     fn u64(&mut self, what: &'static str) -> Result<u64, DecodeError> {
@@ -413,6 +497,20 @@ mod tests {
                 data: (0..RECORD_BYTES * 3).map(|i| i as u8).collect(),
             },
             Message::Ack { ring: 102, seq: 99 },
+            Message::Bulk {
+                next_slot: 448,
+                slot_count: 1 << 20,
+                data: (0..BULK_ENTRY_BYTES * 2).map(|i| i as u8).collect(),
+            },
+            Message::Bulk {
+                next_slot: 7,
+                slot_count: 7,
+                data: vec![],
+            },
+            Message::BulkDone {
+                positions: vec![Position { ring: 1, seq: 9 }, Position { ring: 101, seq: 0 }],
+            },
+            Message::BulkDone { positions: vec![] },
         ]
     }
 
@@ -493,6 +591,43 @@ mod tests {
         );
     }
 
+    #[test]
+    fn malformed_bulk_messages_are_errors() {
+        let bulk = Message::Bulk {
+            next_slot: 1,
+            slot_count: 2,
+            data: vec![0; BULK_ENTRY_BYTES],
+        }
+        .to_bytes()
+        .unwrap();
+        assert_eq!(
+            Message::decode(&bulk[..bulk.len() - 1]),
+            Err(DecodeError::BulkLength(BULK_ENTRY_BYTES - 1))
+        );
+        assert_eq!(
+            Message::decode(&bulk[..6]),
+            Err(DecodeError::Truncated("bulk"))
+        );
+        assert_eq!(
+            Message::decode(&[1, 7, 2, 1, 0, 0]),
+            Err(DecodeError::Truncated("position"))
+        );
+        assert_eq!(
+            Message::Bulk {
+                next_slot: 0,
+                slot_count: 0,
+                data: vec![0; 5]
+            }
+            .to_bytes(),
+            Err(EncodeError::BulkLength(5))
+        );
+        assert_eq!(
+            crate::apply::BULK_ENTRY_BYTES,
+            BULK_ENTRY_BYTES,
+            "one entry size"
+        );
+    }
+
     proptest! {
         #[test]
         fn random_bytes_never_panic(bytes in proptest::collection::vec(any::<u8>(), 0..600)) {
@@ -501,7 +636,7 @@ mod tests {
 
         #[test]
         fn mutated_messages_never_panic(
-            which in 0usize..8,
+            which in 0usize..12,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
             cut in any::<usize>(),
         ) {

@@ -249,7 +249,7 @@ pub struct Node {
     peers: Vec<PeerSlot>,
     dialers: Vec<String>,
     counters: BTreeMap<String, LinkCounters>,
-    positions: Vec<Position>,
+    positions: HashMap<String, Vec<Position>>,
     queue: VecDeque<Event>,
     limiter: LogLimiter,
     epoch: Instant,
@@ -295,7 +295,7 @@ impl Node {
             peers,
             dialers,
             counters,
-            positions: Vec::new(),
+            positions: HashMap::new(),
             queue: VecDeque::new(),
             limiter: LogLimiter {
                 last: HashMap::new(),
@@ -314,9 +314,19 @@ impl Node {
         &self.config
     }
 
-    /// Sets the positions the next hellos carry.
+    /// Sets the positions the next hellos carry, to every peer.
     pub fn set_positions(&mut self, positions: Vec<Position>) {
-        self.positions = positions;
+        self.positions = self
+            .peers
+            .iter()
+            .map(|p| (p.name.clone(), positions.clone()))
+            .collect();
+    }
+
+    /// Sets the positions the next hello to `peer` carries (what this node applied from that
+    /// peer's rings).
+    pub fn set_peer_positions(&mut self, peer: &str, positions: Vec<Position>) {
+        self.positions.insert(peer.to_string(), positions);
     }
 
     /// Counters per peer name (and [`UNKNOWN_PEER`]).

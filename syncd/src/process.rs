@@ -14,6 +14,14 @@
 //!    cause while down), otherwise at most every [`launch::REPORT_EVERY_MS`] when only
 //!    counters moved.
 //!
+//! 4. replicates ([`crate::replicate::Replicator`]): opens the lease table and the rings
+//!    (the workers', the supervisor's and the importer's to ship, its own 102 to apply into),
+//!    and turns the replicator with the node. While a peer is up the loop waits at most
+//!    [`SHIP_TURN`] for socket events, so a record a worker appends is shipped within about a
+//!    millisecond (the workers do not signal syncd); the replication state of each peer is
+//!    part of the report (a state change at once, counters at most every
+//!    [`launch::REPORT_EVERY_MS`]).
+//!
 //! It drives [`Node`] with its own loop rather than [`crate::run`] because it must also
 //! service the channel and send coalesced reports between events.
 
@@ -24,15 +32,26 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
+use prodhcp_config::Replication;
 use prodhcp_proto::launch::{
     self, write_frame, FrameKind, FrameReader, ReadOutcome, SyncdLaunchArgs, SyncdReport,
 };
-use prodhcp_proto::{HaPeerStatus, LinkState, PeerLinkCounters, ROLE_NOT_BUILT};
+use prodhcp_proto::{
+    HaPeerStatus, LinkState, PeerLinkCounters, PeerReplicationStatus, ROLE_NOT_BUILT,
+};
+use shm_layout::{worker_owner, Ring, Table, Writer, IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER};
+use std::collections::BTreeMap;
+
+use crate::apply::Applier;
+use crate::replicate::{PeerSync, Replicator};
 
 use crate::node::{Event, LinkCounters, Node, NodeConfig, PeerState};
 
 /// Longest wait of one loop turn (how soon SIGTERM and the channel are seen at the latest).
 const TURN: Duration = Duration::from_millis(50);
+/// Longest wait of one loop turn while a peer is up: how late a new ring record is shipped at
+/// worst.
+pub const SHIP_TURN: Duration = Duration::from_millis(1);
 
 /// Why syncd stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -80,10 +99,49 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let doorbells = crate::doorbell::Doorbells::from_inherited(config.effective_workers())?;
     let cluster = config
         .cluster
+        .clone()
         .ok_or_else(|| ProcessError::Config("the configuration has no `cluster` section".into()))?;
     let node_config = NodeConfig::load(&cluster, args.layout_fingerprint)
         .map_err(|e| ProcessError::Config(e.to_string()))?;
     let mut node = Node::bind(node_config)?;
+    let table = Table::open(&config.table_file).map_err(|e| {
+        io::Error::other(format!("lease table {}: {e}", config.table_file.display()))
+    })?;
+    let open_ring = |owner: u8| {
+        Ring::open_or_create(
+            &config.ring_file(owner),
+            owner,
+            u64::from(config.ring_capacity),
+        )
+        .map_err(|e| io::Error::other(format!("ring {owner}: {e}")))
+    };
+    let mut shipped = Vec::new();
+    for id in 0..config.effective_workers() {
+        shipped.push(open_ring(worker_owner(id))?);
+    }
+    shipped.push(open_ring(SUPERVISOR_OWNER)?);
+    shipped.push(open_ring(IMPORT_OWNER)?);
+    let own_ring = open_ring(SYNCD_OWNER)?;
+    // A previous syncd that died mid-apply left its slot locked: finish or undo that change
+    // (it is dead: the supervisor starts a syncd only after reaping the last one, and ends
+    // orphaned writers at its own start).
+    match table.recover_owner(SYNCD_OWNER, Some(&own_ring)) {
+        shm_layout::Recovery::Nothing | shm_layout::Recovery::IntentCleared => {}
+        r => tracing::warn!("syncd: recovered a change the previous syncd left half done: {r:?}"),
+    }
+    // Who writes as syncd's owner, before the first write (as a worker does).
+    if let Some(me) = shm_layout::OwnerProcess::current() {
+        table.set_owner_process(SYNCD_OWNER, me);
+    }
+    let peer_names: Vec<String> = cluster.peers.iter().map(|p| p.node.clone()).collect();
+    let mut replicator = Replicator::new(
+        &table,
+        shipped.iter().collect(),
+        Applier::new(Writer::new(&table, SYNCD_OWNER, &own_ring), BTreeMap::new()),
+        &peer_names,
+        cluster.replication == Replication::Sync,
+    );
+    replicator.set_doorbells(&doorbells);
     tracing::info!(
         "syncd: cluster `{}` node `{}` listening on {} ({} peers, layout {:016x})",
         cluster.name,
@@ -105,13 +163,18 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     outbox.queue(&view.report())?;
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        node.turn(TURN)?;
+        node.turn(if replicator.any_up() { SHIP_TURN } else { TURN })?;
         let now_ms = unix_ms();
         let mut urgent = false;
         while let Some(event) = node.next_event() {
             urgent |= view.apply(&node, &event, now_ms);
+            replicator.on_event(&mut node, &event);
         }
-        let moved = view.refresh_counters(&node);
+        replicator.pump(&mut node);
+        replicator.update_hello_positions(&mut node);
+        let (changed, moved_r) = view.refresh_replication(&replicator);
+        urgent |= changed;
+        let moved = view.refresh_counters(&node) | moved_r;
         let due = last_report.elapsed() >= Duration::from_millis(launch::REPORT_EVERY_MS);
         if urgent || (moved && due) || (view.unsent && due) {
             outbox.queue(&view.report())?;
@@ -133,7 +196,9 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
         }
     }
     node.close_all();
-    while node.next_event().is_some() {}
+    while let Some(event) = node.next_event() {
+        replicator.on_event(&mut node, &event);
+    }
     // Kept open for the whole loop (the replication loop wakes workers through it).
     drop(doorbells);
     Ok(())
@@ -218,6 +283,37 @@ impl PeerView {
             }
             _ => false,
         }
+    }
+
+    /// Copies the replicator's per-peer figures in: (a state changed, anything changed).
+    fn refresh_replication(&mut self, rep: &Replicator<'_>) -> (bool, bool) {
+        let (mut changed, mut moved) = (false, false);
+        for p in &mut self.peers {
+            let Some(r) = rep.status(&p.node) else {
+                continue;
+            };
+            let new = PeerReplicationStatus {
+                state: r.state.name().into(),
+                bulk_percent: match r.state {
+                    PeerSync::BulkSync { percent } => Some(percent),
+                    _ => None,
+                },
+                lag_records: r.lag_records,
+                lag_ms: r.lag_ms,
+                records_sent: r.records_sent,
+                applied: r.applied,
+                stale: r.stale,
+                rejected: r.rejected,
+                bulk_syncs_sent: r.bulk_syncs_sent,
+                bulk_syncs_received: r.bulk_syncs_received,
+            };
+            if new != p.replication {
+                changed |= new.state != p.replication.state;
+                moved = true;
+                p.replication = new;
+            }
+        }
+        (changed, moved)
     }
 
     /// Copies the node's counters in; true when any moved.

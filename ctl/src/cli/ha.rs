@@ -63,6 +63,26 @@ pub fn format_ha_status(st: &HaStatusData, now: u64) -> String {
             c.heartbeat_timeouts,
             c.connect_failures
         );
+        let r = &p.replication;
+        if !r.state.is_empty() {
+            let state = match r.bulk_percent {
+                Some(pct) if r.state == "bulk-sync" => format!("bulk-sync {pct}%"),
+                _ => r.state.clone(),
+            };
+            let _ = writeln!(
+                s,
+                "  replication: {state} · lag {} records ({} ms) · sent {} · applied {} · \
+                 stale {} · rejected {} · bulk syncs sent {} received {}",
+                r.lag_records,
+                r.lag_ms,
+                r.records_sent,
+                r.applied,
+                r.stale,
+                r.rejected,
+                r.bulk_syncs_sent,
+                r.bulk_syncs_received
+            );
+        }
         let _ = writeln!(s, "  role: {}", p.role);
     }
     s
@@ -72,7 +92,8 @@ pub fn format_ha_status(st: &HaStatusData, now: u64) -> String {
 mod tests {
     use super::*;
     use prodhcp_proto::{
-        HaPeerStatus, PeerLinkCounters, SyncdProcessStatus, ROLE_NOT_BUILT, ROLE_STANDALONE,
+        HaPeerStatus, PeerLinkCounters, PeerReplicationStatus, SyncdProcessStatus, ROLE_NOT_BUILT,
+        ROLE_STANDALONE,
     };
 
     #[test]
@@ -114,6 +135,7 @@ mod tests {
                     auth_failures: 3,
                     ..PeerLinkCounters::default()
                 },
+                replication: PeerReplicationStatus::default(),
             }],
         };
         let text = format_ha_status(&st, 1_764_633_660);
@@ -127,6 +149,44 @@ mod tests {
              \x20 ups 0 · auth failures 3 · decrypt failures 0 · malformed 0 · oversize 0 · \
              heartbeat timeouts 0 · connect failures 0\n\
              \x20 role: none (roles are not built yet)\n"
+        );
+    }
+
+    #[test]
+    fn an_up_peer_shows_its_replication_state_lag_and_counts() {
+        let st = HaStatusData {
+            standalone: false,
+            cluster: Some("pop1".into()),
+            node: Some("a".into()),
+            replication: Some("sync".into()),
+            role: ROLE_NOT_BUILT.into(),
+            syncd: None,
+            peers: vec![HaPeerStatus {
+                node: "b".into(),
+                address: "198.18.0.4:647".into(),
+                link: LinkState::Up,
+                since_unix_ms: Some(1_764_633_600_000),
+                remote: Some("198.18.0.4:647".into()),
+                role: ROLE_NOT_BUILT.into(),
+                replication: PeerReplicationStatus {
+                    state: "bulk-sync".into(),
+                    bulk_percent: Some(40),
+                    lag_records: 12,
+                    lag_ms: 3,
+                    records_sent: 100,
+                    bulk_syncs_sent: 1,
+                    ..PeerReplicationStatus::default()
+                },
+                ..HaPeerStatus::default()
+            }],
+        };
+        let text = format_ha_status(&st, 1_764_633_660);
+        assert!(
+            text.contains(
+                "  replication: bulk-sync 40% · lag 12 records (3 ms) · sent 100 · applied 0 · \
+                 stale 0 · rejected 0 · bulk syncs sent 1 received 0\n"
+            ),
+            "{text}"
         );
     }
 }

@@ -89,6 +89,8 @@ impl Syncd {
             p.remote = None;
             p.last_cause = Some(format!("syncd not running ({status})"));
             p.last_cause_kind = Some("syncd_exited".into());
+            p.replication.state = "down".into();
+            p.replication.bulk_percent = None;
             if was_up || p.since_unix_ms.is_none() {
                 p.since_unix_ms = Some(now);
             }
