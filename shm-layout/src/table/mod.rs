@@ -42,6 +42,7 @@ mod check;
 mod index;
 mod open;
 mod recover;
+mod replica;
 #[cfg(test)]
 mod testing;
 mod write;
@@ -59,7 +60,8 @@ pub use check::CheckReport;
 pub(crate) use index::{home, next, tag_of, MAX_PROBE, TOMBSTONE};
 pub use open::{boot_id, TableOpenError};
 pub use recover::Recovery;
-pub use write::{ApplyError, ApplyOutcome, ChangeContext, ReplicaContext, UpdateError};
+pub use replica::{ApplyError, ApplyOutcome, ReplicaContext};
+pub use write::{ChangeContext, UpdateError};
 pub(crate) use write::{INTENT_ACTIVE, INTENT_NEW, INTENT_OLD, INTENT_SEQ};
 
 /// Why a slot could not be read.
