@@ -123,7 +123,7 @@ config() { # config DIR NODE MODE -> DIR/prodhcp.ron
 EOF
 }
 
-A_PID="" B_PID=""
+A_PID="" B_PID="" CUR_DIR=""
 ctl() { "$BIN/prodhcpctl" --socket "$1/state/ctl.sock" "${@:2}"; }
 start_node() { # start_node NS DIR -> pid
     ip netns exec "$1" "$BIN/prodhcpd" --config "$2/prodhcp.ron" >"$2/server.log" 2>&1 &
@@ -157,6 +157,7 @@ except Exception:
 }
 start_mode() { # start_mode MODE RUNDIR: fresh A (and B), ready (and B in sync)
     local mode="$1" dir="$2" i
+    CUR_DIR="$dir"
     rm -rf "$dir"
     config "$dir/a" a "$mode"
     A_PID=$(start_node "$NS_A" "$dir/a")
@@ -187,6 +188,8 @@ stop_mode() {
         kill -9 "$p" 2>/dev/null || true
     done
     A_PID="" B_PID=""
+    # A /8 table is ~1.5 GB on disk (preallocated): drop each run's tables, keep its logs.
+    rm -rf "$CUR_DIR/a/state" "$CUR_DIR/b/state"
 }
 a_ticks() { # utime+stime of every process in A's namespace, clock ticks
     local t=0 p

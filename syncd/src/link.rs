@@ -592,26 +592,7 @@ impl Link {
                         detail: "a second preamble".into(),
                     });
                 }
-                match hs.read_message(body, &mut self.plain) {
-                    Ok(0) => {}
-                    Ok(_) => {
-                        return Err(DownCause::Malformed {
-                            detail: "handshake message 1 carries a payload".into(),
-                        })
-                    }
-                    Err(snow::Error::Decrypt) => {
-                        return Err(DownCause::AuthFailure {
-                            detail: "handshake message 1 did not decrypt: the peer holds another \
-                                     cluster key"
-                                .into(),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(DownCause::Malformed {
-                            detail: format!("handshake message 1: {e}"),
-                        })
-                    }
-                }
+                read_empty_handshake(&mut hs, body, &mut self.plain, 1)?;
                 let n = hs
                     .write_message(&[], &mut self.sealed)
                     .map_err(|e| DownCause::Io {
@@ -643,26 +624,7 @@ impl Link {
                         }),
                     };
                 }
-                match hs.read_message(body, &mut self.plain) {
-                    Ok(0) => {}
-                    Ok(_) => {
-                        return Err(DownCause::Malformed {
-                            detail: "handshake message 2 carries a payload".into(),
-                        })
-                    }
-                    Err(snow::Error::Decrypt) => {
-                        return Err(DownCause::AuthFailure {
-                            detail: "handshake message 2 did not decrypt: the peer holds another \
-                                     cluster key"
-                                .into(),
-                        })
-                    }
-                    Err(e) => {
-                        return Err(DownCause::Malformed {
-                            detail: format!("handshake message 2: {e}"),
-                        })
-                    }
-                }
+                read_empty_handshake(&mut hs, body, &mut self.plain, 2)?;
                 let ts = hs.into_transport_mode().map_err(|e| DownCause::Io {
                     error: format!("noise: {e}"),
                 })?;
@@ -952,6 +914,30 @@ pub fn check_hello(
         ));
     }
     Ok(())
+}
+
+/// Reads handshake message `which` (1 or 2) of NNpsk0, which carries no payload: a message
+/// that does not decrypt means the peer holds another cluster key; anything else is malformed.
+fn read_empty_handshake(
+    hs: &mut snow::HandshakeState,
+    body: &[u8],
+    plain: &mut [u8],
+    which: u8,
+) -> Result<(), DownCause> {
+    match hs.read_message(body, plain) {
+        Ok(0) => Ok(()),
+        Ok(_) => Err(DownCause::Malformed {
+            detail: format!("handshake message {which} carries a payload"),
+        }),
+        Err(snow::Error::Decrypt) => Err(DownCause::AuthFailure {
+            detail: format!(
+                "handshake message {which} did not decrypt: the peer holds another cluster key"
+            ),
+        }),
+        Err(e) => Err(DownCause::Malformed {
+            detail: format!("handshake message {which}: {e}"),
+        }),
+    }
 }
 
 #[cfg(test)]
