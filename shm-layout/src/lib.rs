@@ -23,8 +23,8 @@ pub mod writer;
 pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
 pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{
-    ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, RecordDecodeError,
-    RecordInput, Ring, RingFullError, RingOpenError, RECORD_BYTES,
+    ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, Gate,
+    RecordDecodeError, RecordInput, Ring, RingFullError, RingOpenError, Share, RECORD_BYTES,
 };
 pub use scrub::{Scrub, ScrubCounts, ScrubPhase, ScrubStep};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};

@@ -18,7 +18,11 @@
 //! | 6 | replicated: highest sequence of this ring every in-sync standby has applied (syncd publishes it, [`Ring::publish_replicated`]) |
 //! | 7 | hold: non-zero = the producer holds replies until `replicated` covers their records (syncd sets it, [`Ring::set_hold`]) |
 //! | 8..8+[`MAX_CONSUMERS`] | consumer cursors: bit 63 = registered, bit 62 = evicted, low bits = last sequence consumed |
-//! | 16..63 | unused (zero) |
+//! | 16 | gate: whether the producer (a worker) serves, [`Gate`] (syncd sets it with the node's role, [`Ring::set_gate`]) |
+//! | 17 | the share of a [`Gate::Share`]: index, count, since (written before word 16) |
+//! | 18 | syncd's ring only: unix seconds of the last message from a peer ([`Ring::peer_contact`]) |
+//! | 19 | syncd's ring only: the node's last role, as syncd's role code ([`Ring::last_role`]) |
+//! | 20..63 | unused (zero) |
 //!
 //! A record is published by writing all its words and then storing its sequence number into `head`
 //! with release ordering. With no registered consumer the ring keeps the most recent `capacity`
@@ -62,6 +66,16 @@
 //! hold, nothing replicated": such a ring behaves exactly as before, so the words need no ring
 //! layout version bump (as the table's index key words needed none).
 //!
+//! # The gate: whether the producer serves
+//!
+//! In a cluster only the active appliance answers clients. Header word 16 ([`Ring::gate`]) is
+//! the worker's side of the node's role: [`Gate::Open`] (zero: no cluster, or active — serve
+//! everything, as ring files made before the word existed do), [`Gate::Closed`] (standby,
+//! syncing, handing over, or syncd not running: answer nobody, sweep nothing) and
+//! [`Gate::Share`] (active alone while the peer is unreachable and not confirmed down: allocate
+//! new addresses only from this node's share, word 17). syncd sets it on every worker ring; the
+//! supervisor closes it before the workers start and whenever syncd exits.
+//!
 //! # Records on the wire
 //!
 //! The 256-byte record is also the replication wire unit: [`ChangeRecord::to_bytes`] gives the
@@ -91,6 +105,10 @@ const W_EVICTIONS: usize = 5;
 const W_REPLICATED: usize = 6;
 const W_HOLD: usize = 7;
 const W_CURSORS: usize = 8;
+const W_GATE: usize = 16;
+const W_SHARE: usize = 17;
+const W_PEER_CONTACT: usize = 18;
+const W_LAST_ROLE: usize = 19;
 /// Most consumers a ring can have.
 pub const MAX_CONSUMERS: usize = 8;
 const REGISTERED: u64 = 1 << 63;
@@ -378,6 +396,54 @@ pub struct ConsumerInfo {
     pub lag: u64,
 }
 
+/// Whether and how a ring's producer serves clients (ring header word 16).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Gate {
+    /// Serve everything (no cluster, or this node is active with the whole pool).
+    Open,
+    /// Answer nobody and change nothing on its own (standby, syncing, syncd not running).
+    Closed,
+    /// Serve while the peer is unreachable and not confirmed down: see [`Share`].
+    Share(Share),
+}
+
+/// This node's share of the free space while it serves without its peer (issue 8 item 5).
+///
+/// A slot belongs to share `index` of `count` when `slot % count == index` (alternate
+/// addresses of every pool). New addresses come only from this node's share; an address that
+/// became free at or after `since` (unix seconds: the last contact with the peer, less a
+/// margin) goes to no other client; a binding in another node's share is served only to its
+/// own client, only if it was last changed before `since`, and without changing it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Share {
+    /// This node's share (0-based).
+    pub index: u8,
+    /// How many shares (the nodes of the cluster); at least 1.
+    pub count: u8,
+    /// Unix seconds from which a freed address is not re-used for another client.
+    pub since: u32,
+}
+
+impl Share {
+    /// Whether `slot` is in this share.
+    pub fn owns(&self, slot: u32) -> bool {
+        let count = u32::from(self.count.max(1));
+        slot % count == u32::from(self.index)
+    }
+
+    fn to_word(self) -> u64 {
+        u64::from(self.index) | u64::from(self.count) << 8 | u64::from(self.since) << 32
+    }
+
+    fn from_word(w: u64) -> Share {
+        Share {
+            index: w as u8,
+            count: (w >> 8) as u8,
+            since: (w >> 32) as u32,
+        }
+    }
+}
+
 /// A mapped ring file.
 #[derive(Debug)]
 pub struct Ring {
@@ -574,6 +640,50 @@ impl Ring {
     /// replication is `"sync"`, cleared when syncd goes active-alone or replication is async.
     pub fn set_hold(&self, hold: bool) {
         self.w()[W_HOLD].store(u64::from(hold), Ordering::Release);
+    }
+
+    /// Whether and how the producer serves (header word 16; see the module docs).
+    pub fn gate(&self) -> Gate {
+        match self.w()[W_GATE].load(Ordering::Acquire) {
+            0 => Gate::Open,
+            2 => Gate::Share(Share::from_word(self.w()[W_SHARE].load(Ordering::Relaxed))),
+            _ => Gate::Closed,
+        }
+    }
+
+    /// Sets the gate (syncd with the node's role; the supervisor closes it). A share is
+    /// written before the gate word (release), so a producer that reads [`Gate::Share`] reads
+    /// its share.
+    pub fn set_gate(&self, gate: Gate) {
+        let code = match gate {
+            Gate::Open => 0,
+            Gate::Closed => 1,
+            Gate::Share(share) => {
+                self.w()[W_SHARE].store(share.to_word(), Ordering::Relaxed);
+                2
+            }
+        };
+        self.w()[W_GATE].store(code, Ordering::Release);
+    }
+
+    /// syncd's ring: unix seconds of the last message received from any peer (0: never).
+    pub fn peer_contact(&self) -> u64 {
+        self.w()[W_PEER_CONTACT].load(Ordering::Acquire)
+    }
+
+    /// syncd's ring: notes the last message from a peer (unix seconds).
+    pub fn set_peer_contact(&self, secs: u64) {
+        self.w()[W_PEER_CONTACT].store(secs, Ordering::Release);
+    }
+
+    /// syncd's ring: the node's last role as syncd's role code (0: none recorded).
+    pub fn last_role(&self) -> u64 {
+        self.w()[W_LAST_ROLE].load(Ordering::Acquire)
+    }
+
+    /// syncd's ring: records the node's role (survives restarts with the ring file).
+    pub fn set_last_role(&self, code: u64) {
+        self.w()[W_LAST_ROLE].store(code, Ordering::Release);
     }
 
     /// Every consumer slot in use (registered or evicted), with its cursor and lag.
@@ -855,6 +965,41 @@ mod tests {
         assert!(!ring.hold_replies());
         assert_eq!(ring.consumers().len(), 1);
         assert_eq!(ring.evictions(), 1);
+    }
+
+    #[test]
+    fn the_gate_is_open_on_a_new_ring_and_every_mapping_sees_its_share() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        let ring = Ring::open_or_create(&p, 1, 16).unwrap();
+        // Zero (a ring from before the word) is Open: a node without a cluster serves.
+        assert_eq!(ring.gate(), Gate::Open);
+        let other = Ring::open_or_create(&p, 1, 16).unwrap();
+        ring.set_gate(Gate::Closed);
+        assert_eq!(other.gate(), Gate::Closed);
+        let share = Share {
+            index: 1,
+            count: 2,
+            since: 1_790_000_000,
+        };
+        ring.set_gate(Gate::Share(share));
+        assert_eq!(other.gate(), Gate::Share(share));
+        assert!(share.owns(7) && !share.owns(8));
+        ring.set_gate(Gate::Open);
+        assert_eq!(other.gate(), Gate::Open);
+        // A zero count (never written) owns every slot rather than dividing by zero.
+        let none = Share {
+            index: 0,
+            count: 0,
+            since: 0,
+        };
+        assert!(none.owns(0) && none.owns(5));
+        // syncd's persisted words, outside everything else.
+        other.set_peer_contact(1234);
+        other.set_last_role(3);
+        append(&other, 1).unwrap();
+        assert_eq!((ring.peer_contact(), ring.last_role()), (1234, 3));
+        assert_eq!(ring.gate(), Gate::Open);
     }
 
     #[test]
