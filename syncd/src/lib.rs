@@ -64,6 +64,7 @@ pub mod message;
 pub mod node;
 pub mod process;
 pub mod replicate;
+pub mod role;
 pub mod service_address;
 pub mod ship;
 mod sys;
