@@ -29,6 +29,9 @@ const T_RECORDS: u8 = 4;
 const T_ACK: u8 = 5;
 const T_BULK: u8 = 6;
 const T_BULK_DONE: u8 = 7;
+const T_ROLE: u8 = 8;
+const T_HANDOVER: u8 = 9;
+const T_SWITCHOVER: u8 = 10;
 /// Bytes of one bulk-sync entry in [`Message::Bulk`] (`crate::apply::BULK_ENTRY_BYTES`).
 pub const BULK_ENTRY_BYTES: usize = 8 + 64;
 /// The ring id acknowledgements of [`Message::Bulk`] chunks carry in [`Message::Ack`] (no
@@ -157,6 +160,27 @@ pub enum Message {
         /// Per ring of the sender: the head noted before the walk.
         positions: Vec<Position>,
     },
+    /// The sender's role, sent when a link comes up and whenever its role or its view of
+    /// the receiver changes.
+    Role {
+        /// The sender's role.
+        role: crate::role::Role,
+        /// The sender's replicator says the receiver has everything the sender has.
+        you_in_sync: bool,
+    },
+    /// Switchover: the active hands its role to the receiver, which becomes active once it
+    /// applied the sender's rings up to `positions` (the sender's heads, every one of them
+    /// already acknowledged by the receiver).
+    Handover {
+        /// Per ring of the sender: its head.
+        positions: Vec<Position>,
+    },
+    /// The operator asked a non-serving node for a switchover: it asks the serving node to
+    /// hand over to `to`.
+    SwitchoverRequest {
+        /// The target node.
+        to: String,
+    },
     /// Everything of `ring` up to `seq` was applied.
     Ack {
         /// The ring.
@@ -193,6 +217,9 @@ pub enum DecodeError {
     /// A `Bulk` payload that is not whole entries.
     #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
     BulkLength(usize),
+    /// A role code no role has, or an in-sync flag that is not 0 or 1.
+    #[error("role message with unknown value {0}")]
+    BadRole(u8),
 }
 
 /// Why a message cannot be encoded.
@@ -207,6 +234,17 @@ pub enum EncodeError {
     /// A `Bulk` payload that is not whole entries.
     #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
     BulkLength(usize),
+}
+
+fn put_positions(out: &mut Vec<u8>, positions: &[Position]) -> Result<(), EncodeError> {
+    let count =
+        u8::try_from(positions.len()).map_err(|_| EncodeError::TooLong("position list"))?;
+    out.push(count);
+    for p in positions {
+        out.push(p.ring);
+        out.extend_from_slice(&p.seq.to_be_bytes());
+    }
+    Ok(())
 }
 
 fn put_str(out: &mut Vec<u8>, s: &str, max: usize, what: &'static str) -> Result<(), EncodeError> {
@@ -233,13 +271,7 @@ impl Message {
                 put_str(out, &hello.cluster, MAX_NAME, "cluster name")?;
                 put_str(out, &hello.node, MAX_NAME, "node name")?;
                 out.extend_from_slice(&hello.layout_fingerprint.to_be_bytes());
-                let count = u8::try_from(hello.positions.len())
-                    .map_err(|_| EncodeError::TooLong("position list"))?;
-                out.push(count);
-                for p in &hello.positions {
-                    out.push(p.ring);
-                    out.extend_from_slice(&p.seq.to_be_bytes());
-                }
+                put_positions(out, &hello.positions)?;
             }
             Message::Refuse { code, reason } => {
                 out.push(T_REFUSE);
@@ -278,13 +310,20 @@ impl Message {
             }
             Message::BulkDone { positions } => {
                 out.push(T_BULK_DONE);
-                let count = u8::try_from(positions.len())
-                    .map_err(|_| EncodeError::TooLong("position list"))?;
-                out.push(count);
-                for p in positions {
-                    out.push(p.ring);
-                    out.extend_from_slice(&p.seq.to_be_bytes());
-                }
+                put_positions(out, positions)?;
+            }
+            Message::Role { role, you_in_sync } => {
+                out.push(T_ROLE);
+                out.push(role.code());
+                out.push(u8::from(*you_in_sync));
+            }
+            Message::Handover { positions } => {
+                out.push(T_HANDOVER);
+                put_positions(out, positions)?;
+            }
+            Message::SwitchoverRequest { to } => {
+                out.push(T_SWITCHOVER);
+                put_str(out, to, MAX_NAME, "node name")?;
             }
             Message::Ack { ring, seq } => {
                 out.push(T_ACK);
@@ -315,13 +354,7 @@ impl Message {
                 let cluster = r.str8("cluster name")?;
                 let node = r.str8("node name")?;
                 let layout_fingerprint = r.u64("hello")?;
-                let count = r.u8("hello")?;
-                let mut positions = Vec::with_capacity(usize::from(count));
-                for _ in 0..count {
-                    let ring = r.u8("position")?;
-                    let seq = r.u64("position")?;
-                    positions.push(Position { ring, seq });
-                }
+                let positions = r.positions("hello")?;
                 Message::Hello(Hello {
                     protocol_version,
                     cluster,
@@ -369,15 +402,26 @@ impl Message {
                 }
             }
             T_BULK_DONE => {
-                let count = r.u8("bulk done")?;
-                let mut positions = Vec::with_capacity(usize::from(count));
-                for _ in 0..count {
-                    let ring = r.u8("position")?;
-                    let seq = r.u64("position")?;
-                    positions.push(Position { ring, seq });
-                }
+                let positions = r.positions("bulk done")?;
                 Message::BulkDone { positions }
             }
+            T_ROLE => {
+                let code = r.u8("role")?;
+                let role = crate::role::Role::from_code(code).ok_or(DecodeError::BadRole(code))?;
+                let you_in_sync = match r.u8("role")? {
+                    0 => false,
+                    1 => true,
+                    other => return Err(DecodeError::BadRole(other)),
+                };
+                Message::Role { role, you_in_sync }
+            }
+            T_HANDOVER => {
+                let positions = r.positions("handover")?;
+                Message::Handover { positions }
+            }
+            T_SWITCHOVER => Message::SwitchoverRequest {
+                to: r.str8("node name")?,
+            },
             T_ACK => Message::Ack {
                 ring: r.u8("ack")?,
                 seq: r.u64("ack")?,
@@ -400,6 +444,9 @@ impl Message {
             Message::Bulk { .. } => "bulk",
             Message::BulkDone { .. } => "bulk-done",
             Message::Ack { .. } => "ack",
+            Message::Role { .. } => "role",
+            Message::Handover { .. } => "handover",
+            Message::SwitchoverRequest { .. } => "switchover-request",
         }
     }
 }
@@ -410,6 +457,18 @@ pub(crate) struct Reader<'a> {
 }
 
 impl<'a> Reader<'a> {
+    /// A count byte, then that many positions.
+    fn positions(&mut self, what: &'static str) -> Result<Vec<Position>, DecodeError> {
+        let count = self.u8(what)?;
+        let mut positions = Vec::with_capacity(usize::from(count));
+        for _ in 0..count {
+            let ring = self.u8("position")?;
+            let seq = self.u64("position")?;
+            positions.push(Position { ring, seq });
+        }
+        Ok(positions)
+    }
+
     pub(crate) fn take(&mut self, n: usize, what: &'static str) -> Result<&'a [u8], DecodeError> {
         if self.bytes.len() < n {
             return Err(DecodeError::Truncated(what));
@@ -511,6 +570,18 @@ mod tests {
                 positions: vec![Position { ring: 1, seq: 9 }, Position { ring: 101, seq: 0 }],
             },
             Message::BulkDone { positions: vec![] },
+            Message::Role {
+                role: crate::role::Role::ActiveAlone,
+                you_in_sync: true,
+            },
+            Message::Role {
+                role: crate::role::Role::Waiting,
+                you_in_sync: false,
+            },
+            Message::Handover {
+                positions: vec![Position { ring: 1, seq: 77 }, Position { ring: 100, seq: 3 }],
+            },
+            Message::SwitchoverRequest { to: "b".into() },
         ]
     }
 
@@ -555,6 +626,9 @@ mod tests {
         assert_eq!(Message::decode(&[]), Err(DecodeError::Truncated("version")));
         assert_eq!(Message::decode(&[2, 3]), Err(DecodeError::Version(2)));
         assert_eq!(Message::decode(&[1, 77]), Err(DecodeError::UnknownType(77)));
+        assert_eq!(Message::decode(&[1, 8, 0, 0]), Err(DecodeError::BadRole(0)));
+        assert_eq!(Message::decode(&[1, 8, 4, 2]), Err(DecodeError::BadRole(2)));
+        assert_eq!(Message::decode(&[1, 8, 4]), Err(DecodeError::Truncated("role")));
         assert_eq!(
             Message::decode(&[1, 3, 0, 0]),
             Err(DecodeError::Truncated("heartbeat"))
