@@ -107,6 +107,24 @@ pub const REPORT_EVERY_MS: u64 = 200;
 pub struct SyncdReport {
     /// One entry per configured peer, in configuration order.
     pub peers: Vec<crate::control::HaPeerStatus>,
+    /// This node's role (its name).
+    #[serde(default)]
+    pub role: Option<String>,
+    /// The role in detail.
+    #[serde(default)]
+    pub role_detail: Option<crate::control::RoleStatus>,
+    /// The outcome of the last [`HaCommandFrame`].
+    #[serde(default)]
+    pub last_command: Option<crate::control::HaCommandOutcome>,
+}
+
+/// Supervisor → syncd: an operator's HA command ([`FrameKind::HaCommand`], JSON).
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct HaCommandFrame {
+    /// Id under which the outcome is reported.
+    pub id: u64,
+    /// The command.
+    pub command: crate::control::HaCommand,
 }
 
 /// How the supervisor starts syncd: the arguments of `prodhcpd syncd`.
@@ -286,7 +304,7 @@ mod tests {
                 last_cause: Some("authentication failed: x".into()),
                 last_cause_kind: Some("auth_failure".into()),
                 remote: None,
-                role: crate::control::ROLE_NOT_BUILT.into(),
+                role: crate::control::ROLE_UNKNOWN.into(),
                 counters: crate::control::PeerLinkCounters {
                     auth_failures: 3,
                     ..Default::default()
@@ -297,6 +315,15 @@ mod tests {
                     ..Default::default()
                 },
             }],
+            role: Some("standby".into()),
+            role_detail: Some(crate::control::RoleStatus {
+                since_unix_ms: 7,
+                cause: "in sync with `b`".into(),
+                previous: "syncing".into(),
+                serving: "nothing (gate closed)".into(),
+                service_address: "not held".into(),
+            }),
+            last_command: None,
         };
         let mut wire = Vec::new();
         write_frame(

@@ -237,8 +237,7 @@ pub enum EncodeError {
 }
 
 fn put_positions(out: &mut Vec<u8>, positions: &[Position]) -> Result<(), EncodeError> {
-    let count =
-        u8::try_from(positions.len()).map_err(|_| EncodeError::TooLong("position list"))?;
+    let count = u8::try_from(positions.len()).map_err(|_| EncodeError::TooLong("position list"))?;
     out.push(count);
     for p in positions {
         out.push(p.ring);
@@ -579,7 +578,10 @@ mod tests {
                 you_in_sync: false,
             },
             Message::Handover {
-                positions: vec![Position { ring: 1, seq: 77 }, Position { ring: 100, seq: 3 }],
+                positions: vec![
+                    Position { ring: 1, seq: 77 },
+                    Position { ring: 100, seq: 3 },
+                ],
             },
             Message::SwitchoverRequest { to: "b".into() },
         ]
@@ -628,7 +630,10 @@ mod tests {
         assert_eq!(Message::decode(&[1, 77]), Err(DecodeError::UnknownType(77)));
         assert_eq!(Message::decode(&[1, 8, 0, 0]), Err(DecodeError::BadRole(0)));
         assert_eq!(Message::decode(&[1, 8, 4, 2]), Err(DecodeError::BadRole(2)));
-        assert_eq!(Message::decode(&[1, 8, 4]), Err(DecodeError::Truncated("role")));
+        assert_eq!(
+            Message::decode(&[1, 8, 4]),
+            Err(DecodeError::Truncated("role"))
+        );
         assert_eq!(
             Message::decode(&[1, 3, 0, 0]),
             Err(DecodeError::Truncated("heartbeat"))

@@ -34,16 +34,18 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prodhcp_config::Replication;
 use prodhcp_proto::launch::{
-    self, write_frame, FrameKind, FrameReader, ReadOutcome, SyncdLaunchArgs, SyncdReport,
+    self, write_frame, FrameKind, FrameReader, HaCommandFrame, ReadOutcome, SyncdLaunchArgs,
+    SyncdReport,
 };
 use prodhcp_proto::{
-    HaPeerStatus, LinkState, PeerLinkCounters, PeerReplicationStatus, ROLE_NOT_BUILT,
+    HaPeerStatus, LinkState, PeerLinkCounters, PeerReplicationStatus, ROLE_UNKNOWN,
 };
 use shm_layout::{worker_owner, Ring, Table, Writer, IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER};
 use std::collections::BTreeMap;
 
 use crate::apply::Applier;
 use crate::replicate::{PeerSync, Replicator};
+use crate::role::driver::RoleDriver;
 
 use crate::node::{Event, LinkCounters, Node, NodeConfig, PeerState};
 
@@ -142,6 +144,8 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
         cluster.replication == Replication::Sync,
     );
     replicator.set_doorbells(&doorbells);
+    let workers: Vec<&Ring> = shipped.iter().take(config.effective_workers()).collect();
+    let mut roles = RoleDriver::new(&cluster, workers, &own_ring, &doorbells, Instant::now());
     tracing::info!(
         "syncd: cluster `{}` node `{}` listening on {} ({} peers, layout {:016x})",
         cluster.name,
@@ -160,24 +164,31 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let mut outbox = Outbox::default();
     // The first report says every peer is down (none connected yet): the supervisor knows
     // this process is up and running.
-    outbox.queue(&view.report())?;
+    outbox.queue(&view.report(&roles))?;
     let mut last_report = Instant::now();
     while !stop.load(Ordering::Relaxed) {
-        node.turn(if replicator.any_up() { SHIP_TURN } else { TURN })?;
+        let mut wait = if replicator.any_up() { SHIP_TURN } else { TURN };
+        if let Some(at) = roles.next_deadline() {
+            wait = wait.min(at.saturating_duration_since(Instant::now()));
+        }
+        node.turn(wait)?;
         let now_ms = unix_ms();
         let mut urgent = false;
         while let Some(event) = node.next_event() {
             urgent |= view.apply(&node, &event, now_ms);
             replicator.on_event(&mut node, &event);
+            roles.on_event(&mut node, &event);
         }
         replicator.pump(&mut node);
         replicator.update_hello_positions(&mut node);
+        roles.after_turn(&mut node, &replicator);
         let (changed, moved_r) = view.refresh_replication(&replicator);
         urgent |= changed;
+        urgent |= roles.take_changed();
         let moved = view.refresh_counters(&node) | moved_r;
         let due = last_report.elapsed() >= Duration::from_millis(launch::REPORT_EVERY_MS);
         if urgent || (moved && due) || (view.unsent && due) {
-            outbox.queue(&view.report())?;
+            outbox.queue(&view.report(&roles))?;
             view.unsent = false;
             last_report = Instant::now();
         } else if moved {
@@ -190,11 +201,18 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
                     stop.store(true, Ordering::Relaxed);
                     break;
                 }
+                ReadOutcome::Frame(FrameKind::HaCommand, payload) => {
+                    match serde_json::from_slice::<HaCommandFrame>(&payload) {
+                        Ok(c) => roles.command(&mut node, c.id, &c.command),
+                        Err(e) => tracing::warn!("syncd: unreadable HA command frame: {e}"),
+                    }
+                }
                 ReadOutcome::Frame(..) => {}
                 ReadOutcome::Pending => break,
             }
         }
     }
+    roles.stop();
     node.close_all();
     while let Some(event) = node.next_event() {
         replicator.on_event(&mut node, &event);
@@ -226,7 +244,7 @@ impl PeerView {
                 .map(|(node, address)| HaPeerStatus {
                     node,
                     address,
-                    role: ROLE_NOT_BUILT.into(),
+                    role: ROLE_UNKNOWN.into(),
                     ..HaPeerStatus::default()
                 })
                 .collect(),
@@ -234,9 +252,16 @@ impl PeerView {
         }
     }
 
-    fn report(&self) -> SyncdReport {
+    fn report(&self, roles: &RoleDriver<'_>) -> SyncdReport {
+        let mut peers = self.peers.clone();
+        for p in &mut peers {
+            p.role = roles.peer_role(&p.node).unwrap_or(ROLE_UNKNOWN).into();
+        }
         SyncdReport {
-            peers: self.peers.clone(),
+            peers,
+            role: Some(roles.role().name().into()),
+            role_detail: Some(roles.status()),
+            last_command: roles.last_command().cloned(),
         }
     }
 
@@ -422,6 +447,7 @@ mod tests {
                 },
                 ..HaPeerStatus::default()
             }],
+            ..SyncdReport::default()
         }
     }
 
@@ -531,7 +557,7 @@ mod tests {
         // Connections of nodes that are not configured peers change nothing.
         assert!(!view.apply(&node, &down("zz", refused()), 60));
         assert_eq!(view.peers.len(), 1);
-        assert_eq!(view.report().peers[0].role, ROLE_NOT_BUILT);
+        assert_eq!(view.peers[0].role, ROLE_UNKNOWN);
     }
 
     #[test]

@@ -312,6 +312,42 @@ impl<'a> Replicator<'a> {
         self.peers.iter().any(|p| p.name == peer && p.in_sync)
     }
 
+    /// Whether `peer` is up, not receiving a bulk sync, and has acknowledged every record of
+    /// every ring up to its current head (a switchover's condition for `Handover`).
+    pub fn acked_all(&self, peer: &str) -> bool {
+        self.peers.iter().any(|p| {
+            p.name == peer
+                && p.up
+                && p.bulk.is_none()
+                && self
+                    .rings
+                    .iter()
+                    .zip(&p.rings)
+                    .all(|(r, t)| t.acked >= r.head())
+        })
+    }
+
+    /// The head of every shipped ring (what a `Handover` carries).
+    pub fn heads(&self) -> Vec<Position> {
+        self.rings
+            .iter()
+            .map(|r| Position {
+                ring: r.owner(),
+                seq: r.head(),
+            })
+            .collect()
+    }
+
+    /// Whether everything received from `peer` is applied (nothing waits in its inbox, no bulk
+    /// sync from it is unfinished). A `Handover` is sent only after this node acknowledged
+    /// every record up to the sender's heads, and an acknowledgement leaves only after its
+    /// records were applied, so on a `Handover` this is the last check.
+    pub fn applied_everything_from(&self, peer: &str) -> bool {
+        self.peers
+            .iter()
+            .any(|p| p.name == peer && !p.receiving_bulk && p.inbox.is_empty())
+    }
+
     /// The figures of `peer`.
     pub fn status(&self, peer: &str) -> Option<PeerReplication> {
         let p = self.peers.iter().find(|p| p.name == peer)?;

@@ -232,6 +232,16 @@ impl Roles {
         self.role
     }
 
+    /// This node's name.
+    pub fn me(&self) -> &str {
+        &self.me
+    }
+
+    /// The configured peers' names.
+    pub fn peer_names(&self) -> Vec<String> {
+        self.peers.keys().cloned().collect()
+    }
+
     /// The transitions taken since the last call, oldest first.
     pub fn take_transitions(&mut self) -> Vec<Transition> {
         std::mem::take(&mut self.transitions)
@@ -300,19 +310,21 @@ impl Roles {
             ),
             Role::Syncing if was_serving => self.go(
                 Role::Waiting,
-                format!("the serving peer `{peer}` was lost before this node was in sync ({cause})"),
+                format!(
+                    "the serving peer `{peer}` was lost before this node was in sync ({cause})"
+                ),
             ),
             Role::Active if !any_up => self.go(
                 Role::ActiveAlone,
                 format!("peer `{peer}` was lost ({cause}); serving this node's share"),
             ),
-            Role::HandingOver
-                if self.switchover.as_ref().is_some_and(|s| s.to == peer) =>
-            {
+            Role::HandingOver if self.switchover.as_ref().is_some_and(|s| s.to == peer) => {
                 self.switchover = None;
                 self.go(
                     Role::ActiveAlone,
-                    format!("switchover target `{peer}` was lost ({cause}); serving this node's share"),
+                    format!(
+                        "switchover target `{peer}` was lost ({cause}); serving this node's share"
+                    ),
                 );
             }
             _ => {}
@@ -362,19 +374,16 @@ impl Roles {
         }
         let target = match to {
             Some(t) if t == self.me => {
-                return Err(CommandError::Switchover(format!("`{t}` is already serving")))
+                return Err(CommandError::Switchover(format!(
+                    "`{t}` is already serving"
+                )))
             }
             Some(t) => t.to_string(),
             None => {
-                let mut in_sync = self
-                    .peers
-                    .iter()
-                    .filter(|(_, p)| p.up && p.i_see_in_sync);
+                let mut in_sync = self.peers.iter().filter(|(_, p)| p.up && p.i_see_in_sync);
                 match (in_sync.next(), in_sync.next()) {
                     (Some((n, _)), None) => n.clone(),
-                    (None, _) => {
-                        return Err(CommandError::Switchover("no peer is in sync".into()))
-                    }
+                    (None, _) => return Err(CommandError::Switchover("no peer is in sync".into())),
                     (Some(_), Some(_)) => {
                         return Err(CommandError::Switchover(
                             "several peers are in sync: name one with --to".into(),
@@ -390,7 +399,9 @@ impl Roles {
                 )))
             }
             Some(p) if !p.up => {
-                return Err(CommandError::Switchover(format!("`{target}` is not connected")))
+                return Err(CommandError::Switchover(format!(
+                    "`{target}` is not connected"
+                )))
             }
             Some(p) if !p.i_see_in_sync || p.role != Some(Role::Standby) => {
                 return Err(CommandError::Switchover(format!(
@@ -561,7 +572,10 @@ impl Roles {
                 if serving_peer.is_none()
                     && self.all_peers_up()
                     && self.peers.values().all(|p| p.role.is_some())
-                    && !self.peers.values().any(|p| p.role == Some(Role::HandingOver))
+                    && !self
+                        .peers
+                        .values()
+                        .any(|p| p.role == Some(Role::HandingOver))
                 {
                     // Everybody is here and nobody serves (the active restarted faster than its
                     // link was declared dead): elect again.
@@ -610,10 +624,7 @@ impl Roles {
                 let to = s.to.clone();
                 if self.peer_role(&to) == Some(Role::Active) {
                     self.switchover = None;
-                    self.go(
-                        Role::Standby,
-                        format!("switchover: `{to}` is active"),
-                    );
+                    self.go(Role::Standby, format!("switchover: `{to}` is active"));
                     return true;
                 }
                 false
@@ -636,6 +647,8 @@ impl Roles {
         self.role = to;
     }
 }
+
+pub mod driver;
 
 #[cfg(test)]
 mod tests;

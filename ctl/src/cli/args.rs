@@ -54,6 +54,15 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<ConsumersAction>,
     },
+    /// Hand the active role to another appliance of the cluster (planned: the active stops
+    /// taking requests, drains held replies, hands over once the target has every record; the
+    /// target takes the service address and answers). Waits until it is done or failed.
+    Switchover {
+        /// The node to become active (default: the single in-sync standby). May be run on any
+        /// appliance of the cluster.
+        #[arg(long, value_name = "NODE")]
+        to: Option<String>,
+    },
     /// High availability: the cluster's state.
     Ha {
         /// What to show.
@@ -65,9 +74,13 @@ pub enum CtlCommand {
 /// `prodhcpctl ha ...`.
 #[derive(Debug, Subcommand)]
 pub enum HaAction {
-    /// Cluster, this node, replication mode, the syncd process and every peer's link (state,
+    /// Cluster, this node, its role, the syncd process and every peer's link (state,
     /// last cause and since when, counters). Without a `cluster` section: "standalone".
     Status,
+    /// Confirm that the unreachable peer is down: this node (serving its share, or waiting)
+    /// serves the whole pool. Use only when the peer is known to be off: if it is in fact
+    /// serving, both may give one address to two clients.
+    PartnerDown,
 }
 
 /// `prodhcpctl consumers drop RING:ID`.

@@ -152,6 +152,27 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 writeln!(io.out, "dropped consumer {}:{}", target.0, target.1).map_err(stdout_error)
             }
         }
+        CtlCommand::Switchover { to } => {
+            let command = prodhcp_proto::HaCommand::Switchover { to: to.clone() };
+            let report = ha::run_switchover(&connect, command, timeout)?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &report)
+            } else {
+                writeln!(io.out, "{}", report.message).map_err(stdout_error)
+            }
+        }
+        CtlCommand::Ha {
+            action: HaAction::PartnerDown,
+        } => {
+            let report = ha::run_partner_down(&connect, timeout)?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &report)
+            } else {
+                writeln!(io.out, "{}", report.message).map_err(stdout_error)
+            }
+        }
         CtlCommand::Ha {
             action: HaAction::Status,
         } => {

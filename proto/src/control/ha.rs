@@ -2,8 +2,8 @@
 
 use serde::{Deserialize, Serialize};
 
-/// What `role` says until roles exist (issue 8 builds them later): no role is claimed.
-pub const ROLE_NOT_BUILT: &str = "none (roles are not built yet)";
+/// What `role` says while syncd has not reported a role (starting, or not running).
+pub const ROLE_UNKNOWN: &str = "unknown (syncd not reporting)";
 /// What `role` says on an appliance without a `cluster` section.
 pub const ROLE_STANDALONE: &str = "standalone (no cluster section)";
 
@@ -13,11 +13,14 @@ pub const ROLE_STANDALONE: &str = "standalone (no cluster section)";
 /// `null`, without a `cluster` section):
 /// ```text
 /// {"standalone": false, "cluster": "pop1", "node": "a", "replication": "sync",
-///  "role": "none (roles are not built yet)",
+///  "role": "active",
+///  "role_detail": {"since_unix_ms": 1764633600123, "cause": "...", "serving": "whole pool",
+///                  "service_address": "held"},
+///  "last_command": null,
 ///  "syncd": {"pid": 4242, "state": "running", "restarts": 0},
 ///  "peers": [{"node": "b", "address": "198.18.0.4:647", "link": "up",
 ///             "since_unix_ms": 1764633600123, "last_cause": null, "last_cause_kind": null,
-///             "remote": "198.18.0.4:647", "role": "none (roles are not built yet)",
+///             "remote": "198.18.0.4:647", "role": "standby",
 ///             "counters": {"ups": 1, "auth_failures": 0, "decrypt_failures": 0,
 ///                          "malformed": 0, "oversize": 0, ...}}]}
 /// ```
@@ -34,8 +37,16 @@ pub struct HaStatusData {
     /// `cluster.replication`: `sync` or `async`.
     #[serde(default)]
     pub replication: Option<String>,
-    /// This node's role: [`ROLE_NOT_BUILT`] in a cluster, [`ROLE_STANDALONE`] without one.
+    /// This node's role (`waiting`, `syncing`, `standby`, `active`, `active-alone`,
+    /// `partner-down`, `handing-over`); [`ROLE_UNKNOWN`] while syncd does not report,
+    /// [`ROLE_STANDALONE`] without a cluster.
     pub role: String,
+    /// Since when, why, and what the workers do in it (absent while syncd does not report).
+    #[serde(default)]
+    pub role_detail: Option<RoleStatus>,
+    /// The outcome of the last HA command syncd handled.
+    #[serde(default)]
+    pub last_command: Option<HaCommandOutcome>,
     /// The syncd process (absent when standalone).
     #[serde(default)]
     pub syncd: Option<SyncdProcessStatus>,
@@ -100,7 +111,8 @@ pub struct HaPeerStatus {
     /// Where the up connection goes to or comes from.
     #[serde(default)]
     pub remote: Option<String>,
-    /// The peer's role: [`ROLE_NOT_BUILT`].
+    /// The role the peer last announced on its current connection ([`ROLE_UNKNOWN`] while
+    /// down or before its announcement).
     pub role: String,
     /// Counts of link events and drops since syncd started.
     #[serde(default)]
@@ -167,4 +179,52 @@ pub struct PeerLinkCounters {
     pub io_errors: u64,
     /// Connections replaced by a newer one from the same peer.
     pub replaced: u64,
+}
+
+/// This node's role in detail.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RoleStatus {
+    /// When the node entered the role (unix ms).
+    pub since_unix_ms: u64,
+    /// Why (the transition's cause).
+    pub cause: String,
+    /// The role before.
+    pub previous: String,
+    /// What the workers do: `nothing (gate closed)`, `whole pool`, or `share I of N (...)`.
+    pub serving: String,
+    /// The service address: `held`, `not held`, `not configured`, or the last error.
+    pub service_address: String,
+}
+
+/// An HA command (`prodhcpctl switchover`, `prodhcpctl ha partner-down`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HaCommand {
+    /// Hand the active role to `to` (default: the one in-sync standby). On a node that does not
+    /// serve, the request is forwarded to the serving peer.
+    Switchover {
+        /// The node to become active.
+        #[serde(default)]
+        to: Option<String>,
+    },
+    /// The operator confirms the unreachable peer down: serve the whole pool.
+    PartnerDown,
+}
+
+/// The answer to an `ha` command: handed to syncd under `id`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaCommandAccepted {
+    /// The command's id; its outcome appears in [`HaStatusData::last_command`] under it.
+    pub id: u64,
+}
+
+/// What syncd did with an HA command.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HaCommandOutcome {
+    /// The command's id ([`HaCommandAccepted::id`]).
+    pub id: u64,
+    /// Whether syncd started it (a switchover then completes or times out: watch `role`).
+    pub ok: bool,
+    /// What happened, for people.
+    pub message: String,
 }

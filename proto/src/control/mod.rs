@@ -46,6 +46,7 @@
 //! | `consumers`     | [`ConsumersData`]                        |
 //! | `consumer_drop` | [`ConsumerDropped`]                      |
 //! | `ha_status`     | [`HaStatusData`]                         |
+//! | `ha`            | [`HaCommandAccepted`]                    |
 //!
 //! Import semantics: the server applies the records of a batch in order, so when the same address
 //! appears more than once (Kea memfile and dhcpd.leases are append-only logs) the last record wins.
@@ -148,6 +149,13 @@ pub enum Command {
     },
     /// The cluster (replication) state: this node, syncd's process, each peer's link.
     HaStatus,
+    /// An HA command for syncd (`switchover`, `partner-down`); answered with
+    /// [`HaCommandAccepted`] once handed to syncd, its outcome shows in `ha_status`
+    /// (`last_command`).
+    Ha {
+        /// The command.
+        command: HaCommand,
+    },
 }
 
 impl Command {
@@ -163,6 +171,7 @@ impl Command {
             Command::Consumers => "consumers",
             Command::ConsumerDrop { .. } => "consumer_drop",
             Command::HaStatus => "ha_status",
+            Command::Ha { .. } => "ha",
         }
     }
 }

@@ -27,6 +27,9 @@ pub enum FrameKind {
     /// syncd → supervisor: the state of every configured peer after a link event (payload:
     /// a JSON `super::SyncdReport`).
     PeerReport = 5,
+    /// Supervisor → syncd: an operator's HA command (payload: a JSON
+    /// `super::HaCommandFrame`).
+    HaCommand = 6,
 }
 
 impl FrameKind {
@@ -37,6 +40,7 @@ impl FrameKind {
             3 => Some(FrameKind::Applied),
             4 => Some(FrameKind::Rejected),
             5 => Some(FrameKind::PeerReport),
+            6 => Some(FrameKind::HaCommand),
             _ => None,
         }
     }

@@ -145,6 +145,10 @@ impl Supervisor {
         match cmd {
             Command::Status => ok(Response::ok(&self.status())),
             Command::HaStatus => ok(Response::ok(&self.ha_status())),
+            Command::Ha { command } => match self.ha_command(command) {
+                Ok(accepted) => ok(Response::ok(&accepted)),
+                Err(e) => Response::error(e),
+            },
             Command::Stats => ok(Response::ok(&self.stats())),
             Command::Lease { address } => {
                 let Some(slot) = self.table.slot_of_addr(u32::from(address)) else {

@@ -17,7 +17,7 @@ use prodhcp_proto::launch::{
     self, write_frame, FrameKind, FrameReader, ReadOutcome, SyncdLaunchArgs, SyncdReport,
 };
 use prodhcp_proto::{
-    HaPeerStatus, HaStatusData, LinkState, SyncdProcessStatus, ROLE_NOT_BUILT, ROLE_STANDALONE,
+    HaPeerStatus, HaStatusData, LinkState, SyncdProcessStatus, ROLE_STANDALONE, ROLE_UNKNOWN,
 };
 use tracing::{error, info, warn};
 
@@ -37,6 +37,12 @@ pub(super) struct Syncd {
     life: ChildLife,
     /// Every configured peer as last reported (or as known without a report).
     peers: Vec<HaPeerStatus>,
+    /// This node's role as last reported.
+    role: Option<String>,
+    role_detail: Option<prodhcp_proto::RoleStatus>,
+    last_command: Option<prodhcp_proto::HaCommandOutcome>,
+    /// Id of the next HA command.
+    next_command: u64,
 }
 
 impl Syncd {
@@ -53,10 +59,14 @@ impl Syncd {
                 .map(|p| HaPeerStatus {
                     node: p.node.clone(),
                     address: p.address.to_string(),
-                    role: ROLE_NOT_BUILT.into(),
+                    role: ROLE_UNKNOWN.into(),
                     ..HaPeerStatus::default()
                 })
                 .collect(),
+            role: None,
+            role_detail: None,
+            last_command: None,
+            next_command: 1,
         }
     }
 
@@ -71,6 +81,23 @@ impl Syncd {
         for new in &report.peers {
             let old = self.peers.iter().find(|p| p.node == new.node);
             log_transition(old, new);
+        }
+        if report.role.is_some() && report.role != self.role {
+            if let Some(d) = &report.role_detail {
+                info!(
+                    role = report.role.as_deref().unwrap_or(""),
+                    previous = %d.previous,
+                    cause = %d.cause,
+                    serving = %d.serving,
+                    service_address = %d.service_address,
+                    "cluster role"
+                );
+            }
+        }
+        self.role = report.role.clone();
+        self.role_detail = report.role_detail.clone();
+        if report.last_command.is_some() {
+            self.last_command = report.last_command.clone();
         }
         // Only configured peers are kept (the report comes from the same configuration).
         for p in &mut self.peers {
@@ -213,20 +240,38 @@ impl Supervisor {
         }
     }
 
-    /// Clears the hold on every worker ring and rings every worker's doorbell, so that no
-    /// worker keeps replies waiting for a replicated position no syncd will publish (at start,
-    /// and whenever syncd is gone). Logged once per call, when a ring had its hold set.
+    /// Puts every worker ring in the state it must have while no syncd runs (at start, and
+    /// whenever syncd is gone), then rings every worker's doorbell:
+    /// - in a cluster the gate is **closed** (the node serves only when syncd's role says so:
+    ///   its peer may be serving), and the service address is released;
+    /// - without one the gate is **open** (a ring file from a clustered run may be closed);
+    /// - the hold is cleared: the workers drop (never send) the replies they held, whose
+    ///   changes may exist on this node only.
+    ///
+    /// Logged once per call, when a ring had its hold set or its gate open in a cluster.
     pub(super) fn release_held_replies(&self, cause: &str) {
+        let clustered = self.config.cluster.is_some();
         let held: Vec<usize> = self
             .workers
             .iter()
             .filter(|w| w.ring.hold_replies())
             .map(|w| w.id)
             .collect();
+        let was_serving = self
+            .workers
+            .iter()
+            .any(|w| w.ring.gate() != shm_layout::Gate::Closed);
+        let gate = if clustered {
+            shm_layout::Gate::Closed
+        } else {
+            shm_layout::Gate::Open
+        };
+        // Gate first: a worker woken by the clear below must not answer anew.
         for w in &self.workers {
+            w.ring.set_gate(gate);
             w.ring.set_hold(false);
         }
-        // After the clear (release ordering): a woken worker sees the hold cleared.
+        // After the stores (release ordering): a woken worker sees them.
         for (id, d) in self.doorbells.iter().enumerate() {
             if let Err(e) = d.write(1) {
                 // EAGAIN: the counter is at its maximum, the worker has a wake pending anyway.
@@ -235,17 +280,38 @@ impl Supervisor {
                 }
             }
         }
+        if clustered && was_serving {
+            warn!(
+                cause,
+                "the workers stop answering until syncd's role says so"
+            );
+        }
         if !held.is_empty() {
             warn!(
                 cause,
                 workers = ?held,
-                "replies held for synchronous replication are released without waiting for a standby"
+                "replies held for synchronous replication are dropped (their changes may exist on this node only; the clients retry)"
             );
-        } else if self.syncd.is_some() {
-            info!(
-                cause,
-                "no worker ring holds replies for synchronous replication"
-            );
+        }
+        if let Some(sa) = self
+            .config
+            .cluster
+            .as_ref()
+            .and_then(|c| c.service_address.as_ref())
+        {
+            let address = prodhcp_syncd::service_address::ServiceAddress {
+                address: sa.address,
+                interface: sa.interface.clone(),
+            };
+            match address.release() {
+                Ok(prodhcp_syncd::service_address::Release::Removed) => {
+                    warn!(cause, address = %sa.address, interface = %sa.interface, "service address removed");
+                }
+                Ok(prodhcp_syncd::service_address::Release::WasAbsent) => {}
+                Err(e) => {
+                    error!(cause, error = %e, "cannot remove the service address");
+                }
+            }
         }
     }
 
@@ -330,6 +396,29 @@ impl Supervisor {
         s.life.state = WorkerState::Stopped;
     }
 
+    /// Hands an operator's HA command to syncd; its outcome shows in `ha_status`.
+    pub(super) fn ha_command(
+        &mut self,
+        command: prodhcp_proto::HaCommand,
+    ) -> Result<prodhcp_proto::HaCommandAccepted, String> {
+        let Some(s) = self.syncd.as_mut() else {
+            return Err("this appliance has no `cluster` section".into());
+        };
+        let Some(ch) = s.channel.as_mut() else {
+            return Err("syncd is not running (it is being restarted)".into());
+        };
+        let id = s.next_command;
+        s.next_command += 1;
+        let frame = launch::HaCommandFrame { id, command };
+        let payload = serde_json::to_vec(&frame).map_err(|e| e.to_string())?;
+        let _ = ch.set_nonblocking(false);
+        let sent = write_frame(ch, FrameKind::HaCommand, &payload);
+        let _ = ch.set_nonblocking(true);
+        sent.map_err(|e| format!("cannot reach syncd: {e}"))?;
+        info!(id, command = ?frame.command, "HA command handed to syncd");
+        Ok(prodhcp_proto::HaCommandAccepted { id })
+    }
+
     /// The answer to `ha_status`.
     pub(super) fn ha_status(&self) -> HaStatusData {
         let (Some(cluster), Some(s)) = (self.config.cluster.as_ref(), self.syncd.as_ref()) else {
@@ -344,7 +433,13 @@ impl Supervisor {
             cluster: Some(cluster.name.clone()),
             node: Some(cluster.node.clone()),
             replication: Some(cluster.replication.name().into()),
-            role: ROLE_NOT_BUILT.into(),
+            role: s
+                .role
+                .clone()
+                .filter(|_| s.child.is_some())
+                .unwrap_or_else(|| ROLE_UNKNOWN.into()),
+            role_detail: s.role_detail.clone().filter(|_| s.child.is_some()),
+            last_command: s.last_command.clone(),
             syncd: Some(SyncdProcessStatus {
                 pid: s.child.as_ref().map(Child::id),
                 state: s.life.state.name().into(),
@@ -381,14 +476,14 @@ mod tests {
         let mut s = Syncd::new(&cluster(), Instant::now());
         assert_eq!(s.peers.len(), 1);
         assert_eq!(s.peers[0].link, LinkState::Down);
-        assert_eq!(s.peers[0].role, ROLE_NOT_BUILT);
+        assert_eq!(s.peers[0].role, ROLE_UNKNOWN);
         let up = HaPeerStatus {
             node: "b".into(),
             address: "198.18.0.4:647".into(),
             link: LinkState::Up,
             since_unix_ms: Some(5),
             remote: Some("198.18.0.4:647".into()),
-            role: ROLE_NOT_BUILT.into(),
+            role: ROLE_UNKNOWN.into(),
             ..HaPeerStatus::default()
         };
         let stranger = HaPeerStatus {
@@ -397,6 +492,7 @@ mod tests {
         };
         s.take_report(SyncdReport {
             peers: vec![up.clone(), stranger],
+            ..SyncdReport::default()
         });
         assert_eq!(s.peers, vec![up]);
         let status = std::process::Command::new("/bin/sh")

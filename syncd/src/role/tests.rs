@@ -5,7 +5,13 @@ fn t0() -> Instant {
 }
 
 fn node(me: &str, remembered: Option<Role>, now: Instant) -> Roles {
-    Roles::new(me, &[other(me).to_string()], remembered, Duration::from_secs(3), now)
+    Roles::new(
+        me,
+        &[other(me).to_string()],
+        remembered,
+        Duration::from_secs(3),
+        now,
+    )
 }
 
 fn other(me: &str) -> &'static str {
@@ -129,7 +135,10 @@ fn switchover_hands_over_only_to_an_in_sync_standby_and_swaps_the_roles() {
     // Not in sync yet: refused (a is not even serving).
     assert!(a.switchover(None, now).is_err());
     synced(&mut a, &mut b, now);
-    assert!(b.switchover(None, now).is_err(), "the standby does not serve");
+    assert!(
+        b.switchover(None, now).is_err(),
+        "the standby does not serve"
+    );
     assert!(a.switchover(Some("zz"), now).is_err());
     assert_eq!(a.switchover(None, now).unwrap(), "b");
     assert_eq!(a.role(), Role::HandingOver);
