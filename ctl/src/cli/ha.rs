@@ -326,7 +326,7 @@ mod tests {
              \x20 last cause: authentication failed: another key\n\
              \x20 ups 0 · auth failures 3 · decrypt failures 0 · malformed 0 · oversize 0 · \
              heartbeat timeouts 0 · connect failures 0\n\
-             \x20 role: unknown (syncd not reporting)\n"
+             \x20 role: unknown\n"
         );
     }
 

@@ -3,7 +3,7 @@
 use serde::{Deserialize, Serialize};
 
 /// What `role` says while syncd has not reported a role (starting, or not running).
-pub const ROLE_UNKNOWN: &str = "unknown (syncd not reporting)";
+pub const ROLE_UNKNOWN: &str = "unknown";
 /// What `role` says on an appliance without a `cluster` section.
 pub const ROLE_STANDALONE: &str = "standalone (no cluster section)";
 

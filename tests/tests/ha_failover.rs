@@ -1,0 +1,340 @@
+//! Roles, switchover and failover between two appliances, seen from outside: A and B in their
+//! own namespaces on one bridge, a relay agent and dhcpperf in a third sending to the
+//! **service address** (the floating address the active holds), the real daemons with the same
+//! cluster file except `node`, `listen` and the interface name.
+//!
+//! - at start A (the lower name) becomes `active` and holds the service address, B `standby`;
+//! - `prodhcpctl switchover` under relayed dhcpperf load, back and forth: the address moves with
+//!   the role, the longest gap between two ACKs around each switchover is printed and bounded,
+//!   and every ACK dhcpperf received is in the final active's table with no address held by two
+//!   clients (`dhcpperf verify`);
+//! - SIGKILL of the active's whole process tree (supervisor, workers, syncd) under load: the
+//!   standby answers a probe DISCOVER sent to the service address within 200 ms of the kill,
+//!   and every ACK dhcpperf received is in its table.
+//!
+//! Every wait polls with a deadline; every figure is printed.
+
+use std::net::Ipv4Addr;
+use std::os::unix::fs::PermissionsExt;
+use std::path::{Path, PathBuf};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{kill, Signal};
+use nix::unistd::Pid;
+use prodhcp_systests::client::{Extras, Identity, TestClient};
+use prodhcp_systests::config::{ServerConfig, SubnetConfig};
+use prodhcp_systests::daemon::{Daemon, READY_TIMEOUT};
+use prodhcp_systests::lab::Lab;
+use prodhcp_systests::preflight;
+use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
+use serde_json::Value;
+
+const A_IP: &str = "198.18.0.1";
+const B_IP: &str = "198.18.0.4";
+/// The floating service address.
+const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
+const RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
+/// dhcpperf's relay address.
+const LOAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
+const SYNCD_PORT: u16 = 647;
+/// Time allowed for roles to settle and for records to reach the peer.
+const DEADLINE: Duration = Duration::from_secs(60);
+/// The outage bound the issue sets for a switchover and for a SIGKILL failover.
+const OUTAGE_BOUND: Duration = Duration::from_millis(200);
+
+fn lab(tag: &str) -> Lab {
+    let lab = Lab::new(tag);
+    lab.add_bridge("br0");
+    lab.add_namespace("sa");
+    lab.connect("sa", "a0", "br0", Some(&format!("{A_IP}/15")));
+    lab.add_namespace("sb");
+    lab.connect("sb", "b0", "br0", Some(&format!("{B_IP}/15")));
+    lab.add_namespace("sr");
+    lab.connect("sr", "r0", "br0", Some(&format!("{RELAY_IP}/15")));
+    lab.add_address("sr", "r0", &format!("{LOAD_IP}/15"));
+    lab
+}
+
+fn key_file(lab: &Lab) -> PathBuf {
+    let path = lab.path("cluster.key");
+    std::fs::write(&path, format!("{}\n", "6".repeat(64))).expect("write key");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    path
+}
+
+fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -> ServerConfig {
+    let dir = lab.path(node);
+    std::fs::create_dir_all(&dir).expect("appliance dir");
+    ServerConfig::new(&dir)
+        .interface(ifname)
+        .subnet(SubnetConfig::new(
+            "198.18.0.0/15",
+            "198.18.1.0-198.19.255.254",
+        ))
+        .field(&format!(
+            "cluster: (name: \"pop1\", node: \"{node}\", listen: \"{listen_ip}:{SYNCD_PORT}\", \
+             peers: [(node: \"a\", address: \"{A_IP}:{SYNCD_PORT}\"), \
+                     (node: \"b\", address: \"{B_IP}:{SYNCD_PORT}\")], \
+             key_file: \"{}\", replication: \"sync\", \
+             service_address: Some((address: \"{SERVICE_IP}/15\", interface: \"{ifname}\")))",
+            key.display()
+        ))
+}
+
+#[track_caller]
+fn start<'l>(lab: &'l Lab, node: &str, config: &ServerConfig) -> Daemon<'l> {
+    let path = lab.path(node).join("prodhcp.ron");
+    config.write(&path);
+    let d = Daemon::spawn(lab, &lab.ns(&format!("s{node}")), &path, config.clone());
+    if let Err(why) = d.wait_ready(READY_TIMEOUT) {
+        panic!(
+            "prodhcpd {node} not ready: {why}\nstderr:\n{}",
+            d.process().stderr()
+        );
+    }
+    d
+}
+
+fn role(d: &Daemon<'_>) -> String {
+    d.ctl_json(&["ha", "status"])["role"]
+        .as_str()
+        .unwrap_or("?")
+        .to_string()
+}
+
+/// Polls until `d`'s role is one of `roles`; returns how long it took.
+#[track_caller]
+fn wait_role(d: &Daemon<'_>, roles: &[&str]) -> Duration {
+    let t = Instant::now();
+    loop {
+        let st = d.ctl_json(&["ha", "status"]);
+        if roles.iter().any(|r| st["role"] == *r) {
+            return t.elapsed();
+        }
+        assert!(
+            t.elapsed() < DEADLINE,
+            "{} never reached {roles:?}: {st:#}\nstderr:\n{}",
+            d.ns(),
+            d.process().stderr()
+        );
+        thread::sleep(Duration::from_millis(10));
+    }
+}
+
+/// Whether the service address is on `ifname` in namespace `ns`.
+fn holds_service_address(lab: &Lab, ns: &str, ifname: &str) -> bool {
+    let out = lab.run(ns, &["ip", "-4", "-o", "addr", "show", "dev", ifname]);
+    String::from_utf8_lossy(&out.stdout).contains(&format!(" {SERVICE_IP}/"))
+}
+
+/// The ACK arrival times (unix ms) of a dhcpperf record file, sorted.
+fn ack_times(record: &Path) -> Vec<u64> {
+    let text = std::fs::read_to_string(record).expect("record file");
+    let mut t: Vec<u64> = text
+        .lines()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter(|v| v["event"] == "ack")
+        .filter_map(|v| v["t_ms"].as_u64())
+        .collect();
+    t.sort_unstable();
+    t
+}
+
+/// The longest gap between two consecutive ACKs within `window_ms` after `at_ms`
+/// (from the last ACK before `at_ms`).
+fn longest_gap_around(acks: &[u64], at_ms: u64, window_ms: u64) -> u64 {
+    let start = acks.partition_point(|&t| t < at_ms).saturating_sub(1);
+    let end = acks.partition_point(|&t| t <= at_ms + window_ms);
+    acks[start..end.max(start + 1).min(acks.len())]
+        .windows(2)
+        .map(|w| w[1] - w[0])
+        .max()
+        .unwrap_or(u64::MAX)
+}
+
+fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// Starts A then B and waits for A active (holding the address) and B standby.
+fn pair<'l>(lab: &'l Lab, key: &Path) -> (Daemon<'l>, Daemon<'l>) {
+    let a = start(lab, "a", &appliance(lab, "a", "a0", A_IP, key));
+    let b = start(lab, "b", &appliance(lab, "b", "b0", B_IP, key));
+    let ta = wait_role(&a, &["active"]);
+    let tb = wait_role(&b, &["standby"]);
+    println!("roles at start: a active after {ta:?}, b standby after {tb:?} more");
+    assert!(holds_service_address(lab, &lab.ns("sa"), "a0"));
+    assert!(!holds_service_address(lab, &lab.ns("sb"), "b0"));
+    (a, b)
+}
+
+/// Runs `dhcpperf verify` of `record` against `d`'s export and asserts it passes with at least
+/// `min_acks` ACKs.
+#[track_caller]
+fn verify(lab: &Lab, d: &Daemon<'_>, record: &Path, min_acks: u64) -> Value {
+    let (passed, v) = dhcpperf_verify(record, &d.export(), &lab.path("export.json"));
+    println!("dhcpperf verify against {}'s export: {v}", d.ns());
+    assert!(passed, "dhcpperf verify: {v:#}");
+    assert!(v["acks"].as_u64() >= Some(min_acks), "{v}");
+    v
+}
+
+#[test]
+fn switchover_moves_the_role_and_the_service_address_under_load_without_losing_a_lease() {
+    if !preflight("ha_failover", &[]) {
+        return;
+    }
+    let lab = lab("haswitch");
+    let key = key_file(&lab);
+    let (a, b) = pair(&lab, &key);
+
+    // A relayed DORA to the service address is served by A; option 54 is the service address.
+    let agent =
+        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
+    let got = agent
+        .dora(&Identity::mac([0x02, 0xee, 0, 0, 0, 1]), &Extras::default())
+        .expect("DORA via the service address");
+    println!("DORA via the service address: {got:?}");
+
+    // Switchover under load, A → B → A → B, every 3 s.
+    let (rate, secs) = (400u32, 14u32);
+    let record = lab.path("switch-acks.jsonl");
+    let load = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD_IP,
+        SERVICE_IP,
+        rate,
+        secs,
+        0x5b,
+        &record,
+    );
+    let mut switches = Vec::new();
+    let mut active = ("a", &a, "sa", "a0");
+    let mut standby = ("b", &b, "sb", "b0");
+    for _ in 0..3 {
+        thread::sleep(Duration::from_secs(3));
+        let at = unix_ms();
+        let out = active.1.ctl(&["switchover"]);
+        assert!(
+            out.status.success(),
+            "switchover on {}: {} {}\n{}",
+            active.0,
+            out.stdout,
+            out.stderr,
+            active.1.process().stderr()
+        );
+        println!("{}: prodhcpctl switchover: {}", active.0, out.stdout.trim());
+        wait_role(standby.1, &["active"]);
+        wait_role(active.1, &["standby"]);
+        assert!(holds_service_address(&lab, &lab.ns(standby.2), standby.3));
+        assert!(!holds_service_address(&lab, &lab.ns(active.2), active.3));
+        switches.push((at, active.0, standby.0));
+        std::mem::swap(&mut active, &mut standby);
+    }
+    let exit = load.wait_timeout(Duration::from_secs(120));
+    assert!(
+        exit.is_some_and(|st| st.code() == Some(0)),
+        "dhcpperf ended with {exit:?}: {}\n{}",
+        load.stdout(),
+        load.stderr()
+    );
+    let report: Value = serde_json::from_str(&load.stdout()).expect("dhcpperf report");
+    println!("dhcpperf: {}", report["phases"][0]);
+    let acks = ack_times(&record);
+    let mut worst = 0;
+    for (at, from, to) in &switches {
+        let gap = longest_gap_around(&acks, *at, 2_000);
+        worst = worst.max(gap);
+        println!("switchover {from} -> {to}: longest gap between two ACKs within 2 s: {gap} ms");
+    }
+    // The final active has every lease dhcpperf was ACKed, and no address twice.
+    let final_active = active.1;
+    thread::sleep(Duration::from_millis(200));
+    verify(&lab, final_active, &record, u64::from(rate * secs / 2));
+    assert!(
+        worst <= OUTAGE_BOUND.as_millis() as u64,
+        "a switchover left a gap of {worst} ms between ACKs (bound {OUTAGE_BOUND:?})"
+    );
+    let (ok, text) = final_active.ctl_text(&["ha", "status"]);
+    assert!(ok, "{text}");
+    println!("{}: prodhcpctl ha status\n{text}", final_active.ns());
+}
+
+#[test]
+fn sigkill_of_the_active_process_tree_the_standby_answers_within_200_ms() {
+    if !preflight("ha_failover", &[]) {
+        return;
+    }
+    let lab = lab("hakill");
+    let key = key_file(&lab);
+    let (a, b) = pair(&lab, &key);
+    let (rate, secs) = (400u32, 6u32);
+    let record = lab.path("kill-acks.jsonl");
+    let load = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD_IP,
+        SERVICE_IP,
+        rate,
+        secs,
+        0x5c,
+        &record,
+    );
+    thread::sleep(Duration::from_secs(2));
+    // Every process of A's tree: supervisor, workers, syncd.
+    let st = a.ctl_json(&["ha", "status"]);
+    let mut pids = vec![a.pid()];
+    pids.extend(a.worker_pids());
+    pids.extend(st["syncd"]["pid"].as_u64().map(|p| p as u32));
+    let mut probe =
+        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("probe socket");
+    probe.set_timeout(Duration::from_millis(10));
+    let killed_ms = unix_ms();
+    let t = Instant::now();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    // A DISCOVER every 10 ms to the service address until one is answered.
+    let mut answered = None;
+    let mut k = 0u8;
+    while t.elapsed() < Duration::from_secs(5) {
+        k = k.wrapping_add(1);
+        let id = Identity::mac([0x02, 0xef, 0, 0, 0, k]);
+        if probe.discover(&id, &Extras::default()).is_ok() {
+            answered = Some(t.elapsed());
+            break;
+        }
+    }
+    let took_role = wait_role(&b, &["active-alone"]);
+    println!(
+        "SIGKILL of A's {} processes: B active-alone {took_role:?} after the probe loop; \
+         first answer to the service address {answered:?} after the kill",
+        pids.len()
+    );
+    let exit = load.wait_timeout(Duration::from_secs(120));
+    assert!(
+        exit.is_some_and(|st| st.code() == Some(0)),
+        "dhcpperf ended with {exit:?}: {}\n{}",
+        load.stdout(),
+        load.stderr()
+    );
+    let acks = ack_times(&record);
+    println!(
+        "longest gap between two ACKs after the kill: {} ms",
+        longest_gap_around(&acks, killed_ms, 2_000)
+    );
+    verify(&lab, &b, &record, u64::from(rate * secs / 3));
+    let answered = answered.expect("the standby never answered the service address");
+    assert!(
+        answered <= OUTAGE_BOUND,
+        "first answer {answered:?} after the kill (bound {OUTAGE_BOUND:?})"
+    );
+    let (ok, text) = b.ctl_text(&["ha", "status"]);
+    assert!(ok, "{text}");
+    println!("B: prodhcpctl ha status\n{text}");
+    assert!(text.contains("share 1 of 2"), "{text}");
+}
