@@ -4,7 +4,7 @@
 //!
 //! # Symmetric, by version
 //!
-//! There are no roles yet, so replication needs none: every node ships the records of its own
+//! Replication does not depend on the roles ([`crate::role`]): every node ships the records of its own
 //! producer rings — the workers', the supervisor's (100) and the importer's (101), never
 //! syncd's own 102, whose records are the changes it applied from peers (shipping those would
 //! loop) — to every peer whose link is up, and applies what the peers send through
@@ -14,12 +14,10 @@
 //! slot version.
 //!
 //! **Two different images with the same version** (both sides changed a slot from the same
-//! version during a partition) are not resolved here: `Table::apply_replica` treats an equal
-//! version as stale, so each side keeps its own image and the tables differ in that slot until
-//! either side changes it again. The intended tie rule (later expiry wins, then the image whose
-//! encoded words compare higher: deterministic on both sides) belongs in
-//! `Table::apply_replica` and comes with issue 8 item 5's merge; with item 5's split of the
-//! free space, only renewals of one binding on both sides can tie.
+//! version during a partition) are settled by `shm_layout::replica_wins`, alike on both sides:
+//! the later lease end wins, then the higher encoded words. With the partition shares (see
+//! [`crate::role`]) only renewals of one client's binding on both sides can tie, so the rule
+//! only picks which renewal's lease end both keep.
 //!
 //! # Per peer
 //!

@@ -192,8 +192,7 @@ fn switchover_moves_the_role_and_the_service_address_under_load_without_losing_a
     let (a, b) = pair(&lab, &key);
 
     // A relayed DORA to the service address is served by A; option 54 is the service address.
-    let agent =
-        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
+    let agent = TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
     let got = agent
         .dora(&Identity::mac([0x02, 0xee, 0, 0, 0, 1]), &Extras::default())
         .expect("DORA via the service address");
@@ -290,8 +289,7 @@ fn sigkill_of_the_active_process_tree_the_standby_answers_within_200_ms() {
     let mut pids = vec![a.pid()];
     pids.extend(a.worker_pids());
     pids.extend(st["syncd"]["pid"].as_u64().map(|p| p as u32));
-    let mut probe =
-        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("probe socket");
+    let mut probe = TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("probe socket");
     probe.set_timeout(Duration::from_millis(10));
     let killed_ms = unix_ms();
     let t = Instant::now();

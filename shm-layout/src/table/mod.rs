@@ -60,7 +60,7 @@ pub use check::CheckReport;
 pub(crate) use index::{home, next, tag_of, MAX_PROBE, TOMBSTONE};
 pub use open::{boot_id, TableOpenError};
 pub use recover::Recovery;
-pub use replica::{ApplyError, ApplyOutcome, ReplicaContext};
+pub use replica::{replica_wins, ApplyError, ApplyOutcome, ReplicaContext};
 pub use write::{ChangeContext, UpdateError};
 pub(crate) use write::{INTENT_ACTIVE, INTENT_NEW, INTENT_OLD, INTENT_SEQ};
 

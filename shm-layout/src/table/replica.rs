@@ -53,6 +53,17 @@ pub struct ReplicaContext<'a> {
 /// How often [`Table::apply_replica`] re-reads a slot that a writer holds before giving up.
 const APPLY_TRIES: usize = 8;
 
+/// Whether `incoming` replaces `local`: a higher version always; at the same version (both
+/// sides of a partition changed the slot from one version), the image whose lease ends later,
+/// then the one whose encoded words compare higher — a rule both appliances apply alike, so
+/// after the merge both hold the same image. An identical image is never applied again.
+pub fn replica_wins(incoming: &SlotImage, local: &SlotImage) -> bool {
+    if incoming.version != local.version {
+        return incoming.version > local.version;
+    }
+    (incoming.expires, incoming.encode()) > (local.expires, local.encode())
+}
+
 impl Table {
     /// Applies the active's image of `slot` on a standby (replication), keeping the INCOMING
     /// version instead of counting one up, by the write protocol of [`Table::update`] (intent,
@@ -61,7 +72,10 @@ impl Table {
     ///
     /// Ordered by slot version: the image is applied only if its version is above the local
     /// one, so applying the same record twice, or an older record after a newer one (a bulk
-    /// sync overlapping the ring tail), is a no-op returned as [`ApplyOutcome::Stale`]. A local
+    /// sync overlapping the ring tail), is a no-op returned as [`ApplyOutcome::Stale`]. Two
+    /// different images at the same version (both appliances changed the slot from the same
+    /// version while they could not reach each other) are settled by [`replica_wins`], the same
+    /// way on both sides, so the tables end equal. A local
     /// slot that fails its checksum is replaced by any valid incoming image (the peer's copy is
     /// the only good one left). A slot a live writer holds is retried a few times, then
     /// reported [`ApplyError::Busy`] (apply it again later).
@@ -98,7 +112,7 @@ impl Table {
         };
         for _ in 0..APPLY_TRIES {
             let old = match self.read(slot) {
-                Ok(local) if incoming.version <= local.version => {
+                Ok(local) if !replica_wins(incoming, &local) => {
                     return Ok(ApplyOutcome::Stale {
                         local: local.version,
                     })

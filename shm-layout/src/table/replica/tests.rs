@@ -138,6 +138,75 @@ fn a_duplicate_or_older_replica_is_a_stale_no_op() {
 }
 
 #[test]
+fn two_images_at_one_version_settle_alike_on_both_sides() {
+    // Both sides of a partition changed slot 9 from version 1: a to client 2 (lease ends
+    // later), b to client 3.
+    let a = fixture();
+    let b = fixture();
+    let base = a
+        .table
+        .update(1, &a.ring, 9, &SlotImage::PRISTINE, &lease(1), &ctx())
+        .unwrap();
+    b.table
+        .update(1, &b.ring, 9, &SlotImage::PRISTINE, &lease(1), &ctx())
+        .unwrap();
+    let later = SlotImage {
+        expires: lease(2).expires + 60,
+        ..lease(2)
+    };
+    let on_a = a
+        .table
+        .update(1, &a.ring, 9, &base, &later, &ctx())
+        .unwrap();
+    let on_b = b
+        .table
+        .update(1, &b.ring, 9, &base, &lease(3), &ctx())
+        .unwrap();
+    assert_eq!(on_a.version, on_b.version);
+    assert!(replica_wins(&on_a, &on_b) && !replica_wins(&on_b, &on_a));
+    assert!(
+        !replica_wins(&on_a, &on_a),
+        "the same image is not applied again"
+    );
+    // Each side applies the other's image: both end with a's (the later lease end).
+    let ctx_r = rctx();
+    let to_b = b
+        .table
+        .apply_replica(SYNCD_OWNER, &b.ring, 9, &on_a, &ctx_r)
+        .unwrap();
+    assert_eq!(to_b, ApplyOutcome::Applied(on_a));
+    let to_a = a
+        .table
+        .apply_replica(SYNCD_OWNER, &a.ring, 9, &on_b, &ctx_r)
+        .unwrap();
+    assert_eq!(
+        to_a,
+        ApplyOutcome::Stale {
+            local: on_a.version
+        }
+    );
+    assert_eq!(a.table.read(9).unwrap(), b.table.read(9).unwrap());
+    assert_eq!(b.table.find_client(&later.key).map(|f| f.0), Some(9));
+    assert_eq!(
+        b.table.find_client(&lease(3).key),
+        None,
+        "the loser's key left the index"
+    );
+    let rep = b.table.check();
+    assert!(rep.is_clean(), "{rep:?}");
+    // Equal lease ends: the higher words win, on both sides alike.
+    let x = SlotImage {
+        expires: 100,
+        ..on_a
+    };
+    let y = SlotImage {
+        expires: 100,
+        ..on_b
+    };
+    assert_ne!(replica_wins(&x, &y), replica_wins(&y, &x));
+}
+
+#[test]
 fn an_image_for_a_slot_or_owner_out_of_range_is_an_error_not_a_panic() {
     let b = standby();
     let img = SlotImage {
