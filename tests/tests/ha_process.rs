@@ -155,8 +155,12 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
         &appliance(&lab, "b", "b0", Some(cluster("b", B_IP, &key, "sync"))),
     );
     let up = |node: &'static str| move |st: &Value| peer(st, node)["link"] == "up";
-    let st_a = wait_ha(&a, "A sees B up", LINK_DEADLINE, up("b"));
-    let st_b = wait_ha(&b, "B sees A up", LINK_DEADLINE, up("a"));
+    let st_a = wait_ha(&a, "A sees B up, A active", LINK_DEADLINE, |st| {
+        up("b")(st) && st["role"] == "active" && peer(st, "b")["role"] == "standby"
+    });
+    let st_b = wait_ha(&b, "B sees A up, B standby", LINK_DEADLINE, |st| {
+        up("a")(st) && st["role"] == "standby" && peer(st, "a")["role"] == "active"
+    });
     println!(
         "start of A to peer up on both sides: {} ms",
         t0.elapsed().as_millis()
@@ -166,13 +170,15 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
         assert_eq!(st["cluster"], "pop1", "{st}");
         assert_eq!(st["node"], me, "{st}");
         assert_eq!(st["replication"], "sync", "{st}");
-        assert_eq!(st["role"], "none (roles are not built yet)", "{st}");
+        assert!(
+            st["role_detail"]["cause"].as_str().is_some_and(|c| !c.is_empty()),
+            "{st}"
+        );
         assert_eq!(st["syncd"]["state"], "running", "{st}");
         assert_eq!(st["syncd"]["restarts"], 0, "{st}");
         assert_eq!(st["peers"].as_array().map(Vec::len), Some(1), "{st}");
         let p = peer(st, other);
         assert_eq!(p["address"], format!("{other_ip}:{SYNCD_PORT}"), "{st}");
-        assert_eq!(p["role"], "none (roles are not built yet)", "{st}");
         assert!(p["since_unix_ms"].as_u64().is_some(), "{st}");
         for c in ["auth_failures", "decrypt_failures", "malformed", "oversize"] {
             assert_eq!(p["counters"][c], 0, "{c}: {st}");
@@ -205,6 +211,22 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
     println!(
         "SIGKILL of A's syncd to peer up again on both sides: {} ms",
         killed.elapsed().as_millis()
+    );
+    // A's syncd died: B took over (its share), then A came back, synced, and is standby; B
+    // active again once both have each other's leases.
+    let st_a = wait_ha(&a, "A standby after its syncd's restart", LINK_DEADLINE, |st| {
+        st["role"] == "standby"
+    });
+    let st_b = wait_ha(&b, "B active", LINK_DEADLINE, |st| st["role"] == "active");
+    println!(
+        "after A's syncd was killed: A {} ({}), B {} ({})",
+        st_a["role"], st_a["role_detail"]["cause"], st_b["role"], st_b["role_detail"]["cause"]
+    );
+    let log_b = b.process().stderr();
+    assert!(
+        log_b.contains("role standby -> active-alone")
+            && log_b.contains("role active-alone -> active"),
+        "B's log does not tell its role transitions:\n{log_b}"
     );
     assert_eq!(st_a["syncd"]["state"], "running", "{st_a}");
     let log = a.process().stderr();

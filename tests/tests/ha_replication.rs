@@ -182,6 +182,15 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
     let lab = lab("harepl");
     let key = key_file(&lab);
     let a = start(&lab, "a", &appliance(&lab, "a", "a0", A_IP, &key));
+    // A alone, B not installed yet: A waits for its peer until the operator says it is down.
+    let t = Instant::now();
+    while a.ctl_json(&["ha", "status"])["role"] != "waiting" {
+        assert!(t.elapsed() < DEADLINE, "A never reported `waiting`");
+        thread::sleep(Duration::from_millis(10));
+    }
+    let out = a.ctl(&["ha", "partner-down"]);
+    assert!(out.status.success(), "partner-down: {} {}", out.stdout, out.stderr);
+    assert_eq!(a.ctl_json(&["ha", "status"])["role"], "partner-down");
 
     // N leases imported on A.
     let expires = now() + 86_400;
@@ -251,6 +260,9 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
     let sb = wait_peer(&b, "a", "B counts the bulk sync it received", |p| {
         p["replication"]["bulk_syncs_received"] == 1
     });
+    // B in sync: A serves the whole pool as `active`, B is its standby.
+    wait_peer(&a, "b", "B standby", |p| p["role"] == "standby");
+    assert_eq!(a.ctl_json(&["ha", "status"])["role"], "active");
     assert_eq!(
         sb["replication"]["applied"].as_u64(),
         Some(u64::from(n + 20)),
