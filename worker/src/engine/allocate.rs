@@ -166,20 +166,22 @@ impl Engine {
         let mut skips = 0;
         let mut attempts = 0;
         while attempts < ALLOC_ATTEMPTS + RECENT_SKIPS {
-            let found = self.table.next_free(span.clone(), start);
+            let mut found = self.table.next_free(span.clone(), start);
             // Serving alone: free slots of the other share are stepped over to this share's
-            // next slot (not an attempt: nothing was tried), at most SHARE_SKIPS times, and
-            // the scan ends when it comes back round to the first one.
+            // next slot (not an attempt: nothing was tried), at most SHARE_SKIPS times; when
+            // the scan comes back round to the first one stepped over (or the budget is
+            // spent), this share has nothing more: as if the bitmap were empty (the least
+            // recently freed address passed over, if any, is still taken).
             if let (Some(s), Some(slot)) = (share, found) {
                 if !s.owns(slot) {
                     if first_foreign == Some(slot) || share_skips >= SHARE_SKIPS {
-                        self.cursors[subnet] = start;
-                        return Err(Counter::DropPoolExhausted);
+                        found = None;
+                    } else {
+                        first_foreign.get_or_insert(slot);
+                        share_skips += 1;
+                        start = next_owned(s, slot + 1, &span);
+                        continue;
                     }
-                    first_foreign.get_or_insert(slot);
-                    share_skips += 1;
-                    start = next_owned(s, slot + 1, &span);
-                    continue;
                 }
             }
             attempts += 1;

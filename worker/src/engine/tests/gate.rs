@@ -396,3 +396,27 @@ fn option_54_is_the_service_address_unless_server_id_is_set() {
     let (offer, _) = send(&mut f.engine, &packet(1, 1, RELAY, NONE, &[])).unwrap();
     assert_eq!(server_id_of(&offer), Ipv4Addr::new(198, 18, 0, 20));
 }
+
+#[test]
+fn serving_alone_a_share_of_only_recently_freed_addresses_still_offers_the_oldest() {
+    // Every address is leased but slots 1, 2 and 3, which their clients released just now
+    // (before `since`, so anybody may have them). Serving share 0, the scan steps over slot 1
+    // (share 1), passes over slot 2 (recently freed), steps over slot 3, comes back round to
+    // slot 1, and then takes slot 2 (the least recently freed it passed over) rather than
+    // calling the pool exhausted.
+    let mut f = fixture_from(SHARE_CFG, None);
+    let mut ips = Vec::new();
+    for mac in 1..=20u8 {
+        let ip = dora(&mut f.engine, mac);
+        assert_eq!(slot_of(ip), u32::from(mac) - 1);
+        ips.push(ip);
+    }
+    for mac in 2..=4u8 {
+        release(&mut f.engine, mac, ips[usize::from(mac) - 1]);
+    }
+    set_gate(&f.engine, share(0, unix_now() + 100));
+    let (offer, _) = send(&mut f.engine, &packet(1, 30, RELAY, NONE, &[]))
+        .expect("an offer from share 0, not pool_exhausted");
+    assert_eq!(offer.yiaddr(), ips[2]);
+    assert_eq!(counter(&f.engine, "pool_exhausted"), 0);
+}
