@@ -25,7 +25,8 @@ pub struct Config {
     pub workers: usize,
     /// The subnets, in file order; `subnets[i].index == i`.
     pub subnets: Vec<Subnet>,
-    /// Override for the server identifier (option 54).
+    /// Override for the server identifier (option 54); see [`Config::effective_server_id`]
+    /// for the one replies use.
     pub server_id: Option<Ipv4Addr>,
     /// Seconds a DECLINEd address stays unusable.
     pub decline_quarantine: u32,
@@ -149,6 +150,19 @@ impl Subnet {
 }
 
 impl Config {
+    /// The server identifier (option 54) replies carry and requests are checked against,
+    /// when the configuration fixes one: the top-level `server_id`, else the cluster's
+    /// `service_address` (so renewing clients follow the active appliance wherever the
+    /// address moves), else `None` (the address each request arrived on).
+    pub fn effective_server_id(&self) -> Option<Ipv4Addr> {
+        self.server_id.or_else(|| {
+            self.cluster
+                .as_ref()
+                .and_then(|c| c.service_address.as_ref())
+                .map(|s| s.address.addr())
+        })
+    }
+
     /// The change-ring file of writer `owner` (a worker, the supervisor, the importer, syncd)
     /// under the state directory: `ring-<owner>.dat`.
     pub fn ring_file(&self, owner: u8) -> PathBuf {

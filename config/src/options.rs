@@ -171,7 +171,7 @@ const KNOWN: &[KnownOption] = &[
     managed(
         54,
         "dhcp-server-identifier",
-        "is set from the top-level `server_id` (or the receiving address)",
+        "is set from the top-level `server_id` (or the cluster's service address, or the receiving address)",
     ),
     managed(
         55,

@@ -1133,6 +1133,31 @@ fn cluster_is_optional_and_takes_defaults() {
 }
 
 #[test]
+fn the_server_id_is_server_id_else_the_service_address_else_none() {
+    assert_eq!(ok(MINIMAL).effective_server_id(), None);
+    // A cluster without a service address: nothing fixed.
+    assert_eq!(
+        ok(&with_cluster(&cluster_body(""))).effective_server_id(),
+        None
+    );
+    let service = "service_address: (address: \"198.18.0.10/24\", interface: \"lan0\"),";
+    let text = with_cluster(&cluster_body(service));
+    assert_eq!(ok(&text).server_id, None);
+    assert_eq!(ok(&text).effective_server_id(), Some(ip("198.18.0.10")));
+    // The top-level `server_id` wins over the service address.
+    let text = config_text(
+        &format!(
+            "    server_id: \"198.18.0.20\",\n    cluster: (\n{}\n    ),",
+            cluster_body(service)
+        ),
+        &subnet(""),
+    );
+    assert_eq!(ok(&text).effective_server_id(), Some(ip("198.18.0.20")));
+    // The example sets both to the same address.
+    assert_eq!(ok(EXAMPLE).effective_server_id(), Some(ip("198.18.0.10")));
+}
+
+#[test]
 fn one_peer_list_can_be_shared_by_every_node() {
     let peers = "peers: [(node: \"a\", address: \"198.18.0.1:647\"), \
                  (node: \"b\", address: \"198.18.0.4:647\"), (node: \"c\", address: \"[fd00::3]:647\")],";

@@ -152,6 +152,13 @@ catalogue! {
     /// A request whose reply would have to wait for synchronous replication, dropped because
     /// the worker already holds `max_held_replies` replies (the client retries).
     DropHeldFull = 56, "held_full", Drops, "held_full";
+    /// A request received while the worker's gate is closed (this appliance is not the active
+    /// one: standby, syncing, or syncd not running): nobody is answered.
+    DropNotActive = 60, "not_active", Drops, "not_active";
+    /// A request about an address in the other appliance's share while this one serves alone
+    /// (the peer unreachable): only a live binding of the same client made before the
+    /// interruption is answered, unchanged; anything else is left to the peer.
+    DropOtherShare = 61, "other_share", Drops, "other_share";
     /// Leases expired by the sweeper.
     SweepExpired = 22, "sweep_expired", Sweeper, "expired";
     /// Offers that ran out.
@@ -171,6 +178,10 @@ catalogue! {
     HeldReleased = 58, "held_released", Events, "held_released";
     /// A gauge, not a count: replies the worker holds now (summed over the workers).
     HeldNow = 59, "held_now", Events, "held_now";
+    /// Held replies dropped, never sent: the hold was cleared (last in-sync standby lost, or
+    /// syncd gone) before their change was replicated, so the change may exist on this
+    /// appliance only; the client retries and is served under the new role.
+    HeldDropped = 62, "held_dropped", Events, "held_dropped";
 }
 
 /// A view of one worker's counters: the counter words of its owner record in the lease table
@@ -304,5 +315,8 @@ mod tests {
             .all(|c| (CODEC_DROPS_START..CODEC_DROPS_END).contains(&c.word())));
         assert_eq!(Counter::DropHeldFull.word(), 56);
         assert_eq!(Counter::HeldNow.word(), 59);
+        assert_eq!(Counter::DropNotActive.word(), 60);
+        assert_eq!(Counter::DropOtherShare.word(), 61);
+        assert_eq!(Counter::HeldDropped.word(), 62);
     }
 }

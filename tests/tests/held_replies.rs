@@ -6,10 +6,14 @@
 //!   table, and the ACK leaves once the test publishes replicated = head (the worker sees it
 //!   on its next loop turn: the delay is printed);
 //! - with `max_held_replies: 2`, the third REQUEST needing a hold is dropped and counted
-//!   (`held_full`), and clearing the hold releases every held ACK in order;
+//!   (`held_full`); a replicated position covering the first held ACK sends it alone, and
+//!   clearing the hold then drops the other one unsent (`held_dropped`): a held reply leaves
+//!   only once replicated, since a cleared hold means its change may exist on this appliance
+//!   only;
 //! - the supervisor clears a hold left in a ring when it starts;
 //! - SIGKILL of syncd (a one-appliance cluster whose peer never answers): the supervisor
-//!   clears the hold and rings the worker's doorbell, and the held ACK leaves.
+//!   clears the hold and rings the worker's doorbell, and the held ACK is dropped, never
+//!   sent (`held_dropped`).
 //!
 //! Every wait polls with a deadline.
 
@@ -76,6 +80,20 @@ fn assert_no_reply(agent: &TestClient, xid: u32, what: &'static str) {
     }
 }
 
+/// Polls `prodhcpctl stats` until `done` holds (≤ 5 s); returns the stats that satisfied it.
+#[track_caller]
+fn poll_stats(d: &Daemon<'_>, what: &str, done: impl Fn(&Value) -> bool) -> Value {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let s = d.stats();
+        if done(&s) {
+            return s;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within 5 s: {s}");
+        thread::sleep(Duration::from_millis(20));
+    }
+}
+
 #[track_caller]
 fn ack(agent: &TestClient, xid: u32, what: &'static str) -> Reply {
     let r = agent
@@ -128,25 +146,43 @@ fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
     // The bound: two held, the third REQUEST is dropped and counted.
     let ids: Vec<Identity> = (2..=4).map(|n| Identity::mac(test_mac(0x48, n))).collect();
     let mut xids = Vec::new();
+    let mut heads = Vec::new();
     for (n, id) in ids.iter().enumerate() {
         let (xid, _) = offer_then_request(&agent, id);
         assert_no_reply(&agent, xid, "ACK while the hold is set");
         xids.push(xid);
+        heads.push(ring.head());
         let s = d.stats();
         let (held, full) = if n < 2 { (n as u64 + 1, 0) } else { (2, 1) };
         assert_eq!(counter(&s, "events", "held_now"), held, "after {n}: {s}");
         assert_eq!(counter(&s, "drops", "held_full"), full, "after {n}: {s}");
     }
-    // Clearing the hold releases every held reply, in order; the dropped one never comes.
+    // Replicated up to B's ACK: B's leaves, C's (recorded later) stays held.
+    ring.publish_replicated(heads[0]);
+    ack(&agent, xids[0], "ACK to B once replicated");
+    poll_stats(&d, "B's ACK released, C's held", |s| {
+        counter(s, "events", "held_released") == 2 && counter(s, "events", "held_now") == 1
+    });
+    assert_no_reply(&agent, xids[1], "ACK to C (not replicated)");
+    // Clearing the hold drops C's ACK, never sends it; the one dropped at the bound never
+    // comes either.
     ring.set_hold(false);
-    ack(&agent, xids[0], "ACK to B on release");
-    ack(&agent, xids[1], "ACK to C on release");
-    assert_no_reply(&agent, xids[2], "ACK to D (dropped at the bound)");
-    let s = d.stats();
+    let s = poll_stats(&d, "C's ACK dropped", |s| {
+        counter(s, "events", "held_dropped") == 1
+    });
     assert_eq!(counter(&s, "events", "held_replies"), 3, "{s}");
-    assert_eq!(counter(&s, "events", "held_released"), 3, "{s}");
+    assert_eq!(counter(&s, "events", "held_released"), 2, "{s}");
     assert_eq!(counter(&s, "events", "held_now"), 0, "{s}");
     assert_eq!(counter(&s, "drops", "held_full"), 1, "{s}");
+    assert_no_reply(&agent, xids[1], "ACK to C (dropped when the hold cleared)");
+    assert_no_reply(&agent, xids[2], "ACK to D (dropped at the bound)");
+    // C's lease stays committed in this table (the client retries and is served again).
+    let c_lease = d
+        .leases_by_mac(&ids[1].mac_string())
+        .into_iter()
+        .next()
+        .expect("C's lease is in the table");
+    assert_eq!(c_lease["state"], "leased", "{c_lease}");
     // Without a hold, DORA is as before.
     agent
         .dora(&ids[2], &Extras::default())
@@ -174,7 +210,7 @@ fn syncd_pid(d: &Daemon<'_>) -> u32 {
 }
 
 #[test]
-fn a_killed_syncd_releases_the_held_replies() {
+fn a_killed_syncd_drops_the_held_replies_unsent() {
     if !preflight("held_replies_syncd_killed", &[]) {
         return;
     }
@@ -198,24 +234,45 @@ fn a_killed_syncd_releases_the_held_replies() {
         assert!(Instant::now() < deadline, "syncd not running: {st}");
         thread::sleep(Duration::from_millis(20));
     };
+    // This test plays the role syncd would give an active appliance: the gate open.
+    ring.set_gate(shm_layout::Gate::Open);
     let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
     ring.set_hold(true);
-    let (xid, _) = offer_then_request(&agent, &Identity::mac(test_mac(0x4b, 1)));
+    let id = Identity::mac(test_mac(0x4b, 1));
+    let (xid, addr) = offer_then_request(&agent, &id);
     assert_no_reply(&agent, xid, "ACK while syncd runs and the hold is set");
+    let before = d.stats();
+    assert_eq!(counter(&before, "events", "held_now"), 1, "{before}");
 
     let killed = Instant::now();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill syncd");
-    ack(&agent, xid, "ACK after syncd was killed");
+    // The supervisor clears the hold and rings the doorbell: the worker drops the ACK.
+    let s = poll_stats(&d, "held ACK dropped after syncd was killed", |s| {
+        counter(s, "events", "held_dropped") == 1
+    });
     println!(
-        "SIGKILL of syncd → held ACK received: {} µs",
+        "SIGKILL of syncd → held ACK dropped (seen in stats): {} µs",
         killed.elapsed().as_micros()
     );
+    assert_eq!(counter(&s, "events", "held_now"), 0, "{s}");
+    assert_eq!(
+        counter(&s, "events", "held_released"),
+        counter(&before, "events", "held_released"),
+        "{s}"
+    );
+    assert_no_reply(
+        &agent,
+        xid,
+        "ACK after syncd was killed (dropped, never sent)",
+    );
     assert!(!ring.hold_replies(), "the hold is still set");
+    // The lease stays committed here; the client's retry is answered under the new role.
+    let lease = d.lease(addr).expect("the lease is in the table");
+    assert_eq!(lease["state"], "leased", "{lease}");
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let err = d.process().stderr();
-        if err.contains("released without waiting for a standby")
-            && err.contains("syncd is not running")
+        if err.contains("held for synchronous replication") && err.contains("syncd is not running")
         {
             break;
         }

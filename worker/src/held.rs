@@ -6,9 +6,15 @@
 //! here with the ring's head at that moment (the worker is the ring's only producer, so that
 //! is at least its own record) and sent once `Ring::replicated` reaches it. syncd publishes
 //! the replicated position and then rings the worker's doorbell (an eventfd); the worker also
-//! looks once per loop turn and per receive batch (two memory reads). When the hold is cleared
-//! (syncd lost its standbys, went async, or died and the supervisor cleared it) every held
-//! reply is sent at once.
+//! looks once per loop turn and per receive batch (two memory reads).
+//!
+//! A held reply is only ever sent once `replicated` covers it. When the hold is cleared while
+//! replies are held (syncd lost its last in-sync standby, went async, or died and the
+//! supervisor cleared it), the ones `replicated` does not cover are **dropped, never sent**
+//! (counted `held_dropped`): their change may exist on this appliance only, and this
+//! appliance may no longer be the one that serves (a standby that takes over without the
+//! change must not find a client holding an ACK for it). The client retries and is answered
+//! under the new role. (Before issue 8's roles a cleared hold sent them all.)
 //!
 //! What is held and why:
 //! - ACK to a REQUEST (a new lease, a renewal): the client takes the address on it, so the
@@ -52,6 +58,15 @@ pub struct HeldReply {
     /// Source address.
     pub src: Ipv4Addr,
     client: [u8; 16],
+}
+
+/// What [`HeldReplies::release`] did.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Released {
+    /// Replies handed to the send path (replicated).
+    pub sent: usize,
+    /// Replies dropped unsent (the hold was cleared before they were replicated).
+    pub dropped: usize,
 }
 
 /// The queue is full: the reply was not held.
@@ -145,26 +160,32 @@ impl HeldReplies {
         n
     }
 
-    /// Hands every reply that may leave now to `send`, oldest first: those with
-    /// `seq <= replicated`, or all of them when `hold` is clear. Returns how many.
+    /// Hands every reply the replicated position covers (`seq <= replicated`) to `send`,
+    /// oldest first; then, when `hold` is clear, drops every reply still held, unsent (see
+    /// the module docs).
     pub fn release(
         &mut self,
         replicated: u64,
         hold: bool,
         mut send: impl FnMut(&HeldReply),
-    ) -> usize {
-        let mut n = 0;
+    ) -> Released {
+        let mut out = Released::default();
         while let Some(front) = self.queue.front() {
-            if hold && front.seq > replicated {
+            let covered = front.seq <= replicated;
+            if !covered && hold {
                 break;
             }
             if let Some(r) = self.queue.pop_front() {
-                send(&r);
+                if covered {
+                    send(&r);
+                    out.sent += 1;
+                } else {
+                    out.dropped += 1;
+                }
                 self.forget(r);
-                n += 1;
             }
         }
-        n
+        out
     }
 
     fn forget(&mut self, r: HeldReply) {
@@ -197,8 +218,11 @@ mod tests {
 
     fn released(h: &mut HeldReplies, replicated: u64, hold: bool) -> Vec<u8> {
         let mut out = Vec::new();
-        let n = h.release(replicated, hold, |r| out.push(r.bytes[0]));
-        assert_eq!(n, out.len());
+        let r = h.release(replicated, hold, |r| out.push(r.bytes[0]));
+        assert_eq!(r.sent, out.len());
+        if hold {
+            assert_eq!(r.dropped, 0, "nothing is dropped while the hold is set");
+        }
         out
     }
 
@@ -223,7 +247,7 @@ mod tests {
     }
 
     #[test]
-    fn clearing_the_hold_releases_everything_at_once_in_order() {
+    fn clearing_the_hold_sends_only_what_is_replicated_and_drops_the_rest() {
         let mut h = HeldReplies::new(100);
         for tag in 1..=5u8 {
             h.hold(
@@ -235,8 +259,31 @@ mod tests {
             )
             .expect("room");
         }
-        assert_eq!(released(&mut h, 0, false), vec![1, 2, 3, 4, 5]);
-        assert!(h.is_empty());
+        // The hold is cleared with replicated at 102: replies 1 and 2 were replicated and
+        // leave; 3, 4 and 5 may exist on this appliance only: dropped, never sent.
+        let mut sent = Vec::new();
+        let r = h.release(102, false, |r| sent.push(r.bytes[0]));
+        assert_eq!(sent, vec![1, 2]);
+        assert_eq!(
+            r,
+            Released {
+                sent: 2,
+                dropped: 3
+            }
+        );
+        assert!(h.is_empty() && h.clients.is_empty());
+        // Nothing replicated at all: everything is dropped.
+        h.hold(200, &reply(1, 6), DST, None, SRC).expect("room");
+        let r = h.release(0, false, |_| panic!("an unreplicated reply was sent"));
+        assert_eq!(
+            r,
+            Released {
+                sent: 0,
+                dropped: 1
+            }
+        );
+        assert!(!h.holds_client(&client_of(&reply(1, 6))));
+        assert_eq!(h.release(0, false, |_| {}), Released::default());
     }
 
     #[test]

@@ -13,7 +13,7 @@ use mio::unix::SourceFd;
 use mio::{Events, Interest, Poll, Token};
 use prodhcp_config::{Config, Durability};
 use prodhcp_proto::launch::{self, write_frame, FrameKind, FrameReader, LaunchArgs, ReadOutcome};
-use shm_layout::{worker_owner, LayoutSpec, Ring, Table};
+use shm_layout::{worker_owner, Gate, LayoutSpec, Ring, Table};
 
 use crate::codec::MAX_REPLY;
 use crate::counters::{Counter, DropCounts};
@@ -255,6 +255,16 @@ fn serve_udp(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
+        // The gate (the node's role, set by syncd) is read once per batch: every request of
+        // the batch is served under the same role. Closed: nobody is answered, and nothing is
+        // decoded (a standby's table is a replica; it changes only by replication).
+        if engine.refresh_gate() == Gate::Closed {
+            let counters = engine.counters();
+            counters.add(Counter::Received, n as u64);
+            counters.add(Counter::Dropped, n as u64);
+            counters.add(Counter::DropNotActive, n as u64);
+            continue;
+        }
         let head_before = engine.ring().head();
         let held_before = held.len();
         let mut held_full = 0u64;
@@ -359,9 +369,10 @@ fn serve_udp(
     Ok(false)
 }
 
-/// Sends every held reply the ring's replicated position now covers (all of them when the
-/// hold is clear), through the same paths as a batch's replies: `sendmmsg` batches for routed
-/// replies, one `sendmsg` with its interface for a broadcast. Cheap when nothing is held.
+/// Sends every held reply the ring's replicated position now covers, through the same paths
+/// as a batch's replies: `sendmmsg` batches for routed replies, one `sendmsg` with its
+/// interface for a broadcast; when the hold is clear, drops the rest unsent (counted
+/// `held_dropped`, see `crate::held`). Cheap when nothing is held.
 fn release_held(engine: &Engine, udp: &OwnedFd, held: &mut HeldReplies, sends: &mut SendBatch) {
     if held.is_empty() {
         return;
@@ -370,7 +381,7 @@ fn release_held(engine: &Engine, udp: &OwnedFd, held: &mut HeldReplies, sends: &
     let hold = ring.hold_replies();
     let replicated = ring.replicated();
     let mut failed = 0;
-    let released = held.release(replicated, hold, |r| {
+    let done = held.release(replicated, hold, |r| {
         if r.ifindex.is_some() {
             // Whatever is batched before it leaves first: a client's replies keep their order.
             failed += sends.flush(udp);
@@ -389,7 +400,10 @@ fn release_held(engine: &Engine, udp: &OwnedFd, held: &mut HeldReplies, sends: &
     });
     failed += sends.flush(udp);
     let counters = engine.counters();
-    counters.add(Counter::HeldReleased, released as u64);
+    counters.add(Counter::HeldReleased, done.sent as u64);
+    if done.dropped > 0 {
+        counters.add(Counter::HeldDropped, done.dropped as u64);
+    }
     counters.set(Counter::HeldNow, held.len() as u64);
     for _ in 0..failed {
         counters.drop_for(Counter::DropSendError);

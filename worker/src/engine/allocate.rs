@@ -2,20 +2,38 @@
 //! previous address, then the address it asks for, then the free bitmap from this worker's
 //! cursor (passing over recently freed addresses).
 //!
+//! Serving alone while the peer is unreachable ([`shm_layout::Gate::Share`]), every candidate
+//! also obeys the share rules of `share.rs`.
+//!
 //! # Allocation guard
 //!
 //! Every candidate of a DISCOVER (reservation, the client's previous address, the requested
 //! address, the bitmap scan) must lie in the selected subnet's slot span; one outside is
 //! refused, logged, and the request counted as `outside_span`.
 
-use shm_layout::{ChangeReason, LeaseState, SlotImage};
+use shm_layout::{ChangeReason, LeaseState, Share, SlotImage};
 
+use super::share::freed_since;
 use super::{Client, Engine};
 use crate::codec::Request;
 use crate::counters::Counter;
 
 /// Candidate free slots tried per allocation before giving up.
 const ALLOC_ATTEMPTS: usize = 64;
+/// Serving alone: free slots of the other share the bitmap scan may step over per DISCOVER
+/// (each a bitmap lookup, no slot read) before it reports this share exhausted.
+const SHARE_SKIPS: usize = 4096;
+
+/// The first slot of share `s` at or after `from`, wrapping to the span's start past its end.
+fn next_owned(s: Share, from: u32, span: &std::ops::Range<u32>) -> u32 {
+    let count = u32::from(s.count.max(1));
+    let index = u32::from(s.index) % count;
+    let at = |from: u32| from + (index + count - from % count) % count;
+    match at(from) {
+        slot if slot < span.end => slot,
+        _ => at(span.start),
+    }
+}
 
 impl Engine {
     /// The client's reservation, by its identity (client-id) or its hardware address.
@@ -34,6 +52,15 @@ impl Engine {
             return false;
         }
         let mine = cur.key == c.key;
+        // Serving alone (`share.rs`): only this share's slots, and none freed during the
+        // interruption for another client; the client's own reservation always.
+        if let Some(s) = self.share() {
+            if !self.is_reservation_of(slot, c)
+                && (!s.owns(slot) || (!mine && freed_since(cur, s.since, now)))
+            {
+                return false;
+            }
+        }
         match cur.state {
             LeaseState::Leased | LeaseState::Offered => mine || u64::from(cur.expires) <= now,
             LeaseState::Reserved => mine || self.cfg.reserved_addrs.contains_key(&addr),
@@ -76,7 +103,19 @@ impl Engine {
             let Some((slot, cur)) = self.table.find_client(&c.key) else {
                 break;
             };
-            if !span.contains(&slot) || !self.usable_by(slot, &cur, c, now) {
+            if !span.contains(&slot) {
+                break;
+            }
+            if !self.may_change(slot, c) {
+                // Serving alone, the client's address is in the other share: its live
+                // binding from before the interruption is offered as it is; anything else
+                // there is the peer's, and the client gets a new address of this share.
+                if self.other_share_binding(&cur, c, now) {
+                    return Ok((slot, cur));
+                }
+                break;
+            }
+            if !self.usable_by(slot, &cur, c, now) {
                 break;
             }
             #[cfg(test)]
@@ -118,12 +157,34 @@ impl Engine {
                 && cur.key != c.key
                 && now.saturating_sub(u64::from(cur.updated)) < RECENTLY_FREED_SECS
         };
+        let share = self.share();
+        let mut share_skips = 0;
+        let mut first_foreign = None;
         let mut start = self.cursors[subnet];
         let mut passed_over: Option<(u32, SlotImage)> = None; // the least recently freed
         let mut first_passed = None;
         let mut skips = 0;
-        for _ in 0..ALLOC_ATTEMPTS + RECENT_SKIPS {
-            let found = self.table.next_free(span.clone(), start);
+        let mut attempts = 0;
+        while attempts < ALLOC_ATTEMPTS + RECENT_SKIPS {
+            let mut found = self.table.next_free(span.clone(), start);
+            // Serving alone: free slots of the other share are stepped over to this share's
+            // next slot (not an attempt: nothing was tried), at most SHARE_SKIPS times; when
+            // the scan comes back round to the first one stepped over (or the budget is
+            // spent), this share has nothing more: as if the bitmap were empty (the least
+            // recently freed address passed over, if any, is still taken).
+            if let (Some(s), Some(slot)) = (share, found) {
+                if !s.owns(slot) {
+                    if first_foreign == Some(slot) || share_skips >= SHARE_SKIPS {
+                        found = None;
+                    } else {
+                        first_foreign.get_or_insert(slot);
+                        share_skips += 1;
+                        start = next_owned(s, slot + 1, &span);
+                        continue;
+                    }
+                }
+            }
+            attempts += 1;
             let skipping = skips < RECENT_SKIPS && found.is_some() && found != first_passed;
             let (slot, cur) = match passed_over {
                 Some(oldest) if !skipping => {
@@ -140,6 +201,10 @@ impl Engine {
                     };
                     let Ok(cur) = self.read(slot) else { continue };
                     if !cur.state.is_allocatable() {
+                        continue;
+                    }
+                    if share.is_some_and(|s| cur.key != c.key && freed_since(&cur, s.since, now)) {
+                        // Freed during the interruption: for its own client only.
                         continue;
                     }
                     if skipping && recently_freed(&cur) {

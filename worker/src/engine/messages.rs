@@ -33,11 +33,17 @@
 //! message, the client is on a different subnet. The server MUST set the broadcast bit in the
 //! DHCPNAK"); without a relay it is broadcast on the receiving interface.
 //! RELEASE and DECLINE naming another server in option 54 are ignored (§4.3.4, §4.3.5).
+//!
+//! Serving alone while the peer is unreachable (gate `Share`), a REQUEST, RELEASE or DECLINE
+//! about an address of the other share is decided before this table: the client's live binding
+//! from before the interruption is ACKed unchanged with the time it has left, anything else is
+//! dropped, counted `other_share` (`share.rs`).
 
 use std::net::Ipv4Addr;
 
 use shm_layout::{ChangeReason, ClientKey, LeaseState, SlotImage};
 
+use super::reply::{remaining, LeaseTimes};
 use super::{is_live, Client, Engine, Incoming, Outgoing};
 use crate::codec::{MessageType, Request, MAX_REPLY};
 use crate::counters::Counter;
@@ -61,10 +67,17 @@ impl Engine {
                 "allocation produced slots outside the subnet's span; refused them"
             );
         }
-        let (slot, _) = match chosen {
+        let (slot, img) = match chosen {
             Ok(x) => x,
             Err(_) if self.outside_span_hits > 0 => return Err(Counter::DropOutsideSpan),
             Err(e) => return Err(e),
+        };
+        // Serving alone, a binding of the other share is offered as it is: with the time it
+        // has left.
+        let lease = if self.may_change(slot, &c) {
+            LeaseTimes::Subnet
+        } else {
+            LeaseTimes::Remaining(remaining(&img, now))
         };
         let yiaddr = Ipv4Addr::from(self.table.addr_of_slot(slot).unwrap_or(0));
         self.counters().inc(Counter::Offer);
@@ -74,7 +87,7 @@ impl Engine {
             subnet,
             MessageType::Offer,
             yiaddr,
-            None,
+            lease,
             out,
         )))
     }
@@ -129,6 +142,25 @@ impl Engine {
             Some(s) => Some(self.read(s)?),
             None => None,
         };
+        // Serving alone, an address of the other share: its client's binding from before the
+        // interruption is ACKed as it is, anything else is the peer's (`share.rs`).
+        if let (Some(s), Some(cur)) = (slot, cur) {
+            if !self.may_change(s, &c) {
+                if !self.other_share_binding(&cur, &c, now) {
+                    return Err(Counter::DropOtherShare);
+                }
+                self.counters().inc(Counter::Ack);
+                return Ok(Some(self.reply(
+                    req,
+                    inc,
+                    subnet,
+                    MessageType::Ack,
+                    addr,
+                    LeaseTimes::Remaining(remaining(&cur, now)),
+                    out,
+                )));
+            }
+        }
         let verdict = match (slot, cur) {
             // SELECTING: this server was chosen. ACK if the address can be the client's, NAK
             // otherwise (it cannot be served as offered).
@@ -193,7 +225,7 @@ impl Engine {
             subnet,
             MessageType::Ack,
             addr,
-            None,
+            LeaseTimes::Subnet,
             out,
         )))
     }
@@ -214,7 +246,8 @@ impl Engine {
         let asked = self.table.slot_of_addr(u32::from(addr));
         let found = self.table.find_client(&c.key).map(|(s, _)| s);
         for slot in [asked, found].into_iter().flatten() {
-            if Some(slot) == reserved_slot {
+            // Serving alone, the other share's slots are the peer's to change.
+            if Some(slot) == reserved_slot || !self.may_change(slot, c) {
                 continue;
             }
             let Ok(cur) = self.table.read(slot) else {
@@ -238,7 +271,7 @@ impl Engine {
 
     pub(super) fn withdraw_offer(&self, req: &Request<'_>, c: &Client, now: u64) {
         if let Some((slot, cur)) = self.table.find_client(&c.key) {
-            if cur.state == LeaseState::Offered {
+            if cur.state == LeaseState::Offered && self.may_change(slot, c) {
                 let new = SlotImage {
                     state: LeaseState::Free,
                     expires: 0,
@@ -259,6 +292,11 @@ impl Engine {
             .table
             .slot_of_addr(u32::from(addr))
             .ok_or(Counter::DropNotOwner)?;
+        // Serving alone: releasing or declining the other share's address could conflict
+        // with the peer's changes to it.
+        if !self.may_change(slot, c) {
+            return Err(Counter::DropOtherShare);
+        }
         let cur = self.read(slot)?;
         if cur.key != c.key || !matches!(cur.state, LeaseState::Leased | LeaseState::Offered) {
             return Err(Counter::DropNotOwner);
@@ -336,7 +374,7 @@ impl Engine {
             subnet,
             MessageType::Ack,
             Ipv4Addr::UNSPECIFIED,
-            Some(()),
+            LeaseTimes::Inform,
             out,
         )))
     }

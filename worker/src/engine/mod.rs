@@ -11,6 +11,19 @@
 //! a DISCOVER gets) → `reply` (what the answer carries and where it goes). `sweep` ends
 //! leases, offers and quarantines whose time has run out.
 //!
+//! # The gate (issue 8: roles)
+//!
+//! The worker's ring carries the node's role as a [`Gate`] (`shm_layout::ring`, "The gate"),
+//! read once per receive batch ([`Engine::refresh_gate`]):
+//! - [`Gate::Open`] (no cluster, or the active appliance): everything as described here.
+//! - [`Gate::Closed`] (standby, syncing, syncd not running): every request is dropped, counted
+//!   `not_active`, and the sweeper writes nothing (a standby's table is a replica: the active's
+//!   expiries arrive by replication).
+//! - [`Gate::Share`] (serving alone while the peer is unreachable and not confirmed down): the
+//!   rules of `share.rs` — new addresses only from this node's share, no address freed during
+//!   the interruption to another client, the other share's bindings answered unchanged or left
+//!   to the peer (`other_share`).
+//!
 //! # Time
 //!
 //! Lease times come from a [`LeaseClock`]: the wall clock corrected for steps so a lease lasts
@@ -20,6 +33,7 @@ mod allocate;
 mod messages;
 mod reply;
 mod route;
+mod share;
 mod sweep;
 #[cfg(test)]
 mod tests;
@@ -27,7 +41,7 @@ mod tests;
 use std::net::{Ipv4Addr, SocketAddrV4};
 
 use shm_layout::{
-    ChangeContext, ChangeReason, ClientKey, LeaseState, ReadError, Ring, SlotImage, Table,
+    ChangeContext, ChangeReason, ClientKey, Gate, LeaseState, ReadError, Ring, SlotImage, Table,
     UpdateError, Writer,
 };
 
@@ -90,6 +104,8 @@ pub struct Engine {
     offer_span: std::ops::Range<u32>,
     /// Candidates outside `offer_span` refused during the current DISCOVER.
     outside_span_hits: u32,
+    /// The gate as read at the start of the current receive batch ([`Engine::refresh_gate`]).
+    gate: Gate,
     /// Test hook: runs between reading the client's own slot and committing the offer.
     #[cfg(test)]
     race_hook: Option<fn(&Table, u32)>,
@@ -177,6 +193,7 @@ impl Engine {
             now_ms: 0,
             offer_span: 0..0,
             outside_span_hits: 0,
+            gate: Gate::Open,
             #[cfg(test)]
             race_hook: None,
         }
@@ -209,6 +226,13 @@ impl Engine {
         self.cfg = cfg;
     }
 
+    /// Reads the gate from the ring (one acquire load) for the requests that follow: the
+    /// worker calls it once per receive batch. Returns it.
+    pub fn refresh_gate(&mut self) -> Gate {
+        self.gate = self.ring.gate();
+        self.gate
+    }
+
     /// The table.
     pub fn table(&self) -> &Table {
         &self.table
@@ -237,6 +261,12 @@ impl Engine {
         out: &mut [u8; MAX_REPLY],
     ) -> Option<Outgoing> {
         self.counters().inc(Counter::Received);
+        if self.gate == Gate::Closed {
+            // Not the active appliance: nobody is answered (the worker usually drops a closed
+            // batch whole before it gets here).
+            self.counters().drop_for(Counter::DropNotActive);
+            return None;
+        }
         let req = match codec::decode(pkt) {
             Ok(r) => r,
             Err(reason) => {

@@ -8,6 +8,25 @@ use super::{Engine, Incoming, Outgoing, CLIENT_PORT};
 use crate::codec::{encode_reply, MessageType, ReplyParams, Request, MAX_REPLY};
 use crate::counters::Counter;
 
+/// The lease times an OFFER or ACK carries (options 51, 58, 59).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum LeaseTimes {
+    /// The subnet's lease, renewal and rebinding times (a lease just made or extended).
+    Subnet,
+    /// A binding served unchanged (serving alone, the other share's address): the seconds it
+    /// has left, renewal and rebinding no later than the subnet's and than half and 7/8 of it.
+    Remaining(u32),
+    /// None: an ACK to an INFORM.
+    Inform,
+}
+
+/// Seconds `img`'s binding has left at `now` (at least 1).
+pub(super) fn remaining(img: &shm_layout::SlotImage, now: u64) -> u32 {
+    u64::from(img.expires)
+        .saturating_sub(now)
+        .clamp(1, u64::from(u32::MAX)) as u32
+}
+
 impl Engine {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn reply(
@@ -17,11 +36,25 @@ impl Engine {
         subnet: usize,
         msg_type: MessageType,
         yiaddr: Ipv4Addr,
-        inform: Option<()>,
+        times: LeaseTimes,
         out: &mut [u8; MAX_REPLY],
     ) -> Outgoing {
         let s = &self.cfg.subnets[subnet].subnet;
-        let lease = inform.is_none();
+        let (lease, (lease_time, renewal_time, rebinding_time)) = match times {
+            LeaseTimes::Subnet => (
+                true,
+                (Some(s.lease_time), Some(s.renew_time), Some(s.rebind_time)),
+            ),
+            LeaseTimes::Remaining(left) => (
+                true,
+                (
+                    Some(left),
+                    Some(s.renew_time.min(left / 2)),
+                    Some(s.rebind_time.min((u64::from(left) * 7 / 8) as u32)),
+                ),
+            ),
+            LeaseTimes::Inform => (false, (None, None, None)),
+        };
         let params = ReplyParams {
             msg_type,
             yiaddr,
@@ -31,9 +64,9 @@ impl Engine {
                 Ipv4Addr::UNSPECIFIED
             },
             server_id: self.server_id(inc),
-            lease_time: lease.then_some(s.lease_time),
-            renewal_time: lease.then_some(s.renew_time),
-            rebinding_time: lease.then_some(s.rebind_time),
+            lease_time,
+            renewal_time,
+            rebinding_time,
             options: &s.options,
             message: None,
         };

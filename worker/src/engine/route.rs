@@ -40,7 +40,11 @@ impl Engine {
         cfg.subnet_for_addr(inc.local).ok_or(Counter::DropNoSubnet)
     }
 
+    /// The server identifier (option 54) of replies, and the one a request naming this
+    /// server carries: the configured `server_id`, else the cluster's service address
+    /// ([`prodhcp_config::Config::effective_server_id`]), else the address the request
+    /// arrived on.
     pub(super) fn server_id(&self, inc: &Incoming) -> Ipv4Addr {
-        self.cfg.config.server_id.unwrap_or(inc.local)
+        self.cfg.config.effective_server_id().unwrap_or(inc.local)
     }
 }

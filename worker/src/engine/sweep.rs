@@ -2,7 +2,7 @@
 //! leases, offers and quarantines whose time has run out; abandons slots that fail their
 //! checksum; returns slots reserved only by an earlier configuration to the pool.
 
-use shm_layout::{ChangeContext, ChangeReason, LeaseState, ReadError, SlotImage};
+use shm_layout::{ChangeContext, ChangeReason, Gate, LeaseState, ReadError, SlotImage};
 
 use super::Engine;
 use crate::counters::Counter;
@@ -10,7 +10,17 @@ use crate::counters::Counter;
 impl Engine {
     /// Sweeps up to `budget` slots of this worker's share of the table: expired leases become
     /// expired (allocatable), expired offers free, ended quarantines free. Returns slots visited.
+    ///
+    /// The gate (read here, from the ring) decides whether it writes: closed, it visits
+    /// nothing (a standby's table is a replica: the active's expiries arrive by replication);
+    /// serving alone ([`Gate::Share`]), it passes over the other share's slots, which are the
+    /// peer's to change.
     pub fn sweep(&mut self, budget: u32) -> u32 {
+        let share = match self.ring.gate() {
+            Gate::Closed => return 0,
+            Gate::Open => None,
+            Gate::Share(s) => Some(s),
+        };
         let now = self.tick();
         let span = self.sweep_span.clone();
         if span.is_empty() {
@@ -25,6 +35,9 @@ impl Engine {
                 slot + 1
             };
             visited += 1;
+            if share.is_some_and(|s| !s.owns(slot)) {
+                continue;
+            }
             let cur = match self.table.read(slot) {
                 Ok(c) => c,
                 Err(ReadError::Corrupt(_)) => {

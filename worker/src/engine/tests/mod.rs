@@ -4,6 +4,7 @@
 
 mod allocate;
 mod clock;
+mod gate;
 mod messages;
 mod sweep;
 
@@ -102,7 +103,9 @@ fn inc() -> Incoming {
     }
 }
 
+/// Handles `pkt` as the worker does: the gate read first (once per receive batch there).
 fn send(e: &mut Engine, pkt: &[u8]) -> Option<(v4::Message, Outgoing)> {
+    e.refresh_gate();
     let mut out = [0u8; MAX_REPLY];
     let o = e.handle(pkt, &inc(), &mut out)?;
     Some((
