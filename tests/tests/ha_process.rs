@@ -171,7 +171,9 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
         assert_eq!(st["node"], me, "{st}");
         assert_eq!(st["replication"], "sync", "{st}");
         assert!(
-            st["role_detail"]["cause"].as_str().is_some_and(|c| !c.is_empty()),
+            st["role_detail"]["cause"]
+                .as_str()
+                .is_some_and(|c| !c.is_empty()),
             "{st}"
         );
         assert_eq!(st["syncd"]["state"], "running", "{st}");
@@ -214,9 +216,12 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
     );
     // A's syncd died: B took over (its share), then A came back, synced, and is standby; B
     // active again once both have each other's leases.
-    let st_a = wait_ha(&a, "A standby after its syncd's restart", LINK_DEADLINE, |st| {
-        st["role"] == "standby"
-    });
+    let st_a = wait_ha(
+        &a,
+        "A standby after its syncd's restart",
+        LINK_DEADLINE,
+        |st| st["role"] == "standby",
+    );
     let st_b = wait_ha(&b, "B active", LINK_DEADLINE, |st| st["role"] == "active");
     println!(
         "after A's syncd was killed: A {} ({}), B {} ({})",

@@ -189,7 +189,12 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
         thread::sleep(Duration::from_millis(10));
     }
     let out = a.ctl(&["ha", "partner-down"]);
-    assert!(out.status.success(), "partner-down: {} {}", out.stdout, out.stderr);
+    assert!(
+        out.status.success(),
+        "partner-down: {} {}",
+        out.stdout,
+        out.stderr
+    );
     assert_eq!(a.ctl_json(&["ha", "status"])["role"], "partner-down");
 
     // N leases imported on A.

@@ -234,8 +234,15 @@ fn a_killed_syncd_drops_the_held_replies_unsent() {
         assert!(Instant::now() < deadline, "syncd not running: {st}");
         thread::sleep(Duration::from_millis(20));
     };
-    // This test plays the role syncd would give an active appliance: the gate open.
-    ring.set_gate(shm_layout::Gate::Open);
+    // Its peer never answers: the operator confirms it down, syncd opens the gate.
+    let out = d.ctl(&["ha", "partner-down"]);
+    assert!(
+        out.status.success(),
+        "partner-down: {} {}",
+        out.stdout,
+        out.stderr
+    );
+    assert_eq!(ring.gate(), shm_layout::Gate::Open);
     let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
     ring.set_hold(true);
     let id = Identity::mac(test_mac(0x4b, 1));
