@@ -96,13 +96,6 @@ fn start<'l>(lab: &'l Lab, node: &str, config: &ServerConfig) -> Daemon<'l> {
     d
 }
 
-fn role(d: &Daemon<'_>) -> String {
-    d.ctl_json(&["ha", "status"])["role"]
-        .as_str()
-        .unwrap_or("?")
-        .to_string()
-}
-
 /// Polls until `d`'s role is one of `roles`; returns how long it took.
 #[track_caller]
 fn wait_role(d: &Daemon<'_>, roles: &[&str]) -> Duration {
