@@ -200,7 +200,7 @@ fn two_appliances_see_each_other_and_a_killed_syncd_is_restarted() {
     let b_ups = peer(&st_b, "a")["counters"]["ups"].as_u64().expect("ups");
     let killed = Instant::now();
     kill(Pid::from_raw(old as i32), Signal::SIGKILL).expect("kill syncd");
-    let st_a = wait_ha(&a, "A restarts syncd and sees B up", LINK_DEADLINE, |st| {
+    wait_ha(&a, "A restarts syncd and sees B up", LINK_DEADLINE, |st| {
         st["syncd"]["restarts"] == 1
             && st["syncd"]["pid"]
                 .as_u64()
