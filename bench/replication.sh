@@ -146,6 +146,15 @@ try:
 except Exception:
     print("?")'
 }
+role_of() { # role_of DIR: the node's role (`active`, `standby`, ...)
+    ctl "$1" --json ha status 2>/dev/null | python3 -c '
+import json, sys
+try:
+    d = json.load(sys.stdin); d = d.get("data", d)
+    print(d.get("role", "?"))
+except Exception:
+    print("?")'
+}
 lag_records() {
     ctl "$1" --json ha status 2>/dev/null | python3 -c '
 import json, sys
@@ -168,6 +177,9 @@ start_mode() { # start_mode MODE RUNDIR: fresh A (and B), ready (and B in sync)
         wait_ctl "$dir/b" || die "B did not start: $(tail -5 "$dir/b/server.log")"
         for i in $(seq 1 200); do [ "$(peer_state "$dir/a")" = in-sync ] && break; sleep 0.05; done
         [ "$(peer_state "$dir/a")" = in-sync ] || die "B not in sync with A: $(peer_state "$dir/a")"
+        # Roles: A (the lower name) is elected active, B standby; only then does A serve.
+        for i in $(seq 1 200); do [ "$(role_of "$dir/a")" = active ] && break; sleep 0.05; done
+        [ "$(role_of "$dir/a")" = active ] || die "A not active: $(role_of "$dir/a")"
     fi
     settle
 }

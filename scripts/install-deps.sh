@@ -25,6 +25,7 @@ PACKAGES=(
     dhcpcd-base       # dhcpcd (/usr/sbin/dhcpcd)
     rsyslog           # syslog audit tests (planned)
     iproute2          # ip netns / link / addr
+    nftables          # nft: the HA partition test drops traffic between two appliances
     procps            # pgrep, ps, sysctl
     jq
     python3

@@ -329,3 +329,141 @@ fn sigkill_of_the_active_process_tree_the_standby_answers_within_200_ms() {
     println!("B: prodhcpctl ha status\n{text}");
     assert!(text.contains("share 1 of 2"), "{text}");
 }
+
+/// dhcpperf's second relay address (the generator that sends to B during the partition).
+const LOAD2_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
+
+/// Drops every packet between this namespace and `peer_ip` (both directions), or lifts it.
+fn partition(lab: &Lab, ns: &str, peer_ip: &str, on: bool) {
+    let script = if on {
+        format!(
+            "add table inet prodhcp_partition\n\
+             add chain inet prodhcp_partition input {{ type filter hook input priority 0; }}\n\
+             add chain inet prodhcp_partition output {{ type filter hook output priority 0; }}\n\
+             add rule inet prodhcp_partition input ip saddr {peer_ip} drop\n\
+             add rule inet prodhcp_partition output ip daddr {peer_ip} drop\n"
+        )
+    } else {
+        "delete table inet prodhcp_partition\n".to_string()
+    };
+    let file = lab.path(&format!("nft-{ns}-{on}.nft"));
+    std::fs::write(&file, script).expect("nft script");
+    let out = lab.run(ns, &["nft", "-f", file.to_str().expect("utf-8")]);
+    assert!(
+        out.status.success(),
+        "nft in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// The sorted export CSV rows of `d`.
+fn export_rows(d: &Daemon<'_>) -> Vec<String> {
+    let out = d.ctl(&["leases", "export", "--format", "csv"]);
+    assert!(out.status.success(), "export: {}", out.stderr);
+    let mut rows: Vec<String> = out.stdout.lines().skip(1).map(str::to_string).collect();
+    rows.sort();
+    rows
+}
+
+#[test]
+fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge() {
+    if !preflight("ha_failover", &["nft"]) {
+        return;
+    }
+    let secs: u32 = std::env::var("HA_PARTITION_SECS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let rate = 150u32;
+    let lab = lab("hapart");
+    lab.add_address("sr", "r0", &format!("{LOAD2_IP}/15"));
+    let key = key_file(&lab);
+    let (a, b) = pair(&lab, &key);
+    // Leases made before the partition, known to both.
+    let agent =
+        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
+    for k in 0..20u8 {
+        agent
+            .dora(&Identity::mac([0x02, 0xed, 0, 0, 0, k]), &Extras::default())
+            .expect("DORA before the partition");
+    }
+
+    let cut = Instant::now();
+    partition(&lab, &lab.ns("sa"), B_IP, true);
+    partition(&lab, &lab.ns("sb"), A_IP, true);
+    let ta = wait_role(&a, &["active-alone"]);
+    let tb = wait_role(&b, &["active-alone"]);
+    println!(
+        "partition: A active-alone after {ta:?}, B after {:?} (from the cut: silence detection)",
+        cut.elapsed()
+    );
+    let _ = tb;
+    // Both serve at once, each to its own generator (sent to each appliance's own address).
+    let rec_a = lab.path("part-a.jsonl");
+    let rec_b = lab.path("part-b.jsonl");
+    let load_a = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD_IP,
+        A_IP.parse().unwrap(),
+        rate,
+        secs,
+        0x5d,
+        &rec_a,
+    );
+    let load_b = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD2_IP,
+        B_IP.parse().unwrap(),
+        rate,
+        secs,
+        0x5e,
+        &rec_b,
+    );
+    for (name, load) in [("A", &load_a), ("B", &load_b)] {
+        let exit = load.wait_timeout(Duration::from_secs(u64::from(secs) + 90));
+        assert!(
+            exit.is_some_and(|st| st.code() == Some(0)),
+            "dhcpperf to {name} ended with {exit:?}: {}\n{}",
+            load.stdout(),
+            load.stderr()
+        );
+        let report: Value = serde_json::from_str(&load.stdout()).expect("dhcpperf report");
+        println!("dhcpperf to {name} during the partition: {}", report["phases"][0]["counts"]);
+    }
+    let stats = |d: &Daemon<'_>| d.stats()["total"]["drops"]["other_share"].clone();
+    println!("other_share drops: A {}, B {}", stats(&a), stats(&b));
+
+    // Heal: the higher name yields, syncs, and becomes standby; the tables merge.
+    let healed = Instant::now();
+    partition(&lab, &lab.ns("sa"), B_IP, false);
+    partition(&lab, &lab.ns("sb"), A_IP, false);
+    wait_role(&b, &["standby"]);
+    wait_role(&a, &["active"]);
+    println!("heal to A active and B standby: {:?}", healed.elapsed());
+    let until = Instant::now() + DEADLINE;
+    let rows = loop {
+        let (ra, rb) = (export_rows(&a), export_rows(&b));
+        if ra == rb {
+            break ra;
+        }
+        assert!(
+            Instant::now() < until,
+            "tables differ after the merge: A {} rows, B {} rows",
+            ra.len(),
+            rb.len()
+        );
+        thread::sleep(Duration::from_millis(100));
+    };
+    println!("tables equal after the merge: {} leases", rows.len());
+    // Every ACK of both generators, in one record: each lease in the merged table, and no
+    // address held by two clients at once.
+    let union = lab.path("part-both.jsonl");
+    let mut text = std::fs::read_to_string(&rec_a).expect("record A");
+    text.push_str(&std::fs::read_to_string(&rec_b).expect("record B"));
+    std::fs::write(&union, text).expect("union record");
+    let v = verify(&lab, &a, &union, u64::from(rate * secs));
+    assert_eq!(v["duplicate_address"], 0, "{v}");
+    assert_eq!(v["missing"], 0, "{v}");
+}
