@@ -11,6 +11,9 @@
 //!   `launch::take_inherited`). [`REPLICATED_DOORBELL`] at 5 is the worker's eventfd: syncd
 //!   writes it after publishing a new replicated position in the worker's ring (and the
 //!   supervisor after clearing the ring's hold), so the worker releases its held replies.
+//!   [`RECORDS_DOORBELL`] at 6 goes the other way: one eventfd shared by every worker and
+//!   syncd, written by a worker whose batch appended records that hold replies, so syncd
+//!   ships them at once.
 //! - **Channel frames**: length-prefixed frames over the [`CHANNEL`] socketpair
 //!   ([`FrameKind`], [`write_frame`], [`FrameReader`]). The supervisor sends
 //!   [`FrameKind::Config`] (the validated configuration's RON text) first and on every reload,
@@ -19,9 +22,9 @@
 //!
 //! - **syncd**: the replication daemon is started the same way as `prodhcpd syncd
 //!   --supervisor-pid PID --layout-fingerprint N` ([`SyncdLaunchArgs`]) with the descriptors
-//!   of [`SYNCD_INHERITED`] (its channel at 4) and every worker's doorbell eventfd
-//!   ([`syncd_doorbell`]: worker i's at 5 + i, for the configuration's effective worker
-//!   count). The supervisor sends [`FrameKind::Config`]
+//!   of [`SYNCD_INHERITED`] (its channel at 4, the records doorbell at 6) and every worker's
+//!   doorbell eventfd ([`syncd_doorbell`]: worker i's at 7 + i, for the configuration's
+//!   effective worker count). The supervisor sends [`FrameKind::Config`]
 //!   once (syncd is not reloaded: a reload that changes the `cluster` section is refused) and
 //!   [`FrameKind::Stop`] to stop; syncd sends [`FrameKind::PeerReport`] (a JSON
 //!   [`SyncdReport`]) after every link event of a configured peer (at once) and when only
@@ -78,23 +81,34 @@ pub const REPLICATED_DOORBELL: InheritedFd = InheritedFd {
     fd: 5,
 };
 
+/// The records doorbell: one eventfd (`EFD_CLOEXEC|EFD_NONBLOCK`, made by the supervisor at
+/// start and kept across restarts) shared by every worker and syncd. A worker writes it after a
+/// receive batch that appended change records while its ring holds replies (synchronous
+/// replication with a standby in sync), so syncd ships them at once instead of on its next
+/// loop turn; syncd polls it and drains it.
+pub const RECORDS_DOORBELL: InheritedFd = InheritedFd {
+    name: "records doorbell",
+    fd: 6,
+};
+
 /// Every descriptor a worker inherits, in no particular order. Numbers are distinct and above
 /// stdin/stdout/stderr.
-pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL, REPLICATED_DOORBELL];
+pub const INHERITED: &[InheritedFd] = &[UDP_SOCKET, CHANNEL, REPLICATED_DOORBELL, RECORDS_DOORBELL];
 
 /// The subcommand of `prodhcpd` that runs the replication daemon.
 pub const SYNCD_SUBCOMMAND: &str = "syncd";
 
-/// The fixed descriptors syncd inherits: its channel to the supervisor (at the worker's
-/// number). It also inherits every worker's doorbell, at [`syncd_doorbell`]`(i)`.
-pub const SYNCD_INHERITED: &[InheritedFd] = &[CHANNEL];
+/// The fixed descriptors syncd inherits: its channel to the supervisor and the
+/// [`RECORDS_DOORBELL`] (at the workers' numbers). It also inherits every worker's
+/// replication doorbell, at [`syncd_doorbell`]`(i)`.
+pub const SYNCD_INHERITED: &[InheritedFd] = &[CHANNEL, RECORDS_DOORBELL];
 
-/// Where syncd finds worker `worker`'s [`REPLICATED_DOORBELL`]: at 5 + `worker`, in worker
+/// Where syncd finds worker `worker`'s [`REPLICATED_DOORBELL`]: at 7 + `worker`, in worker
 /// order, one per worker of the configuration's effective worker count.
 pub const fn syncd_doorbell(worker: usize) -> InheritedFd {
     InheritedFd {
         name: "worker replication doorbell",
-        fd: REPLICATED_DOORBELL.fd + worker as RawFd,
+        fd: RECORDS_DOORBELL.fd + 1 + worker as RawFd,
     }
 }
 
@@ -350,13 +364,13 @@ mod tests {
             assert!(seen.insert(d.fd), "{d:?}: number used twice");
         }
         assert!(INHERITED.contains(&UDP_SOCKET) && INHERITED.contains(&CHANNEL));
-        assert!(INHERITED.contains(&REPLICATED_DOORBELL));
+        assert!(INHERITED.contains(&REPLICATED_DOORBELL) && INHERITED.contains(&RECORDS_DOORBELL));
     }
 
     #[test]
     fn syncd_doorbells_follow_its_channel_in_worker_order() {
-        assert_eq!(syncd_doorbell(0).fd, 5);
-        assert_eq!(syncd_doorbell(63).fd, 68);
+        assert_eq!(syncd_doorbell(0).fd, 7);
+        assert_eq!(syncd_doorbell(63).fd, 70);
         for d in SYNCD_INHERITED {
             assert!(
                 d.fd < syncd_doorbell(0).fd,

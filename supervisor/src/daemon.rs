@@ -57,6 +57,9 @@ pub struct Supervisor {
     /// One replication doorbell (eventfd) per worker, owned here like the sockets so that it
     /// survives worker and syncd restarts (`prodhcp_proto::launch::REPLICATED_DOORBELL`).
     doorbells: Vec<nix::sys::eventfd::EventFd>,
+    /// The records doorbell shared by every worker and syncd
+    /// (`prodhcp_proto::launch::RECORDS_DOORBELL`), owned here for the same reason.
+    records_doorbell: nix::sys::eventfd::EventFd,
     workers: Vec<Worker>,
     /// The replication daemon, when the configuration has a `cluster` section.
     syncd: Option<syncd::Syncd>,
@@ -180,6 +183,11 @@ impl Supervisor {
             })
             .collect::<io::Result<Vec<_>>>()
             .map_err(event_loop("replication doorbells"))?;
+        let records_doorbell = nix::sys::eventfd::EventFd::from_flags(
+            nix::sys::eventfd::EfdFlags::EFD_CLOEXEC | nix::sys::eventfd::EfdFlags::EFD_NONBLOCK,
+        )
+        .map_err(io::Error::from)
+        .map_err(event_loop("records doorbell"))?;
         let now = Instant::now();
         let workers = rings
             .into_iter()
@@ -201,6 +209,7 @@ impl Supervisor {
             clean_start: clean,
             sockets,
             doorbells,
+            records_doorbell,
             workers,
             syncd,
             poll,

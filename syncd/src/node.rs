@@ -42,6 +42,8 @@ pub const MAX_BACKOFF: Duration = Duration::from_secs(1);
 pub const LOG_EVERY: Duration = Duration::from_secs(10);
 
 const LISTENER: Token = Token(0);
+/// The records doorbell ([`Node::set_wake`]); link tokens count up from 1 and never reach it.
+const WAKE: Token = Token(usize::MAX);
 /// Most connections not yet up at once; further ones are closed as soon as they are accepted
 /// (each pending one is dropped after `dead_after` anyway).
 pub const MAX_PENDING_LINKS: usize = 64;
@@ -253,6 +255,8 @@ pub struct Node {
     queue: VecDeque<Event>,
     limiter: LogLimiter,
     epoch: Instant,
+    /// An eventfd whose readability ends a turn early (drained when seen).
+    wake: Option<std::os::fd::OwnedFd>,
 }
 
 impl Node {
@@ -301,7 +305,21 @@ impl Node {
                 last: HashMap::new(),
             },
             epoch: now,
+            wake: None,
         })
+    }
+
+    /// Polls `fd` (an eventfd: the workers' records doorbell) with the links: when it is
+    /// written, [`Node::turn`] returns at once and drains it, so the caller ships the new
+    /// records without waiting for its turn's timeout.
+    pub fn set_wake(&mut self, fd: std::os::fd::OwnedFd) -> io::Result<()> {
+        use std::os::fd::AsRawFd;
+        let raw = fd.as_raw_fd();
+        self.poll
+            .registry()
+            .register(&mut mio::unix::SourceFd(&raw), WAKE, Interest::READABLE)?;
+        self.wake = Some(fd);
+        Ok(())
     }
 
     /// The address the listener is bound to (useful with port 0).
@@ -412,6 +430,13 @@ impl Node {
         for (token, readable, writable) in ready {
             if token == LISTENER {
                 self.accept_all(now);
+                continue;
+            }
+            if token == WAKE {
+                if let Some(fd) = &self.wake {
+                    let mut count = [0u8; 8];
+                    let _ = nix::unistd::read(fd, &mut count);
+                }
                 continue;
             }
             let mut out = Vec::new();

@@ -18,7 +18,9 @@
 //!    (the workers', the supervisor's and the importer's to ship, its own 102 to apply into),
 //!    and turns the replicator with the node. While a peer is up the loop waits at most
 //!    [`SHIP_TURN`] for socket events, so a record a worker appends is shipped within about a
-//!    millisecond (the workers do not signal syncd); the replication state of each peer is
+//!    millisecond at worst; a worker whose batch holds replies also writes the records
+//!    doorbell (`launch::RECORDS_DOORBELL`), which ends the wait at once; the replication
+//!    state of each peer is
 //!    part of the report (a state change at once, counters at most every
 //!    [`launch::REPORT_EVERY_MS`]).
 //!
@@ -106,6 +108,8 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let node_config = NodeConfig::load(&cluster, args.layout_fingerprint)
         .map_err(|e| ProcessError::Config(e.to_string()))?;
     let mut node = Node::bind(node_config)?;
+    // Workers write it when a batch's replies wait for replication: ship at once.
+    node.set_wake(launch::take_inherited(launch::RECORDS_DOORBELL)?)?;
     let table = Table::open(&config.table_file).map_err(|e| {
         io::Error::other(format!("lease table {}: {e}", config.table_file.display()))
     })?;

@@ -83,6 +83,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     let udp: OwnedFd = launch::take_inherited(launch::UDP_SOCKET)?;
     let mut channel = UnixStream::from(launch::take_inherited(launch::CHANNEL)?);
     let doorbell: OwnedFd = launch::take_inherited(launch::REPLICATED_DOORBELL)?;
+    let records_doorbell: OwnedFd = launch::take_inherited(launch::RECORDS_DOORBELL)?;
 
     // The first frame is the configuration (blocking read).
     let mut reader = FrameReader::default();
@@ -194,6 +195,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 &mut sends,
                 &mut direct,
                 &mut held,
+                &records_doorbell,
             )?;
         }
         release_held(&engine, &udp, &mut held, &mut sends);
@@ -247,6 +249,7 @@ fn serve_udp(
     sends: &mut SendBatch,
     direct: &mut DirectReplies,
     held: &mut HeldReplies,
+    records_doorbell: &OwnedFd,
 ) -> Result<bool, WorkerError> {
     for _ in 0..MAX_BATCHES_PER_TURN {
         let n = match batch.recv(udp.as_raw_fd()) {
@@ -314,6 +317,11 @@ fn serve_udp(
             } else {
                 unreachable_batch_overflow();
             }
+        }
+        // Replies wait for these records' replication: wake syncd to ship them now (one
+        // write per batch; EAGAIN means a wake is pending anyway).
+        if held.len() > held_before && engine.ring().head() != head_before {
+            let _ = nix::unistd::write(records_doorbell, &1u64.to_ne_bytes());
         }
         let durable = match durability {
             Durability::Process => true,

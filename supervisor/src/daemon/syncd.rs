@@ -163,15 +163,19 @@ impl Supervisor {
                 supervisor_pid: Some(std::process::id()),
                 layout_fingerprint: fingerprint,
             };
-            // Its channel, then every worker's doorbell in worker order.
-            let fds: Vec<_> = std::iter::once((launch::CHANNEL, theirs.as_fd()))
-                .chain(
-                    self.doorbells
-                        .iter()
-                        .enumerate()
-                        .map(|(i, d)| (launch::syncd_doorbell(i), d.as_fd())),
-                )
-                .collect();
+            // Its channel, the records doorbell, then every worker's doorbell in worker order.
+            let fds: Vec<_> = [
+                (launch::CHANNEL, theirs.as_fd()),
+                (launch::RECORDS_DOORBELL, self.records_doorbell.as_fd()),
+            ]
+            .into_iter()
+            .chain(
+                self.doorbells
+                    .iter()
+                    .enumerate()
+                    .map(|(i, d)| (launch::syncd_doorbell(i), d.as_fd())),
+            )
+            .collect();
             let child = sys::spawn_worker(&self.exe, &args.to_args(), &fds)?;
             drop(theirs);
             let mut stream = UnixStream::from(ours);

@@ -223,6 +223,7 @@ impl Supervisor {
                     (launch::UDP_SOCKET, self.sockets[id].as_fd()),
                     (launch::CHANNEL, theirs.as_fd()),
                     (launch::REPLICATED_DOORBELL, self.doorbells[id].as_fd()),
+                    (launch::RECORDS_DOORBELL, self.records_doorbell.as_fd()),
                 ],
             )?;
             drop(theirs);
