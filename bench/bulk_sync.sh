@@ -140,10 +140,10 @@ ctl "$WORK/a" ha partner-down >&2
 log "generating $LEASES leases"
 python3 "$ROOT/bench/gen_kea_csv.py" "$LEASES" "$WORK/leases.csv" --prefix 8
 t0=$(date +%s.%N)
-ctl "$WORK/a" --timeout 3600 leases import --format kea-csv "$WORK/leases.csv" >"$WORK/import.json"
+ctl "$WORK/a" --timeout 3600 --json leases import --format kea-csv "$WORK/leases.csv" >"$WORK/import.json"
 t1=$(date +%s.%N)
 rm -f "$WORK/leases.csv"
-log "import: $(python3 -c "print('%.1f s' % ($t1 - $t0))") ($(python3 -c "import json; print(json.load(open('$WORK/import.json')).get('imported', '?'))") leases)"
+log "import: $(python3 -c "print('%.1f s' % ($t1 - $t0))") ($(python3 -c "import json; d = json.load(open('$WORK/import.json')); print(d.get('data', d).get('imported', '?'))") leases)"
 
 log "load: dhcpperf dora $RATE/s for $DURATION s; B starts after $LOAD_BEFORE s"
 ip netns exec "$NS_CLI" timeout $((DURATION + 120)) "$BIN/dhcpperf" dora --server "$A_IP" \
@@ -157,6 +157,8 @@ sleep "$LOAD_BEFORE"
 b_t0=$(date +%s.%N)
 start_node "$NS_B" "$WORK/b" >/dev/null
 wait_ctl "$WORK/b" || die "B did not start: $(tail -5 "$WORK/b/server.log")"
+b_ready=$(date +%s.%N)
+log "B answers its control socket $(python3 -c "print('%.1f s' % ($b_ready - $b_t0))") after its start (its empty /8 table created)"
 last=""
 while :; do
     st=$(ha_field "$WORK/a" "b.get('replication', {}).get('state', '?') + ' ' + str(b.get('replication', {}).get('bulk_percent'))")
@@ -166,7 +168,7 @@ while :; do
     sleep 0.5
 done
 b_t1=$(date +%s.%N)
-log "B start to in-sync: $(python3 -c "print('%.1f s' % ($b_t1 - $b_t0))")"
+log "B start to in-sync: $(python3 -c "print('%.1f s' % ($b_t1 - $b_t0))"); B ready to in-sync: $(python3 -c "print('%.1f s' % ($b_t1 - $b_ready))")"
 wait "$LOAD" || true
 grep -E 'bulk sync' "$WORK/a/server.log" | sed 's/^/A: /' >&2 || true
 for _ in $(seq 1 200); do [ "$(ha_field "$WORK/a" "b.get('replication', {}).get('lag_records')")" = 0 ] && break; sleep 0.1; done
@@ -185,7 +187,7 @@ def mean(rows):
 before = [r for r in tl if r["t_s"] <= start]
 during = [r for r in tl if start < r["t_s"] <= end]
 after = [r for r in tl if r["t_s"] > end + 1]
-print(f"offered {rate}/s; answered per second: before the bulk sync {mean(before):.0f} "
+print(f"offered {rate} new clients/s; replies (OFFER + ACK) per second: before the bulk sync {mean(before):.0f} "
       f"({len(before)} s), during {mean(during):.0f} ({len(during)} s, min "
       f"{min((r['answered'] for r in during), default=float('nan'))}), after {mean(after):.0f} ({len(after)} s)")
 print("dhcpperf:", json.dumps(p.get("counts")), "missed %", p.get("missed_pct"))
