@@ -80,9 +80,10 @@ pub const TICK: Duration = Duration::from_millis(50);
 pub const ELECTION_TICKS: usize = 10;
 /// Default leader heartbeat interval in ticks.
 pub const HEARTBEAT_TICKS: usize = 2;
-/// Largest encoded raft message accepted or sent (it travels in one syncd frame, whose length
-/// is a `u16`); raft's `max_size_per_msg` keeps appends well below it.
-pub const MAX_RAFT_MESSAGE: usize = 32 * 1024;
+/// Largest encoded raft message accepted or sent: one [`crate::Message::Raft`] travels in one
+/// syncd frame ([`crate::link::MAX_MESSAGE_LEN`]); raft's `max_size_per_msg` keeps appends
+/// well below it.
+pub const MAX_RAFT_MESSAGE: usize = 16 * 1024;
 /// Bytes of log entries per append message (raft's `max_size_per_msg`).
 const MAX_APPEND_BYTES: u64 = 8 * 1024;
 /// Most append messages in flight per follower (raft's `max_inflight_msgs`).
@@ -295,7 +296,10 @@ impl Consensus {
     }
 
     fn id_of(&self, name: &str) -> Option<u64> {
-        self.names.iter().position(|n| n == name).map(|i| i as u64 + 1)
+        self.names
+            .iter()
+            .position(|n| n == name)
+            .map(|i| i as u64 + 1)
     }
 
     fn name_of(&self, id: u64) -> Option<&str> {
@@ -363,7 +367,15 @@ impl Consensus {
         let last_index = self.raw.raft.raft_log.last_index();
         match t {
             MessageType::MsgAppend => {
-                let mut prev_term = m.log_term;
+                // Every entry has a term from 1 on (raft-rs reads the term of an index past its
+                // log as 0, so a zero term there would "match" and commit past the log's end).
+                if (m.index == 0) != (m.log_term == 0) {
+                    return Err(format!(
+                        "previous entry {} with term {}",
+                        m.index, m.log_term
+                    ));
+                }
+                let mut prev_term = m.log_term.max(1);
                 for (i, e) in m.entries.iter().enumerate() {
                     let want = m
                         .index
@@ -561,11 +573,12 @@ impl Consensus {
     }
 
     /// The link to `peer` closed (its processes died, or the connection broke). Tells raft
-    /// the peer is unreachable and, if it was the leader, ends the leader's lease here at once:
-    /// this node grants votes from now on, and the lowest-id node other than the lost leader
-    /// campaigns at its next tick (the others' randomised timeouts are the fallback if that
-    /// node is gone too). A leader that is alive and still heard by a majority is not deposed:
-    /// the others refuse the pre-vote.
+    /// the peer is unreachable and, if it was the leader, forgets it here at once: this node
+    /// grants votes from now on, and the lowest-id node other than the lost leader campaigns
+    /// at its next tick (the others' randomised timeouts are the fallback if that node is gone
+    /// too, or its pre-vote reached a node that had not yet seen the link close). A leader that
+    /// is alive and still heard by a majority is not deposed: the others refuse the pre-vote
+    /// while they hear from it.
     pub fn peer_link_down(&mut self, peer: &str) -> Result<(), ConsensusError> {
         let id = self
             .id_of(peer)
@@ -573,13 +586,14 @@ impl Consensus {
             .ok_or_else(|| ConsensusError::UnknownNode(peer.to_string()))?;
         self.raw.report_unreachable(id);
         if self.raw.raft.leader_id == id && !self.is_leader() {
+            // No known leader: no lease to honour, votes are granted (raft's state after a
+            // restart). This node's own election timer keeps running as the fallback.
+            self.raw.raft.leader_id = raft::INVALID_ID;
             let first_survivor = if id == 1 { 2 } else { 1 };
-            let raft = &mut self.raw.raft;
-            raft.election_elapsed = if self.me == first_survivor {
-                raft.randomized_election_timeout().saturating_sub(1)
-            } else {
-                raft.election_elapsed.max(self.election_ticks)
-            };
+            if self.me == first_survivor {
+                let raft = &mut self.raw.raft;
+                raft.election_elapsed = raft.randomized_election_timeout().saturating_sub(1);
+            }
         }
         Ok(())
     }

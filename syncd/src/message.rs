@@ -620,6 +620,12 @@ mod tests {
                 ],
             },
             Message::SwitchoverRequest { to: "b".into() },
+            Message::Raft {
+                data: vec![8, 1, 16, 2, 24, 1],
+            },
+            Message::Raft {
+                data: vec![0xa5; crate::consensus::MAX_RAFT_MESSAGE],
+            },
         ]
     }
 
@@ -707,6 +713,37 @@ mod tests {
     }
 
     #[test]
+    fn raft_messages_are_pinned_and_bounded() {
+        let raft = Message::Raft {
+            data: vec![8, 1, 16, 2],
+        };
+        assert_eq!(raft.to_bytes().unwrap(), [1, 11, 8, 1, 16, 2]);
+        assert_eq!(raft.kind(), "raft");
+        assert_eq!(Message::decode(&[1, 11]), Err(DecodeError::RaftLength(0)));
+        let max = crate::consensus::MAX_RAFT_MESSAGE;
+        let mut long = vec![1, 11];
+        long.extend(std::iter::repeat_n(0u8, max + 1));
+        assert_eq!(
+            Message::decode(&long),
+            Err(DecodeError::RaftLength(max + 1))
+        );
+        assert_eq!(
+            Message::Raft { data: vec![] }.to_bytes(),
+            Err(EncodeError::RaftLength(0))
+        );
+        assert_eq!(
+            Message::Raft {
+                data: vec![0; max + 1]
+            }
+            .to_bytes(),
+            Err(EncodeError::RaftLength(max + 1))
+        );
+        // The largest fits in one sealed frame.
+        let largest = Message::Raft { data: vec![0; max] }.to_bytes().unwrap();
+        assert!(largest.len() <= crate::link::MAX_MESSAGE_LEN);
+    }
+
+    #[test]
     fn malformed_bulk_messages_are_errors() {
         let bulk = Message::Bulk {
             next_slot: 1,
@@ -751,7 +788,7 @@ mod tests {
 
         #[test]
         fn mutated_messages_never_panic(
-            which in 0usize..12,
+            which in 0usize..18,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
             cut in any::<usize>(),
         ) {
