@@ -249,11 +249,10 @@ impl Consensus {
                     .entry_terms
                     .iter()
                     .enumerate()
-                    .map(|(i, &term)| {
-                        let mut e = Entry::default();
-                        e.index = i as u64 + 1;
-                        e.term = term;
-                        e
+                    .map(|(i, &term)| Entry {
+                        index: i as u64 + 1,
+                        term,
+                        ..Default::default()
                     })
                     .collect();
                 let mut store = storage.wl();
@@ -400,13 +399,13 @@ impl Consensus {
                     return Err("previous entry's term after the message's".into());
                 }
             }
-            MessageType::MsgAppendResponse => {
-                if m.index > last_index || m.reject_hint > last_index {
-                    return Err(format!(
-                        "append response for index {} (hint {}) past this log's end {last_index}",
-                        m.index, m.reject_hint
-                    ));
-                }
+            MessageType::MsgAppendResponse
+                if m.index > last_index || m.reject_hint > last_index =>
+            {
+                return Err(format!(
+                    "append response for index {} (hint {}) past this log's end {last_index}",
+                    m.index, m.reject_hint
+                ));
             }
             MessageType::MsgHeartbeat => {
                 m.commit = m.commit.min(self.raw.raft.raft_log.committed);
@@ -756,10 +755,12 @@ mod state_file {
         if commit > count as u64 || vote > names.len() as u64 {
             return Err(corrupt("commit or vote out of range"));
         }
-        let mut hard_state = HardState::default();
-        hard_state.term = term;
-        hard_state.vote = vote;
-        hard_state.commit = commit;
+        let hard_state = HardState {
+            term,
+            vote,
+            commit,
+            ..Default::default()
+        };
         Ok(Some(Saved {
             hard_state,
             entry_terms,

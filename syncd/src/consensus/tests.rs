@@ -559,10 +559,12 @@ fn messages_raft_would_not_send_are_refused() {
     let mut app = raft_message(MessageType::MsgAppend, lid, fid, term + 1);
     app.index = 100;
     app.log_term = term;
-    let mut e = Entry::default();
-    e.index = 101;
-    e.term = term + 1;
-    e.data = b"lease".to_vec().into();
+    let mut e = Entry {
+        index: 101,
+        term: term + 1,
+        data: b"lease".to_vec().into(),
+        ..Default::default()
+    };
     app.mut_entries().push(e.clone());
     refused(f, &leader_name, &app);
     e.data = Default::default();
@@ -695,10 +697,11 @@ proptest! {
         m.reject = reject;
         m.reject_hint = reject_hint;
         for (i, t) in entries {
-            let mut e = Entry::default();
-            e.index = i;
-            e.term = t;
-            m.mut_entries().push(e);
+            m.mut_entries().push(Entry {
+                index: i,
+                term: t,
+                ..Default::default()
+            });
         }
         let from = sim.names[sender].clone();
         let _ = sim.nodes[target].step(&from, &m.write_to_bytes().unwrap());
