@@ -24,6 +24,9 @@
 //! message nesting to 100 and does not recurse into unknown groups, and only authenticated
 //! peers reach this parser at all.
 //!
+//! Use it with three or more nodes: a pair has no majority once one side is lost, which is why
+//! a pair serves by shares instead ([`crate::role`]).
+//!
 //! # Node ids
 //!
 //! Raft ids are the 1-based position of the node's name in the sorted list of every
@@ -410,6 +413,13 @@ impl Consensus {
             MessageType::MsgHeartbeat => {
                 m.commit = m.commit.min(self.raw.raft.raft_log.committed);
             }
+            // raft-rs campaigns on any `MsgTimeoutNow`, past pre-vote and leases; only the
+            // current leader sends one (for a transfer to this node, after acknowledgements).
+            MessageType::MsgTimeoutNow
+                if m.from != self.raw.raft.leader_id || m.term != self.term() =>
+            {
+                return Err("leader transfer from a node that is not this term's leader".into());
+            }
             _ => {}
         }
         if t != MessageType::MsgAppend && !m.entries.is_empty() {
@@ -523,6 +533,17 @@ impl Consensus {
     /// The current term.
     pub fn term(&self) -> u64 {
         self.raw.raft.term
+    }
+
+    /// raft's state of this node, for status and logs: `leader`, `follower`, `candidate` or
+    /// `pre-candidate`.
+    pub fn state_name(&self) -> &'static str {
+        match self.raw.raft.state {
+            StateRole::Leader => "leader",
+            StateRole::Follower => "follower",
+            StateRole::Candidate => "candidate",
+            StateRole::PreCandidate => "pre-candidate",
+        }
     }
 
     /// Whether this node is raft's leader. A leader cut off from the majority stays leader

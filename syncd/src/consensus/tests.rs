@@ -449,6 +449,41 @@ fn a_follower_restarted_with_an_empty_log_rejoins_without_a_panic() {
 }
 
 #[test]
+fn a_node_restarted_from_its_state_file_rejoins_a_running_cluster() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut sim = Sim::new(3);
+    let names = sim.names.clone();
+    let path = |i: usize| dir.path().join(format!("{i}.raft"));
+    for (i, n) in names.iter().enumerate() {
+        sim.nodes[i] = Consensus::open(n, &names, E, H, &path(i)).unwrap();
+    }
+    let leader = sim.elect();
+    assert_eq!(sim.nodes[leader].state_name(), "leader");
+    let term = sim.nodes[leader].term();
+    // A follower restarts: same leader, same term afterwards.
+    let follower = (leader + 1) % 3;
+    sim.nodes[follower] = Consensus::open(&names[follower], &names, E, H, &path(follower)).unwrap();
+    assert_eq!(sim.nodes[follower].state_name(), "follower");
+    assert_eq!(sim.nodes[follower].term(), term);
+    for _ in 0..(4 * E) {
+        sim.tick();
+    }
+    assert_eq!(sim.agreed_leader(&[0, 1, 2]), Some(leader));
+    assert_eq!(sim.nodes[leader].term(), term);
+    // The leader restarts (down for a while): the others elect one of themselves; it rejoins
+    // as a follower of that one.
+    sim.dead[leader] = true;
+    let live = sim.live();
+    let (new, _) = sim.tick_until_leader(&live, 4 * E as u64).unwrap();
+    sim.nodes[leader] = Consensus::open(&names[leader], &names, E, H, &path(leader)).unwrap();
+    sim.dead[leader] = false;
+    for _ in 0..(4 * E) {
+        sim.tick();
+    }
+    assert_eq!(sim.agreed_leader(&[0, 1, 2]), Some(new));
+}
+
+#[test]
 fn configuration_errors_are_errors() {
     let names: Vec<String> = ["a", "b", "c"].map(String::from).to_vec();
     assert!(matches!(
@@ -578,6 +613,21 @@ fn messages_raft_would_not_send_are_refused() {
     let mut hb = raft_message(MessageType::MsgHeartbeat, lid, fid, term);
     hb.mut_entries().push(Entry::default());
     refused(f, &leader_name, &hb);
+    // A leader transfer order from a node that is not the leader.
+    let other = 3 - leader - follower;
+    let oid = sim.nodes[leader].id_of(&sim.names[other]).unwrap();
+    let other_name = sim.names[other].clone();
+    let f = &mut sim.nodes[follower];
+    refused(
+        f,
+        &other_name,
+        &raft_message(MessageType::MsgTimeoutNow, oid, fid, term),
+    );
+    refused(
+        f,
+        &leader_name,
+        &raft_message(MessageType::MsgTimeoutNow, lid, fid, term + 1),
+    );
     // A response acknowledging entries the leader never had.
     let l = &mut sim.nodes[leader];
     let mut resp = raft_message(MessageType::MsgAppendResponse, fid, lid, term);
