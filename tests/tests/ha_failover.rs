@@ -380,7 +380,8 @@ fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge()
     let key = key_file(&lab);
     let (a, b) = pair(&lab, &key);
     // Leases made before the partition, known to both.
-    let agent = TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
+    let agent =
+        TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
     for k in 0..20u8 {
         agent
             .dora(&Identity::mac([0x02, 0xed, 0, 0, 0, k]), &Extras::default())
@@ -429,10 +430,7 @@ fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge()
             load.stderr()
         );
         let report: Value = serde_json::from_str(&load.stdout()).expect("dhcpperf report");
-        println!(
-            "dhcpperf to {name} during the partition: {}",
-            report["phases"][0]["counts"]
-        );
+        println!("dhcpperf to {name} during the partition: {}", report["phases"][0]["counts"]);
     }
     let stats = |d: &Daemon<'_>| d.stats()["total"]["drops"]["other_share"].clone();
     println!("other_share drops: A {}, B {}", stats(&a), stats(&b));
