@@ -55,6 +55,7 @@
 //! Architecture Invariant: only syncd talks to the peer.
 
 pub mod apply;
+pub mod consensus;
 pub mod doorbell;
 pub mod frame;
 pub mod handshake;

@@ -32,6 +32,7 @@ const T_BULK_DONE: u8 = 7;
 const T_ROLE: u8 = 8;
 const T_HANDOVER: u8 = 9;
 const T_SWITCHOVER: u8 = 10;
+const T_RAFT: u8 = 11;
 /// Bytes of one bulk-sync entry in [`Message::Bulk`] (`crate::apply::BULK_ENTRY_BYTES`).
 pub const BULK_ENTRY_BYTES: usize = 8 + 64;
 /// The ring id acknowledgements of [`Message::Bulk`] chunks carry in [`Message::Ack`] (no
@@ -181,6 +182,12 @@ pub enum Message {
         /// The target node.
         to: String,
     },
+    /// One message of the cluster's Raft group ([`crate::consensus`]): the encoded raft
+    /// message, at most [`crate::consensus::MAX_RAFT_MESSAGE`] bytes, uninterpreted here.
+    Raft {
+        /// The encoded raft message.
+        data: Vec<u8>,
+    },
     /// Everything of `ring` up to `seq` was applied.
     Ack {
         /// The ring.
@@ -217,6 +224,9 @@ pub enum DecodeError {
     /// A `Bulk` payload that is not whole entries.
     #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
     BulkLength(usize),
+    /// A `Raft` payload that is empty or larger than a raft message may be.
+    #[error("raft payload of {0} bytes is empty or too long")]
+    RaftLength(usize),
     /// A role code no role has, or an in-sync flag that is not 0 or 1.
     #[error("role message with unknown value {0}")]
     BadRole(u8),
@@ -234,6 +244,15 @@ pub enum EncodeError {
     /// A `Bulk` payload that is not whole entries.
     #[error("bulk payload of {0} bytes is not a multiple of {BULK_ENTRY_BYTES}")]
     BulkLength(usize),
+    /// A `Raft` payload that is empty or larger than a raft message may be.
+    #[error("raft payload of {0} bytes is empty or too long")]
+    RaftLength(usize),
+}
+
+/// A raft payload is never empty (raft messages always carry a type and a term) and at most
+/// [`crate::consensus::MAX_RAFT_MESSAGE`] bytes.
+fn raft_length_ok(len: usize) -> bool {
+    (1..=crate::consensus::MAX_RAFT_MESSAGE).contains(&len)
 }
 
 fn put_positions(out: &mut Vec<u8>, positions: &[Position]) -> Result<(), EncodeError> {
@@ -323,6 +342,13 @@ impl Message {
             Message::SwitchoverRequest { to } => {
                 out.push(T_SWITCHOVER);
                 put_str(out, to, MAX_NAME, "node name")?;
+            }
+            Message::Raft { data } => {
+                if !raft_length_ok(data.len()) {
+                    return Err(EncodeError::RaftLength(data.len()));
+                }
+                out.push(T_RAFT);
+                out.extend_from_slice(data);
             }
             Message::Ack { ring, seq } => {
                 out.push(T_ACK);
@@ -421,6 +447,15 @@ impl Message {
             T_SWITCHOVER => Message::SwitchoverRequest {
                 to: r.str8("node name")?,
             },
+            T_RAFT => {
+                let data = std::mem::take(&mut r.bytes);
+                if !raft_length_ok(data.len()) {
+                    return Err(DecodeError::RaftLength(data.len()));
+                }
+                Message::Raft {
+                    data: data.to_vec(),
+                }
+            }
             T_ACK => Message::Ack {
                 ring: r.u8("ack")?,
                 seq: r.u64("ack")?,
@@ -446,6 +481,7 @@ impl Message {
             Message::Role { .. } => "role",
             Message::Handover { .. } => "handover",
             Message::SwitchoverRequest { .. } => "switchover-request",
+            Message::Raft { .. } => "raft",
         }
     }
 }
@@ -584,6 +620,12 @@ mod tests {
                 ],
             },
             Message::SwitchoverRequest { to: "b".into() },
+            Message::Raft {
+                data: vec![8, 1, 16, 2, 24, 1],
+            },
+            Message::Raft {
+                data: vec![0xa5; crate::consensus::MAX_RAFT_MESSAGE],
+            },
         ]
     }
 
@@ -671,6 +713,37 @@ mod tests {
     }
 
     #[test]
+    fn raft_messages_are_pinned_and_bounded() {
+        let raft = Message::Raft {
+            data: vec![8, 1, 16, 2],
+        };
+        assert_eq!(raft.to_bytes().unwrap(), [1, 11, 8, 1, 16, 2]);
+        assert_eq!(raft.kind(), "raft");
+        assert_eq!(Message::decode(&[1, 11]), Err(DecodeError::RaftLength(0)));
+        let max = crate::consensus::MAX_RAFT_MESSAGE;
+        let mut long = vec![1, 11];
+        long.extend(std::iter::repeat_n(0u8, max + 1));
+        assert_eq!(
+            Message::decode(&long),
+            Err(DecodeError::RaftLength(max + 1))
+        );
+        assert_eq!(
+            Message::Raft { data: vec![] }.to_bytes(),
+            Err(EncodeError::RaftLength(0))
+        );
+        assert_eq!(
+            Message::Raft {
+                data: vec![0; max + 1]
+            }
+            .to_bytes(),
+            Err(EncodeError::RaftLength(max + 1))
+        );
+        // The largest fits in one sealed frame.
+        let largest = Message::Raft { data: vec![0; max] }.to_bytes().unwrap();
+        assert!(largest.len() <= crate::link::MAX_MESSAGE_LEN);
+    }
+
+    #[test]
     fn malformed_bulk_messages_are_errors() {
         let bulk = Message::Bulk {
             next_slot: 1,
@@ -715,7 +788,7 @@ mod tests {
 
         #[test]
         fn mutated_messages_never_panic(
-            which in 0usize..12,
+            which in 0usize..18,
             flips in proptest::collection::vec((any::<usize>(), any::<u8>()), 1..4),
             cut in any::<usize>(),
         ) {
