@@ -149,7 +149,15 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     );
     replicator.set_doorbells(&doorbells);
     let workers: Vec<&Ring> = shipped.iter().take(config.effective_workers()).collect();
-    let mut roles = RoleDriver::new(&cluster, workers, &own_ring, &doorbells, Instant::now());
+    let mut roles = RoleDriver::new(
+        &cluster,
+        workers,
+        &own_ring,
+        &doorbells,
+        &config.state_dir.join("raft-state"),
+        Instant::now(),
+    )
+    .map_err(|e| io::Error::other(e.to_string()))?;
     tracing::info!(
         "syncd: cluster `{}` node `{}` listening on {} ({} peers, layout {:016x})",
         cluster.name,

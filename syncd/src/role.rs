@@ -199,6 +199,19 @@ pub struct Roles {
     remembered: Option<Role>,
     switchover: Option<Switchover>,
     transitions: Vec<Transition>,
+    /// Three or more appliances: the consensus's view (see "Three or more appliances").
+    quorum: Option<QuorumFacts>,
+}
+
+/// What the consensus says, with three or more appliances.
+#[derive(Debug, Clone, Default)]
+struct QuorumFacts {
+    /// The leader this node knows (itself included), if any.
+    leader: Option<String>,
+    /// This node leads and a majority acknowledged it within its lease.
+    leading_with_quorum: bool,
+    /// The raft term, for the log.
+    term: u64,
 }
 
 impl Roles {
@@ -224,7 +237,55 @@ impl Roles {
             remembered,
             switchover: None,
             transitions: Vec::new(),
+            quorum: (peers.len() >= 2).then(QuorumFacts::default),
         }
+    }
+
+    /// Whether roles follow a majority (three or more appliances) rather than a pair's rules.
+    pub fn is_quorum(&self) -> bool {
+        self.quorum.is_some()
+    }
+
+    /// Three or more appliances: whether this node may campaign to lead (it ticks its
+    /// consensus only then). A node that is behind — syncing, or waiting while a connected
+    /// peer says it lacks that peer's leases — never leads; it still votes.
+    pub fn may_lead(&self) -> bool {
+        match self.role {
+            Role::Standby | Role::Active | Role::HandingOver | Role::PartnerDown => true,
+            Role::Waiting => {
+                let up: Vec<&PeerFacts> = self.peers.values().filter(|p| p.up).collect();
+                let nodes = self.peers.len() + 1;
+                up.len() + 1 >= nodes / 2 + 1
+                    && up.iter().all(|p| p.role.is_some() && p.says_me_in_sync)
+            }
+            Role::Syncing | Role::ActiveAlone => false,
+        }
+    }
+
+    /// Three or more appliances: the consensus's leader (`None`: none known), whether this
+    /// node leads with a majority's acknowledgement, and the term.
+    pub fn set_consensus(
+        &mut self,
+        leader: Option<String>,
+        leading_with_quorum: bool,
+        term: u64,
+        now: Instant,
+    ) {
+        let Some(q) = &mut self.quorum else {
+            return;
+        };
+        if q.leader != leader || q.leading_with_quorum != leading_with_quorum || q.term != term {
+            q.leader = leader;
+            q.leading_with_quorum = leading_with_quorum;
+            q.term = term;
+            self.evaluate(now);
+        }
+    }
+
+    /// Three or more appliances, switchover: the target raft should hand leadership to once
+    /// every record is acknowledged ([`Roles::handover_due`] gives it too).
+    pub fn quorum_leader(&self) -> Option<&str> {
+        self.quorum.as_ref().and_then(|q| q.leader.as_deref())
     }
 
     /// The current role.
@@ -303,6 +364,20 @@ impl Roles {
         let was_serving = p.role.is_some_and(Role::serves);
         *p = PeerFacts::default();
         let any_up = self.peers.values().any(|p| p.up);
+        if self.quorum.is_some() {
+            // The majority decides (set_consensus); a lost switchover target ends it.
+            if self.role == Role::HandingOver
+                && self.switchover.as_ref().is_some_and(|s| s.to == peer)
+            {
+                self.switchover = None;
+                self.go(
+                    Role::Active,
+                    format!("switchover target `{peer}` was lost ({cause}); keeping the role"),
+                );
+            }
+            self.evaluate(now);
+            return;
+        }
         match self.role {
             Role::Standby if !self.serving_peer_up() => self.go(
                 Role::ActiveAlone,
@@ -426,10 +501,17 @@ impl Roles {
     /// `prodhcpctl ha partner-down`: the operator confirms every unreachable peer down; a node
     /// serving its share (or waiting) serves the whole pool.
     pub fn partner_down(&mut self, now: Instant) -> Result<(), CommandError> {
-        if let Some((n, _)) = self.peers.iter().find(|(_, p)| p.up) {
+        if let Some(l) = self.quorum.as_ref().and_then(|q| q.leader.clone()) {
             return Err(CommandError::PartnerDown(format!(
-                "peer `{n}` is connected; partner-down is for a peer that is unreachable"
+                "the majority has a leader (`{l}`); partner-down is for a node left without one"
             )));
+        }
+        if self.quorum.is_none() {
+            if let Some((n, _)) = self.peers.iter().find(|(_, p)| p.up) {
+                return Err(CommandError::PartnerDown(format!(
+                    "peer `{n}` is connected; partner-down is for a peer that is unreachable"
+                )));
+            }
         }
         match self.role {
             Role::ActiveAlone | Role::Waiting | Role::Syncing | Role::Standby => {
@@ -491,6 +573,9 @@ impl Roles {
     }
 
     fn evaluate_once(&mut self, now: Instant) -> bool {
+        if self.quorum.is_some() {
+            return self.evaluate_quorum();
+        }
         let serving_peer = self
             .peers
             .iter()
@@ -628,6 +713,113 @@ impl Roles {
                     return true;
                 }
                 false
+            }
+        }
+    }
+
+    /// The rules with three or more appliances: the consensus's leader serves the whole pool
+    /// while a majority acknowledges it; everyone else follows it (syncing, then standby) or
+    /// waits; a node that loses its majority stops serving at once.
+    fn evaluate_quorum(&mut self) -> bool {
+        let q = self.quorum.clone().unwrap_or_default();
+        let me_leads = q.leader.as_deref() == Some(self.me.as_str());
+        match self.role {
+            Role::HandingOver => {
+                let Some(to) = self.switchover.as_ref().map(|s| s.to.clone()) else {
+                    return false;
+                };
+                if q.leader.as_deref() == Some(to.as_str()) {
+                    self.switchover = None;
+                    self.go(
+                        Role::Standby,
+                        format!("switchover: `{to}` leads (term {})", q.term),
+                    );
+                    return true;
+                }
+                false
+            }
+            Role::Active | Role::PartnerDown if me_leads && q.leading_with_quorum => {
+                if self.role == Role::PartnerDown {
+                    self.go(
+                        Role::Active,
+                        format!("elected by a majority (term {})", q.term),
+                    );
+                    return true;
+                }
+                false
+            }
+            Role::Active => {
+                let cause = match &q.leader {
+                    Some(l) if *l != self.me => {
+                        format!("`{l}` leads (term {}): this node stops serving", q.term)
+                    }
+                    _ => format!(
+                        "no majority acknowledges this node (term {}): it stops serving",
+                        q.term
+                    ),
+                };
+                let to = if q.leader.as_deref().is_some_and(|l| l != self.me) {
+                    Role::Syncing
+                } else {
+                    Role::Waiting
+                };
+                self.go(to, cause);
+                true
+            }
+            Role::PartnerDown => {
+                // Forced by the operator without a majority: kept until a leader appears.
+                match &q.leader {
+                    Some(l) if *l != self.me => {
+                        let cause =
+                            format!("`{l}` leads (term {}): this node stops serving", q.term);
+                        self.go(Role::Syncing, cause);
+                        true
+                    }
+                    _ => false,
+                }
+            }
+            Role::Waiting | Role::Standby | Role::Syncing | Role::ActiveAlone
+                if me_leads && q.leading_with_quorum =>
+            {
+                let from = self.role;
+                self.go(
+                    Role::Active,
+                    format!(
+                        "elected by a majority (term {}; was {})",
+                        q.term,
+                        from.name()
+                    ),
+                );
+                true
+            }
+            Role::Waiting => match &q.leader {
+                Some(l) if *l != self.me && self.peer_role(l).is_some_and(Role::serves) => {
+                    self.go(Role::Syncing, format!("`{l}` leads (term {})", q.term));
+                    true
+                }
+                _ => false,
+            },
+            Role::Syncing => match &q.leader {
+                Some(l) if *l != self.me => {
+                    let in_sync = self.peers.get(l).is_some_and(|p| p.up && p.says_me_in_sync);
+                    if in_sync && self.peer_role(l).is_some_and(Role::serves) {
+                        self.go(
+                            Role::Standby,
+                            format!("in sync with the leader `{l}` (term {})", q.term),
+                        );
+                        return true;
+                    }
+                    false
+                }
+                _ => false,
+            },
+            Role::Standby => false,
+            Role::ActiveAlone => {
+                self.go(
+                    Role::Waiting,
+                    "three or more appliances: the majority decides".into(),
+                );
+                true
             }
         }
     }

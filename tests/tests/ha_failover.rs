@@ -76,8 +76,31 @@ fn key_file(lab: &Lab) -> PathBuf {
 }
 
 fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -> ServerConfig {
+    appliance_of(
+        lab,
+        node,
+        ifname,
+        listen_ip,
+        key,
+        &[("a", A_IP), ("b", B_IP)],
+    )
+}
+
+/// An appliance of the cluster whose nodes are `nodes` (name, syncd address).
+fn appliance_of(
+    lab: &Lab,
+    node: &str,
+    ifname: &str,
+    listen_ip: &str,
+    key: &Path,
+    nodes: &[(&str, &str)],
+) -> ServerConfig {
     let dir = lab.path(node);
     std::fs::create_dir_all(&dir).expect("appliance dir");
+    let peers: Vec<String> = nodes
+        .iter()
+        .map(|(n, ip)| format!("(node: \"{n}\", address: \"{ip}:{SYNCD_PORT}\")"))
+        .collect();
     ServerConfig::new(&dir)
         .interface(ifname)
         .subnet(SubnetConfig::new(
@@ -86,10 +109,9 @@ fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -
         ))
         .field(&format!(
             "cluster: (name: \"pop1\", node: \"{node}\", listen: \"{listen_ip}:{SYNCD_PORT}\", \
-             peers: [(node: \"a\", address: \"{A_IP}:{SYNCD_PORT}\"), \
-                     (node: \"b\", address: \"{B_IP}:{SYNCD_PORT}\")], \
-             key_file: \"{}\", replication: \"sync\", \
+             peers: [{}], key_file: \"{}\", replication: \"sync\", \
              service_address: Some((address: \"{SERVICE_IP}/15\", interface: \"{ifname}\")))",
+            peers.join(", "),
             key.display()
         ))
 }
@@ -508,4 +530,158 @@ fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge()
     let v = verify(&lab, &a, &union, u64::from(rate * secs));
     assert_eq!(v["duplicate_address"], 0, "{v}");
     assert_eq!(v["missing"], 0, "{v}");
+}
+
+const C_IP: &str = "198.18.0.5";
+
+/// Every process of `d`'s tree: supervisor, workers, syncd.
+fn process_tree(d: &Daemon<'_>) -> Vec<u32> {
+    let st = d.ctl_json(&["ha", "status"]);
+    let mut pids = vec![d.pid()];
+    pids.extend(d.worker_pids());
+    pids.extend(st["syncd"]["pid"].as_u64().map(|p| p as u32));
+    pids
+}
+
+/// DISCOVERs to the service address every 10 ms until one is answered (at most 5 s).
+fn first_answer(lab: &Lab, since: Instant, seed: u8) -> Option<Duration> {
+    let mut probe = TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("probe socket");
+    probe.set_timeout(Duration::from_millis(10));
+    let mut k = 0u8;
+    while since.elapsed() < Duration::from_secs(5) {
+        k = k.wrapping_add(1);
+        if probe
+            .discover(&Identity::mac([0x02, seed, 0, 0, 0, k]), &Extras::default())
+            .is_ok()
+        {
+            return Some(since.elapsed());
+        }
+    }
+    None
+}
+
+#[test]
+fn three_appliances_elect_by_majority_and_survive_two_successive_active_kills() {
+    if !preflight("ha_failover", &[]) {
+        return;
+    }
+    let lab = lab("ha3");
+    lab.add_namespace("sc");
+    lab.connect("sc", "c0", "br0", Some(&format!("{C_IP}/15")));
+    let key = key_file(&lab);
+    let nodes = [("a", A_IP), ("b", B_IP), ("c", C_IP)];
+    let cfg = |n: &str, ifname: &str, ip: &str| appliance_of(&lab, n, ifname, ip, &key, &nodes);
+    let mut daemons = vec![
+        Some(start(&lab, "a", &cfg("a", "a0", A_IP))),
+        Some(start(&lab, "b", &cfg("b", "b0", B_IP))),
+        Some(start(&lab, "c", &cfg("c", "c0", C_IP))),
+    ];
+    let names = ["a", "b", "c"];
+    // One active, two standbys; the active holds the service address.
+    let settle = |daemons: &[Option<Daemon<'_>>]| -> usize {
+        let t = Instant::now();
+        loop {
+            let roles: Vec<String> = daemons
+                .iter()
+                .map(|d| {
+                    d.as_ref().map_or("down".into(), |d| {
+                        d.ctl_json(&["ha", "status"])["role"]
+                            .as_str()
+                            .unwrap_or("?")
+                            .to_string()
+                    })
+                })
+                .collect();
+            let active: Vec<usize> = (0..3).filter(|&i| roles[i] == "active").collect();
+            let others_ok = (0..3)
+                .filter(|i| !active.contains(i))
+                .all(|i| roles[i] == "standby" || roles[i] == "down");
+            if active.len() == 1 && others_ok {
+                return active[0];
+            }
+            assert!(t.elapsed() < DEADLINE, "roles never settled: {roles:?}");
+            thread::sleep(Duration::from_millis(20));
+        }
+    };
+    let first = settle(&daemons);
+    println!("three appliances: `{}` elected active", names[first]);
+    let ifname = |i: usize| format!("{}0", names[i]);
+    let ns = |i: usize| lab.ns(&format!("s{}", names[i]));
+    assert!(holds_service_address(&lab, &ns(first), &ifname(first)));
+
+    let (rate, secs) = (300u32, 14u32);
+    let record = lab.path("three-acks.jsonl");
+    let load = spawn_dhcpperf_dora(
+        &lab,
+        &lab.ns("sr"),
+        LOAD_IP,
+        SERVICE_IP,
+        rate,
+        secs,
+        0x5f,
+        &record,
+    );
+    thread::sleep(Duration::from_secs(2));
+    // Kill the active's whole tree; a majority of two remains.
+    let victim = first;
+    let pids = process_tree(daemons[victim].as_ref().expect("running"));
+    let t = Instant::now();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let answered1 = first_answer(&lab, t, 0xe1);
+    let killed = daemons[victim].take().expect("running");
+    drop(killed);
+    let second = settle(&daemons);
+    println!(
+        "SIGKILL of `{}` ({} processes): `{}` active; first answer to the service address {answered1:?} after the kill",
+        names[victim],
+        pids.len(),
+        names[second]
+    );
+    // The killed appliance comes back (its peers' data synced) and is a standby again.
+    thread::sleep(Duration::from_secs(1));
+    let (n, ip) = (names[victim], nodes[victim].1);
+    let ifn = ifname(victim);
+    daemons[victim] = Some(start(&lab, n, &cfg(n, &ifn, ip)));
+    let again = settle(&daemons);
+    assert_eq!(
+        again, second,
+        "the returning appliance must not take the role back"
+    );
+    println!("`{n}` restarted: standby again");
+    // Kill the new active too: the two left are still a majority.
+    let pids = process_tree(daemons[second].as_ref().expect("running"));
+    let t = Instant::now();
+    for &pid in &pids {
+        let _ = kill(Pid::from_raw(pid as i32), Signal::SIGKILL);
+    }
+    let answered2 = first_answer(&lab, t, 0xe2);
+    drop(daemons[second].take());
+    let third = settle(&daemons);
+    println!(
+        "SIGKILL of `{}`: `{}` active; first answer {answered2:?} after the kill",
+        names[second], names[third]
+    );
+    let exit = load.wait_timeout(Duration::from_secs(120));
+    assert!(
+        exit.is_some_and(|st| st.code() == Some(0)),
+        "dhcpperf ended with {exit:?}: {}\n{}",
+        load.stdout(),
+        load.stderr()
+    );
+    let final_active = daemons[third].as_ref().expect("running");
+    thread::sleep(Duration::from_millis(200));
+    verify(&lab, final_active, &record, u64::from(rate * secs / 3));
+    let bound = outage_bound();
+    for a in [answered1, answered2] {
+        let a = a.expect("the service address was never answered after a kill");
+        assert!(
+            a <= bound,
+            "first answer {a:?} after a kill (bound {bound:?})"
+        );
+    }
+    let (ok, text) = final_active.ctl_text(&["ha", "status"]);
+    assert!(ok, "{text}");
+    println!("{}: prodhcpctl ha status\n{text}", final_active.ns());
 }

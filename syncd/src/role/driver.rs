@@ -14,6 +14,7 @@ use prodhcp_proto::{HaCommand, HaCommandOutcome, RoleStatus};
 use shm_layout::{Gate, Ring, Share};
 
 use super::{Role, Roles, Serving, Transition};
+use crate::consensus::{Consensus, ConsensusError, ELECTION_TICKS, HEARTBEAT_TICKS, TICK};
 use crate::doorbell::Doorbells;
 use crate::message::{Message, Position};
 use crate::node::{Event, Node, PeerState};
@@ -48,18 +49,23 @@ pub struct RoleDriver<'a> {
     /// Something the report shows changed.
     changed: bool,
     last_contact_secs: u64,
+    /// Three or more appliances: the Raft group that elects the active.
+    consensus: Option<Consensus>,
+    next_tick: Instant,
 }
 
 impl<'a> RoleDriver<'a> {
     /// Starts `waiting`: every worker's gate closed, the service address released (a previous
-    /// syncd may have died holding it), the remembered role read from syncd's ring.
+    /// syncd may have died holding it), the remembered role read from syncd's ring. With three
+    /// or more appliances the Raft state lives in `raft_state` (term, vote, log).
     pub fn new(
         cluster: &Cluster,
         workers: Vec<&'a Ring>,
         own_ring: &'a Ring,
         doorbells: &'a Doorbells,
+        raft_state: &std::path::Path,
         now: Instant,
-    ) -> RoleDriver<'a> {
+    ) -> Result<RoleDriver<'a>, ConsensusError> {
         let remembered = Role::from_code(own_ring.last_role() as u8);
         let peers: Vec<String> = cluster.peers.iter().map(|p| p.node.clone()).collect();
         let mut names: Vec<&str> = peers.iter().map(String::as_str).collect();
@@ -70,6 +76,18 @@ impl<'a> RoleDriver<'a> {
             address: s.address,
             interface: s.interface.clone(),
         });
+        let all: Vec<String> = names.iter().map(|n| n.to_string()).collect();
+        let consensus = if peers.len() >= 2 {
+            Some(Consensus::open(
+                &cluster.node,
+                &all,
+                ELECTION_TICKS,
+                HEARTBEAT_TICKS,
+                raft_state,
+            )?)
+        } else {
+            None
+        };
         let mut driver = RoleDriver {
             roles: Roles::new(&cluster.node, &peers, remembered, STARTUP_WAIT, now),
             workers,
@@ -90,16 +108,27 @@ impl<'a> RoleDriver<'a> {
             last_command: None,
             changed: true,
             last_contact_secs: own_ring.peer_contact(),
+            consensus,
+            next_tick: now + TICK,
         };
         driver.set_gate(Gate::Closed);
         driver.release_address("syncd started: not serving until its role says so");
         tracing::info!(
-            "syncd: role waiting (last role before this start: {}); share {} of {}",
+            "syncd: role waiting (last role before this start: {}); {}",
             remembered.map_or("none", Role::name),
-            share_index,
-            driver.share_count
+            if driver.consensus.is_some() {
+                format!(
+                    "{} appliances: the active is elected by a majority (raft)",
+                    names.len()
+                )
+            } else {
+                format!(
+                    "share {} of {} when serving alone",
+                    share_index, driver.share_count
+                )
+            }
         );
-        driver
+        Ok(driver)
     }
 
     /// The current role.
@@ -128,6 +157,9 @@ impl<'a> RoleDriver<'a> {
                 if self.handover_from.as_deref() == Some(peer) {
                     self.handover_from = None;
                 }
+                if let Some(c) = &mut self.consensus {
+                    let _ = c.peer_link_down(peer);
+                }
                 self.roles.peer_down(peer, &cause.to_string(), now);
             }
             Event::Received { peer, message } => {
@@ -143,6 +175,13 @@ impl<'a> RoleDriver<'a> {
                             fmt_positions(positions)
                         );
                         self.handover_from = Some(peer.clone());
+                    }
+                    Message::Raft { data } => {
+                        if let Some(c) = &mut self.consensus {
+                            if let Err(e) = c.step(peer, data) {
+                                tracing::debug!("syncd: {e}");
+                            }
+                        }
                     }
                     Message::SwitchoverRequest { to } => {
                         let outcome = self.roles.switchover(Some(to), now);
@@ -177,8 +216,20 @@ impl<'a> RoleDriver<'a> {
                 self.roles.handover_applied(&from, now);
             }
         }
+        self.drive_consensus(node, now);
         if let Some(to) = self.roles.handover_due().map(str::to_string) {
-            if replicator.acked_all(&to) {
+            if replicator.acked_all(&to) && self.consensus.is_some() {
+                if let Some(c) = &mut self.consensus {
+                    match c.transfer_leader(&to) {
+                        Ok(()) => tracing::info!(
+                            "syncd: switchover: `{to}` acknowledged every record; raft leadership transferred to it"
+                        ),
+                        Err(e) => tracing::warn!("syncd: switchover to `{to}`: {e}"),
+                    }
+                }
+                self.roles.handover_sent();
+                self.drive_consensus(node, now);
+            } else if replicator.acked_all(&to) {
                 let positions = replicator.heads();
                 if node
                     .send(
@@ -210,9 +261,41 @@ impl<'a> RoleDriver<'a> {
         }
     }
 
-    /// When the loop must turn at the latest (the next gratuitous ARP).
+    /// When the loop must turn at the latest (the next gratuitous ARP, the next raft tick).
     pub fn next_deadline(&self) -> Option<Instant> {
-        self.garp.as_ref().and_then(GarpSender::next_deadline)
+        let garp = self.garp.as_ref().and_then(GarpSender::next_deadline);
+        let tick = self.consensus.as_ref().map(|_| self.next_tick);
+        match (garp, tick) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    /// Three or more appliances: ticks raft when due (only while this node may lead: a node
+    /// that is behind never campaigns), sends what it hands out, and gives the roles its view.
+    fn drive_consensus(&mut self, node: &mut Node, now: Instant) {
+        let may_lead = self.roles.may_lead();
+        let Some(c) = &mut self.consensus else {
+            return;
+        };
+        while now >= self.next_tick {
+            if may_lead {
+                c.tick();
+            }
+            self.next_tick += TICK;
+        }
+        match c.outbox() {
+            Ok(out) => {
+                for (peer, data) in out {
+                    if node.peer_state(&peer) == PeerState::Up {
+                        let _ = node.send(&peer, &Message::Raft { data });
+                    }
+                }
+            }
+            Err(e) => tracing::error!("syncd: consensus: {e}"),
+        }
+        let (leader, quorum, term) = (c.leader(), c.leader_has_quorum(), c.term());
+        self.roles.set_consensus(leader, quorum, term, now);
     }
 
     /// An operator's command (from the supervisor's channel).

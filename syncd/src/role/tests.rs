@@ -210,3 +210,107 @@ fn a_syncing_node_never_takes_over_with_a_partial_table() {
     b.partner_down(now).unwrap();
     assert_eq!(b.role(), Role::PartnerDown);
 }
+
+fn trio(me: &str, now: Instant) -> Roles {
+    let peers: Vec<String> = ["a", "b", "c"]
+        .iter()
+        .filter(|n| **n != me)
+        .map(|n| n.to_string())
+        .collect();
+    Roles::new(me, &peers, None, Duration::from_secs(3), now)
+}
+
+#[test]
+fn with_three_nodes_the_majoritys_leader_serves_and_the_others_follow() {
+    let now = t0();
+    let mut a = trio("a", now);
+    assert!(a.is_quorum());
+    // Waiting with nobody connected: may not lead (no majority up).
+    assert!(!a.may_lead());
+    for p in ["b", "c"] {
+        a.peer_up(p, now);
+        a.peer_announced(p, Role::Waiting, true, now);
+    }
+    assert!(a.may_lead(), "every connected peer says a has its leases");
+    // Elected, but serving only once a majority acknowledged it.
+    a.set_consensus(Some("a".into()), false, 2, now);
+    assert_eq!(a.role(), Role::Waiting);
+    a.set_consensus(Some("a".into()), true, 2, now);
+    assert_eq!(a.role(), Role::Active);
+    assert!(a.take_transitions()[0].cause.contains("majority"));
+    // A follower: syncing under the leader, standby once the leader says it is in sync.
+    let mut b = trio("b", now);
+    b.peer_up("a", now);
+    b.peer_up("c", now);
+    b.peer_announced("c", Role::Waiting, true, now);
+    b.peer_announced("a", Role::Active, false, now);
+    b.set_consensus(Some("a".into()), false, 2, now);
+    assert_eq!(b.role(), Role::Syncing);
+    assert!(!b.may_lead(), "a syncing node never campaigns");
+    b.peer_announced("a", Role::Active, true, now);
+    assert_eq!(b.role(), Role::Standby);
+    assert!(b.may_lead());
+    // A lost link is not a takeover with three nodes: the majority decides.
+    b.peer_down("a", "closed by peer", now);
+    assert_eq!(b.role(), Role::Standby);
+    b.set_consensus(Some("b".into()), true, 3, now);
+    assert_eq!(b.role(), Role::Active);
+}
+
+#[test]
+fn with_three_nodes_a_leader_without_its_majority_stops_serving() {
+    let now = t0();
+    let mut a = trio("a", now);
+    for p in ["b", "c"] {
+        a.peer_up(p, now);
+        a.peer_announced(p, Role::Waiting, true, now);
+    }
+    a.set_consensus(Some("a".into()), true, 2, now);
+    assert_eq!(a.role(), Role::Active);
+    // Cut off: its lease runs out before anyone else can be elected.
+    a.set_consensus(Some("a".into()), false, 2, now);
+    assert_eq!(a.role(), Role::Waiting);
+    assert!(!a.role().serves());
+    // Partner-down is refused while a leader is known, accepted without one.
+    a.set_consensus(Some("b".into()), false, 3, now);
+    assert!(a.partner_down(now).is_err());
+    a.set_consensus(None, false, 3, now);
+    // (peers still marked up here: with three nodes only the missing leader matters)
+    a.partner_down(now).unwrap();
+    assert_eq!(a.role(), Role::PartnerDown);
+    // A leader appears: the forced role ends.
+    a.set_consensus(Some("c".into()), false, 4, now);
+    assert_eq!(a.role(), Role::Syncing);
+    // Another node leads while this one is active: it steps back at once.
+    let mut c = trio("c", now);
+    for p in ["a", "b"] {
+        c.peer_up(p, now);
+        c.peer_announced(p, Role::Waiting, true, now);
+    }
+    c.set_consensus(Some("c".into()), true, 4, now);
+    assert_eq!(c.role(), Role::Active);
+    c.set_consensus(Some("a".into()), false, 5, now);
+    assert_eq!(c.role(), Role::Syncing);
+}
+
+#[test]
+fn with_three_nodes_switchover_ends_when_the_target_leads() {
+    let now = t0();
+    let mut a = trio("a", now);
+    for p in ["b", "c"] {
+        a.peer_up(p, now);
+        a.peer_announced(p, Role::Waiting, true, now);
+    }
+    a.set_consensus(Some("a".into()), true, 2, now);
+    a.peer_announced("b", Role::Standby, true, now);
+    a.set_in_sync_view("b", true, now);
+    assert_eq!(a.switchover(Some("b"), now).unwrap(), "b");
+    assert_eq!(a.role(), Role::HandingOver);
+    assert_eq!(a.handover_due(), Some("b"));
+    a.handover_sent();
+    // Still the raft leader while the transfer runs: no change.
+    a.set_consensus(Some("a".into()), true, 2, now);
+    assert_eq!(a.role(), Role::HandingOver);
+    a.set_consensus(Some("b".into()), false, 3, now);
+    assert_eq!(a.role(), Role::Standby);
+}
