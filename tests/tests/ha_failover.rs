@@ -397,14 +397,23 @@ const LOAD2_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 11);
 
 /// Drops every packet between this namespace and `peer_ip` (both directions), or lifts it.
 fn partition(lab: &Lab, ns: &str, peer_ip: &str, on: bool) {
+    partition_from(lab, ns, &[peer_ip], on);
+}
+
+/// Drops every packet between this namespace and each of `peer_ips`, or lifts it.
+fn partition_from(lab: &Lab, ns: &str, peer_ips: &[&str], on: bool) {
     let script = if on {
-        format!(
-            "add table inet prodhcp_partition\n\
-             add chain inet prodhcp_partition input {{ type filter hook input priority 0; }}\n\
-             add chain inet prodhcp_partition output {{ type filter hook output priority 0; }}\n\
-             add rule inet prodhcp_partition input ip saddr {peer_ip} drop\n\
-             add rule inet prodhcp_partition output ip daddr {peer_ip} drop\n"
-        )
+        let mut s = "add table inet prodhcp_partition\n\
+             add chain inet prodhcp_partition input { type filter hook input priority 0; }\n\
+             add chain inet prodhcp_partition output { type filter hook output priority 0; }\n"
+            .to_string();
+        for ip in peer_ips {
+            s.push_str(&format!(
+                "add rule inet prodhcp_partition input ip saddr {ip} drop\n\
+                 add rule inet prodhcp_partition output ip daddr {ip} drop\n"
+            ));
+        }
+        s
     } else {
         "delete table inet prodhcp_partition\n".to_string()
     };
@@ -684,4 +693,110 @@ fn three_appliances_elect_by_majority_and_survive_two_successive_active_kills() 
     let (ok, text) = final_active.ctl_text(&["ha", "status"]);
     assert!(ok, "{text}");
     println!("{}: prodhcpctl ha status\n{text}", final_active.ns());
+}
+
+#[test]
+fn three_appliances_an_active_cut_off_from_the_majority_stops_serving() {
+    if !preflight("ha_failover", &["nft"]) {
+        return;
+    }
+    let lab = lab("ha3cut");
+    lab.add_namespace("sc");
+    lab.connect("sc", "c0", "br0", Some(&format!("{C_IP}/15")));
+    let key = key_file(&lab);
+    let nodes = [("a", A_IP), ("b", B_IP), ("c", C_IP)];
+    let ds = [
+        start(
+            &lab,
+            "a",
+            &appliance_of(&lab, "a", "a0", A_IP, &key, &nodes),
+        ),
+        start(
+            &lab,
+            "b",
+            &appliance_of(&lab, "b", "b0", B_IP, &key, &nodes),
+        ),
+        start(
+            &lab,
+            "c",
+            &appliance_of(&lab, "c", "c0", C_IP, &key, &nodes),
+        ),
+    ];
+    let names = ["a", "b", "c"];
+    let ips = [A_IP, B_IP, C_IP];
+    let role_of = |i: usize| -> String {
+        ds[i].ctl_json(&["ha", "status"])["role"]
+            .as_str()
+            .unwrap_or("?")
+            .to_string()
+    };
+    let t = Instant::now();
+    let active = loop {
+        let roles: Vec<String> = (0..3).map(role_of).collect();
+        if let Some(i) = (0..3).find(|&i| roles[i] == "active") {
+            if (0..3).filter(|&j| j != i).all(|j| roles[j] == "standby") {
+                break i;
+            }
+        }
+        assert!(t.elapsed() < DEADLINE, "roles never settled: {roles:?}");
+        thread::sleep(Duration::from_millis(20));
+    };
+    let ns = |i: usize| lab.ns(&format!("s{}", names[i]));
+    let others: Vec<usize> = (0..3).filter(|&j| j != active).collect();
+    // Cut the active off from both others (the relay still reaches everyone).
+    let cut = Instant::now();
+    partition_from(&lab, &ns(active), &[ips[others[0]], ips[others[1]]], true);
+    for &j in &others {
+        partition(&lab, &ns(j), ips[active], true);
+    }
+    let stopped = wait_role(&ds[active], &["waiting", "syncing"]);
+    let gone_at = cut.elapsed();
+    let t = Instant::now();
+    let new_active = loop {
+        if let Some(&j) = others.iter().find(|&&j| role_of(j) == "active") {
+            break j;
+        }
+        assert!(t.elapsed() < DEADLINE, "the majority elected nobody");
+        thread::sleep(Duration::from_millis(10));
+    };
+    println!(
+        "`{}` cut off: it stopped serving {stopped:?} after the cut (role {}), `{}` active {:?} after the cut",
+        names[active],
+        role_of(active),
+        names[new_active],
+        cut.elapsed()
+    );
+    let _ = gone_at;
+    assert!(!holds_service_address(
+        &lab,
+        &ns(active),
+        &format!("{}0", names[active])
+    ));
+    assert!(holds_service_address(
+        &lab,
+        &ns(new_active),
+        &format!("{}0", names[new_active])
+    ));
+    let gate = shm_layout::Ring::open_or_create(
+        &lab.path(names[active]).join("state").join("ring-1.dat"),
+        1,
+        65_536,
+    )
+    .expect("the cut-off node's ring of worker 0");
+    assert_eq!(
+        gate.gate(),
+        shm_layout::Gate::Closed,
+        "the minority's workers must not answer"
+    );
+    // Heal: the cut-off node follows the new leader.
+    partition_from(&lab, &ns(active), &[], false);
+    for &j in &others {
+        partition(&lab, &ns(j), ips[active], false);
+    }
+    wait_role(&ds[active], &["standby"]);
+    assert_eq!(role_of(new_active), "active");
+    println!(
+        "healed: `{}` standby, `{}` still active",
+        names[active], names[new_active]
+    );
 }
