@@ -21,10 +21,10 @@
 //!   peer's hello positions or a bulk sync while serving, "in sync" per peer, the rings' hold
 //!   and `replicated` words, and the worker's doorbell rung after each;
 //! - the process the supervisor starts ([`process`]): peer links and replication state reported
-//!   to the supervisor.
-//!
-//! Not yet: roles (who serves, the service address moving with them), partition shares and
-//! the merge tie rule, switchover.
+//!   to the supervisor;
+//! - roles ([`role`]): who serves (a pair: by the links and shares; three or more: by a
+//!   majority through [`consensus`], raft-rs), the workers' gate, the service address moving
+//!   with the role, switchover and partner-down.
 //!
 //! ## Why Noise (snow) and not TLS
 //!
