@@ -256,8 +256,7 @@ impl Roles {
                 let up: Vec<&PeerFacts> = self.peers.values().filter(|p| p.up).collect();
                 let nodes = self.peers.len() + 1;
                 // This node and the connected peers are a majority (nodes / 2 + 1).
-                up.len() >= nodes / 2
-                    && up.iter().all(|p| p.role.is_some() && p.says_me_in_sync)
+                up.len() >= nodes / 2 && up.iter().all(|p| p.role.is_some() && p.says_me_in_sync)
             }
             Role::Syncing | Role::ActiveAlone => false,
         }
