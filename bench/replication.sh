@@ -36,15 +36,18 @@
 # address (the anchors' lab addresses the standby at 198.18.0.3, as a relay with both servers
 # as helper addresses does), once per KEA_TIMERS entry (heartbeat-delay/max-response-delay ms;
 # Kea's defaults first). After each kill: B's role / HA state and `dhcpperf verify` of every
-# ACK against B's table. Each wait is bounded (FAILOVER_TIMEOUT, 120 s).
+# ACK against B's table. Each wait is bounded (FAILOVER_TIMEOUT, 120 s). Every case runs
+# FAILOVER_REPEATS times on fresh servers: Kea's detection waits for its next heartbeat, so one
+# kill samples a single phase of the heartbeat cycle.
 #
-#   sudo bench/replication.sh                      # RUNS=3, ~20 min
+#   sudo bench/replication.sh                      # RUNS=3, ~40 min
 #   sudo RUNS=1 MODES="off sync kea kea-ha" FAILOVER=0 bench/replication.sh
 #
 # Knobs: RUNS or ROUNDS (3), MODES ("off async sync kea kea-ha"), SWEEP_START (2000),
-# KEA_HA_SWEEP_START (500), SWEEP_FACTOR (1.25), STEP_DURATION (3), LOSS_PCT (2.5),
+# KEA_HA_SWEEP_START (200), SWEEP_FACTOR (1.25), STEP_DURATION (3), LOSS_PCT (2.5),
 # FIXED_RATE (5000), DURATION (10), WORKERS (2), DURABILITY ("process"), FAILOVER (1),
 # FAILOVER_MODES ("sync kea-ha"), FAILOVER_RATE (200), KILL_AFTER (3), FAILOVER_TIMEOUT (120),
+# FAILOVER_REPEATS (3),
 # KEA_TIMERS ("10000/60000 1000/1000 100/100"), OUT (/var/tmp/prodhcp-replication),
 # NO_BUILD=1, BIN (target/release).
 #
@@ -61,7 +64,7 @@ ANCHORS="${ANCHORS:-$ROOT/../shared/anchors}"
 RUNS=${RUNS:-${ROUNDS:-3}}
 MODES=${MODES-"off async sync kea kea-ha"}
 SWEEP_START=${SWEEP_START:-2000}
-KEA_HA_SWEEP_START=${KEA_HA_SWEEP_START:-500}
+KEA_HA_SWEEP_START=${KEA_HA_SWEEP_START:-200}
 SWEEP_FACTOR=${SWEEP_FACTOR:-1.25}
 STEP_DURATION=${STEP_DURATION:-3}
 LOSS_PCT=${LOSS_PCT:-2.5}
@@ -73,6 +76,7 @@ FAILOVER_MODES=${FAILOVER_MODES:-"sync kea-ha"}
 FAILOVER_RATE=${FAILOVER_RATE:-200}
 KILL_AFTER=${KILL_AFTER:-3}
 FAILOVER_TIMEOUT=${FAILOVER_TIMEOUT:-120}
+FAILOVER_REPEATS=${FAILOVER_REPEATS:-3}
 KEA_TIMERS=${KEA_TIMERS:-"10000/60000 1000/1000 100/100"}
 OUT=${OUT:-/var/tmp/prodhcp-replication}
 BIN="${BIN:-$ROOT/target/release}"
@@ -527,13 +531,15 @@ except Exception:
 }
 if [ "$FAILOVER" = 1 ]; then
     for mode in $FAILOVER_MODES; do
-        if [ "$mode" = kea-ha ]; then
-            for t in $KEA_TIMERS; do
-                failover_case kea-ha "kea-ha-hb${t%/*}-mr${t#*/}" "${t%/*}" "${t#*/}"
-            done
-        else
-            failover_case "$mode" "prodhcp-$mode"
-        fi
+        for k in $(seq 1 "$FAILOVER_REPEATS"); do
+            if [ "$mode" = kea-ha ]; then
+                for t in $KEA_TIMERS; do
+                    failover_case kea-ha "kea-ha-hb${t%/*}-mr${t#*/}-$k" "${t%/*}" "${t#*/}"
+                done
+            else
+                failover_case "$mode" "prodhcp-$mode-$k"
+            fi
+        done
     done
 fi
 
