@@ -2,6 +2,7 @@
 //! clients, a real relay, perfdhcp, and a scripted client.
 //!
 //! - [`lab`]: RAII namespaces, bridges, veths, processes, scratch dir;
+//! - [`cluster`]: the HA tests' appliances, key file and cluster configuration;
 //! - [`topo`]: the standard topology (server, router/relay, load, clients);
 //! - [`config`]: server configurations rendered as RON;
 //! - [`daemon`]: prodhcpd and prodhcpctl;
@@ -13,6 +14,7 @@
 
 pub mod capture;
 pub mod client;
+pub mod cluster;
 pub mod config;
 pub mod daemon;
 pub mod lab;

@@ -15,29 +15,25 @@
 //! Every wait polls with a deadline; every figure is printed.
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prodhcp_systests::client::{Extras, Identity, TestClient};
-use prodhcp_systests::config::{ServerConfig, SubnetConfig};
-use prodhcp_systests::daemon::{Daemon, READY_TIMEOUT};
+use prodhcp_systests::cluster::{
+    self, add_third, export_rows, key_file, pair_lab, start, A_IP, B_IP, C_IP, LOAD_IP, RELAY_IP,
+};
+use prodhcp_systests::config::ServerConfig;
+use prodhcp_systests::daemon::Daemon;
 use prodhcp_systests::lab::Lab;
 use prodhcp_systests::preflight;
 use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
 use serde_json::Value;
 
-const A_IP: &str = "198.18.0.1";
-const B_IP: &str = "198.18.0.4";
 /// The floating service address.
 const SERVICE_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 20);
-const RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
-/// dhcpperf's relay address.
-const LOAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
-const SYNCD_PORT: u16 = 647;
 /// Time allowed for roles to settle and for records to reach the peer.
 const DEADLINE: Duration = Duration::from_secs(60);
 /// The outage the tests accept for a switchover and for a SIGKILL failover:
@@ -55,26 +51,6 @@ fn env_u64(name: &str, default: u64) -> u64 {
         .unwrap_or(default)
 }
 
-fn lab(tag: &str) -> Lab {
-    let lab = Lab::new(tag);
-    lab.add_bridge("br0");
-    lab.add_namespace("sa");
-    lab.connect("sa", "a0", "br0", Some(&format!("{A_IP}/15")));
-    lab.add_namespace("sb");
-    lab.connect("sb", "b0", "br0", Some(&format!("{B_IP}/15")));
-    lab.add_namespace("sr");
-    lab.connect("sr", "r0", "br0", Some(&format!("{RELAY_IP}/15")));
-    lab.add_address("sr", "r0", &format!("{LOAD_IP}/15"));
-    lab
-}
-
-fn key_file(lab: &Lab) -> PathBuf {
-    let path = lab.path("cluster.key");
-    std::fs::write(&path, format!("{}\n", "6".repeat(64))).expect("write key");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path
-}
-
 fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -> ServerConfig {
     appliance_of(
         lab,
@@ -86,7 +62,8 @@ fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -
     )
 }
 
-/// An appliance of the cluster whose nodes are `nodes` (name, syncd address).
+/// An appliance of the cluster whose nodes are `nodes`, holding the service address when
+/// serving.
 fn appliance_of(
     lab: &Lab,
     node: &str,
@@ -95,39 +72,9 @@ fn appliance_of(
     key: &Path,
     nodes: &[(&str, &str)],
 ) -> ServerConfig {
-    let dir = lab.path(node);
-    std::fs::create_dir_all(&dir).expect("appliance dir");
-    let peers: Vec<String> = nodes
-        .iter()
-        .map(|(n, ip)| format!("(node: \"{n}\", address: \"{ip}:{SYNCD_PORT}\")"))
-        .collect();
-    ServerConfig::new(&dir)
-        .interface(ifname)
-        .subnet(SubnetConfig::new(
-            "198.18.0.0/15",
-            "198.18.1.0-198.19.255.254",
-        ))
-        .field(&format!(
-            "cluster: (name: \"pop1\", node: \"{node}\", listen: \"{listen_ip}:{SYNCD_PORT}\", \
-             peers: [{}], key_file: \"{}\", replication: \"sync\", \
-             service_address: Some((address: \"{SERVICE_IP}/15\", interface: \"{ifname}\")))",
-            peers.join(", "),
-            key.display()
-        ))
-}
-
-#[track_caller]
-fn start<'l>(lab: &'l Lab, node: &str, config: &ServerConfig) -> Daemon<'l> {
-    let path = lab.path(node).join("prodhcp.ron");
-    config.write(&path);
-    let d = Daemon::spawn(lab, &lab.ns(&format!("s{node}")), &path, config.clone());
-    if let Err(why) = d.wait_ready(READY_TIMEOUT) {
-        panic!(
-            "prodhcpd {node} not ready: {why}\nstderr:\n{}",
-            d.process().stderr()
-        );
-    }
-    d
+    let extra =
+        format!(", service_address: Some((address: \"{SERVICE_IP}/15\", interface: \"{ifname}\"))");
+    cluster::appliance(lab, node, ifname, listen_ip, key, nodes, &extra)
 }
 
 /// Polls until `d`'s role is one of `roles`; returns how long it took.
@@ -224,8 +171,8 @@ fn switchover_moves_the_role_and_the_service_address_under_load_without_losing_a
     if !preflight("ha_failover", &[]) {
         return;
     }
-    let lab = lab("haswitch");
-    let key = key_file(&lab);
+    let lab = pair_lab("haswitch");
+    let key = key_file(&lab, '6');
     let (a, b) = pair(&lab, &key);
 
     // A relayed DORA to the service address is served by A; option 54 is the service address.
@@ -322,8 +269,8 @@ fn sigkill_of_the_active_process_tree_the_standby_answers_within_200_ms() {
     if !preflight("ha_failover", &[]) {
         return;
     }
-    let lab = lab("hakill");
-    let key = key_file(&lab);
+    let lab = pair_lab("hakill");
+    let key = key_file(&lab, '6');
     let (a, b) = pair(&lab, &key);
     let (rate, secs) = (400u32, 6u32);
     let record = lab.path("kill-acks.jsonl");
@@ -427,15 +374,6 @@ fn partition_from(lab: &Lab, ns: &str, peer_ips: &[&str], on: bool) {
     );
 }
 
-/// The sorted export CSV rows of `d`.
-fn export_rows(d: &Daemon<'_>) -> Vec<String> {
-    let out = d.ctl(&["leases", "export", "--format", "csv"]);
-    assert!(out.status.success(), "export: {}", out.stderr);
-    let mut rows: Vec<String> = out.stdout.lines().skip(1).map(str::to_string).collect();
-    rows.sort();
-    rows
-}
-
 #[test]
 fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge() {
     if !preflight("ha_failover", &["nft"]) {
@@ -446,9 +384,9 @@ fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge()
         .and_then(|v| v.parse().ok())
         .unwrap_or(30);
     let rate = 150u32;
-    let lab = lab("hapart");
+    let lab = pair_lab("hapart");
     lab.add_address("sr", "r0", &format!("{LOAD2_IP}/15"));
-    let key = key_file(&lab);
+    let key = key_file(&lab, '6');
     let (a, b) = pair(&lab, &key);
     // Leases made before the partition, known to both.
     let agent = TestClient::relay(&lab.ns("sr"), RELAY_IP, SERVICE_IP).expect("relay agent socket");
@@ -541,8 +479,6 @@ fn a_partition_under_load_gives_no_address_to_two_clients_and_the_tables_merge()
     assert_eq!(v["missing"], 0, "{v}");
 }
 
-const C_IP: &str = "198.18.0.5";
-
 /// Every process of `d`'s tree: supervisor, workers, syncd.
 fn process_tree(d: &Daemon<'_>) -> Vec<u32> {
     let st = d.ctl_json(&["ha", "status"]);
@@ -574,10 +510,9 @@ fn three_appliances_elect_by_majority_and_survive_two_successive_active_kills() 
     if !preflight("ha_failover", &[]) {
         return;
     }
-    let lab = lab("ha3");
-    lab.add_namespace("sc");
-    lab.connect("sc", "c0", "br0", Some(&format!("{C_IP}/15")));
-    let key = key_file(&lab);
+    let lab = pair_lab("ha3");
+    add_third(&lab);
+    let key = key_file(&lab, '6');
     let nodes = [("a", A_IP), ("b", B_IP), ("c", C_IP)];
     let cfg = |n: &str, ifname: &str, ip: &str| appliance_of(&lab, n, ifname, ip, &key, &nodes);
     let mut daemons = vec![
@@ -700,10 +635,9 @@ fn three_appliances_an_active_cut_off_from_the_majority_stops_serving() {
     if !preflight("ha_failover", &["nft"]) {
         return;
     }
-    let lab = lab("ha3cut");
-    lab.add_namespace("sc");
-    lab.connect("sc", "c0", "br0", Some(&format!("{C_IP}/15")));
-    let key = key_file(&lab);
+    let lab = pair_lab("ha3cut");
+    add_third(&lab);
+    let key = key_file(&lab, '6');
     let nodes = [("a", A_IP), ("b", B_IP), ("c", C_IP)];
     let ds = [
         start(

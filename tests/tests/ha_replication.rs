@@ -12,83 +12,39 @@
 //! 100000) and A's bulk-sync log lines. Every wait polls with a deadline.
 
 use std::net::Ipv4Addr;
-use std::os::unix::fs::PermissionsExt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::thread;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prodhcp_systests::client::{Extras, Identity, TestClient};
-use prodhcp_systests::config::{ServerConfig, SubnetConfig};
-use prodhcp_systests::daemon::{Daemon, READY_TIMEOUT};
+use prodhcp_systests::cluster::{
+    self, export_rows, key_file, pair_lab, start, A_IP, B_IP, LOAD_IP, RELAY_IP,
+};
+use prodhcp_systests::config::ServerConfig;
+use prodhcp_systests::daemon::Daemon;
 use prodhcp_systests::lab::Lab;
 use prodhcp_systests::preflight;
 use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
 use serde_json::Value;
 
-const A_IP: &str = "198.18.0.1";
-const B_IP: &str = "198.18.0.4";
-const RELAY_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 9);
-/// dhcpperf's relay address.
-const LOAD_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 10);
 /// dhcpperf's new clients per second, and for how long.
 const LOAD_RATE: u32 = 1000;
 const LOAD_SECS: u32 = 5;
-const SYNCD_PORT: u16 = 647;
 /// The daemon's default `ring_capacity`.
 const RING_CAPACITY: u64 = 65_536;
 /// Time allowed for a link, a bulk sync of the imported leases, a record to show on B.
 const DEADLINE: Duration = Duration::from_secs(120);
 
-fn lab(tag: &str) -> Lab {
-    let lab = Lab::new(tag);
-    lab.add_bridge("br0");
-    lab.add_namespace("sa");
-    lab.connect("sa", "a0", "br0", Some(&format!("{A_IP}/15")));
-    lab.add_namespace("sb");
-    lab.connect("sb", "b0", "br0", Some(&format!("{B_IP}/15")));
-    lab.add_namespace("sr");
-    lab.connect("sr", "r0", "br0", Some(&format!("{RELAY_IP}/15")));
-    lab.add_address("sr", "r0", &format!("{LOAD_IP}/15"));
-    lab
-}
-
-fn key_file(lab: &Lab) -> PathBuf {
-    let path = lab.path("cluster.key");
-    std::fs::write(&path, format!("{}\n", "5".repeat(64))).expect("write key");
-    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    path
-}
-
 fn appliance(lab: &Lab, node: &str, ifname: &str, listen_ip: &str, key: &Path) -> ServerConfig {
-    let dir = lab.path(node);
-    std::fs::create_dir_all(&dir).expect("appliance dir");
-    ServerConfig::new(&dir)
-        .interface(ifname)
-        .subnet(SubnetConfig::new(
-            "198.18.0.0/15",
-            "198.18.1.0-198.19.255.254",
-        ))
-        .field(&format!(
-            "cluster: (name: \"pop1\", node: \"{node}\", listen: \"{listen_ip}:{SYNCD_PORT}\", \
-             peers: [(node: \"a\", address: \"{A_IP}:{SYNCD_PORT}\"), \
-                     (node: \"b\", address: \"{B_IP}:{SYNCD_PORT}\")], \
-             key_file: \"{}\", replication: \"sync\")",
-            key.display()
-        ))
-}
-
-#[track_caller]
-fn start<'l>(lab: &'l Lab, node: &str, config: &ServerConfig) -> Daemon<'l> {
-    let path = lab.path(node).join("prodhcp.ron");
-    config.write(&path);
-    let d = Daemon::spawn(lab, &lab.ns(&format!("s{node}")), &path, config.clone());
-    if let Err(why) = d.wait_ready(READY_TIMEOUT) {
-        panic!(
-            "prodhcpd {node} not ready: {why}\nstderr:\n{}",
-            d.process().stderr()
-        );
-    }
-    d
+    cluster::appliance(
+        lab,
+        node,
+        ifname,
+        listen_ip,
+        key,
+        &[("a", A_IP), ("b", B_IP)],
+        "",
+    )
 }
 
 fn peer(st: &Value, node: &str) -> Value {
@@ -134,15 +90,6 @@ fn imported_mac(i: u32) -> String {
     format!("02:cc:{:02x}:{:02x}:{:02x}:{:02x}", b[0], b[1], b[2], b[3])
 }
 
-/// The sorted export CSV rows of `d`.
-fn export_rows(d: &Daemon<'_>) -> Vec<String> {
-    let out = d.ctl(&["leases", "export", "--format", "csv"]);
-    assert!(out.status.success(), "export: {}", out.stderr);
-    let mut rows: Vec<String> = out.stdout.lines().skip(1).map(str::to_string).collect();
-    rows.sort();
-    rows
-}
-
 /// Waits until `lease ADDR` on `d` shows `mac`; returns how long it took.
 #[track_caller]
 fn wait_lease(d: &Daemon<'_>, addr: Ipv4Addr, mac: &str) -> Duration {
@@ -179,8 +126,8 @@ fn leases_on_a_reach_a_later_started_b_by_bulk_sync_then_by_records() {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(100_000);
-    let lab = lab("harepl");
-    let key = key_file(&lab);
+    let lab = pair_lab("harepl");
+    let key = key_file(&lab, '5');
     let a = start(&lab, "a", &appliance(&lab, "a", "a0", A_IP, &key));
     // A alone, B not installed yet: A waits for its peer until the operator says it is down.
     let t = Instant::now();
