@@ -323,7 +323,7 @@ fn serve_udp(
         // every millisecond anyway; a write per held batch woke syncd per batch and, measured at
         // 5,000 leases/s, gave REQUEST→ACK p50 0.38–0.43 ms / p99 8.1–9.8 ms against 0.22 ms /
         // 2.6–3.0 ms this way (BENCHMARKS.md, "Replication"). EAGAIN: a wake is pending anyway.
-        if held_before == 0 && held.len() > 0 && engine.ring().head() != head_before {
+        if held_before == 0 && !held.is_empty() && engine.ring().head() != head_before {
             let _ = nix::unistd::write(records_doorbell, &1u64.to_ne_bytes());
         }
         let durable = match durability {
