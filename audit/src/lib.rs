@@ -1,0 +1,162 @@
+//! prodhcp's lease audit trail, the format half: the audit event, its RFC 5424 syslog form,
+//! its JSON-lines form, and the reader that answers "who held this address at that time" from
+//! the JSON-lines files. No process, no transport: [`AuditEvent`] is made from a change-ring
+//! record ([`AuditEvent::from_record`]) or an appliance event ([`AuditEvent::appliance`]),
+//! [`rfc5424::Rfc5424::format`] and [`jsonl::to_line`] turn it into text, and
+//! [`jsonl::read_history`] reads the files back.
+//!
+//! # Fields
+//!
+//! The same fields in both formats, in this order; a field without a value is left out of both.
+//! Times: `time` is RFC 3339 UTC with milliseconds; `lease-start` / `lease-end` RFC 3339 UTC in
+//! seconds. Byte identifiers are lower-case hex without separators.
+//!
+//! | field | RFC 5424 PARAM-NAME | JSON name | meaning | Splunk CIM / Microsoft ASIM (approximate) |
+//! |---|---|---|---|---|
+//! | event | `event` | `event` | the event kind ([`EventKind::name`]), also the MSGID | CIM `signature` / ASIM `EventType` |
+//! | seq | `seq` | `seq` (number) | per-appliance sequence number; a gap is a loss | ASIM `EventOriginalUid` |
+//! | time | `time` | `time` | when (the ring record's time), also the TIMESTAMP | `_time` / `TimeGenerated` |
+//! | server | `server` | `server` | the server's host name, also the HOSTNAME | CIM `dvc` / ASIM `DvcHostname` |
+//! | node | `node` | `node` | the appliance's node name in its cluster | — |
+//! | ip | `ip` | `ip` | the leased address | CIM `dest_ip` / ASIM `SrcIpAddr` |
+//! | mac | `mac` | `mac` | the client's hardware address, `aa:bb:…` | CIM `dest_mac` / ASIM `SrcMacAddr` |
+//! | client-id | `client-id` | `client_id` | option 61, hex (`hash:<hex>` for one over 23 bytes: the table keeps only its hash) | ASIM `DhcpSrcDHCId` |
+//! | hostname | `hostname` | `hostname` | option 12, the client's host name | CIM `dest_nt_host` / ASIM `SrcHostname` |
+//! | circuit-id | `circuit-id` | `circuit_id` | option 82.1, hex | ASIM `DhcpCircuitId` |
+//! | remote-id | `remote-id` | `remote_id` | option 82.2, hex | — |
+//! | subscriber-id | `subscriber-id` | `subscriber_id` | option 82.6 — not in the ring record today, never set | ASIM `DhcpSubscriberId` |
+//! | giaddr | `giaddr` | `giaddr` | the relay's address — not in the ring record today, never set | — |
+//! | lease-start | `lease-start` | `lease_start` | when the lease (or this extension) began | — |
+//! | lease-end | `lease-end` | `lease_end` | when it ends / ended | — |
+//! | lease-seconds | `lease-seconds` | `lease_seconds` (number) | lease-end − lease-start | CIM `lease_duration` / ASIM `DhcpLeaseDuration` |
+//! | previous-mac | `previous-mac` | `previous_mac` | reclaim: the previous holder's hardware address | — |
+//! | previous-client-id | `previous-client-id` | `previous_client_id` | reclaim: the previous holder's client-id | — |
+//! | truncated | `truncated` | `truncated` | names of fields cut to fit the ring record, `circuit-id,hostname` | — |
+//! | generation | `generation` | `generation` (number) | reload: the configuration generation | — |
+//! | role-from | `role-from` | `role_from` | role change: before | — |
+//! | role-to | `role-to` | `role_to` | role change: after | — |
+//! | cause | `cause` | `cause` | role change: why | — |
+//! | finding | `finding` | `finding` | scrub: what was found | — |
+//!
+//! The CIM / ASIM column is a mapping hint for whoever writes the SIEM's parser, from the
+//! schemas' published field names; it is not a claim that the SIEM maps them automatically.
+//!
+//! # The SD-ID
+//!
+//! `lease@32473`: the private form `name@PEN` of RFC 5424 §7.2.2, with the Private Enterprise
+//! Number 32473 that RFC 5612 reserves for documentation and examples. prodhcp has no
+//! registered PEN; a deployment with its own sets [`rfc5424::Rfc5424::pen`].
+
+pub mod event;
+pub mod jsonl;
+pub mod rfc5424;
+
+pub use event::{is_audited, ApplianceEvent, AuditEvent, EventKind, Origin};
+
+/// RFC 3339 UTC with milliseconds: `2025-12-02T03:00:00.123Z`. Times past year 9999 (which no
+/// clock here produces) are clamped to its end.
+pub fn rfc3339_ms(ms: u64) -> String {
+    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
+    let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
+    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+}
+
+/// RFC 3339 UTC in whole seconds: `2025-12-02T04:00:00Z`.
+pub fn rfc3339_s(secs: u64) -> String {
+    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
+    let ts = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::MAX);
+    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+}
+
+/// The fields of an event as (RFC 5424 PARAM-NAME, value) in table order, absent ones left out.
+pub(crate) fn sd_params(ev: &AuditEvent) -> Vec<(&'static str, String)> {
+    let mut p: Vec<(&'static str, String)> = vec![
+        ("event", ev.kind.name().to_string()),
+        ("seq", ev.seq.to_string()),
+        ("time", rfc3339_ms(ev.time_ms)),
+        ("server", ev.server.clone()),
+        ("node", ev.node.clone()),
+    ];
+    let mut opt = |name: &'static str, v: Option<String>| {
+        if let Some(v) = v {
+            p.push((name, v));
+        }
+    };
+    opt("ip", ev.ip.map(|a| a.to_string()));
+    opt("mac", ev.mac.clone());
+    opt("client-id", ev.client_id.clone());
+    opt("hostname", ev.hostname.clone());
+    opt("circuit-id", ev.circuit_id.clone());
+    opt("remote-id", ev.remote_id.clone());
+    opt("subscriber-id", ev.subscriber_id.clone());
+    opt("giaddr", ev.giaddr.map(|a| a.to_string()));
+    opt("lease-start", ev.lease_start.map(rfc3339_s));
+    opt("lease-end", ev.lease_end.map(rfc3339_s));
+    opt("lease-seconds", ev.lease_seconds.map(|s| s.to_string()));
+    opt("previous-mac", ev.previous_mac.clone());
+    opt("previous-client-id", ev.previous_client_id.clone());
+    opt("truncated", ev.truncated.clone());
+    opt("generation", ev.generation.map(|g| g.to_string()));
+    opt("role-from", ev.role_from.clone());
+    opt("role-to", ev.role_to.clone());
+    opt("cause", ev.cause.clone());
+    opt("finding", ev.finding.clone());
+    p
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339_ms(1_764_644_400_123), "2025-12-02T03:00:00.123Z");
+        assert_eq!(rfc3339_ms(5), "1970-01-01T00:00:00.005Z");
+        assert_eq!(rfc3339_s(1_764_648_000), "2025-12-02T04:00:00Z");
+    }
+
+    #[test]
+    fn param_names_are_short_printable_and_unique() {
+        let mut ev = AuditEvent::bare(
+            EventKind::Commit,
+            &Origin {
+                server: "s".into(),
+                node: "n".into(),
+                seq: 1,
+            },
+            0,
+        );
+        ev.ip = Some(std::net::Ipv4Addr::LOCALHOST);
+        ev.mac = Some(String::new());
+        ev.client_id = Some(String::new());
+        ev.hostname = Some(String::new());
+        ev.circuit_id = Some(String::new());
+        ev.remote_id = Some(String::new());
+        ev.subscriber_id = Some(String::new());
+        ev.giaddr = Some(std::net::Ipv4Addr::LOCALHOST);
+        ev.lease_start = Some(0);
+        ev.lease_end = Some(0);
+        ev.lease_seconds = Some(0);
+        ev.previous_mac = Some(String::new());
+        ev.previous_client_id = Some(String::new());
+        ev.truncated = Some(String::new());
+        ev.generation = Some(0);
+        ev.role_from = Some(String::new());
+        ev.role_to = Some(String::new());
+        ev.cause = Some(String::new());
+        ev.finding = Some(String::new());
+        let names: Vec<_> = sd_params(&ev).into_iter().map(|(n, _)| n).collect();
+        assert_eq!(names.len(), 24);
+        let mut uniq = names.clone();
+        uniq.sort_unstable();
+        uniq.dedup();
+        assert_eq!(uniq.len(), names.len());
+        for n in names {
+            assert!(
+                n.len() <= 32
+                    && n.bytes()
+                        .all(|b| (33..=126).contains(&b) && b != b'=' && b != b']' && b != b'"')
+            );
+        }
+    }
+}
