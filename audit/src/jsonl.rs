@@ -379,6 +379,15 @@ mod tests {
         assert!(matches!(from_line("{\"event\":\"commit\",\"seq\":1,\"time\":\"yesterday\",\"server\":\"s\",\"node\":\"n\"}"), Err(LineError::Time(_))));
     }
 
+    proptest::proptest! {
+        #[test]
+        fn any_event_round_trips_through_one_line(ev in crate::test_support::any_event()) {
+            let line = to_line(&ev);
+            proptest::prop_assert!(!line.contains('\n'));
+            proptest::prop_assert_eq!(from_line(&line).map_err(|e| e.to_string()), Ok(ev));
+        }
+    }
+
     const FILE_1: &str = r#"{"event":"start","seq":1,"time":"2025-12-03T13:00:00.000Z","server":"dhcp1","node":"a"}
 {"event":"offer","seq":2,"time":"2025-12-03T13:00:00.100Z","server":"dhcp1","node":"a","ip":"10.3.7.9","mac":"02:00:00:00:00:01","lease_start":"2025-12-03T13:00:00Z","lease_end":"2025-12-03T13:01:00Z","lease_seconds":60}
 {"event":"commit","seq":3,"time":"2025-12-03T13:00:00.200Z","server":"dhcp1","node":"a","ip":"10.3.7.9","mac":"02:00:00:00:00:01","hostname":"alice","circuit_id":"01","lease_start":"2025-12-03T13:00:00Z","lease_end":"2025-12-03T14:00:00Z","lease_seconds":3600}

@@ -11,7 +11,7 @@
 //! Times: `time` is RFC 3339 UTC with milliseconds; `lease-start` / `lease-end` RFC 3339 UTC in
 //! seconds. Byte identifiers are lower-case hex without separators.
 //!
-//! | field | RFC 5424 PARAM-NAME | JSON name | meaning | Splunk CIM / Microsoft ASIM (approximate) |
+//! | field | RFC 5424 PARAM-NAME | JSON name | meaning | Splunk CIM (Network_Sessions.DHCP) / Microsoft ASIM (DHCP) |
 //! |---|---|---|---|---|
 //! | event | `event` | `event` | the event kind ([`EventKind::name`]), also the MSGID | CIM `signature` / ASIM `EventType` |
 //! | seq | `seq` | `seq` (number) | per-appliance sequence number; a gap is a loss | ASIM `EventOriginalUid` |
@@ -39,7 +39,11 @@
 //! | finding | `finding` | `finding` | scrub: what was found | — |
 //!
 //! The CIM / ASIM column is a mapping hint for whoever writes the SIEM's parser, from the
-//! schemas' published field names; it is not a claim that the SIEM maps them automatically.
+//! schemas' published field names (ASIM checked against Microsoft's DHCP schema reference:
+//! `SrcIpAddr`, `SrcMacAddr`, `SrcHostname`, `DhcpSrcDHCId`, `DhcpCircuitId`,
+//! `DhcpSubscriberId`, `DhcpLeaseDuration`, `DvcHostname`, `EventType`; CIM's `dest_mac` is
+//! "the MAC address of the client acquiring an IP address lease", lower case with colons, as
+//! `mac` is written here); it is not a claim that a SIEM maps them without a parser.
 //!
 //! # The SD-ID
 //!
@@ -50,6 +54,8 @@
 pub mod event;
 pub mod jsonl;
 pub mod rfc5424;
+#[cfg(test)]
+mod test_support;
 
 pub use event::{is_audited, ApplianceEvent, AuditEvent, EventKind, Origin};
 
