@@ -6,6 +6,7 @@
 use std::net::Ipv4Addr;
 
 use shm_layout::ring::{ChangeReason, ChangeRecord};
+use shm_layout::ring_context;
 use shm_layout::slot::{KeyKind, LeaseState, SlotImage};
 
 /// What happened: the event's name is the RFC 5424 MSGID and the JSON `event` field.
@@ -225,15 +226,6 @@ pub struct AuditEvent {
     pub finding: Option<String>,
 }
 
-/// Tags of the ring record context written by the worker (`prodhcp_worker::ring_context`):
-/// fields `tag · len · bytes`, bit 7 of the tag marking a truncated value.
-mod context {
-    pub(super) const TRUNCATED: u8 = 0x80;
-    pub(super) const TAG_CIRCUIT_ID: u8 = 1;
-    pub(super) const TAG_REMOTE_ID: u8 = 2;
-    pub(super) const TAG_HOSTNAME: u8 = 3;
-}
-
 /// Lower-case hex of `bytes`.
 pub(crate) fn hex(bytes: &[u8]) -> String {
     use std::fmt::Write;
@@ -387,33 +379,24 @@ impl AuditEvent {
 
     /// Fills circuit-id, remote-id, hostname and `truncated` from a record's context bytes.
     fn apply_context(&mut self, ctx: &[u8]) {
-        let mut fields = Vec::new();
-        let mut at = 0;
-        while at < ctx.len() {
-            let tag = ctx[at];
-            let Some(&len) = ctx.get(at + 1) else { return };
-            let Some(value) = ctx.get(at + 2..at + 2 + usize::from(len)) else {
-                return;
-            };
-            fields.push((
-                tag & !context::TRUNCATED,
-                value,
-                tag & context::TRUNCATED != 0,
-            ));
-            at += 2 + usize::from(len);
-        }
+        // A context that is not well framed (a bug or damage) adds nothing.
+        let fields: Vec<(u8, &[u8], bool)> = ring_context::decode(ctx)
+            .unwrap_or_default()
+            .into_iter()
+            .map(|f| (f.tag, f.value, f.truncated))
+            .collect();
         let mut truncated = Vec::new();
         for (tag, value, cut) in fields {
             let name = match tag {
-                context::TAG_CIRCUIT_ID => {
+                ring_context::TAG_CIRCUIT_ID => {
                     self.circuit_id = Some(hex(value));
                     "circuit-id"
                 }
-                context::TAG_REMOTE_ID => {
+                ring_context::TAG_REMOTE_ID => {
                     self.remote_id = Some(hex(value));
                     "remote-id"
                 }
-                context::TAG_HOSTNAME => {
+                ring_context::TAG_HOSTNAME => {
                     self.hostname = Some(String::from_utf8_lossy(value).into_owned());
                     "hostname"
                 }
@@ -514,7 +497,7 @@ mod tests {
     #[test]
     fn commit_carries_lease_bounds_and_the_worker_context() {
         let mut buf = [0u8; CONTEXT_BYTES];
-        let n = prodhcp_worker::ring_context::encode(
+        let n = shm_layout::ring_context::encode(
             Some(b"eth0/1"),
             Some(&[0xde, 0xad]),
             Some(b"laptop"),
@@ -544,7 +527,7 @@ mod tests {
     fn truncated_context_fields_are_named() {
         let mut buf = [0u8; CONTEXT_BYTES];
         let long = vec![b'x'; 255];
-        let n = prodhcp_worker::ring_context::encode(Some(&long), None, Some(&long), &mut buf);
+        let n = shm_layout::ring_context::encode(Some(&long), None, Some(&long), &mut buf);
         let img = image(MAC, LeaseState::Leased, 1, 2);
         let rec = record(ChangeReason::Renew, img, buf[..n].to_vec());
         let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");

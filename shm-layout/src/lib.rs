@@ -15,6 +15,7 @@ pub mod layout;
 pub mod mapping;
 pub mod owner_process;
 pub mod ring;
+pub mod ring_context;
 pub mod scrub;
 pub mod slot;
 pub mod table;

@@ -10,7 +10,6 @@ pub mod counters;
 pub mod engine;
 pub mod held;
 pub mod interfaces;
-pub mod ring_context;
 pub mod run;
 pub mod serve_config;
 pub mod sys;

@@ -48,8 +48,8 @@ use shm_layout::{
 use crate::clock::{LeaseClock, TimeSource};
 use crate::codec::{self, MessageType, Request, MAX_REPLY};
 use crate::counters::{Counter, CounterWords, DropCounts};
-use crate::ring_context;
 use crate::serve_config::ServeConfig;
+use shm_layout::ring_context;
 
 /// The DHCP client port.
 pub const CLIENT_PORT: u16 = 68;

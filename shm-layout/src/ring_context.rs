@@ -1,7 +1,8 @@
-//! The context bytes of a change-ring record written by the engine: who asked, as the relay
-//! agent and the client named it.
+//! The context bytes of a change-ring record written by the worker's engine: who asked, as the
+//! relay agent and the client named it. Here, beside the record, because the worker writes
+//! them and the audit writer (and any ring consumer) reads them.
 //!
-//! Format (at most [`shm_layout::ring::CONTEXT_BYTES`] bytes, so the ring never cuts it): a
+//! Format (at most [`CONTEXT_BYTES`] bytes, so the ring never cuts it): a
 //! sequence of fields, each `tag · len · len bytes`.
 //!
 //! | tag (low 7 bits) | field                              |
@@ -16,7 +17,7 @@
 //! values must be cut, each first gets an equal share of the room and what a short one leaves
 //! is given to the others in tag order.
 
-use shm_layout::ring::CONTEXT_BYTES;
+use crate::ring::CONTEXT_BYTES;
 
 /// Tag bit: the value was truncated to fit.
 pub const TRUNCATED: u8 = 0x80;
