@@ -195,11 +195,9 @@ pub struct AuditEvent {
     pub circuit_id: Option<String>,
     /// Option 82 sub-option 2 (remote-id), hex.
     pub remote_id: Option<String>,
-    /// Option 82 sub-option 6 (subscriber-id). The ring record does not carry it today: always
-    /// `None` from [`AuditEvent::from_record`].
+    /// Option 82 sub-option 6 (subscriber-id, RFC 3993), hex.
     pub subscriber_id: Option<String>,
-    /// The relay agent's address. The ring record does not carry it today: always `None` from
-    /// [`AuditEvent::from_record`].
+    /// The relay agent's address (giaddr); `None` when the request was not relayed.
     pub giaddr: Option<Ipv4Addr>,
     /// Unix seconds the lease (or this extension of it) started.
     pub lease_start: Option<u64>,
@@ -400,6 +398,18 @@ impl AuditEvent {
                     self.hostname = Some(String::from_utf8_lossy(value).into_owned());
                     "hostname"
                 }
+                ring_context::TAG_GIADDR => {
+                    // Always 4 bytes when written by ring_context; anything else is ignored.
+                    let Ok(octets) = <[u8; 4]>::try_from(value) else {
+                        continue;
+                    };
+                    self.giaddr = Some(Ipv4Addr::from(octets));
+                    "giaddr"
+                }
+                ring_context::TAG_SUBSCRIBER_ID => {
+                    self.subscriber_id = Some(hex(value));
+                    "subscriber-id"
+                }
                 _ => continue,
             };
             if cut {
@@ -457,6 +467,7 @@ impl AuditEvent {
 mod tests {
     use super::*;
     use shm_layout::ring::CONTEXT_BYTES;
+    use shm_layout::ring_context::ContextFields;
     use shm_layout::slot::ClientKey;
 
     pub(crate) fn origin(seq: u64) -> Origin {
@@ -498,9 +509,13 @@ mod tests {
     fn commit_carries_lease_bounds_and_the_worker_context() {
         let mut buf = [0u8; CONTEXT_BYTES];
         let n = shm_layout::ring_context::encode(
-            Some(b"eth0/1"),
-            Some(&[0xde, 0xad]),
-            Some(b"laptop"),
+            &ContextFields {
+                circuit_id: Some(b"eth0/1"),
+                remote_id: Some(&[0xde, 0xad]),
+                hostname: Some(b"laptop"),
+                giaddr: None,
+                subscriber_id: None,
+            },
             &mut buf,
         );
         let img = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
@@ -527,12 +542,46 @@ mod tests {
     fn truncated_context_fields_are_named() {
         let mut buf = [0u8; CONTEXT_BYTES];
         let long = vec![b'x'; 255];
-        let n = shm_layout::ring_context::encode(Some(&long), None, Some(&long), &mut buf);
+        let n = shm_layout::ring_context::encode(
+            &ContextFields {
+                circuit_id: Some(&long),
+                hostname: Some(&long),
+                ..ContextFields::default()
+            },
+            &mut buf,
+        );
         let img = image(MAC, LeaseState::Leased, 1, 2);
         let rec = record(ChangeReason::Renew, img, buf[..n].to_vec());
         let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
         assert_eq!(ev.truncated.as_deref(), Some("circuit-id,hostname"));
         assert!(ev.hostname.as_deref().is_some_and(|h| h.len() < 255));
+    }
+
+    #[test]
+    fn relayed_context_carries_giaddr_and_subscriber_id() {
+        let mut buf = [0u8; CONTEXT_BYTES];
+        let long = vec![b'x'; 255];
+        let n = shm_layout::ring_context::encode(
+            &ContextFields {
+                circuit_id: Some(b"eth0/1"),
+                remote_id: Some(&long),
+                hostname: Some(&long),
+                giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+                subscriber_id: Some(b"sub-42"),
+            },
+            &mut buf,
+        );
+        let img = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
+        let rec = record(ChangeReason::Commit, img, buf[..n].to_vec());
+        let ev = AuditEvent::from_record(&rec, None, IP, &origin(5)).expect("audited");
+        assert_eq!(ev.giaddr, Some(Ipv4Addr::new(198, 18, 9, 1)));
+        assert_eq!(ev.subscriber_id.as_deref(), Some("7375622d3432"));
+        assert_eq!(ev.circuit_id.as_deref(), Some("657468302f31"));
+        assert_eq!(ev.truncated.as_deref(), Some("remote-id,hostname"));
+        // The JSON-lines form carries them.
+        let line = crate::jsonl::to_line(&ev);
+        assert!(line.contains(r#""giaddr":"198.18.9.1""#), "{line}");
+        assert!(line.contains(r#""subscriber_id":"7375622d3432""#), "{line}");
     }
 
     #[test]

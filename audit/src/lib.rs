@@ -24,8 +24,8 @@
 //! | hostname | `hostname` | `hostname` | option 12, the client's host name | CIM `dest_nt_host` / ASIM `SrcHostname` |
 //! | circuit-id | `circuit-id` | `circuit_id` | option 82.1, hex | ASIM `DhcpCircuitId` |
 //! | remote-id | `remote-id` | `remote_id` | option 82.2, hex | — |
-//! | subscriber-id | `subscriber-id` | `subscriber_id` | option 82.6 — not in the ring record today, never set | ASIM `DhcpSubscriberId` |
-//! | giaddr | `giaddr` | `giaddr` | the relay's address — not in the ring record today, never set | — |
+//! | subscriber-id | `subscriber-id` | `subscriber_id` | option 82.6 (RFC 3993), hex | ASIM `DhcpSubscriberId` |
+//! | giaddr | `giaddr` | `giaddr` | the relay's address (giaddr), dotted quad; only when relayed | — |
 //! | lease-start | `lease-start` | `lease_start` | when the lease (or this extension) began | — |
 //! | lease-end | `lease-end` | `lease_end` | when it ends / ended | — |
 //! | lease-seconds | `lease-seconds` | `lease_seconds` (number) | lease-end − lease-start | CIM `lease_duration` / ASIM `DhcpLeaseDuration` |

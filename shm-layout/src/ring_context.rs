@@ -3,19 +3,26 @@
 //! them and the audit writer (and any ring consumer) reads them.
 //!
 //! Format (at most [`CONTEXT_BYTES`] bytes, so the ring never cuts it): a
-//! sequence of fields, each `tag · len · len bytes`.
+//! sequence of fields, each `tag · len · len bytes`, in tag order.
 //!
-//! | tag (low 7 bits) | field                              |
-//! |------------------|------------------------------------|
-//! | 1                | option 82 sub-option 1, circuit-id |
-//! | 2                | option 82 sub-option 2, remote-id  |
-//! | 3                | option 12, host name               |
+//! | tag (low 7 bits) | field                                             |
+//! |------------------|---------------------------------------------------|
+//! | 1                | option 82 sub-option 1, circuit-id                |
+//! | 2                | option 82 sub-option 2, remote-id                 |
+//! | 3                | option 12, host name                              |
+//! | 4                | giaddr, 4 bytes, only when relayed (≠ 0.0.0.0)    |
+//! | 5                | option 82 sub-option 6, subscriber-id (RFC 3993)  |
 //!
-//! Bit 7 of the tag ([`TRUNCATED`]) says the value is a prefix of a longer one: the three values
-//! may together be up to 765 bytes, the record has room for fewer. Absent fields are not
-//! written. Every field is whole: a reader never sees a length that runs past the context. When
-//! values must be cut, each first gets an equal share of the room and what a short one leaves
-//! is given to the others in tag order.
+//! Bit 7 of the tag ([`TRUNCATED`]) says the value is a prefix of a longer one: the variable
+//! values may together be up to 1020 bytes, the record has room for fewer. Absent fields are
+//! not written. Every field is whole: a reader never sees a length that runs past the context.
+//!
+//! Room allocation: giaddr comes first — its 6 bytes (tag, len, 4 bytes) are taken before
+//! anything else, so it is never truncated nor left out. The remaining room is shared by the
+//! variable fields (1, 2, 3, 5): when values must be cut, each first gets an equal share and
+//! what a short one leaves is given to the others in tag order.
+
+use std::net::Ipv4Addr;
 
 use crate::ring::CONTEXT_BYTES;
 
@@ -27,42 +34,69 @@ pub const TAG_CIRCUIT_ID: u8 = 1;
 pub const TAG_REMOTE_ID: u8 = 2;
 /// Tag of the client's host name.
 pub const TAG_HOSTNAME: u8 = 3;
+/// Tag of the relay agent address (giaddr), 4 bytes in network order.
+pub const TAG_GIADDR: u8 = 4;
+/// Tag of the relay agent subscriber-id (option 82 sub-option 6).
+pub const TAG_SUBSCRIBER_ID: u8 = 5;
+
+/// The request's identifying fields to record; `None` = absent (not written).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ContextFields<'a> {
+    /// Option 82 sub-option 1.
+    pub circuit_id: Option<&'a [u8]>,
+    /// Option 82 sub-option 2.
+    pub remote_id: Option<&'a [u8]>,
+    /// Option 12.
+    pub hostname: Option<&'a [u8]>,
+    /// The relay agent's address; `None` (or 0.0.0.0, treated alike) when not relayed.
+    pub giaddr: Option<Ipv4Addr>,
+    /// Option 82 sub-option 6.
+    pub subscriber_id: Option<&'a [u8]>,
+}
 
 /// Encodes the fields into `buf`; returns the length used (≤ [`CONTEXT_BYTES`]).
-pub fn encode(
-    circuit_id: Option<&[u8]>,
-    remote_id: Option<&[u8]>,
-    hostname: Option<&[u8]>,
-    buf: &mut [u8; CONTEXT_BYTES],
-) -> usize {
-    let fields = [
-        (TAG_CIRCUIT_ID, circuit_id),
-        (TAG_REMOTE_ID, remote_id),
-        (TAG_HOSTNAME, hostname),
+pub fn encode(fields: &ContextFields<'_>, buf: &mut [u8; CONTEXT_BYTES]) -> usize {
+    let giaddr = fields.giaddr.filter(|a| !a.is_unspecified());
+    // The giaddr's room is reserved first: it is never cut.
+    let reserved = if giaddr.is_some() { 2 + 4 } else { 0 };
+    let variable = [
+        (TAG_CIRCUIT_ID, fields.circuit_id),
+        (TAG_REMOTE_ID, fields.remote_id),
+        (TAG_HOSTNAME, fields.hostname),
+        (TAG_SUBSCRIBER_ID, fields.subscriber_id),
     ];
-    let present = fields.iter().filter(|(_, v)| v.is_some()).count();
-    if present == 0 {
-        return 0;
-    }
-    let room = CONTEXT_BYTES - 2 * present;
-    // Values longer than 255 cannot be framed with a one-byte length anyway.
-    let want = fields.map(|(_, v)| v.map_or(0, |v| v.len().min(255)));
-    let share = room / present;
-    let mut take = want.map(|w| w.min(share));
-    let mut left = room - take.iter().sum::<usize>();
-    for (t, w) in take.iter_mut().zip(want) {
-        let more = (w - *t).min(left);
-        *t += more;
-        left -= more;
+    let present = variable.iter().filter(|(_, v)| v.is_some()).count();
+    let mut take = [0usize; 4];
+    let want = variable.map(|(_, v)| v.map_or(0, |v| v.len().min(255)));
+    if present > 0 {
+        let room = CONTEXT_BYTES - reserved - 2 * present;
+        // Values longer than 255 cannot be framed with a one-byte length anyway.
+        let share = room / present;
+        take = want.map(|w| w.min(share));
+        let mut left = room - take.iter().sum::<usize>();
+        for (t, w) in take.iter_mut().zip(want) {
+            let more = (w - *t).min(left);
+            *t += more;
+            left -= more;
+        }
     }
     let mut n = 0;
-    for (((tag, value), t), w) in fields.iter().zip(take).zip(want) {
+    let mut put = |buf: &mut [u8; CONTEXT_BYTES], tag: u8, value: &[u8], truncated: bool| {
+        buf[n] = tag | if truncated { TRUNCATED } else { 0 };
+        buf[n + 1] = value.len() as u8;
+        buf[n + 2..n + 2 + value.len()].copy_from_slice(value);
+        n += 2 + value.len();
+    };
+    for (((tag, value), t), w) in variable.iter().zip(take).zip(want) {
+        if *tag == TAG_SUBSCRIBER_ID {
+            // Tag order: the giaddr (4) goes before the subscriber-id (5).
+            if let Some(a) = giaddr {
+                put(buf, TAG_GIADDR, &a.octets(), false);
+            }
+        }
         let Some(value) = value else { continue };
         let truncated = t < value.len() || w < value.len();
-        buf[n] = tag | if truncated { TRUNCATED } else { 0 };
-        buf[n + 1] = t as u8;
-        buf[n + 2..n + 2 + t].copy_from_slice(&value[..t]);
-        n += 2 + t;
+        put(buf, *tag, &value[..t], truncated);
     }
     n
 }
@@ -70,7 +104,7 @@ pub fn encode(
 /// One decoded field.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Field<'a> {
-    /// [`TAG_CIRCUIT_ID`], [`TAG_REMOTE_ID`] or [`TAG_HOSTNAME`] (or an unknown tag).
+    /// One of the `TAG_*` constants (or an unknown tag).
     pub tag: u8,
     /// The value, or its prefix when `truncated`.
     pub value: &'a [u8],
@@ -102,8 +136,17 @@ mod tests {
     use super::*;
 
     fn roundtrip(c: Option<&[u8]>, r: Option<&[u8]>, h: Option<&[u8]>) -> Vec<(u8, Vec<u8>, bool)> {
+        roundtrip_fields(&ContextFields {
+            circuit_id: c,
+            remote_id: r,
+            hostname: h,
+            ..ContextFields::default()
+        })
+    }
+
+    fn roundtrip_fields(fields: &ContextFields<'_>) -> Vec<(u8, Vec<u8>, bool)> {
         let mut buf = [0u8; CONTEXT_BYTES];
-        let n = encode(c, r, h, &mut buf);
+        let n = encode(fields, &mut buf);
         assert!(n <= CONTEXT_BYTES);
         decode(&buf[..n])
             .expect("well framed")
@@ -144,6 +187,83 @@ mod tests {
         let big = vec![4u8; 300];
         let got = roundtrip(None, None, Some(&big));
         assert_eq!(got, vec![(3, vec![4u8; CONTEXT_BYTES - 2], true)]);
+    }
+
+    #[test]
+    fn all_five_fields_round_trip_in_tag_order() {
+        let got = roundtrip_fields(&ContextFields {
+            circuit_id: Some(b"eth0/1"),
+            remote_id: Some(&[0xaa, 0xbb]),
+            hostname: Some(b"alice"),
+            giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+            subscriber_id: Some(b"sub-0042"),
+        });
+        assert_eq!(
+            got,
+            vec![
+                (TAG_CIRCUIT_ID, b"eth0/1".to_vec(), false),
+                (TAG_REMOTE_ID, vec![0xaa, 0xbb], false),
+                (TAG_HOSTNAME, b"alice".to_vec(), false),
+                (TAG_GIADDR, vec![198, 18, 9, 1], false),
+                (TAG_SUBSCRIBER_ID, b"sub-0042".to_vec(), false),
+            ]
+        );
+        // Not relayed: 0.0.0.0 is not written.
+        let got = roundtrip_fields(&ContextFields {
+            giaddr: Some(Ipv4Addr::UNSPECIFIED),
+            hostname: Some(b"h"),
+            ..ContextFields::default()
+        });
+        assert_eq!(got, vec![(TAG_HOSTNAME, b"h".to_vec(), false)]);
+        // giaddr alone
+        let got = roundtrip_fields(&ContextFields {
+            giaddr: Some(Ipv4Addr::new(10, 0, 0, 1)),
+            ..ContextFields::default()
+        });
+        assert_eq!(got, vec![(TAG_GIADDR, vec![10, 0, 0, 1], false)]);
+    }
+
+    #[test]
+    fn truncation_keeps_the_giaddr_whole() {
+        let long = [
+            vec![1u8; 255],
+            vec![2u8; 255],
+            vec![3u8; 255],
+            vec![5u8; 255],
+        ];
+        let got = roundtrip_fields(&ContextFields {
+            circuit_id: Some(&long[0]),
+            remote_id: Some(&long[1]),
+            hostname: Some(&long[2]),
+            giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+            subscriber_id: Some(&long[3]),
+        });
+        let tags: Vec<u8> = got.iter().map(|f| f.0).collect();
+        assert_eq!(tags, [1, 2, 3, 4, 5], "every field is there, in tag order");
+        assert_eq!(got[3], (TAG_GIADDR, vec![198, 18, 9, 1], false));
+        for (i, f) in got.iter().enumerate().filter(|(i, _)| *i != 3) {
+            assert!(f.2, "field {i} is marked truncated");
+            assert!(
+                f.1.iter().all(|&b| b == f.0),
+                "field {i} is a prefix of its value"
+            );
+        }
+        let used: usize = got.iter().map(|f| 2 + f.1.len()).sum();
+        assert_eq!(used, CONTEXT_BYTES, "the room is used fully");
+        // The same with a single huge value: the giaddr still fits whole.
+        let big = vec![4u8; 300];
+        let got = roundtrip_fields(&ContextFields {
+            hostname: Some(&big),
+            giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+            ..ContextFields::default()
+        });
+        assert_eq!(
+            got,
+            vec![
+                (TAG_HOSTNAME, vec![4u8; CONTEXT_BYTES - 2 - 6], true),
+                (TAG_GIADDR, vec![198, 18, 9, 1], false),
+            ]
+        );
     }
 
     #[test]

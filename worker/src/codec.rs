@@ -101,4 +101,6 @@ pub mod code {
     pub const RAI_REMOTE_ID: u8 = 2;
     /// Relay agent sub-option: link selection (RFC 3527).
     pub const RAI_LINK_SELECTION: u8 = 5;
+    /// Relay agent sub-option: subscriber-id (RFC 3993).
+    pub const RAI_SUBSCRIBER_ID: u8 = 6;
 }

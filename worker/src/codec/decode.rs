@@ -190,6 +190,8 @@ pub struct Request<'a> {
     pub remote_id: Option<Cow<'a, [u8]>>,
     /// Option 82 sub-option 5 (RFC 3527).
     pub link_selection: Option<Ipv4Addr>,
+    /// Option 82 sub-option 6, subscriber-id (RFC 3993).
+    pub subscriber_id: Option<Cow<'a, [u8]>>,
     /// Number of options ignored because of a bad length or value (including a malformed 82
     /// sub-option framing and an invalid 52).
     pub malformed_options: u16,
@@ -284,6 +286,7 @@ pub fn decode(buf: &[u8]) -> Result<Request<'_>, DropReason> {
         circuit_id: relay.circuit_id,
         remote_id: relay.remote_id,
         link_selection: relay.link_selection,
+        subscriber_id: relay.subscriber_id,
         relay_agent_info,
         malformed_options: acc.malformed,
     })
@@ -304,6 +307,7 @@ struct RelaySubOptions<'a> {
     circuit_id: Option<Cow<'a, [u8]>>,
     remote_id: Option<Cow<'a, [u8]>>,
     link_selection: Option<Ipv4Addr>,
+    subscriber_id: Option<Cow<'a, [u8]>>,
 }
 
 /// Option values collected while walking the option fields.
@@ -450,6 +454,7 @@ fn parse_relay_agent_info<'a>(payload: &Cow<'a, [u8]>) -> Option<RelaySubOptions
     let mut circuit_id: Option<Range<usize>> = None;
     let mut remote_id: Option<Range<usize>> = None;
     let mut link_selection = None;
+    let mut subscriber_id: Option<Range<usize>> = None;
     let bytes: &[u8] = payload;
     let mut at = 0usize;
     while let Some(&sub) = bytes.get(at) {
@@ -460,6 +465,9 @@ fn parse_relay_agent_info<'a>(payload: &Cow<'a, [u8]>) -> Option<RelaySubOptions
         match sub {
             code::RAI_CIRCUIT_ID if circuit_id.is_none() => circuit_id = Some(start..end),
             code::RAI_REMOTE_ID if remote_id.is_none() => remote_id = Some(start..end),
+            code::RAI_SUBSCRIBER_ID if subscriber_id.is_none() => {
+                subscriber_id = Some(start..end);
+            }
             code::RAI_LINK_SELECTION if link_selection.is_none() => {
                 link_selection = Some(Ipv4Addr::from(<[u8; 4]>::try_from(data).ok()?));
             }
@@ -477,6 +485,7 @@ fn parse_relay_agent_info<'a>(payload: &Cow<'a, [u8]>) -> Option<RelaySubOptions
         circuit_id: circuit_id.map(value),
         remote_id: remote_id.map(value),
         link_selection,
+        subscriber_id: subscriber_id.map(value),
     })
 }
 
@@ -834,6 +843,32 @@ pub(crate) mod tests {
         assert_eq!(r.remote_id.as_deref(), Some(&[0xaa, 0xbb, 0xcc][..]));
         assert_eq!(r.link_selection, Some(Ipv4Addr::new(198, 18, 9, 0)));
         assert_eq!(r.malformed_options, 0);
+    }
+
+    #[test]
+    fn relay_agent_info_subscriber_id_first_one_wins() {
+        // 82.6 (RFC 3993) after 82.1; a duplicate 82.6 is ignored.
+        let rai = [
+            1, 2, b'c', b'1', 6, 8, b's', b'u', b'b', b'-', b'0', b'0', b'4', b'2', 6, 1, b'x',
+        ];
+        let mut opts = vec![53, 1, 1, 82, rai.len() as u8];
+        opts.extend_from_slice(&rai);
+        opts.push(255);
+        let r = parsed(&opts).unwrap();
+        assert_eq!(r.circuit_id.as_deref(), Some(&b"c1"[..]));
+        assert_eq!(r.subscriber_id.as_deref(), Some(&b"sub-0042"[..]));
+        assert_eq!(r.remote_id, None);
+        assert_eq!(r.malformed_options, 0);
+        // split 82 (RFC 3396): the sub-option is copied from the concatenated payload
+        let mut opts = vec![53, 1, 1, 82, 5];
+        opts.extend_from_slice(&rai[..5]);
+        opts.extend_from_slice(&[82, (rai.len() - 5) as u8]);
+        opts.extend_from_slice(&rai[5..]);
+        opts.push(255);
+        let r = parsed(&opts).unwrap();
+        assert_eq!(r.subscriber_id.as_deref(), Some(&b"sub-0042"[..]));
+        // absent without an 82
+        assert_eq!(parsed(&[53, 1, 1, 255]).unwrap().subscriber_id, None);
     }
 
     #[test]

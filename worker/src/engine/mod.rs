@@ -119,9 +119,13 @@ struct Client {
 fn relay_context(req: &Request<'_>) -> ([u8; shm_layout::ring::CONTEXT_BYTES], usize) {
     let mut buf = [0u8; shm_layout::ring::CONTEXT_BYTES];
     let n = ring_context::encode(
-        req.circuit_id.as_deref(),
-        req.remote_id.as_deref(),
-        req.hostname,
+        &ring_context::ContextFields {
+            circuit_id: req.circuit_id.as_deref(),
+            remote_id: req.remote_id.as_deref(),
+            hostname: req.hostname,
+            giaddr: Some(req.giaddr),
+            subscriber_id: req.subscriber_id.as_deref(),
+        },
         &mut buf,
     );
     (buf, n)

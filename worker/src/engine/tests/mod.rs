@@ -280,7 +280,7 @@ fn the_ring_context_carries_whole_fields_or_marked_prefixes() {
     assert!(send(&mut f.engine, &p).is_some());
     let rec = f.engine.ring.read(f.engine.ring.head()).unwrap();
     let fields = ring_context::decode(&rec.context).expect("well framed");
-    assert_eq!(fields.len(), 3);
+    assert_eq!(fields.len(), 4);
     assert_eq!(
         (fields[1].tag, fields[1].value, fields[1].truncated),
         (2, &long(b'r', 20)[..], false)
@@ -290,4 +290,50 @@ fn the_ring_context_carries_whole_fields_or_marked_prefixes() {
         assert!(fields[i].truncated);
         assert!(fields[i].value.iter().all(|&x| x == b));
     }
+    assert_eq!(
+        (fields[3].tag, fields[3].value, fields[3].truncated),
+        (ring_context::TAG_GIADDR, &RELAY[..], false),
+        "the giaddr is never cut"
+    );
+}
+
+#[test]
+fn a_relayed_dora_commit_record_carries_giaddr_and_subscriber_id() {
+    let mut f = fixture();
+    // 82.1 circuit-id, 82.6 subscriber-id (RFC 3993)
+    let rai = [1, 2, b'c', b'1', 6, 6, b's', b'u', b'b', b'-', b'4', b'2'];
+    let (offer, _) = send(&mut f.engine, &packet(1, 7, RELAY, NONE, &[(82, &rai)])).expect("offer");
+    let ip = offer.yiaddr();
+    let sid = [198, 18, 0, 1];
+    let (ack, _) = send(
+        &mut f.engine,
+        &packet(
+            3,
+            7,
+            RELAY,
+            NONE,
+            &[(50, &ip.octets()), (54, &sid), (82, &rai)],
+        ),
+    )
+    .expect("ack");
+    assert_eq!(msg_type(&ack), v4::MessageType::Ack);
+    let rec = f.engine.ring.read(f.engine.ring.head()).unwrap();
+    assert_eq!(
+        rec.reason,
+        ChangeReason::Commit,
+        "the ACK's record is the last"
+    );
+    let fields: Vec<(u8, Vec<u8>, bool)> = ring_context::decode(&rec.context)
+        .expect("well framed")
+        .into_iter()
+        .map(|f| (f.tag, f.value.to_vec(), f.truncated))
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            (ring_context::TAG_CIRCUIT_ID, b"c1".to_vec(), false),
+            (ring_context::TAG_GIADDR, RELAY.to_vec(), false),
+            (ring_context::TAG_SUBSCRIBER_ID, b"sub-42".to_vec(), false),
+        ]
+    );
 }
