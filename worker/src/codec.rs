@@ -35,7 +35,7 @@
 //! - Options with a fixed or minimum length (50, 51, 54, 57, 118; 12, 55, 61 must be non-empty)
 //!   that have a wrong length are treated as absent and counted in
 //!   [`Request::malformed_options`].
-//! - Option 82 is kept raw for the echo. Its sub-options 1, 2 and 5 are decoded; if the
+//! - Option 82 is kept raw for the echo. Its sub-options 1, 2, 5 and 6 are decoded; if the
 //!   sub-option framing is broken (or 82.5 is not 4 bytes) the decoded sub-option fields are all
 //!   `None` and the 82 counts as malformed, but the raw payload is still echoed.
 //!
