@@ -12,6 +12,7 @@
 //! Architecture Invariant: this crate does no I/O besides reading the one file in [`load`],
 //! and nothing in a configuration text can make it panic.
 
+pub mod audit;
 pub mod cluster;
 mod error;
 mod model;
@@ -25,6 +26,7 @@ mod wire;
 use std::io::Read as _;
 use std::path::Path;
 
+pub use audit::{Audit, AuditHost, AuditTarget, Endpoint};
 pub use cluster::{Cluster, Peer, Replication, ServiceAddress};
 pub use error::ConfigError;
 pub use model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};

@@ -50,6 +50,9 @@ pub struct Config {
     pub durability: Durability,
     /// This appliance's replication group; `None` = a standalone appliance.
     pub cluster: Option<crate::cluster::Cluster>,
+    /// The lease audit trail's destinations; `None` = no audit trail. Parsed and checked
+    /// only: nothing reads it yet (the audit writer is not built).
+    pub audit: Option<crate::audit::Audit>,
 }
 
 /// What an acknowledged lease survives (`durability` in the file).

@@ -1356,3 +1356,317 @@ fn cluster_structure_errors_name_the_field() {
     let err = parse(&with_cluster(&cluster_body("replication: sync,"))).unwrap_err();
     assert_eq!(err.field(), Some("cluster.replication"), "{err}");
 }
+
+// ---- the `audit` section (issue 9) ----
+
+/// The configuration block of issue 9, verbatim.
+const ISSUE9_AUDIT: &str = r#"audit: (
+    targets: ["unix:/dev/log", "tcp://198.18.0.53:514", "tls://siem.example.net:6514"],
+    file: Some("/var/log/prodhcp/audit.jsonl"),
+    spool_dir: "/var/lib/prodhcp/audit-spool",
+    spool_max_bytes: 1073741824,
+    offers: false,
+    audit_strict: false,
+),"#;
+
+/// A config whose `audit` section is `audit` (the body between the parentheses).
+fn with_audit(audit: &str) -> String {
+    config_text(&format!("    audit: (\n{audit}\n    ),"), &subnet(""))
+}
+
+/// A config with one audit target `target` (and nothing else in the section).
+fn with_target(target: &str) -> String {
+    with_audit(&format!("        targets: [{target:?}],"))
+}
+
+fn endpoint(host: crate::AuditHost, port: u16) -> crate::Endpoint {
+    crate::Endpoint { host, port }
+}
+
+fn name(n: &str) -> crate::AuditHost {
+    crate::AuditHost::Name(n.to_string())
+}
+
+fn pinned_audit() -> crate::Audit {
+    crate::Audit {
+        targets: vec![
+            AuditTarget::Unix(PathBuf::from("/dev/log")),
+            AuditTarget::Tcp(endpoint(
+                crate::AuditHost::Ip("198.18.0.53".parse().unwrap()),
+                514,
+            )),
+            AuditTarget::Tls(endpoint(name("siem.example.net"), 6514)),
+        ],
+        file: Some(PathBuf::from("/var/log/prodhcp/audit.jsonl")),
+        spool_dir: PathBuf::from("/var/lib/prodhcp/audit-spool"),
+        spool_max_bytes: 1 << 30,
+        offers: false,
+        audit_strict: false,
+    }
+}
+
+#[test]
+fn the_issue9_audit_block_parses_exactly() {
+    let text = config_text(ISSUE9_AUDIT, &subnet(""));
+    let audit = ok(&text).audit.expect("the section is there");
+    assert_eq!(audit, pinned_audit());
+    let shown: Vec<String> = audit.targets.iter().map(ToString::to_string).collect();
+    assert_eq!(
+        shown,
+        [
+            "unix:/dev/log",
+            "tcp://198.18.0.53:514",
+            "tls://siem.example.net:6514"
+        ]
+    );
+}
+
+#[test]
+fn example_file_has_the_pinned_audit_section() {
+    assert_eq!(ok(EXAMPLE).audit, Some(pinned_audit()));
+}
+
+#[test]
+fn audit_is_optional_and_takes_defaults() {
+    assert_eq!(ok(MINIMAL).audit, None);
+    let text = config_text(
+        "    state_dir: \"/srv/dhcp\",\n    audit: (targets: [\"udp://[2001:db8::53]:514\"]),",
+        &subnet(""),
+    )
+    .replacen("    state_dir: \"/var/lib/prodhcp\",\n", "", 1);
+    let audit = ok(&text).audit.unwrap();
+    assert_eq!(
+        audit,
+        crate::Audit {
+            targets: vec![AuditTarget::Udp(endpoint(
+                crate::AuditHost::Ip("2001:db8::53".parse().unwrap()),
+                514
+            ))],
+            file: None,
+            spool_dir: PathBuf::from("/srv/dhcp/audit-spool"),
+            spool_max_bytes: crate::audit::DEFAULT_SPOOL_MAX_BYTES,
+            offers: false,
+            audit_strict: false,
+        }
+    );
+    assert_eq!(audit.targets[0].to_string(), "udp://[2001:db8::53]:514");
+    // A file alone is enough; the bools and the smallest spool are taken as written.
+    let audit = ok(&with_audit(
+        "        file: \"/var/log/a.jsonl\",\n        spool_max_bytes: 1048576,\n        offers: true,\n        audit_strict: true,",
+    ))
+    .audit
+    .unwrap();
+    assert!(audit.targets.is_empty());
+    assert_eq!(audit.file, Some(PathBuf::from("/var/log/a.jsonl")));
+    assert_eq!(
+        audit.spool_dir,
+        PathBuf::from("/var/lib/prodhcp/audit-spool")
+    );
+    assert_eq!(audit.spool_max_bytes, 1 << 20);
+    assert!(audit.offers);
+    assert!(audit.audit_strict);
+}
+
+#[test]
+fn audit_targets_parse_into_their_kinds() {
+    let one = |t: &str| ok(&with_target(t)).audit.unwrap().targets.remove(0);
+    assert_eq!(
+        one("unix:/run/systemd/journal/syslog"),
+        AuditTarget::Unix(PathBuf::from("/run/systemd/journal/syslog"))
+    );
+    assert_eq!(
+        one("udp://198.18.0.53:514"),
+        AuditTarget::Udp(endpoint(
+            crate::AuditHost::Ip("198.18.0.53".parse().unwrap()),
+            514
+        ))
+    );
+    assert_eq!(
+        one("TCP://Log-1.Example.NET.:601"),
+        AuditTarget::Tcp(endpoint(name("log-1.example.net"), 601))
+    );
+    assert_eq!(
+        one("tls://[::1]:6514"),
+        AuditTarget::Tls(endpoint(crate::AuditHost::Ip("::1".parse().unwrap()), 6514))
+    );
+    assert_eq!(
+        one("tcp://localhost:65535"),
+        AuditTarget::Tcp(endpoint(name("localhost"), 65535))
+    );
+    assert_eq!(one("udp://239.1.2.3:514").scheme(), "udp");
+    assert_eq!(
+        one("tls://siem:6514").endpoint(),
+        Some(&endpoint(name("siem"), 6514))
+    );
+}
+
+#[test]
+fn audit_rules() {
+    let field0 = "audit.targets[0]";
+    let cases: &[(&str, &str, &str)] = &[
+        // unknown or missing scheme
+        ("relp://198.18.0.53:2514", field0, "unknown scheme `relp`"),
+        ("syslog.example.net", field0, "no scheme"),
+        ("http://siem:80", field0, "unknown scheme `http`"),
+        ("tcp:198.18.0.53:514", field0, "the `//` is missing"),
+        // missing port
+        ("tcp://198.18.0.53", field0, "the port is missing"),
+        ("tls://siem.example.net:", field0, "the port is missing"),
+        ("udp://[2001:db8::1]", field0, "the port is missing"),
+        // port 0 and bad ports
+        ("tcp://198.18.0.53:0", field0, "port 0"),
+        ("udp://[2001:db8::1]:0", field0, "port 0"),
+        ("tcp://198.18.0.53:65536", field0, "`65536` is not a port"),
+        ("tcp://198.18.0.53:http", field0, "`http` is not a port"),
+        // unix paths
+        ("unix:dev/log", field0, "must be absolute"),
+        ("unix:", field0, "must be absolute"),
+        ("unix://dev/log", field0, "one slash"),
+        // hosts
+        ("tcp://:514", field0, "the host is missing"),
+        ("tcp://2001:db8::1:514", field0, "must be in brackets"),
+        ("tcp://[2001:db8::zz]:514", field0, "is not an IPv6 address"),
+        ("tcp://[2001:db8::1:514", field0, "without `]`"),
+        ("tcp://[2001:db8::1]x:514", field0, "unexpected `x:514`"),
+        ("tcp://10.0.0.256:514", field0, "not a valid IPv4 address"),
+        (
+            "tcp://under_score.example:514",
+            field0,
+            "neither an IP address",
+        ),
+        ("tcp://-bad.example:514", field0, "neither an IP address"),
+        ("tcp://a..b:514", field0, "neither an IP address"),
+        ("tcp://0.0.0.0:514", field0, "not a collector's address"),
+        ("tcp://[::]:514", field0, "not a collector's address"),
+        ("tls://239.1.2.3:6514", field0, "multicast"),
+        ("tcp://user@siem:514", field0, "'@' is not allowed"),
+        ("tcp://siem:514/path", field0, "'/' is not allowed"),
+    ];
+    for &(target, field, needle) in cases {
+        rejects(&with_target(target), field, needle);
+    }
+    let long = format!("unix:/{}", "a".repeat(107));
+    rejects(&with_target(&long), field0, "at most 107 bytes");
+    let long_label = format!("tcp://{}.example:514", "a".repeat(64));
+    rejects(&with_target(&long_label), field0, "neither an IP address");
+
+    // duplicates, also when written differently
+    let dup = |a: &str, b: &str| with_audit(&format!("        targets: [{a:?}, {b:?}],"));
+    rejects(
+        &dup("tcp://siem.example.net:514", "tcp://SIEM.example.net.:514"),
+        "audit.targets[1]",
+        "same target as audit.targets[0] (tcp://siem.example.net:514)",
+    );
+    rejects(
+        &dup("unix:/dev/log", "unix:/dev//log"),
+        "audit.targets[1]",
+        "same target as audit.targets[0]",
+    );
+    rejects(
+        &dup("udp://[2001:db8::1]:514", "udp://[2001:db8:0::1]:514"),
+        "audit.targets[1]",
+        "same target as audit.targets[0]",
+    );
+    // the same host and port over two transports are two targets
+    let two = ok(&dup("tcp://198.18.0.53:514", "udp://198.18.0.53:514"));
+    assert_eq!(two.audit.unwrap().targets.len(), 2);
+
+    let many: Vec<String> = (1..=17)
+        .map(|p| format!("\"udp://198.18.0.53:{p}\""))
+        .collect();
+    rejects(
+        &with_audit(&format!("        targets: [{}],", many.join(", "))),
+        "audit.targets",
+        "17 targets; at most 16",
+    );
+
+    // nowhere to audit to
+    rejects(&with_audit(""), "audit", "would go nowhere");
+    rejects(
+        &with_audit("        targets: [],\n        offers: true,"),
+        "audit",
+        "would go nowhere",
+    );
+
+    // paths
+    rejects(
+        &with_audit("        file: \"audit.jsonl\","),
+        "audit.file",
+        "must be an absolute path",
+    );
+    rejects(
+        &with_audit("        file: \"/\","),
+        "audit.file",
+        "names no file",
+    );
+    rejects(
+        &with_audit("        targets: [\"unix:/dev/log\"],\n        spool_dir: \"spool\","),
+        "audit.spool_dir",
+        "must be an absolute path",
+    );
+    rejects(
+        &with_audit("        targets: [\"unix:/dev/log\"],\n        spool_dir: \"\","),
+        "audit.spool_dir",
+        "must be an absolute path",
+    );
+
+    // spool size
+    rejects(
+        &with_audit("        targets: [\"unix:/dev/log\"],\n        spool_max_bytes: 1048575,"),
+        "audit.spool_max_bytes",
+        "at least 1048576",
+    );
+    rejects(
+        &with_audit("        targets: [\"unix:/dev/log\"],\n        spool_max_bytes: 0,"),
+        "audit.spool_max_bytes",
+        "at least 1048576",
+    );
+}
+
+#[test]
+fn audit_errors_point_at_the_offending_line() {
+    let text = with_audit(
+        "        targets: [\n            \"unix:/dev/log\",\n            \"tcp://198.18.0.53\",\n        ],",
+    );
+    let err = rejects(&text, "audit.targets[1]", "the port is missing");
+    assert_eq!(err.line(), Some(line_of(&text, "\"tcp://198.18.0.53\"")));
+    assert_eq!(
+        err.to_string(),
+        format!(
+            "line {}, column 13: field `audit.targets[1]`: `tcp://198.18.0.53`: the port is missing (`tcp://host:port`; syslog uses 514, TLS 6514)",
+            line_of(&text, "\"tcp://198.18.0.53\"")
+        )
+    );
+}
+
+#[test]
+fn audit_structure_errors_name_the_field() {
+    // unknown field (a typo is never silently ignored)
+    let err = parse(&with_audit(
+        "        targets: [\"unix:/dev/log\"],\n        strict: true,",
+    ))
+    .unwrap_err();
+    assert!(err.to_string().contains("strict"), "{err}");
+    assert_eq!(err.field(), Some("audit.strict"), "{err}");
+    // wrong types
+    let err = parse(&with_audit("        targets: \"unix:/dev/log\",")).unwrap_err();
+    assert_eq!(err.field(), Some("audit.targets"), "{err}");
+    let err = parse(&with_audit(
+        "        targets: [\"unix:/dev/log\"],\n        spool_max_bytes: -1,",
+    ))
+    .unwrap_err();
+    assert_eq!(err.field(), Some("audit.spool_max_bytes"), "{err}");
+    let err = parse(&with_audit(
+        "        targets: [\"unix:/dev/log\"],\n        offers: \"yes\",",
+    ))
+    .unwrap_err();
+    assert_eq!(err.field(), Some("audit.offers"), "{err}");
+}
+
+#[test]
+fn an_audit_change_keeps_the_table_layout() {
+    let before = ok(MINIMAL);
+    let mut after = before.clone();
+    after.audit = Some(pinned_audit());
+    assert!(before.same_table_layout(&after));
+}

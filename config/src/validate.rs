@@ -28,7 +28,7 @@ pub const MAX_TABLE_ADDRESSES: u64 = 1 << 26;
 /// Most separate address runs the lease table holds.
 pub const MAX_TABLE_RANGES: usize = 1 << 20;
 /// Longest Unix socket path (`sun_path` is 108 bytes with its terminating NUL).
-const MAX_SOCKET_PATH: usize = 107;
+pub(crate) const MAX_SOCKET_PATH: usize = 107;
 /// Longest interface name (`IFNAMSIZ` - 1).
 const MAX_INTERFACE_NAME: usize = 15;
 
@@ -157,6 +157,10 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         Some(cluster) => Some(crate::cluster::validate_cluster(cluster)?),
         None => None,
     };
+    let audit = match wire.audit {
+        Some(audit) => Some(crate::audit::validate_audit(audit, &wire.state_dir)?),
+        None => None,
+    };
 
     let config = Config {
         state_dir: wire.state_dir,
@@ -175,6 +179,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         scrub_interval: wire.scrub_interval,
         durability,
         cluster,
+        audit,
     };
     check_table_size(&config)?;
     Ok(config)

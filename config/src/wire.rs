@@ -100,6 +100,30 @@ pub(crate) struct WireConfig {
     pub durability: Option<String>,
     #[serde(default)]
     pub cluster: Option<WireCluster>,
+    #[serde(default)]
+    pub audit: Option<WireAudit>,
+}
+
+fn default_spool_max_bytes() -> u64 {
+    crate::audit::DEFAULT_SPOOL_MAX_BYTES
+}
+
+/// The `audit` section; targets stay strings here and are parsed in [`crate::audit`].
+#[derive(Debug, Deserialize)]
+#[serde(rename = "Audit", deny_unknown_fields)]
+pub(crate) struct WireAudit {
+    #[serde(default)]
+    pub targets: Vec<String>,
+    #[serde(default)]
+    pub file: Option<PathBuf>,
+    #[serde(default)]
+    pub spool_dir: Option<PathBuf>,
+    #[serde(default = "default_spool_max_bytes")]
+    pub spool_max_bytes: u64,
+    #[serde(default)]
+    pub offers: bool,
+    #[serde(default)]
+    pub audit_strict: bool,
 }
 
 fn default_heartbeat_ms() -> u32 {
