@@ -31,6 +31,12 @@
 //!   counters moved (at most every [`REPORT_EVERY_MS`] ms). syncd exits with code 2 when its
 //!   configuration (the key file) is unusable.
 //!
+//! - **the audit process**: `prodhcpd audit --supervisor-pid PID` ([`AuditLaunchArgs`]) with
+//!   only its channel ([`AUDIT_INHERITED`]). The supervisor sends [`FrameKind::Config`] once
+//!   (a reload that changes the `audit` section restarts it), [`FrameKind::AuditEvent`]s (the
+//!   appliance's own events: start, stop, reload, role, scrub) and [`FrameKind::Stop`]; the
+//!   audit process sends [`FrameKind::AuditReport`] at most every [`AUDIT_REPORT_EVERY_MS`].
+//!
 //! It lives in `prodhcp-proto` (what crosses a process boundary) so that both sides use one
 //! definition and the supervisor's library needs nothing of the worker's.
 //!
@@ -183,6 +189,79 @@ impl SyncdLaunchArgs {
     {
         use clap::Parser;
         let SyncdCommand::Syncd(a) = SyncdCommand::try_parse_from(args)?;
+        Ok(a)
+    }
+}
+
+/// The subcommand of `prodhcpd` that runs the audit process.
+pub const AUDIT_SUBCOMMAND: &str = "audit";
+
+/// The descriptors the audit process inherits: only its channel (at 4).
+pub const AUDIT_INHERITED: &[InheritedFd] = &[CHANNEL];
+
+/// Longest interval between two [`FrameKind::AuditReport`]s.
+pub const AUDIT_REPORT_EVERY_MS: u64 = 500;
+
+/// Supervisor → audit process: an appliance event ([`FrameKind::AuditEvent`], JSON). The
+/// audit process gives it the next sequence number.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct ApplianceEventFrame {
+    /// Unix time in ms when it happened.
+    pub time_ms: u64,
+    /// `start`, `stop`, `reload`, `role` or `scrub`.
+    pub event: String,
+    /// `reload`: the configuration generation now in force.
+    #[serde(default)]
+    pub generation: Option<u64>,
+    /// `role`: the role before.
+    #[serde(default)]
+    pub role_from: Option<String>,
+    /// `role`: the role after.
+    #[serde(default)]
+    pub role_to: Option<String>,
+    /// `role`: why.
+    #[serde(default)]
+    pub cause: Option<String>,
+    /// `scrub`: what was found.
+    #[serde(default)]
+    pub finding: Option<String>,
+}
+
+/// How the supervisor starts the audit process: the arguments of `prodhcpd audit`.
+#[derive(Debug, Clone, PartialEq, Eq, clap::Args)]
+pub struct AuditLaunchArgs {
+    /// Pid of the supervisor that started it (see [`LaunchArgs::supervisor_pid`]).
+    #[arg(long)]
+    pub supervisor_pid: Option<u32>,
+}
+
+/// The command line of an audit process, as [`AuditLaunchArgs::parse`] reads it.
+#[derive(Debug, clap::Parser)]
+#[command(no_binary_name = true)]
+enum AuditCommand {
+    /// Run the audit process.
+    Audit(AuditLaunchArgs),
+}
+
+impl AuditLaunchArgs {
+    /// The arguments after the executable's name: `audit [--supervisor-pid PID]`.
+    pub fn to_args(&self) -> Vec<OsString> {
+        let mut args: Vec<OsString> = vec![AUDIT_SUBCOMMAND.into()];
+        if let Some(pid) = self.supervisor_pid {
+            args.push("--supervisor-pid".into());
+            args.push(pid.to_string().into());
+        }
+        args
+    }
+
+    /// Reads the arguments [`AuditLaunchArgs::to_args`] builds (without the executable's name).
+    pub fn parse<I, T>(args: I) -> Result<AuditLaunchArgs, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<OsString> + Clone,
+    {
+        use clap::Parser;
+        let AuditCommand::Audit(a) = AuditCommand::try_parse_from(args)?;
         Ok(a)
     }
 }

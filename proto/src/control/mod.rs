@@ -24,6 +24,7 @@
 //! {"v": 1, "cmd": "consumers"}
 //! {"v": 1, "cmd": "consumer_drop", "ring": "worker-0", "id": 0}
 //! {"v": 1, "cmd": "ha_status"}
+//! {"v": 1, "cmd": "audit_status"}
 //! ```
 //! The version is checked before anything else ([`parse_request`]): a request with a different
 //! `v` is refused with "unsupported control protocol version N (this daemon speaks 1)".
@@ -47,6 +48,7 @@
 //! | `consumer_drop` | [`ConsumerDropped`]                      |
 //! | `ha_status`     | [`HaStatusData`]                         |
 //! | `ha`            | [`HaCommandAccepted`]                    |
+//! | `audit_status`  | [`AuditStatusData`]                      |
 //!
 //! Import semantics: the server applies the records of a batch in order, so when the same address
 //! appears more than once (Kea memfile and dhcpd.leases are append-only logs) the last record wins.
@@ -60,6 +62,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hwaddr::HwAddr;
 
+mod audit;
 mod consumers;
 mod ha;
 mod leases;
@@ -68,6 +71,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use audit::*;
 pub use consumers::*;
 pub use ha::*;
 pub use leases::*;
@@ -156,6 +160,8 @@ pub enum Command {
         /// The command.
         command: HaCommand,
     },
+    /// The audit trail: the audit process, its targets, spool and losses.
+    AuditStatus,
 }
 
 impl Command {
@@ -172,6 +178,7 @@ impl Command {
             Command::ConsumerDrop { .. } => "consumer_drop",
             Command::HaStatus => "ha_status",
             Command::Ha { .. } => "ha",
+            Command::AuditStatus => "audit_status",
         }
     }
 }

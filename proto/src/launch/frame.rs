@@ -30,6 +30,11 @@ pub enum FrameKind {
     /// Supervisor → syncd: an operator's HA command (payload: a JSON
     /// `super::HaCommandFrame`).
     HaCommand = 6,
+    /// Audit process → supervisor: its state (payload: a JSON `crate::control::AuditReport`).
+    AuditReport = 7,
+    /// Supervisor → audit process: an appliance event to audit (payload: a JSON
+    /// `super::ApplianceEventFrame`).
+    AuditEvent = 8,
 }
 
 impl FrameKind {
@@ -41,6 +46,8 @@ impl FrameKind {
             4 => Some(FrameKind::Rejected),
             5 => Some(FrameKind::PeerReport),
             6 => Some(FrameKind::HaCommand),
+            7 => Some(FrameKind::AuditReport),
+            8 => Some(FrameKind::AuditEvent),
             _ => None,
         }
     }
