@@ -1,8 +1,8 @@
 //! The optional `audit` section: where the lease audit trail goes (issue 9). Absent means no
 //! audit trail, exactly as before.
 //!
-//! Only the configuration is here: the section is parsed and checked, and nothing in the
-//! appliance reads it yet (the audit writer is not built).
+//! The section is parsed and checked here; the audit process (`prodhcp_audit::process`) reads
+//! it.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,6 +17,9 @@ use crate::wire::WireAudit;
 pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1 << 30;
 /// Smallest `audit.spool_max_bytes`: 1 MiB.
 pub const MIN_SPOOL_MAX_BYTES: u64 = 1 << 20;
+/// The CA bundle `tls://` targets are verified against when `audit.tls_ca_file` is not given
+/// (Debian's ca-certificates).
+pub const SYSTEM_CA_FILE: &str = "/etc/ssl/certs/ca-certificates.crt";
 /// Most entries in `audit.targets`.
 pub const MAX_AUDIT_TARGETS: usize = 16;
 /// Name of the default spool directory under `state_dir` (`<state_dir>/audit-spool`).
@@ -44,6 +47,21 @@ pub struct Audit {
     /// Whether a full spool stops new lease commits (true) rather than losing records with a
     /// counted, logged loss (false).
     pub audit_strict: bool,
+    /// TLS settings of `tls://` targets (`Some` whenever there is one; the CA file is then
+    /// [`SYSTEM_CA_FILE`] unless `tls_ca_file` names another).
+    pub tls: Option<AuditTls>,
+}
+
+/// `audit.tls_ca_file`, `tls_cert_file`, `tls_key_file`: how `tls://` targets are verified and
+/// how this appliance identifies itself to them (RFC 5425).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AuditTls {
+    /// PEM file of the certificate authorities a collector's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// PEM client certificate (chain), for collectors that require one.
+    pub cert_file: Option<PathBuf>,
+    /// PEM private key of `cert_file`.
+    pub key_file: Option<PathBuf>,
 }
 
 /// One entry of `audit.targets`.
@@ -370,7 +388,38 @@ pub(crate) fn validate_audit(wire: WireAudit, state_dir: &Path) -> Check<Audit> 
             ),
         );
     }
+    let has_tls = targets.iter().any(|t| matches!(t, AuditTarget::Tls(_)));
+    for (name, p) in [
+        ("tls_ca_file", &wire.tls_ca_file),
+        ("tls_cert_file", &wire.tls_cert_file),
+        ("tls_key_file", &wire.tls_key_file),
+    ] {
+        if let Some(p) = p {
+            check_absolute(p, path.at(name))?;
+        }
+    }
+    if wire.tls_cert_file.is_some() != wire.tls_key_file.is_some() {
+        return fail(
+            path.at("tls_key_file"),
+            "`tls_cert_file` and `tls_key_file` go together: give both or neither",
+        );
+    }
+    let tls = match wire.tls_ca_file {
+        Some(ca_file) => Some(AuditTls {
+            ca_file,
+            cert_file: wire.tls_cert_file,
+            key_file: wire.tls_key_file,
+        }),
+        // The system's bundle (Debian's ca-certificates) when none is named.
+        None if has_tls || wire.tls_cert_file.is_some() => Some(AuditTls {
+            ca_file: PathBuf::from(SYSTEM_CA_FILE),
+            cert_file: wire.tls_cert_file,
+            key_file: wire.tls_key_file,
+        }),
+        None => None,
+    };
     Ok(Audit {
+        tls,
         targets,
         file: wire.file,
         spool_dir,

@@ -26,7 +26,7 @@ mod wire;
 use std::io::Read as _;
 use std::path::Path;
 
-pub use audit::{Audit, AuditHost, AuditTarget, Endpoint};
+pub use audit::{Audit, AuditHost, AuditTarget, AuditTls, Endpoint};
 pub use cluster::{Cluster, Peer, Replication, ServiceAddress};
 pub use error::ConfigError;
 pub use model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};

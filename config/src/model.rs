@@ -50,8 +50,8 @@ pub struct Config {
     pub durability: Durability,
     /// This appliance's replication group; `None` = a standalone appliance.
     pub cluster: Option<crate::cluster::Cluster>,
-    /// The lease audit trail's destinations; `None` = no audit trail. Parsed and checked
-    /// only: nothing reads it yet (the audit writer is not built).
+    /// The lease audit trail's destinations; `None` = no audit trail (the supervisor starts
+    /// the audit process only with one).
     pub audit: Option<crate::audit::Audit>,
 }
 

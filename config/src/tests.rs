@@ -1402,6 +1402,11 @@ fn pinned_audit() -> crate::Audit {
         spool_max_bytes: 1 << 30,
         offers: false,
         audit_strict: false,
+        tls: Some(crate::audit::AuditTls {
+            ca_file: PathBuf::from(crate::audit::SYSTEM_CA_FILE),
+            cert_file: None,
+            key_file: None,
+        }),
     }
 }
 
@@ -1447,6 +1452,7 @@ fn audit_is_optional_and_takes_defaults() {
             spool_max_bytes: crate::audit::DEFAULT_SPOOL_MAX_BYTES,
             offers: false,
             audit_strict: false,
+            tls: None,
         }
     );
     assert_eq!(audit.targets[0].to_string(), "udp://[2001:db8::53]:514");
@@ -1669,4 +1675,33 @@ fn an_audit_change_keeps_the_table_layout() {
     let mut after = before.clone();
     after.audit = Some(pinned_audit());
     assert!(before.same_table_layout(&after));
+}
+
+#[test]
+fn audit_tls_files_are_checked() {
+    let with = |extra: &str| {
+        config_text(
+            &format!("audit: (\n        targets: [\"tls://198.18.0.53:6514\"],\n{extra}\n    ),\n"),
+            &subnet(""),
+        )
+    };
+    let audit = ok(&with(
+        "        tls_ca_file: Some(\"/etc/prodhcp/siem-ca.pem\"),",
+    ))
+    .audit
+    .unwrap();
+    assert_eq!(
+        audit.tls.unwrap().ca_file,
+        PathBuf::from("/etc/prodhcp/siem-ca.pem")
+    );
+    let err = crate::parse(&with(
+        "        tls_cert_file: Some(\"/etc/prodhcp/c.pem\"),",
+    ))
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("tls_key_file"), "{err}");
+    let err = crate::parse(&with("        tls_ca_file: Some(\"relative.pem\"),"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("tls_ca_file"), "{err}");
 }

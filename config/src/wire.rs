@@ -124,6 +124,12 @@ pub(crate) struct WireAudit {
     pub offers: bool,
     #[serde(default)]
     pub audit_strict: bool,
+    #[serde(default)]
+    pub tls_ca_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_cert_file: Option<PathBuf>,
+    #[serde(default)]
+    pub tls_key_file: Option<PathBuf>,
 }
 
 fn default_heartbeat_ms() -> u32 {

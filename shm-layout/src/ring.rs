@@ -22,7 +22,8 @@
 //! | 17 | the share of a [`Gate::Share`]: index, count, since (written before word 16) |
 //! | 18 | syncd's ring only: unix seconds of the last message from a peer ([`Ring::peer_contact`]) |
 //! | 19 | syncd's ring only: the node's last role, as syncd's role code ([`Ring::last_role`]) |
-//! | 20..63 | unused (zero) |
+//! | 20 | audit block: non-zero = the audit trail cannot take more records (`audit_strict` with a full spool): the producer (a worker) answers nobody and sweeps nothing, as with [`Gate::Closed`], until it clears ([`Ring::set_audit_block`]) |
+//! | 21..63 | unused (zero) |
 //!
 //! A record is published by writing all its words and then storing its sequence number into `head`
 //! with release ordering. With no registered consumer the ring keeps the most recent `capacity`
@@ -109,6 +110,7 @@ const W_GATE: usize = 16;
 const W_SHARE: usize = 17;
 const W_PEER_CONTACT: usize = 18;
 const W_LAST_ROLE: usize = 19;
+const W_AUDIT_BLOCK: usize = 20;
 /// Most consumers a ring can have.
 pub const MAX_CONSUMERS: usize = 8;
 const REGISTERED: u64 = 1 << 63;
@@ -666,6 +668,28 @@ impl Ring {
         self.w()[W_GATE].store(code, Ordering::Release);
     }
 
+    /// Whether the audit trail blocks this producer (header word 20): set by the audit process
+    /// with `audit_strict` while its spool is full. A worker treats it as [`Gate::Closed`].
+    pub fn audit_blocked(&self) -> bool {
+        self.w()[W_AUDIT_BLOCK].load(Ordering::Acquire) != 0
+    }
+
+    /// Sets or clears the audit block (the audit process; the supervisor clears it when the
+    /// audit process is not running or not configured).
+    pub fn set_audit_block(&self, block: bool) {
+        self.w()[W_AUDIT_BLOCK].store(u64::from(block), Ordering::Release);
+    }
+
+    /// The gate as the producer must obey it: [`Ring::gate`], or [`Gate::Closed`] while the
+    /// audit trail blocks it ([`Ring::audit_blocked`]).
+    pub fn serving_gate(&self) -> Gate {
+        if self.audit_blocked() {
+            Gate::Closed
+        } else {
+            self.gate()
+        }
+    }
+
     /// syncd's ring: unix seconds of the last message received from any peer (0: never).
     pub fn peer_contact(&self) -> u64 {
         self.w()[W_PEER_CONTACT].load(Ordering::Acquire)
@@ -965,6 +989,23 @@ mod tests {
         assert!(!ring.hold_replies());
         assert_eq!(ring.consumers().len(), 1);
         assert_eq!(ring.evictions(), 1);
+    }
+
+    #[test]
+    fn the_audit_block_closes_the_serving_gate_without_touching_the_gate() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("r");
+        let ring = Ring::open_or_create(&p, 1, 16).unwrap();
+        let other = Ring::open_or_create(&p, 1, 16).unwrap();
+        assert!(!ring.audit_blocked());
+        assert_eq!(ring.serving_gate(), Gate::Open);
+        ring.set_audit_block(true);
+        assert!(other.audit_blocked());
+        assert_eq!(other.serving_gate(), Gate::Closed);
+        // syncd's word is its own: the role's gate is unchanged underneath.
+        assert_eq!(other.gate(), Gate::Open);
+        ring.set_audit_block(false);
+        assert_eq!(other.serving_gate(), Gate::Open);
     }
 
     #[test]

@@ -233,7 +233,7 @@ impl Engine {
     /// Reads the gate from the ring (one acquire load) for the requests that follow: the
     /// worker calls it once per receive batch. Returns it.
     pub fn refresh_gate(&mut self) -> Gate {
-        self.gate = self.ring.gate();
+        self.gate = self.ring.serving_gate();
         self.gate
     }
 

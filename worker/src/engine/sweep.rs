@@ -16,7 +16,7 @@ impl Engine {
     /// serving alone ([`Gate::Share`]), it passes over the other share's slots, which are the
     /// peer's to change.
     pub fn sweep(&mut self, budget: u32) -> u32 {
-        let share = match self.ring.gate() {
+        let share = match self.ring.serving_gate() {
             Gate::Closed => return 0,
             Gate::Open => None,
             Gate::Share(s) => Some(s),
