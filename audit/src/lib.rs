@@ -3,7 +3,9 @@
 //! the JSON-lines files. No process, no transport: [`AuditEvent`] is made from a change-ring
 //! record ([`AuditEvent::from_record`]) or an appliance event ([`AuditEvent::appliance`]),
 //! [`rfc5424::Rfc5424::format`] and [`jsonl::to_line`] turn it into text, and
-//! [`jsonl::read_history`] reads the files back.
+//! [`jsonl::read_history`] reads the files back. The audit process's storage is here too:
+//! [`spool::Spool`], the bounded on-disk spool records wait in for their syslog targets, and
+//! [`state::AuditState`], the small state file (acknowledged seqs per target, losses).
 //!
 //! # Fields
 //!
@@ -54,6 +56,8 @@
 pub mod event;
 pub mod jsonl;
 pub mod rfc5424;
+pub mod spool;
+pub mod state;
 #[cfg(test)]
 mod test_support;
 
