@@ -69,6 +69,43 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: HaAction,
     },
+    /// The audit trail (needs an `audit` section in the configuration).
+    Audit {
+        /// What to show.
+        #[command(subcommand)]
+        action: AuditAction,
+    },
+    /// Who held an address when, read from the JSON-lines audit files (`audit.file` and its
+    /// rotations); needs no running daemon.
+    History(HistoryArgs),
+}
+
+/// `prodhcpctl audit ...`.
+#[derive(Debug, Subcommand)]
+pub enum AuditAction {
+    /// The audit process (running, pid, restarts), last sequence number, events, ring lag,
+    /// spool use, the JSON-lines file, lost records and ranges, whether `audit_strict` blocks
+    /// commits now, and per target: reliable or best-effort, connected, acknowledged sequence,
+    /// lag in records and seconds, reconnects, resent, dropped, last error. Without an `audit`
+    /// section: "no audit section in the configuration".
+    Status,
+}
+
+/// `prodhcpctl history IP [--at TIME] --from FILE...`.
+#[derive(Debug, Args)]
+pub struct HistoryArgs {
+    /// The address.
+    #[arg(value_name = "IP")]
+    pub address: Ipv4Addr,
+    /// Only the holding at this time: RFC 3339 (`2026-12-03T14:02:00Z`, `...+01:00`), or
+    /// `YYYY-MM-DD HH:MM[:SS]` without an offset, which is taken as UTC (not local time).
+    #[arg(long, value_name = "TIME", value_parser = super::history::parse_at)]
+    pub at: Option<jiff::Timestamp>,
+    /// A JSON-lines audit file (required; prodhcpctl reads no configuration). Repeat it, or
+    /// give several after one `--from` (a shell glob: `--from /var/log/prodhcp/audit.jsonl*`),
+    /// in any order. Compressed rotations must be uncompressed first.
+    #[arg(long = "from", value_name = "FILE", num_args = 1.., action = clap::ArgAction::Append)]
+    pub from: Vec<PathBuf>,
 }
 
 /// `prodhcpctl ha ...`.

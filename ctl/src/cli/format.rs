@@ -72,7 +72,7 @@ pub fn format_duration(secs: u64) -> String {
 }
 
 /// Left-aligned columns separated by two spaces.
-fn table(rows: &[Vec<String>], indent: &str) -> String {
+pub(super) fn table(rows: &[Vec<String>], indent: &str) -> String {
     let cols = rows.iter().map(Vec::len).max().unwrap_or(0);
     let widths: Vec<usize> = (0..cols)
         .map(|c| {

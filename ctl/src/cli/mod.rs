@@ -10,18 +10,23 @@
 //!
 //! Modules: `args` (the command line), `client` (the control-socket connection and the
 //! exit-status contract), `format` (human output of each command), `leases_export` and
-//! `leases_import` (the bulk commands); this file runs a parsed command.
+//! `leases_import` (the bulk commands), `ha` and `audit` (their status texts), `history` (who
+//! held an address, from the audit files; no daemon); this file runs a parsed command.
 
 mod args;
+mod audit;
 mod client;
 mod format;
 mod ha;
+mod history;
 mod leases_export;
 mod leases_import;
 #[cfg(test)]
 mod test_support;
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_audit;
 
 use std::io::Write;
 use std::time::Duration;
@@ -29,15 +34,17 @@ use std::time::Duration;
 use prodhcp_proto::{Command, LeaseRecord, Response, StatsData, StatusData};
 
 pub use args::{
-    Cli, ConsumersAction, CtlCommand, ExportFormat, HaAction, ImportFormatArg, LeasesAction,
-    LeasesArgs, DEFAULT_TIMEOUT_SECS,
+    AuditAction, Cli, ConsumersAction, CtlCommand, ExportFormat, HaAction, HistoryArgs,
+    ImportFormatArg, LeasesAction, LeasesArgs, DEFAULT_TIMEOUT_SECS,
 };
+pub use audit::format_audit_status;
 pub use client::{classify_connect_error, ConnectFailure, ControlClient, CtlError, ExitStatus};
 pub use format::{
     format_duration, format_import_summary, format_lease, format_lease_table, format_stats,
     format_status, format_utc, group_digits, pool_utilisation, unix_now,
 };
 pub use ha::format_ha_status;
+pub use history::{format_history, parse_at, HoldingView};
 pub use leases_export::{csv_row, CSV_HEADER};
 pub use leases_import::{format_progress, format_rate};
 
@@ -186,6 +193,26 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                     .write_all(format_ha_status(&st, unix_now()).as_bytes())
                     .map_err(stdout_error)
             }
+        }
+        CtlCommand::Audit {
+            action: AuditAction::Status,
+        } => {
+            let data = failed(connect()?.call(Command::AuditStatus)?)?;
+            let st: prodhcp_proto::AuditStatusData = decode(data.clone())?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &data)
+            } else {
+                let now_ms = std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+                io.out
+                    .write_all(format_audit_status(&st, now_ms).as_bytes())
+                    .map_err(stdout_error)
+            }
+        }
+        CtlCommand::History(args) => {
+            history::run_history(args.address, args.at, &args.from, cli.json, io, stdout_used)
         }
         CtlCommand::Leases(args) => match (&args.action, &args.mac) {
             (Some(LeasesAction::Export { format }), _) => {
