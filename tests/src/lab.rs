@@ -564,6 +564,26 @@ pub fn udp_socket_in(
     })
 }
 
+/// Connects a TCP stream to `addr` from inside namespace `ns` (the same short-lived-thread
+/// trick as [`udp_socket_in`]): the stream keeps the namespace it was created in.
+pub fn tcp_connect_in(
+    ns: &str,
+    addr: std::net::SocketAddrV4,
+    timeout: Duration,
+) -> std::io::Result<std::net::TcpStream> {
+    let path = Path::new("/run/netns").join(ns);
+    thread::scope(|s| {
+        s.spawn(|| {
+            let f = File::open(&path)?;
+            nix::sched::setns(f.as_fd(), nix::sched::CloneFlags::CLONE_NEWNET)
+                .map_err(std::io::Error::from)?;
+            std::net::TcpStream::connect_timeout(&addr.into(), timeout)
+        })
+        .join()
+        .unwrap_or_else(|_| Err(std::io::Error::other("socket thread panicked")))
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -7,11 +7,14 @@
 //! - [`config`]: server configurations rendered as RON;
 //! - [`daemon`]: prodhcpd and prodhcpctl;
 //! - [`packet`] and [`client`]: the scripted DHCPv4 client;
-//! - [`tools`]: dhclient, udhcpc, dhcpcd, dhcrelay, perfdhcp.
+//! - [`tools`]: dhclient, udhcpc, dhcpcd, dhcrelay, perfdhcp;
+//! - [`rsyslog`]: a private rsyslog collector and the audit records it stored ([`rfc5424`]
+//!   reads them), [`audit_check`] compares them with dhcpperf's record.
 //!
 //! Every test starts with [`preflight`]: without root or a needed program it fails with a
 //! clear message, unless `PRODHCP_SKIP_SYSTEM_TESTS=1`, which skips with a printed reason.
 
+pub mod audit_check;
 pub mod capture;
 pub mod client;
 pub mod cluster;
@@ -19,6 +22,8 @@ pub mod config;
 pub mod daemon;
 pub mod lab;
 pub mod packet;
+pub mod rfc5424;
+pub mod rsyslog;
 pub mod tools;
 pub mod topo;
 
@@ -32,6 +37,17 @@ pub const SKIP_ENV: &str = "PRODHCP_SKIP_SYSTEM_TESTS";
 /// (`PRODHCP_SKIP_SYSTEM_TESTS=1`); panics with the reason when something is missing.
 #[track_caller]
 pub fn preflight(test: &str, programs: &[&str]) -> bool {
+    if !preflight_lab(test, programs) {
+        return false;
+    }
+    daemon::binary("prodhcpd");
+    daemon::binary("prodhcpctl");
+    true
+}
+
+/// Like [`preflight`] for lab tests that do not run prodhcp: root and `programs`, no binaries.
+#[track_caller]
+pub fn preflight_lab(test: &str, programs: &[&str]) -> bool {
     if std::env::var_os(SKIP_ENV).is_some_and(|v| v == "1") {
         eprintln!("SKIPPED {test}: {SKIP_ENV}=1");
         return false;
@@ -48,8 +64,6 @@ pub fn preflight(test: &str, programs: &[&str]) -> bool {
              to skip the system tests"
         );
     }
-    daemon::binary("prodhcpd");
-    daemon::binary("prodhcpctl");
     true
 }
 
