@@ -1,7 +1,8 @@
-//! prodhcp's lease audit trail, the format half: the audit event, its RFC 5424 syslog form,
-//! its JSON-lines form, and the reader that answers "who held this address at that time" from
-//! the JSON-lines files. No process, no transport: [`AuditEvent`] is made from a change-ring
-//! record ([`AuditEvent::from_record`]) or an appliance event ([`AuditEvent::appliance`]),
+//! prodhcp's lease audit trail, the library half: the audit event, its RFC 5424 syslog form,
+//! its JSON-lines form, the reader that answers "who held this address at that time" from the
+//! JSON-lines files, and the syslog senders ([`transport::Sender`]: unix, udp, tcp, tls). No
+//! process: [`AuditEvent`] is made from a change-ring record ([`AuditEvent::from_record`]) or
+//! an appliance event ([`AuditEvent::appliance`]),
 //! [`rfc5424::Rfc5424::format`] and [`jsonl::to_line`] turn it into text, and
 //! [`jsonl::read_history`] reads the files back.
 //!
@@ -54,10 +55,13 @@
 pub mod event;
 pub mod jsonl;
 pub mod rfc5424;
+mod sys;
 #[cfg(test)]
 mod test_support;
+pub mod transport;
 
 pub use event::{is_audited, ApplianceEvent, AuditEvent, EventKind, Origin};
+pub use transport::{Sender, TargetStatus, TlsSettings};
 
 /// RFC 3339 UTC with milliseconds: `2025-12-02T03:00:00.123Z`. Times past year 9999 (which no
 /// clock here produces) are clamped to its end.
