@@ -1,7 +1,9 @@
-//! prodhcp's lease audit trail, the format half: the audit event, its RFC 5424 syslog form,
-//! its JSON-lines form, and the reader that answers "who held this address at that time" from
-//! the JSON-lines files. No process, no transport: [`AuditEvent`] is made from a change-ring
-//! record ([`AuditEvent::from_record`]) or an appliance event ([`AuditEvent::appliance`]),
+//! prodhcp's lease audit trail: the audit process ([`process`], `prodhcpd audit`) and its
+//! pipeline ([`trail::Trail`]: rings → spool and file → syslog targets), the audit event, its RFC 5424 syslog form,
+//! its JSON-lines form, the reader that answers "who held this address at that time" from the
+//! JSON-lines files, and the syslog senders ([`transport::Sender`]: unix, udp, tcp, tls).
+//! [`AuditEvent`] is made from a change-ring record ([`AuditEvent::from_record`]) or
+//! an appliance event ([`AuditEvent::appliance`]),
 //! [`rfc5424::Rfc5424::format`] and [`jsonl::to_line`] turn it into text, and
 //! [`jsonl::read_history`] reads the files back. The audit process's storage is here too:
 //! [`spool::Spool`], the bounded on-disk spool records wait in for their syslog targets, and
@@ -55,13 +57,18 @@
 
 pub mod event;
 pub mod jsonl;
+pub mod process;
 pub mod rfc5424;
 pub mod spool;
 pub mod state;
+mod sys;
 #[cfg(test)]
 mod test_support;
+pub mod trail;
+pub mod transport;
 
 pub use event::{is_audited, ApplianceEvent, AuditEvent, EventKind, Origin};
+pub use transport::{Sender, TargetStatus, TlsSettings};
 
 /// RFC 3339 UTC with milliseconds: `2025-12-02T03:00:00.123Z`. Times past year 9999 (which no
 /// clock here produces) are clamped to its end.

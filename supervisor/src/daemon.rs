@@ -29,6 +29,7 @@ use crate::scrub::ScrubRunner;
 use table_setup::recover;
 use workers::Worker;
 
+mod audit;
 mod control;
 mod syncd;
 mod table_setup;
@@ -41,6 +42,8 @@ const SIGNALS: Token = Token(0);
 const LISTENER: Token = Token(1);
 /// syncd's channel.
 const SYNCD_CHANNEL: Token = Token(2);
+/// The audit process's channel.
+const AUDIT_CHANNEL: Token = Token(3);
 const CHANNEL_BASE: usize = 1000;
 const CONN_BASE: usize = 100_000;
 
@@ -63,6 +66,8 @@ pub struct Supervisor {
     workers: Vec<Worker>,
     /// The replication daemon, when the configuration has a `cluster` section.
     syncd: Option<syncd::Syncd>,
+    /// The audit process, when the configuration has an `audit` section.
+    audit: Option<audit::AuditProc>,
     poll: Poll,
     signals: Signals,
     listener: UnixListener,
@@ -195,6 +200,7 @@ impl Supervisor {
             .map(|(id, ring)| Worker::new(id, ring, now))
             .collect();
         let syncd = config.cluster.as_ref().map(|c| syncd::Syncd::new(c, now));
+        let audit = config.audit.as_ref().map(|_| audit::AuditProc::new(now));
         let mut sup = Supervisor {
             config_path: config_path.to_path_buf(),
             config,
@@ -212,6 +218,7 @@ impl Supervisor {
             records_doorbell,
             workers,
             syncd,
+            audit,
             poll,
             signals,
             listener,
@@ -243,6 +250,8 @@ impl Supervisor {
             sup.spawn(id);
         }
         sup.spawn_syncd();
+        sup.audit_event(audit::event("start"));
+        sup.spawn_audit();
         info!(
             workers = n,
             slots = sup.table.slot_count(),
@@ -282,6 +291,7 @@ impl Supervisor {
                     }
                     LISTENER => self.accept(),
                     SYNCD_CHANNEL => self.syncd_channel(),
+                    AUDIT_CHANNEL => self.audit_channel(),
                     Token(t) if (CHANNEL_BASE..CONN_BASE).contains(&t) => {
                         self.worker_channel(t - CHANNEL_BASE)
                     }
@@ -295,6 +305,7 @@ impl Supervisor {
             self.reap();
             self.respawn_due();
             self.respawn_syncd_due();
+            self.respawn_audit_due();
             self.check_reload();
             self.housekeeping();
         }
@@ -328,7 +339,8 @@ impl Supervisor {
         }
         let restarts = self.workers.iter().map(Worker::restart_at);
         let syncd = self.syncd.as_ref().map(syncd::Syncd::restart_at);
-        for at in restarts.chain(syncd).flatten() {
+        let audit = self.audit.as_ref().map(audit::AuditProc::restart_at);
+        for at in restarts.chain(syncd).chain(audit).flatten() {
             t = t.min(at.saturating_duration_since(Instant::now()));
         }
         t
@@ -413,6 +425,9 @@ impl Supervisor {
                     &self.config,
                     Some(&previous),
                 );
+                if previous.audit != self.config.audit {
+                    self.restart_audit_for_reload();
+                }
                 let sent = self.send_config_to_workers();
                 // A reload that supersedes a pending one falls back to what ran before both.
                 if self.reload_previous.is_none() {
@@ -504,6 +519,9 @@ impl Supervisor {
                 );
                 self.reload_track = None;
                 self.reload_previous = None;
+                let mut ev = audit::event("reload");
+                ev.generation = Some(generation);
+                self.audit_event(ev);
             }
             ReloadProgress::Failed(why) => {
                 warn!(generation, error = %why, "reload failed; putting the previous configuration back");
@@ -555,6 +573,10 @@ impl Supervisor {
             recover(&self.table, worker_owner(w.id), Some(&w.ring));
         }
         self.wait_syncd(deadline);
+        // After the workers: the audit process reads their last records, then stops.
+        self.audit_event(audit::event("stop"));
+        self.stop_audit();
+        self.wait_audit(Instant::now() + STOP_GRACE);
         for pid in &self.export_children {
             let _ = nix::sys::wait::waitpid(*pid, None);
         }

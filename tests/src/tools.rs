@@ -360,6 +360,61 @@ pub fn spawn_dhcpperf_dora(
     )
 }
 
+/// Starts `dhcpperf mix` as a background load in relay mode from `relay` against `server`:
+/// `prebind` clients bound first, then for `secs` seconds `rate` new clients, `renew_rate`
+/// renewals and `release_rate` releases per second; every ACK and RELEASE recorded to `record`.
+/// Bounded by dhcpperf's own `--hard-deadline` of `secs + 90` s.
+#[allow(clippy::too_many_arguments)]
+pub fn spawn_dhcpperf_mix(
+    lab: &Lab,
+    ns: &str,
+    relay: Ipv4Addr,
+    server: Ipv4Addr,
+    (prebind, rate, renew_rate, release_rate): (u32, u32, u32, u32),
+    secs: u32,
+    seed: u8,
+    record: &Path,
+) -> Proc {
+    let bin = crate::daemon::binary("dhcpperf");
+    let s = |v: u32| v.to_string();
+    let (relay, server) = (relay.to_string(), server.to_string());
+    let (prebind, rate, renew, release) = (s(prebind), s(rate), s(renew_rate), s(release_rate));
+    let dur = format!("{secs}s");
+    let hard = format!("{}s", secs + 90);
+    let seed = seed.to_string();
+    lab.spawn(
+        ns,
+        "dhcpperf-mix",
+        &[
+            bin.to_str().expect("utf-8 path"),
+            "mix",
+            "--server",
+            &server,
+            "--relay-ip",
+            &relay,
+            "--prebind",
+            &prebind,
+            "--rate",
+            &rate,
+            "--renew-rate",
+            &renew,
+            "--release-rate",
+            &release,
+            "--duration",
+            &dur,
+            "--seed",
+            &seed,
+            "--give-up",
+            "30s",
+            "--hard-deadline",
+            &hard,
+            "--record",
+            record.to_str().expect("utf-8 path"),
+            "--json",
+        ],
+    )
+}
+
 /// Writes `export` (the JSON leases of `prodhcpctl leases export`) to `path` and runs
 /// `dhcpperf verify --json` of `record` against it. Returns whether it passed (exit 0) and its
 /// JSON report; panics when dhcpperf cannot run or says something else than pass/violations.

@@ -47,6 +47,10 @@ enum Sub {
     /// has a `cluster` section, with the descriptors of `prodhcp_proto::launch::SYNCD_INHERITED`).
     #[command(hide = true)]
     Syncd(prodhcp_proto::launch::SyncdLaunchArgs),
+    /// Internal: run the audit process (started by the supervisor when the configuration has
+    /// an `audit` section, with the descriptors of `prodhcp_proto::launch::AUDIT_INHERITED`).
+    #[command(hide = true)]
+    Audit(prodhcp_proto::launch::AuditLaunchArgs),
 }
 
 fn init_logging(filter: &str) {
@@ -188,6 +192,16 @@ fn main() -> ExitCode {
             Ok(()) => code(exit::OK),
             Err(e) => {
                 eprintln!("prodhcpd syncd: {e}");
+                code(e.exit_code())
+            }
+        };
+    }
+    if let Some(Sub::Audit(launch)) = args.command {
+        init_logging("info");
+        return match prodhcp_audit::process::run_process(launch) {
+            Ok(()) => code(exit::OK),
+            Err(e) => {
+                eprintln!("prodhcpd audit: {e}");
                 code(e.exit_code())
             }
         };

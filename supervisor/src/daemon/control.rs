@@ -145,6 +145,7 @@ impl Supervisor {
         match cmd {
             Command::Status => ok(Response::ok(&self.status())),
             Command::HaStatus => ok(Response::ok(&self.ha_status())),
+            Command::AuditStatus => ok(Response::ok(&self.audit_status())),
             Command::Ha { command } => match self.ha_command(command) {
                 Ok(accepted) => ok(Response::ok(&accepted)),
                 Err(e) => Response::error(e),

@@ -364,11 +364,24 @@ impl Supervisor {
         if closed {
             s.channel = None;
         }
+        let mut role_changes = Vec::new();
         for report in reports {
             if s.life.state == WorkerState::Starting {
                 s.life.state = WorkerState::Running;
             }
+            if report.role.is_some() && report.role != s.role {
+                if let (Some(to), Some(d)) = (&report.role, &report.role_detail) {
+                    let mut ev = super::audit::event("role");
+                    ev.role_from = Some(d.previous.clone());
+                    ev.role_to = Some(to.clone());
+                    ev.cause = Some(d.cause.clone());
+                    role_changes.push(ev);
+                }
+            }
             s.take_report(report);
+        }
+        for ev in role_changes {
+            self.audit_event(ev);
         }
     }
 

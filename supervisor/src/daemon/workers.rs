@@ -274,6 +274,7 @@ impl Supervisor {
 
     pub(super) fn reap(&mut self) {
         self.reap_syncd();
+        self.reap_audit();
         // Export children.
         self.export_children.retain(|pid| {
             !matches!(
