@@ -215,11 +215,10 @@ impl<'r> Trail<'r> {
         origin: Origin,
         senders: Vec<Sender>,
     ) -> Result<Trail<'r>, TrailError> {
-        let (spool, opened) = Spool::open(
-            &audit.spool_dir,
-            audit.spool_max_bytes,
-            Spool::DEFAULT_SEGMENT_BYTES,
-        )?;
+        // Segments of at most an eighth of the bound: the spool frees and drops whole
+        // segments, and never its newest one.
+        let segment = Spool::DEFAULT_SEGMENT_BYTES.min(audit.spool_max_bytes / 8);
+        let (spool, opened) = Spool::open(&audit.spool_dir, audit.spool_max_bytes, segment)?;
         if opened.truncated_bytes > 0 {
             warn!(
                 bytes = opened.truncated_bytes,

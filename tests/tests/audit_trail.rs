@@ -349,3 +349,72 @@ fn a_killed_audit_process_resumes_without_a_gap() {
         c.duplicates.count
     );
 }
+
+#[test]
+fn audit_strict_stops_answering_while_the_spool_is_full_and_loses_nothing() {
+    if !preflight("audit_trail", &["rsyslogd"]) {
+        return;
+    }
+    let t = Topology::new("audit4");
+    t.lab.add_address("l", "l0", &format!("{AGENT_IP}/24"));
+    let spool = t.lab.path("audit-spool");
+    // The smallest spool (1 MiB, about 2,500 records) and no collector yet.
+    let cfg = t
+        .standard_config()
+        .subnet(
+            SubnetConfig::new("198.18.64.0/18", "198.18.64.1-198.18.127.254")
+                .relay(&AGENT_IP.to_string()),
+        )
+        .field(&format!(
+            "audit: (targets: [\"tcp://{COLLECTOR}\"], spool_dir: \"{}\", spool_max_bytes: 1048576, audit_strict: true)",
+            spool.display()
+        ));
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    wait_status(
+        &d,
+        "the audit process reports",
+        Duration::from_secs(30),
+        |st| st["running"] == true && st["report"].is_object(),
+    );
+    let record = t.lab.path("load.jsonl");
+    let secs = 25;
+    let load = spawn_dhcpperf_mix(
+        &t.lab,
+        &t.load,
+        AGENT_IP,
+        SERVER_IP,
+        (0, 400, 0, 0),
+        secs,
+        0x5d,
+        &record,
+    );
+    let blocked = wait_status(&d, "audit_strict blocks", Duration::from_secs(30), |st| {
+        st["report"]["strict_blocking"] == true
+    });
+    let (_, text) = d.ctl_text(&["audit", "status"]);
+    println!("audit status while blocked:\n{text}");
+    // Blocked: the workers answer nobody; the ACK count stands still.
+    let acks_then = d.stats().to_string();
+    thread::sleep(Duration::from_secs(3));
+    let still = audit_status(&d);
+    assert_eq!(still["report"]["strict_blocking"], true, "{still}");
+    assert_eq!(
+        still["report"]["last_seq"], blocked["report"]["last_seq"],
+        "no new record while blocked: {still}"
+    );
+    println!("stats while blocked: {acks_then}");
+    let rsyslog = Rsyslog::start(&t.lab, &t.load, "siem", COLLECTOR);
+    wait_status(&d, "the block clears", Duration::from_secs(30), |st| {
+        st["report"]["strict_blocking"] == false
+    });
+    let events = finish_load(&load, &record, u64::from(secs));
+    let st = wait_status(&d, "the trail catches up", CATCH_UP, caught_up);
+    let last = st["report"]["last_seq"].as_u64().expect("last_seq");
+    let recs = collected(&rsyslog, last);
+    let c = compare(&events, &recs);
+    report("audit_strict", &c, &st);
+    assert!(c.acks_seen > 2000, "ACKs before and after the block: {c}");
+    assert!(c.missing.is_empty(), "{c}");
+    assert!(c.gaps.is_empty(), "{c}");
+    assert_eq!(st["report"]["lost_records"], 0, "{st}");
+}
