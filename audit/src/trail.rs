@@ -701,3 +701,31 @@ impl<'r> Trail<'r> {
         )
     }
 }
+
+#[cfg(test)]
+mod json_file_tests {
+    use super::*;
+
+    #[test]
+    fn a_renamed_file_is_reopened_at_its_path_and_no_line_is_lost() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("log/audit.jsonl");
+        let mut f = JsonFile::open(&path).unwrap();
+        f.push("{\"seq\":1}");
+        f.flush().unwrap();
+        // logrotate's `create`: rename, then lines keep coming.
+        let rotated = dir.path().join("log/audit.jsonl.1");
+        std::fs::rename(&path, &rotated).unwrap();
+        f.push("{\"seq\":2}");
+        // Within the second the old file still gets lines (the check is once a second).
+        f.checked = Instant::now() - Duration::from_secs(2);
+        f.push("{\"seq\":3}");
+        f.flush().unwrap();
+        f.push("{\"seq\":4}");
+        f.flush().unwrap();
+        let old = std::fs::read_to_string(&rotated).unwrap();
+        let new = std::fs::read_to_string(&path).unwrap();
+        assert_eq!(old, "{\"seq\":1}\n");
+        assert_eq!(new, "{\"seq\":2}\n{\"seq\":3}\n{\"seq\":4}\n");
+    }
+}
