@@ -207,6 +207,8 @@ write_config() {
     interfaces: ["s0"],          // direct (broadcast) clients on the server's segment
     workers: 2,
     log_level: "info",
+    // the lease audit trail: every lease transition as a JSON line (the audit process)
+    audit: (file: Some("$TMP/audit.jsonl")),
     subnets: [
         (   // the server's own segment
             network: "198.18.0.0/24",
@@ -394,6 +396,23 @@ for a in "${sample[@]}"; do
 done
 say "\$ prodhcpctl leases --mac $MAC3"
 ctl leases --mac "$MAC3"
+
+# --- the audit trail ------------------------------------------------------------------------
+head_ "The lease audit trail (audit process -> $TMP/audit.jsonl)"
+audited=0
+for _ in $(seq 1 100); do
+    audited=$(grep -c '"event":"commit"' "$TMP/audit.jsonl" 2>/dev/null || true)
+    ((audited >= acks)) && break
+    sleep 0.1
+done
+say "\$ prodhcpctl audit status"
+ctl audit status
+say "commit records in the file: $audited (perfdhcp saw $acks ACKs, the clients 3 more)"
+((audited >= acks)) || die "the audit file has $audited commit records for $acks ACKs"
+say "\$ head -1 $TMP/audit.jsonl"
+head -1 "$TMP/audit.jsonl"
+say "\$ prodhcpctl history ${GOT[c1]} --from $TMP/audit.jsonl"
+ctl history "${GOT[c1]}" --from "$TMP/audit.jsonl"
 
 # --- reload ---------------------------------------------------------------------------------
 head_ "Reload: lease_time of 198.18.1.0/24 600 -> 900, then SIGHUP"

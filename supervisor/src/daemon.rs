@@ -365,6 +365,11 @@ impl Supervisor {
             &self.sup_ring,
             self.config.scrub_interval,
         );
+        for finding in self.scrub.take_findings() {
+            let mut ev = audit::event("scrub");
+            ev.finding = Some(finding);
+            self.audit_event(ev);
+        }
         self.check_evictions();
         // Close idle control connections.
         let stale: Vec<usize> = self

@@ -50,6 +50,8 @@ pub struct ScrubRunner {
     last_slice_end: Option<Instant>,
     /// When the last pass finished and the interval its successor was planned with.
     last_finished: Option<(Instant, u32)>,
+    /// Findings not handed to the audit trail yet ([`ScrubRunner::take_findings`]).
+    findings: Vec<String>,
 }
 
 impl Default for ScrubRunner {
@@ -88,6 +90,7 @@ impl ScrubRunner {
     /// A runner whose first pass is due now (after start).
     pub fn new() -> ScrubRunner {
         ScrubRunner {
+            findings: Vec::new(),
             pass: None,
             last: None,
             passes: 0,
@@ -188,6 +191,20 @@ impl ScrubRunner {
             counts: wire_counts(&c),
         };
         if c.damaged() > 0 {
+            self.findings.push(format!(
+                "scrub pass: {} slots checked, {} damaged, {} repaired (stuck locks {}, torn slots {}, \
+                 abandoned {}, bitmap {}, summary {}, unindexed {}, stale index {})",
+                c.slots_checked,
+                c.damaged(),
+                c.repaired(),
+                c.stuck_locks,
+                c.torn_slots,
+                c.torn_abandoned,
+                c.bitmap_wrong,
+                c.summary_wrong,
+                c.unindexed,
+                c.stale_index
+            ));
             warn!(
                 slots_checked = c.slots_checked,
                 damaged = c.damaged(),
@@ -217,6 +234,13 @@ impl ScrubRunner {
         self.last_finished = Some((now, interval_secs));
         self.next_due =
             (interval_secs > 0).then(|| now + Duration::from_secs(u64::from(interval_secs)));
+    }
+
+    /// Findings of passes finished since the last call (one line per pass that found damage),
+    /// for the audit trail's `scrub` event. Slots abandoned by the scrub are audited on their
+    /// own through the supervisor's ring (`abandon`).
+    pub fn take_findings(&mut self) -> Vec<String> {
+        std::mem::take(&mut self.findings)
     }
 
     /// The state for `status`.
