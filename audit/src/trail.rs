@@ -701,3 +701,6 @@ impl<'r> Trail<'r> {
         )
     }
 }
+
+#[cfg(test)]
+mod tests;
