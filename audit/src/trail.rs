@@ -5,9 +5,9 @@
 //!
 //! 1. [`Trail::ingest`] reads each ring after the audit consumer's cursor (consumer slot
 //!    [`AUDIT_CONSUMER`], kept in the ring file, so it survives restarts), turns each audited
-//!    record into an [`AuditEvent`] with the next sequence number, appends its RFC 5424 form to
-//!    the spool and its JSON line to the file, then `fdatasync`s the spool and only then
-//!    advances the ring cursors. A crash before the advance leaves the records in the rings;
+//!    record into an [`AuditEvent`] with the next sequence number, writes the batch's JSON
+//!    lines to the file, then its RFC 5424 forms to the spool, `fdatasync`s the spool and only
+//!    then advances the ring cursors (a batch is at most a quarter of the spool's bound). A crash before the advance leaves the records in the rings;
 //!    every spool entry carries the ring and ring sequence it came from, so a restart skips
 //!    the ones already spooled ([`Trail::open`]) instead of numbering them twice.
 //! 2. [`Trail::deliver`] hands each target the spool entries after its own position. A
@@ -53,6 +53,8 @@ pub const AUDIT_CONSUMER: usize = 1;
 const RING_BATCH: u64 = 4096;
 /// Bytes of the spool entry prefix: the ring owner (1 byte) and the ring sequence (8).
 const PREFIX: usize = 9;
+/// Bytes a spool frame adds to its payload.
+const FRAME_OVERHEAD: usize = crate::spool::FRAME_HEADER;
 /// Owner byte of an appliance event's spool entry (no ring).
 const NO_RING: u8 = 0xff;
 /// Most spool entries handed to one target per [`Trail::deliver`] call.
@@ -187,6 +189,10 @@ pub struct Trail<'r> {
     resent_at_start: u64,
     /// (seq, unix ms) of the first event of each ingest batch, oldest first.
     times: VecDeque<(u64, u64)>,
+    /// Spool entries of the current batch not written yet ([`Trail::commit_pending`]).
+    pending: Vec<(u64, Vec<u8>)>,
+    /// Their bytes, framing included.
+    pending_bytes: usize,
 }
 
 impl std::fmt::Debug for Trail<'_> {
@@ -274,6 +280,8 @@ impl<'r> Trail<'r> {
             ring_records_lost: 0,
             resent_at_start,
             times: VecDeque::new(),
+            pending: Vec::new(),
+            pending_bytes: 0,
         };
         trail.register_and_skip_spooled()?;
         Ok(trail)
@@ -376,7 +384,7 @@ impl<'r> Trail<'r> {
     /// Makes room for one more entry: with `audit_strict` reports `false` (and blocks);
     /// otherwise drops the oldest segment (a counted, logged loss).
     fn make_room(&mut self, len: usize) -> Result<bool, TrailError> {
-        while self.spool.is_full(len) {
+        while self.spool.is_full(self.pending_bytes + len) {
             if self.strict {
                 self.set_block(true);
                 return Ok(false);
@@ -402,8 +410,9 @@ impl<'r> Trail<'r> {
         Ok(true)
     }
 
-    /// Appends one event: the next sequence number, the spool entry, the JSON line.
-    fn append(&mut self, owner: u8, ring_seq: u64, mut ev: AuditEvent) -> Result<(), TrailError> {
+    /// Takes one event: the next sequence number, its JSON line (buffered) and its spool entry
+    /// (pending until [`Trail::commit_pending`]).
+    fn append(&mut self, owner: u8, ring_seq: u64, mut ev: AuditEvent) {
         self.origin.seq += 1;
         ev.seq = self.origin.seq;
         let msg = self.format.format(&ev);
@@ -411,11 +420,28 @@ impl<'r> Trail<'r> {
         payload.push(owner);
         payload.extend_from_slice(&ring_seq.to_le_bytes());
         payload.extend_from_slice(msg.as_bytes());
-        self.spool.append(ev.seq, &payload)?;
         if let Some(f) = &mut self.file {
             f.push(&jsonl::to_line(&ev));
         }
+        self.pending_bytes += payload.len() + FRAME_OVERHEAD;
+        self.pending.push((ev.seq, payload));
         self.events += 1;
+    }
+
+    /// Writes the pending events: the JSON lines first, then the spool entries, then the
+    /// spool's `fdatasync`. In this order a crash leaves no event in the spool that is not
+    /// in the file: one written to the file but not to the spool gets the same number again
+    /// from the same ring record after a restart (a repeated line, same `seq`, which
+    /// `history` ignores), never a gap.
+    fn commit_pending(&mut self) -> Result<(), TrailError> {
+        if let Some(f) = &mut self.file {
+            f.flush()?;
+        }
+        for (seq, payload) in std::mem::take(&mut self.pending) {
+            self.spool.append(seq, &payload)?;
+        }
+        self.pending_bytes = 0;
+        self.spool.sync()?;
         Ok(())
     }
 
@@ -425,12 +451,8 @@ impl<'r> Trail<'r> {
         // An appliance event is never refused for room: it is rare and small, and losing it
         // would hide a restart.
         let _ = self.make_room(512)?;
-        self.append(NO_RING, 0, ev)?;
-        self.spool.sync()?;
-        if let Some(f) = &mut self.file {
-            f.flush()?;
-        }
-        Ok(())
+        self.append(NO_RING, 0, ev);
+        self.commit_pending()
     }
 
     /// Reads every ring once (up to a batch each) into the spool and the file, syncs the spool,
@@ -487,6 +509,14 @@ impl<'r> Trail<'r> {
                         .addr_of_slot(rec.slot)
                         .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from);
                     if let Some(ev) = AuditEvent::from_record(&rec, None, ip, &self.origin) {
+                        // A batch is at most a quarter of the spool: the room made for it
+                        // never drops its own entries.
+                        if self.pending_bytes > (self.spool.max_bytes() / 4) as usize {
+                            if done > cursor {
+                                advances.push((i, done));
+                            }
+                            break 'rings;
+                        }
                         if !self.make_room(512)? {
                             // audit_strict and full: stop here; the rest stays in the ring.
                             if done > cursor {
@@ -495,7 +525,7 @@ impl<'r> Trail<'r> {
                             break 'rings;
                         }
                         first_time.get_or_insert(rec.time_ms);
-                        self.append(ring.owner(), seq, ev)?;
+                        self.append(ring.owner(), seq, ev);
                     }
                 }
                 done = seq;
@@ -508,10 +538,7 @@ impl<'r> Trail<'r> {
         if advances.is_empty() {
             return Ok(0);
         }
-        self.spool.sync()?;
-        if let Some(f) = &mut self.file {
-            f.flush()?;
-        }
+        self.commit_pending()?;
         for (i, upto) in advances {
             // Evicted meanwhile: the next turn counts the loss.
             let _ = self.rings[i].ring.advance_consumer(AUDIT_CONSUMER, upto);
@@ -729,3 +756,6 @@ mod json_file_tests {
         assert_eq!(new, "{\"seq\":2}\n{\"seq\":3}\n{\"seq\":4}\n");
     }
 }
+
+#[cfg(test)]
+mod tests;
