@@ -6,7 +6,7 @@
 use std::net::Ipv4Addr;
 
 use shm_layout::ring::{ChangeReason, ChangeRecord};
-use shm_layout::ring_context;
+use shm_layout::ring_context::{self, RequestState};
 use shm_layout::slot::{KeyKind, LeaseState, SlotImage};
 
 /// What happened: the event's name is the RFC 5424 MSGID and the JSON `event` field.
@@ -16,9 +16,13 @@ pub enum EventKind {
     Offer,
     /// A new lease was committed (DHCPACK to a new binding).
     Commit,
-    /// A lease was extended (DHCPACK to a renew, rebind or init-reboot of the same binding; the
-    /// ring record does not say which of the three).
+    /// A lease was extended (DHCPACK to a RENEWING or INIT-REBOOT client's REQUEST for its own
+    /// binding; a REBINDING one is [`EventKind::Rebind`]). A record written before the worker
+    /// recorded the request state (ring context tag 6) is a renew whatever the state was.
     Renew,
+    /// A lease was extended for a REBINDING client (RFC 2131 §4.3.2: `ciaddr`, no server
+    /// identifier, broadcast or relayed: its server did not answer its renewals).
+    Rebind,
     /// The client released its lease.
     Release,
     /// The client declined the address; it is quarantined.
@@ -38,6 +42,9 @@ pub enum EventKind {
     Reservation,
     /// A slot was taken out of service (damaged).
     Abandon,
+    /// A REQUEST was refused (DHCPNAK): `ip` is the address the client asked for, `mac` the
+    /// client's; no lease changed.
+    Nak,
     /// The appliance started.
     Start,
     /// The appliance stopped.
@@ -52,10 +59,11 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 17] = [
+    pub const ALL: [EventKind; 19] = [
         EventKind::Offer,
         EventKind::Commit,
         EventKind::Renew,
+        EventKind::Rebind,
         EventKind::Release,
         EventKind::Decline,
         EventKind::Expire,
@@ -65,6 +73,7 @@ impl EventKind {
         EventKind::Import,
         EventKind::Reservation,
         EventKind::Abandon,
+        EventKind::Nak,
         EventKind::Start,
         EventKind::Stop,
         EventKind::Reload,
@@ -78,6 +87,7 @@ impl EventKind {
             EventKind::Offer => "offer",
             EventKind::Commit => "commit",
             EventKind::Renew => "renew",
+            EventKind::Rebind => "rebind",
             EventKind::Release => "release",
             EventKind::Decline => "decline",
             EventKind::Expire => "expire",
@@ -87,6 +97,7 @@ impl EventKind {
             EventKind::Import => "import",
             EventKind::Reservation => "reservation",
             EventKind::Abandon => "abandon",
+            EventKind::Nak => "nak",
             EventKind::Start => "start",
             EventKind::Stop => "stop",
             EventKind::Reload => "reload",
@@ -118,7 +129,8 @@ impl EventKind {
 /// `Recovery` (a crashed writer's half-done change rolled back or forward), `Migrate` (a slot
 /// carried into a table with another pool layout) and `Replicated` (a standby applying the
 /// active's image: the active audits the transition itself, so a standby would only repeat it)
-/// are bookkeeping, not client transitions: the writer skips them.
+/// are bookkeeping, not client transitions: the writer skips them. A NAK record (`Nak`)
+/// changes no slot but is a client transition refused, and is audited ([`EventKind::Nak`]).
 pub fn is_audited(reason: ChangeReason) -> bool {
     !matches!(
         reason,
@@ -291,30 +303,55 @@ impl AuditEvent {
     /// The audit event of a change-ring record, or `None` if the reason is not audited
     /// ([`is_audited`]).
     ///
-    /// `ip` is the slot's address (`Table::addr_of_slot(rec.slot)`): the record has only the
-    /// slot index. `previous` is the slot's image from the last audited record before this one
+    /// `ip` is the slot's address (`Table::addr_of_slot(rec.slot)`; `None` when the record
+    /// names no slot, [`shm_layout::NO_SLOT`]): the record has only the slot index. A NAK
+    /// record ([`EventKind::Nak`]) carries its own: `ip` is then the requested address and
+    /// `mac` the client's, both from the record's context (ring context tags 8 and 7), never
+    /// from its image, which is the slot's as it was (often another client's); a NAK event has
+    /// no client-id and no lease times. A Renew record whose context says the client was
+    /// REBINDING (tag 6) is [`EventKind::Rebind`]; one of an INIT-REBOOT or RENEWING client, or
+    /// without the tag, stays [`EventKind::Renew`]. The request state itself is not an output
+    /// field. `previous` is the slot's image from the last audited record before this one
     /// that was not an offer or offer expiry (the slot's last binding), if the caller knows it:
     /// a commit whose previous binding had another client is reported as
     /// [`EventKind::Reclaim`]; without `previous` it stays a commit.
     ///
-    /// The record's context carries the relay agent's circuit-id and remote-id and the client's
-    /// host name (each possibly truncated, then named in `truncated`); it does not carry the
-    /// subscriber-id or giaddr. A context the decoder cannot frame is ignored (the lease fields
-    /// still come from the image).
+    /// The record's context carries the relay agent's circuit-id, remote-id and subscriber-id,
+    /// the giaddr and the client's host name (the variable ones possibly truncated, then named
+    /// in `truncated`). A context the decoder cannot frame is ignored (the lease fields still
+    /// come from the image; a NAK then has no ip nor mac).
     pub fn from_record(
         rec: &ChangeRecord,
         previous: Option<&SlotImage>,
-        ip: Ipv4Addr,
+        ip: Option<Ipv4Addr>,
         origin: &Origin,
     ) -> Option<AuditEvent> {
         if !is_audited(rec.reason) {
             return None;
         }
         let img = &rec.image;
+        let fields = ring_context::decode(&rec.context).unwrap_or_default();
+        let field = |tag: u8| fields.iter().find(|f| f.tag == tag).map(|f| f.value);
         let mut kind = match rec.reason {
             ChangeReason::Offer => EventKind::Offer,
             ChangeReason::Commit => EventKind::Commit,
-            ChangeReason::Renew => EventKind::Renew,
+            ChangeReason::Renew => {
+                match field(ring_context::TAG_REQUEST_STATE).and_then(RequestState::from_value) {
+                    Some(RequestState::Rebinding) => EventKind::Rebind,
+                    _ => EventKind::Renew,
+                }
+            }
+            ChangeReason::Nak => {
+                let mut ev = AuditEvent::bare(EventKind::Nak, origin, rec.time_ms);
+                ev.ip = field(ring_context::TAG_REQUESTED_IP)
+                    .and_then(|v| <[u8; 4]>::try_from(v).ok())
+                    .map(Ipv4Addr::from);
+                ev.mac = field(ring_context::TAG_CLIENT_HWADDR)
+                    .filter(|h| !h.is_empty())
+                    .map(mac_string);
+                ev.apply_context(&rec.context);
+                return Some(ev);
+            }
             ChangeReason::Release => EventKind::Release,
             ChangeReason::Decline => EventKind::Decline,
             ChangeReason::Expire => EventKind::Expire,
@@ -328,7 +365,7 @@ impl AuditEvent {
             }
         };
         let mut ev = AuditEvent::bare(kind, origin, rec.time_ms);
-        ev.ip = Some(ip);
+        ev.ip = ip;
         ev.mac = mac_of(img);
         ev.client_id = client_id_of(img);
         if kind == EventKind::Commit {
@@ -346,6 +383,7 @@ impl AuditEvent {
             EventKind::Offer
             | EventKind::Commit
             | EventKind::Renew
+            | EventKind::Rebind
             | EventKind::Reclaim
             | EventKind::Import
                 if img.expires != 0 =>
@@ -375,7 +413,9 @@ impl AuditEvent {
         Some(ev)
     }
 
-    /// Fills circuit-id, remote-id, hostname and `truncated` from a record's context bytes.
+    /// Fills circuit-id, remote-id, hostname, giaddr, subscriber-id and `truncated` from a
+    /// record's context bytes (the request state, the NAK's hardware address and requested
+    /// address are read by [`AuditEvent::from_record`] itself).
     fn apply_context(&mut self, ctx: &[u8]) {
         // A context that is not well framed (a bug or damage) adds nothing.
         let fields: Vec<(u8, &[u8], bool)> = ring_context::decode(ctx)
@@ -445,13 +485,15 @@ impl AuditEvent {
     }
 
     /// The state a lease event leaves the address in, for readers that want it (`None` for an
-    /// appliance event).
+    /// appliance event, and for a NAK, which changes no address).
     pub fn resulting_state(&self) -> Option<LeaseState> {
         Some(match self.kind {
             EventKind::Offer => LeaseState::Offered,
-            EventKind::Commit | EventKind::Renew | EventKind::Reclaim | EventKind::Import => {
-                LeaseState::Leased
-            }
+            EventKind::Commit
+            | EventKind::Renew
+            | EventKind::Rebind
+            | EventKind::Reclaim
+            | EventKind::Import => LeaseState::Leased,
             EventKind::Release => LeaseState::Released,
             EventKind::Decline => LeaseState::Declined,
             EventKind::Expire => LeaseState::Expired,
@@ -515,12 +557,13 @@ mod tests {
                 hostname: Some(b"laptop"),
                 giaddr: None,
                 subscriber_id: None,
+                ..ContextFields::default()
             },
             &mut buf,
         );
         let img = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
         let rec = record(ChangeReason::Commit, img, buf[..n].to_vec());
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(77)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(77)).expect("audited");
         assert_eq!(ev.kind, EventKind::Commit);
         assert_eq!(ev.seq, 77);
         assert_eq!(ev.time_ms, 1_764_644_400_123);
@@ -552,7 +595,7 @@ mod tests {
         );
         let img = image(MAC, LeaseState::Leased, 1, 2);
         let rec = record(ChangeReason::Renew, img, buf[..n].to_vec());
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.truncated.as_deref(), Some("circuit-id,hostname"));
         assert!(ev.hostname.as_deref().is_some_and(|h| h.len() < 255));
     }
@@ -568,12 +611,13 @@ mod tests {
                 hostname: Some(&long),
                 giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
                 subscriber_id: Some(b"sub-42"),
+                ..ContextFields::default()
             },
             &mut buf,
         );
         let img = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
         let rec = record(ChangeReason::Commit, img, buf[..n].to_vec());
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(5)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(5)).expect("audited");
         assert_eq!(ev.giaddr, Some(Ipv4Addr::new(198, 18, 9, 1)));
         assert_eq!(ev.subscriber_id.as_deref(), Some("7375622d3432"));
         assert_eq!(ev.circuit_id.as_deref(), Some("657468302f31"));
@@ -588,7 +632,7 @@ mod tests {
     fn broken_context_is_ignored_not_a_panic() {
         let img = image(MAC, LeaseState::Leased, 1, 2);
         let rec = record(ChangeReason::Commit, img, vec![1, 9, b'a']);
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.circuit_id, None);
         assert_eq!(ev.mac.as_deref(), Some("02:00:00:00:ab:01"));
     }
@@ -599,15 +643,15 @@ mod tests {
         let prev = image(other, LeaseState::Expired, 1000, 2000);
         let img = image(MAC, LeaseState::Leased, 3000, 6600);
         let rec = record(ChangeReason::Commit, img, vec![]);
-        let ev = AuditEvent::from_record(&rec, Some(&prev), IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, Some(&prev), Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.kind, EventKind::Reclaim);
         assert_eq!(ev.previous_mac.as_deref(), Some("02:00:00:00:ab:02"));
         assert_eq!(ev.mac.as_deref(), Some("02:00:00:00:ab:01"));
         // The same client's old binding, or a pristine slot, is a plain commit.
         let same = image(MAC, LeaseState::Released, 1000, 2000);
-        let ev = AuditEvent::from_record(&rec, Some(&same), IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, Some(&same), Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.kind, EventKind::Commit);
-        let ev = AuditEvent::from_record(&rec, Some(&SlotImage::PRISTINE), IP, &origin(1))
+        let ev = AuditEvent::from_record(&rec, Some(&SlotImage::PRISTINE), Some(IP), &origin(1))
             .expect("audited");
         assert_eq!(ev.kind, EventKind::Commit);
     }
@@ -617,11 +661,11 @@ mod tests {
         let mut img = image(MAC, LeaseState::Leased, 1, 2);
         img.key = ClientKey::from_client_id(&[1, 2, 3]);
         let rec = record(ChangeReason::Commit, img, vec![]);
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.client_id.as_deref(), Some("010203"));
         img.key = ClientKey::from_client_id(&[7u8; 40]);
         let rec = record(ChangeReason::Commit, img, vec![]);
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(1)).expect("audited");
         assert!(ev
             .client_id
             .as_deref()
@@ -638,16 +682,130 @@ mod tests {
         ] {
             assert!(!is_audited(reason));
             let rec = record(reason, img, vec![]);
-            assert_eq!(AuditEvent::from_record(&rec, None, IP, &origin(1)), None);
+            assert_eq!(
+                AuditEvent::from_record(&rec, None, Some(IP), &origin(1)),
+                None
+            );
         }
         assert!(is_audited(ChangeReason::Commit));
+        assert!(is_audited(ChangeReason::Nak));
+    }
+
+    /// A context as the worker writes it for a REQUEST.
+    fn request_context(fields: ContextFields<'_>) -> Vec<u8> {
+        let mut buf = [0u8; CONTEXT_BYTES];
+        let n = shm_layout::ring_context::encode(&fields, &mut buf);
+        buf[..n].to_vec()
+    }
+
+    #[test]
+    fn a_nak_names_the_asked_address_and_the_refused_client_not_the_slots_holder() {
+        const ASKED: Ipv4Addr = Ipv4Addr::new(198, 18, 1, 9);
+        let client = [0x02, 0, 0, 0, 0xcd, 0x07];
+        let ctx = request_context(ContextFields {
+            circuit_id: Some(b"eth0/1"),
+            giaddr: Some(Ipv4Addr::new(198, 18, 9, 1)),
+            request_state: Some(RequestState::InitReboot),
+            client_hwaddr: Some(&client),
+            requested_ip: Some(ASKED),
+            ..ContextFields::default()
+        });
+        // The slot's image is another client's live lease (MAC), unchanged by the NAK.
+        let mut holder = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
+        holder.key = ClientKey::from_client_id(&[9, 9]);
+        let rec = record(ChangeReason::Nak, holder, ctx.clone());
+        let ev = AuditEvent::from_record(&rec, Some(&holder), Some(IP), &origin(3)).expect("nak");
+        assert_eq!(ev.kind, EventKind::Nak);
+        assert_eq!(ev.kind.name(), "nak");
+        assert_eq!(ev.ip, Some(ASKED), "the address asked for, from the record");
+        assert_eq!(
+            ev.mac.as_deref(),
+            Some("02:00:00:00:cd:07"),
+            "the refused client"
+        );
+        assert_eq!(ev.client_id, None, "nothing of the holder's");
+        assert_eq!(ev.previous_mac, None);
+        assert_eq!(
+            (ev.lease_start, ev.lease_end, ev.lease_seconds),
+            (None, None, None)
+        );
+        assert_eq!(ev.circuit_id.as_deref(), Some("657468302f31"));
+        assert_eq!(ev.giaddr, Some(Ipv4Addr::new(198, 18, 9, 1)));
+        assert_eq!(ev.resulting_state(), None, "a NAK changes no address");
+        // No slot (an address outside the table), so no slot address either: the same event.
+        let rec = ChangeRecord {
+            slot: shm_layout::ring::NO_SLOT,
+            ..record(ChangeReason::Nak, SlotImage::PRISTINE, ctx)
+        };
+        let ev2 = AuditEvent::from_record(&rec, None, None, &origin(3)).expect("nak");
+        assert_eq!(ev2, ev);
+        let line = crate::jsonl::to_line(&ev);
+        assert!(line.starts_with(r#"{"event":"nak""#), "{line}");
+        assert!(
+            line.contains(r#""ip":"198.18.1.9","mac":"02:00:00:00:cd:07""#),
+            "{line}"
+        );
+        assert_eq!(
+            crate::jsonl::from_line(&line).ok().map(|e| e.kind),
+            Some(EventKind::Nak)
+        );
+        // A NAK record whose context cannot be framed has neither (never a panic).
+        let rec = record(ChangeReason::Nak, holder, vec![8, 9, 1]);
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(4)).expect("nak");
+        assert_eq!((ev.ip, ev.mac), (None, None));
+    }
+
+    #[test]
+    fn a_rebinding_clients_renewal_is_a_rebind_and_init_reboot_stays_a_renew() {
+        let img = image(MAC, LeaseState::Leased, 1_764_644_400, 1_764_648_000);
+        let ev_in = |state: Option<RequestState>| {
+            let ctx = request_context(ContextFields {
+                hostname: Some(b"laptop"),
+                request_state: state,
+                ..ContextFields::default()
+            });
+            let rec = record(ChangeReason::Renew, img, ctx);
+            AuditEvent::from_record(&rec, None, Some(IP), &origin(8)).expect("audited")
+        };
+        let renew = ev_in(None);
+        assert_eq!(renew.kind, EventKind::Renew);
+        let rebind = ev_in(Some(RequestState::Rebinding));
+        assert_eq!(rebind.kind, EventKind::Rebind);
+        assert_eq!(rebind.kind.name(), "rebind");
+        // Nothing else differs: the same lease fields, and the state is no output field.
+        assert_eq!(
+            AuditEvent {
+                kind: EventKind::Renew,
+                ..rebind.clone()
+            },
+            renew
+        );
+        assert_eq!(rebind.lease_seconds, Some(3600));
+        assert_eq!(rebind.resulting_state(), Some(LeaseState::Leased));
+        for state in [
+            RequestState::Renewing,
+            RequestState::InitReboot,
+            RequestState::Selecting,
+        ] {
+            assert_eq!(ev_in(Some(state)), renew, "{state:?} is a renew");
+        }
+        // A Commit of a rebinding client (a lease it did not hold here) stays a commit.
+        let ctx = request_context(ContextFields {
+            request_state: Some(RequestState::Rebinding),
+            ..ContextFields::default()
+        });
+        let rec = record(ChangeReason::Commit, img, ctx);
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(9)).expect("audited");
+        assert_eq!(ev.kind, EventKind::Commit);
+        let line = crate::jsonl::to_line(&rebind);
+        assert!(line.starts_with(r#"{"event":"rebind""#), "{line}");
     }
 
     #[test]
     fn release_ends_at_its_time_and_appliance_events_carry_their_fields() {
         let img = image(MAC, LeaseState::Released, 1_764_644_400, 1_764_648_000);
         let rec = record(ChangeReason::Release, img, vec![]);
-        let ev = AuditEvent::from_record(&rec, None, IP, &origin(1)).expect("audited");
+        let ev = AuditEvent::from_record(&rec, None, Some(IP), &origin(1)).expect("audited");
         assert_eq!(ev.lease_end, Some(1_764_644_400));
         let ev = AuditEvent::appliance(
             &ApplianceEvent::Role {

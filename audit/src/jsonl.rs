@@ -237,10 +237,11 @@ fn same_client(h: &Holding, ev: &AuditEvent) -> bool {
 /// node and sequence number; repeats of a node's sequence number are dropped). With `at`, only
 /// the holdings covering that time.
 ///
-/// A commit, renew, import or reclaim opens a holding for its client, or extends the open one
-/// if it is the same client's; release, expire, decline and abandon end the open holding; a
-/// lease event of another client ends it too. Offers, offer expiries, quarantine ends and
-/// reservations hold nothing. A holding never outlasts the lease end it was last granted.
+/// A commit, renew, rebind, import or reclaim opens a holding for its client, or extends the
+/// open one if it is the same client's; release, expire, decline and abandon end the open
+/// holding; a lease event of another client ends it too. Offers, offer expiries, quarantine
+/// ends, reservations and NAKs (a refused REQUEST: nothing changed) hold nothing. A holding
+/// never outlasts the lease end it was last granted.
 pub fn read_history<P: AsRef<Path>>(
     paths: &[P],
     ip: Ipv4Addr,
@@ -284,7 +285,11 @@ pub fn read_history<P: AsRef<Path>>(
             continue;
         }
         match ev.kind {
-            EventKind::Commit | EventKind::Renew | EventKind::Import | EventKind::Reclaim => {
+            EventKind::Commit
+            | EventKind::Renew
+            | EventKind::Rebind
+            | EventKind::Import
+            | EventKind::Reclaim => {
                 let lease_end_ms = ev.lease_end.map(|s| s.saturating_mul(1000));
                 match open.as_mut() {
                     Some(h) if same_client(h, &ev) && h.covers(ev.time_ms) => {
@@ -419,6 +424,33 @@ mod tests {
             paths.push(p);
         }
         (dir, paths)
+    }
+
+    #[test]
+    fn a_rebind_extends_the_holding_and_a_nak_ends_nothing() {
+        let text = r#"{"event":"commit","seq":1,"time":"2025-12-03T13:00:00.000Z","server":"s","node":"a","ip":"10.3.7.9","mac":"02:00:00:00:00:01","lease_start":"2025-12-03T13:00:00Z","lease_end":"2025-12-03T14:00:00Z","lease_seconds":3600}
+{"event":"nak","seq":2,"time":"2025-12-03T13:10:00.000Z","server":"s","node":"a","ip":"10.3.7.9","mac":"02:00:00:00:00:02"}
+{"event":"rebind","seq":3,"time":"2025-12-03T13:55:00.000Z","server":"s","node":"a","ip":"10.3.7.9","mac":"02:00:00:00:00:01","lease_start":"2025-12-03T13:55:00Z","lease_end":"2025-12-03T14:55:00Z","lease_seconds":3600}
+"#;
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().join("audit.jsonl");
+        std::fs::write(&p, text).expect("write");
+        let h = read_history(&[p], Ipv4Addr::new(10, 3, 7, 9), None).expect("reads");
+        assert!(h.skipped.is_empty());
+        let got: Vec<_> = h
+            .holdings
+            .iter()
+            .map(|h| (h.mac.clone(), h.end_ms, h.ended_by, h.seqs.clone()))
+            .collect();
+        assert_eq!(
+            got,
+            vec![(
+                Some("02:00:00:00:00:01".to_string()),
+                Some(ms("2025-12-03T14:55:00Z")),
+                None,
+                vec![1, 3],
+            )]
+        );
     }
 
     #[test]

@@ -22,8 +22,8 @@
 //! | time | `time` | `time` | when (the ring record's time), also the TIMESTAMP | `_time` / `TimeGenerated` |
 //! | server | `server` | `server` | the server's host name, also the HOSTNAME | CIM `dvc` / ASIM `DvcHostname` |
 //! | node | `node` | `node` | the appliance's node name in its cluster | — |
-//! | ip | `ip` | `ip` | the leased address | CIM `dest_ip` / ASIM `SrcIpAddr` |
-//! | mac | `mac` | `mac` | the client's hardware address, `aa:bb:…` | CIM `dest_mac` / ASIM `SrcMacAddr` |
+//! | ip | `ip` | `ip` | the leased address (nak: the address the client asked for) | CIM `dest_ip` / ASIM `SrcIpAddr` |
+//! | mac | `mac` | `mac` | the client's hardware address, `aa:bb:…` (nak: the refused client's) | CIM `dest_mac` / ASIM `SrcMacAddr` |
 //! | client-id | `client-id` | `client_id` | option 61, hex (`hash:<hex>` for one over 23 bytes: the table keeps only its hash) | ASIM `DhcpSrcDHCId` |
 //! | hostname | `hostname` | `hostname` | option 12, the client's host name | CIM `dest_nt_host` / ASIM `SrcHostname` |
 //! | circuit-id | `circuit-id` | `circuit_id` | option 82.1, hex | ASIM `DhcpCircuitId` |
@@ -41,6 +41,11 @@
 //! | role-to | `role-to` | `role_to` | role change: after | — |
 //! | cause | `cause` | `cause` | role change: why | — |
 //! | finding | `finding` | `finding` | scrub: what was found | — |
+//!
+//! Events (`event`): offer, commit, renew, rebind (a REBINDING client's renewal; an
+//! INIT-REBOOT client's is a renew), release, decline, expire, offer-expire, quarantine-end,
+//! reclaim, import, reservation, abandon, nak (a refused REQUEST: `ip` and `mac` as above, no
+//! lease fields, no client-id), and the appliance's start, stop, reload, role, scrub.
 //!
 //! The CIM / ASIM column is a mapping hint for whoever writes the SIEM's parser, from the
 //! schemas' published field names (ASIM checked against Microsoft's DHCP schema reference:

@@ -135,7 +135,12 @@ fn summary(ev: &AuditEvent) -> String {
     }
     let who = ev.mac.as_deref().or(ev.client_id.as_deref());
     match ev.kind {
-        EventKind::Commit | EventKind::Renew | EventKind::Reclaim | EventKind::Import => {
+        EventKind::Commit
+        | EventKind::Renew
+        | EventKind::Rebind
+        | EventKind::Reclaim
+        | EventKind::Import
+        | EventKind::Nak => {
             if let Some(w) = who {
                 s.push_str(&format!(" to {w}"));
             }

@@ -36,7 +36,7 @@ use std::time::{Duration, Instant};
 
 use prodhcp_config::audit::Audit;
 use prodhcp_proto::{AuditReport, AuditTargetStatus};
-use shm_layout::ring::ChangeReason;
+use shm_layout::ring::{ChangeReason, NO_SLOT};
 use shm_layout::{ConsumerState, Ring, Table};
 use tracing::{error, info, warn};
 
@@ -504,10 +504,12 @@ impl<'r> Trail<'r> {
                 let keep = crate::event::is_audited(rec.reason)
                     && (self.offers || rec.reason != ChangeReason::Offer);
                 if keep {
-                    let ip = self
-                        .table
-                        .addr_of_slot(rec.slot)
-                        .map_or(Ipv4Addr::UNSPECIFIED, Ipv4Addr::from);
+                    // A record without a slot (a NAK of an address outside the table) has no
+                    // slot address; a NAK's event takes its address from the record itself.
+                    let ip = (rec.slot != NO_SLOT)
+                        .then(|| self.table.addr_of_slot(rec.slot))
+                        .flatten()
+                        .map(Ipv4Addr::from);
                     if let Some(ev) = AuditEvent::from_record(&rec, None, ip, &self.origin) {
                         // A batch is at most a quarter of the spool: the room made for it
                         // never drops its own entries.

@@ -169,5 +169,18 @@ mod tests {
             20
         );
         assert_eq!(sync_changes(&t, &ring, 20).expect("nothing new"), 20);
+        // A NAK record of an address outside the table names no slot: its record is synced,
+        // no slot page is.
+        assert_eq!(t.sync_slots(&[crate::ring::NO_SLOT]).expect("sync"), 0);
+        ring.append(&crate::RecordInput {
+            slot: crate::ring::NO_SLOT,
+            reason: ChangeReason::Nak,
+            time_ms: 0,
+            epoch: 1,
+            image: &crate::SlotImage::PRISTINE,
+            context: b"",
+        })
+        .expect("append");
+        assert_eq!(sync_changes(&t, &ring, 20).expect("sync a NAK record"), 21);
     }
 }

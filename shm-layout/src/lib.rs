@@ -25,7 +25,8 @@ pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
 pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{
     ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, Gate,
-    RecordDecodeError, RecordInput, Ring, RingFullError, RingOpenError, Share, RECORD_BYTES,
+    RecordDecodeError, RecordInput, Ring, RingFullError, RingOpenError, Share, NO_SLOT,
+    RECORD_BYTES,
 };
 pub use scrub::{Scrub, ScrubCounts, ScrubPhase, ScrubStep};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};

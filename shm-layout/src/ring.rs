@@ -77,6 +77,32 @@
 //! new addresses only from this node's share, word 17). syncd sets it on every worker ring; the
 //! supervisor closes it before the workers start and whenever syncd exits.
 //!
+//! # NAK records: a record that changes nothing
+//!
+//! A DHCPNAK changes no slot, yet the audit trail must show it (issue 9). The worker appends a
+//! [`ChangeReason::Nak`] record when it sends one (only then: never on the allocation path):
+//!
+//! - `slot`: the slot of the address the client asked for if the table holds it, else
+//!   [`NO_SLOT`] (`u32::MAX`, never a slot index: a table has fewer slots);
+//! - `image`: that slot's image as read, unchanged (often another client's binding), or the
+//!   empty image [`SlotImage::PRISTINE`] with [`NO_SLOT`] (also when the slot could not be read);
+//! - `context`: the usual relay context plus, always, the client's hardware address and the
+//!   requested address ([`crate::ring_context`] tags 7 and 8), so a reader never takes the
+//!   client from the image.
+//!
+//! Consumers: [`ChangeReason::changes_slot`] is false for it. Replication neither ships nor
+//! applies it (it carries no change; syncd's applier skips one it is given all the same); a
+//! durable sync ([`crate::durable`]) syncs its record and ignores [`NO_SLOT`] (out of range);
+//! recovery never meets one at an intent's planned sequence (no intent is open while a worker
+//! appends it); the scrub and the supervisor do not read records. The audit trail turns it
+//! into a `nak` event with the address and the client from the context.
+//!
+//! A NAK flood (a client sending bad REQUESTs over and over) writes one record per NAK. That is
+//! bounded as every record is: the ring keeps `capacity` records, and a consumer that falls a
+//! whole ring behind is evicted (above), never a halt of the producer. A NAK's reply is sent at
+//! once: it confirms no lease, so it is never held for replication (it waits only behind an
+//! earlier held reply to the same client, to keep that client's replies in order).
+//!
 //! # Records on the wire
 //!
 //! The 256-byte record is also the replication wire unit: [`ChangeRecord::to_bytes`] gives the
@@ -156,6 +182,9 @@ pub enum ChangeReason {
     /// A standby applied the active's image of the slot (replication: a ring record or a bulk
     /// sync), keeping the active's version.
     Replicated = 14,
+    /// A DHCPNAK was sent to a REQUEST: nothing changed (see "NAK records" in the module docs).
+    /// The slot is that of the requested address, or [`NO_SLOT`]; the image is unchanged.
+    Nak = 15,
 }
 
 impl ChangeReason {
@@ -177,6 +206,7 @@ impl ChangeReason {
             Recovery,
             Migrate,
             Replicated,
+            Nak,
         ]
         .into_iter()
         .find(|r| *r as u8 == v)
@@ -199,16 +229,28 @@ impl ChangeReason {
             ChangeReason::Recovery => "LEASE-RECOVERY",
             ChangeReason::Migrate => "LEASE-MIGRATE",
             ChangeReason::Replicated => "LEASE-REPLICATED",
+            ChangeReason::Nak => "LEASE-NAK",
         }
     }
+
+    /// Whether a record with this reason records a change of its slot. False only for
+    /// [`ChangeReason::Nak`]: its image is the slot's as it was (or empty, with [`NO_SLOT`]),
+    /// so a consumer that applies images (replication) must skip it.
+    pub fn changes_slot(self) -> bool {
+        self != ChangeReason::Nak
+    }
 }
+
+/// The slot index of a record that concerns no slot of the table: a [`ChangeReason::Nak`]
+/// for an address the table does not hold (its image is empty).
+pub const NO_SLOT: u32 = u32::MAX;
 
 /// One change record as read back from a ring.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ChangeRecord {
     /// Sequence number within the producer's ring (from 1).
     pub seq: u64,
-    /// Slot index in the table.
+    /// Slot index in the table; [`NO_SLOT`] for a NAK record of an address outside it.
     pub slot: u32,
     /// Why it changed.
     pub reason: ChangeReason,
@@ -460,7 +502,7 @@ pub struct Ring {
 /// A record to append.
 #[derive(Debug, Clone, Copy)]
 pub struct RecordInput<'a> {
-    /// Slot index.
+    /// Slot index ([`NO_SLOT`]: a NAK record of an address outside the table).
     pub slot: u32,
     /// Why.
     pub reason: ChangeReason,
@@ -1106,6 +1148,32 @@ mod tests {
             };
             assert_eq!(ChangeRecord::from_bytes(&rec.to_bytes()), Ok(rec));
         }
+    }
+
+    #[test]
+    fn a_nak_record_without_a_slot_round_trips_and_changes_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), 1, 16).unwrap();
+        let seq = ring
+            .append(&RecordInput {
+                slot: NO_SLOT,
+                reason: ChangeReason::Nak,
+                time_ms: 9,
+                epoch: 1,
+                image: &SlotImage::PRISTINE,
+                context: b"",
+            })
+            .unwrap();
+        let rec = ring.read(seq).unwrap();
+        assert_eq!(
+            (rec.slot, rec.reason, rec.image),
+            (NO_SLOT, ChangeReason::Nak, SlotImage::PRISTINE)
+        );
+        assert_eq!(ChangeRecord::from_bytes(&rec.to_bytes()), Ok(rec));
+        assert_eq!(ChangeReason::from_u8(15), Some(ChangeReason::Nak));
+        assert_eq!(ChangeReason::Nak.name(), "LEASE-NAK");
+        assert!(!ChangeReason::Nak.changes_slot());
+        assert!(ChangeReason::Commit.changes_slot() && ChangeReason::Replicated.changes_slot());
     }
 
     #[test]

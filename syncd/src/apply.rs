@@ -15,6 +15,13 @@
 //! read by the walk at its new version or (being written, or changed after its chunk) shipped in
 //! the tail, whose record was appended after the registration point; the standby keeps the
 //! higher version either way. That is why a slot the walk finds busy can be skipped (counted).
+//!
+//! # Records that change nothing
+//!
+//! A NAK record ([`shm_layout::ChangeReason::Nak`], [`shm_layout::ChangeReason::changes_slot`]
+//! false) carries the slot's image as it was, or an empty one with [`shm_layout::NO_SLOT`]: it
+//! is not applied. The active does not ship them ([`crate::ship::ships`]); one received all the
+//! same is skipped and counted ([`ApplyCounts::skipped`]) and acknowledged like an applied one.
 
 use std::collections::BTreeMap;
 
@@ -34,6 +41,8 @@ pub struct ApplyCounts {
     /// Records refused: slot out of range for this table, or a record of another ring than the
     /// batch says. They are skipped (applying them again cannot help) and counted.
     pub rejected: u64,
+    /// Records that change no slot (NAK records): not applied, acknowledged.
+    pub skipped: u64,
 }
 
 /// What one call of [`Applier::apply_records`] or [`Applier::apply_images`] did.
@@ -45,6 +54,8 @@ pub struct Applied {
     pub stale: u64,
     /// Refused entries (counted, skipped).
     pub rejected: u64,
+    /// Records that change no slot (NAK records), not applied.
+    pub skipped: u64,
     /// Where the call stopped because a slot was busy (or the local ring refused the record):
     /// the index in the input of the first entry NOT handled. Apply `input[i..]` again later.
     pub stopped_at: Option<usize>,
@@ -90,12 +101,21 @@ impl<'a> Applier<'a> {
             applied: 0,
             stale: 0,
             rejected: 0,
+            skipped: 0,
             stopped_at: None,
             ack: None,
         };
         for (i, rec) in records.iter().enumerate() {
             let result = if rec.owner != ring {
                 Err(ApplyError::OutOfRange)
+            } else if !rec.reason.changes_slot() {
+                // A NAK record: nothing changed on the active, nothing to apply here.
+                self.counts.skipped += 1;
+                out.skipped += 1;
+                out.ack = Some(rec.seq);
+                let pos = self.positions.entry(ring).or_insert(0);
+                *pos = (*pos).max(rec.seq);
+                continue;
             } else {
                 self.writer.apply_replica(
                     rec.slot,
@@ -124,6 +144,7 @@ impl<'a> Applier<'a> {
             applied: 0,
             stale: 0,
             rejected: 0,
+            skipped: 0,
             stopped_at: None,
             ack: None,
         };
@@ -741,6 +762,7 @@ mod tests {
                 applied: 1,
                 stale: 0,
                 rejected: 3,
+                skipped: 0,
                 stopped_at: None,
                 ack: Some(4),
             }
@@ -759,6 +781,74 @@ mod tests {
             bulk_entry_from_bytes(&bad),
             Err(BulkEntryError::Image(_))
         ));
+    }
+
+    #[test]
+    fn nak_records_are_skipped_not_applied_and_acknowledged() {
+        let b = standby();
+        let mut applier =
+            Applier::new(Writer::new(&b.table, SYNCD_OWNER, &b.ring), BTreeMap::new());
+        let held = SlotImage {
+            version: 3,
+            state: LeaseState::Leased,
+            key: client(1),
+            ..SlotImage::PRISTINE
+        };
+        let rec = |seq, slot, reason, image| ChangeRecord {
+            seq,
+            slot,
+            reason,
+            owner: 1,
+            time_ms: 0,
+            epoch: 0,
+            image,
+            context: vec![],
+        };
+        // A NAK record whose image would win by version if it were applied (a newer image of
+        // slot 6, as a NAK of another client's address carries the holder's), one with no
+        // slot, then an ordinary commit.
+        let naked = SlotImage {
+            version: 9,
+            key: client(2),
+            ..held
+        };
+        let done = applier.apply_records(
+            1,
+            &[
+                rec(1, 6, ChangeReason::Nak, naked),
+                rec(
+                    2,
+                    shm_layout::NO_SLOT,
+                    ChangeReason::Nak,
+                    SlotImage::PRISTINE,
+                ),
+                rec(3, 4, ChangeReason::Commit, held),
+            ],
+        );
+        assert_eq!(
+            done,
+            Applied {
+                applied: 1,
+                stale: 0,
+                rejected: 0,
+                skipped: 2,
+                stopped_at: None,
+                ack: Some(3),
+            }
+        );
+        assert_eq!(b.table.read(6).unwrap(), SlotImage::PRISTINE, "not applied");
+        assert_eq!(b.table.read(4).unwrap(), held);
+        assert_eq!(
+            b.ring.head(),
+            1,
+            "only the commit is recorded as replicated"
+        );
+        assert_eq!(applier.counts().skipped, 2);
+        assert_eq!(applier.positions().get(&1), Some(&3));
+        // NAKs alone are acknowledged too (nothing waits on them).
+        let done = applier.apply_records(1, &[rec(4, 6, ChangeReason::Nak, naked)]);
+        assert_eq!((done.skipped, done.ack), (1, Some(4)));
+        assert!(b.table.check().is_clean());
     }
 
     /// Throughput of the table side of replication, in process (no network): 2^20 commits on

@@ -39,7 +39,7 @@
 //!   link up; after a bulk sync, when every chunk is acknowledged and every ring up to the heads
 //!   seen when the last chunk's acknowledgement arrived.
 //! - **Group commit**: a [`Message::Records`] frame carries up to [`RECORDS_PER_FRAME`]
-//!   records of one ring (OFFERs skipped, see [`crate::ship`]); the peer acknowledges each frame
+//!   records of one ring (OFFERs and NAKs skipped, see [`crate::ship`]); the peer acknowledges each frame
 //!   once ([`Message::Ack`]: the last record's sequence); up to [`WINDOW`] frames per ring and
 //!   peer are in flight.
 //!
@@ -62,7 +62,7 @@
 use std::collections::{BTreeMap, VecDeque};
 use std::time::{Duration, Instant};
 
-use shm_layout::{ChangeReason, ChangeRecord, ConsumerState, Ring, Table};
+use shm_layout::{ChangeRecord, ConsumerState, Ring, Table};
 
 use crate::apply::{bulk_entry_from_bytes, bulk_entry_to_bytes, Applier, BulkReader};
 use crate::doorbell::Doorbells;
@@ -801,7 +801,7 @@ impl<'a> Replicator<'a> {
                         lost = true;
                         break;
                     };
-                    if rec.reason != ChangeReason::Offer {
+                    if crate::ship::ships(rec.reason) {
                         data.extend_from_slice(&rec.to_bytes());
                         last_record = seq;
                     }
@@ -813,7 +813,7 @@ impl<'a> Replicator<'a> {
                 }
                 let covered = seq - 1;
                 if data.is_empty() {
-                    // Only OFFERs: nothing to send. Covered at once if nothing is in flight,
+                    // Only OFFERs (or NAKs): nothing to send. Covered at once if nothing is in flight,
                     // else with the last frame in flight.
                     match t.inflight.back_mut() {
                         Some(f) => f.last_covered = covered,

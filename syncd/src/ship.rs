@@ -16,14 +16,23 @@
 //! loses a lease or gives one address to two clients. Shipping offers would double the records
 //! per lease for nothing.
 //!
+//! # Why NAK records are not shipped
+//!
+//! A [`ChangeReason::Nak`] record (the worker sent a DHCPNAK, for the audit trail) changes no
+//! slot: its image is the slot's as it was, or empty with [`shm_layout::NO_SLOT`]. The standby
+//! has nothing to apply, so it is skipped like an OFFER (covered by the batch's range, counted
+//! in [`Shipper::skipped_naks`]); a standby that is sent one all the same skips it too
+//! ([`crate::apply::Applier::apply_records`]). Not shipping it also keeps a standby of an older
+//! version, which does not know the reason, from refusing the frame. [`ships`] is the rule.
+//!
 //! # Protocol
 //!
 //! 1. [`Shipper::register`] (registers [`crate::SYNCD_CONSUMER`] on the ring). A
 //!    [`Registration::Fresh`] registration (never registered, or evicted) means the records before
 //!    the registration point are not available: the standby must receive a bulk sync (walk the
 //!    table *after* registering, [`crate::apply::BulkReader`]) and then the records from here on.
-//! 2. [`Shipper::next_batch`]: records after the last batch up to the head, OFFERs skipped;
-//!    send `(first_seq, last_seq, records)` to every in-sync standby (one frame: group commit).
+//! 2. [`Shipper::next_batch`]: records after the last batch up to the head, OFFERs and NAKs
+//!    skipped; send `(first_seq, last_seq, records)` to every in-sync standby (one frame: group commit).
 //! 3. [`Shipper::acked`] with the lowest sequence every in-sync standby acknowledged: advances
 //!    the consumer cursor (the producer keeps records only for a cursor), publishes
 //!    [`Ring::publish_replicated`] and calls the wake hook ([`Shipper::set_on_replicated`]: the
@@ -37,21 +46,28 @@
 
 use shm_layout::{ChangeReason, ChangeRecord, ConsumerState, Ring};
 
+/// Whether a record with this reason is shipped to the standbys: everything but OFFERs (see
+/// "Why OFFERs are not shipped") and records that change no slot (NAKs, see "Why NAK records are
+/// not shipped").
+pub fn ships(reason: ChangeReason) -> bool {
+    reason != ChangeReason::Offer && reason.changes_slot()
+}
+
 /// One batch of records of one ring, to send to the standbys as one frame.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Batch {
     /// The ring's id (its producer's owner id).
     pub ring: u8,
-    /// First sequence number the batch covers (records skipped as OFFERs included).
+    /// First sequence number the batch covers (skipped OFFERs and NAKs included).
     pub first_seq: u64,
     /// Last sequence number the batch covers; `first_seq - 1` when the batch covers nothing.
     pub last_seq: u64,
-    /// The records to replicate, in order (OFFERs left out).
+    /// The records to replicate, in order (OFFERs and NAKs left out, [`ships`]).
     pub records: Vec<ChangeRecord>,
 }
 
 impl Batch {
-    /// Whether there is nothing to send (no record, though OFFERs may have been skipped).
+    /// Whether there is nothing to send (no record, though OFFERs or NAKs may have been skipped).
     pub fn is_empty(&self) -> bool {
         self.records.is_empty()
     }
@@ -119,6 +135,7 @@ pub struct Shipper<'r> {
     /// Last sequence number of a record that was shipped (not skipped).
     last_shipped: u64,
     skipped_offers: u64,
+    skipped_naks: u64,
     on_replicated: Option<Box<dyn FnMut(u64) + 'r>>,
 }
 
@@ -131,6 +148,7 @@ impl std::fmt::Debug for Shipper<'_> {
             .field("sent", &self.sent)
             .field("last_shipped", &self.last_shipped)
             .field("skipped_offers", &self.skipped_offers)
+            .field("skipped_naks", &self.skipped_naks)
             .finish_non_exhaustive()
     }
 }
@@ -157,6 +175,7 @@ impl<'r> Shipper<'r> {
                 sent: cursor,
                 last_shipped: cursor,
                 skipped_offers: 0,
+                skipped_naks: 0,
                 on_replicated: None,
             },
             how,
@@ -209,11 +228,16 @@ impl<'r> Shipper<'r> {
         self.skipped_offers
     }
 
+    /// NAK records skipped so far (they change no slot).
+    pub fn skipped_naks(&self) -> u64 {
+        self.skipped_naks
+    }
+
     /// Hands out the records after the last batch, up to the head and at most `max_records`
-    /// (OFFERs skipped but covered by the batch's range). A batch with no records needs no
-    /// frame: when only OFFERs followed the last acknowledged record, they are acknowledged
-    /// here at once (cursor, "replicated up to" and the wake hook, as [`Shipper::acked`]). Call [`Shipper::resend`] first to
-    /// send the unacknowledged records again (e.g. to a reconnected standby).
+    /// (OFFERs and NAKs skipped but covered by the batch's range). A batch with no records needs
+    /// no frame: when only skipped records followed the last acknowledged record, they are
+    /// acknowledged here at once (cursor, "replicated up to" and the wake hook, as
+    /// [`Shipper::acked`]). Call [`Shipper::resend`] first to send the unacknowledged records again (e.g. to a reconnected standby).
     pub fn next_batch(&mut self, max_records: usize) -> Result<Batch, ShipError> {
         if !self.registered() {
             return Err(self.lost(self.sent + 1));
@@ -226,8 +250,12 @@ impl<'r> Shipper<'r> {
             let Some(rec) = self.ring.read(seq) else {
                 return Err(self.lost(seq));
             };
-            if rec.reason == ChangeReason::Offer {
-                self.skipped_offers += 1;
+            if !ships(rec.reason) {
+                if rec.reason == ChangeReason::Offer {
+                    self.skipped_offers += 1;
+                } else {
+                    self.skipped_naks += 1;
+                }
             } else {
                 self.last_shipped = seq;
                 records.push(rec);
@@ -236,8 +264,8 @@ impl<'r> Shipper<'r> {
         }
         self.sent = seq - 1;
         if records.is_empty() && self.sent > self.acked && self.acked >= self.last_shipped {
-            // Only OFFERs since everything shipped was acknowledged: nothing to send or wait
-            // for, so they are done now (no round trip for an empty batch).
+            // Only skipped records (OFFERs, NAKs) since everything shipped was acknowledged:
+            // nothing to send or wait for, so they are done now (no round trip for an empty batch).
             self.acked(self.sent)?;
         }
         Ok(Batch {
@@ -257,8 +285,8 @@ impl<'r> Shipper<'r> {
 
     /// Every in-sync standby has applied the records up to `seq` (call it with the lowest
     /// position acknowledged over the in-sync standbys). Advances syncd's consumer cursor,
-    /// publishes "replicated up to" in the ring header (covering OFFERs skipped after the last
-    /// shipped record once that one is acknowledged) and calls the wake hook. A late or
+    /// publishes "replicated up to" in the ring header (covering OFFERs and NAKs skipped after
+    /// the last shipped record once that one is acknowledged) and calls the wake hook. A late or
     /// duplicate acknowledgement changes nothing. Returns the published position.
     pub fn acked(&mut self, seq: u64) -> Result<u64, ShipError> {
         if seq > self.sent {
@@ -268,7 +296,7 @@ impl<'r> Shipper<'r> {
                 sent: self.sent,
             });
         }
-        // Everything shipped is acknowledged: the OFFERs skipped after it are done too.
+        // Everything shipped is acknowledged: the records skipped after it are done too.
         let upto = if seq >= self.last_shipped {
             self.sent
         } else {
@@ -405,6 +433,29 @@ mod tests {
         let b = s.next_batch(100).unwrap();
         assert_eq!((seqs(&b).len(), b.last_seq), (9, 18));
         assert_eq!(s.acked(17), Ok(18));
+    }
+
+    #[test]
+    fn nak_records_are_not_shipped_and_are_covered_like_offers() {
+        let dir = tempfile::tempdir().unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("ring-1"), 1, 64).unwrap();
+        let (mut s, _) = Shipper::register(&ring, SYNCD_CONSUMER).unwrap();
+        push(&ring, 1, ChangeReason::Commit); // 1
+        push(&ring, 1, ChangeReason::Nak); // 2
+        push(&ring, shm_layout::NO_SLOT, ChangeReason::Nak); // 3
+        push(&ring, 2, ChangeReason::Offer); // 4
+        let b = s.next_batch(100).unwrap();
+        assert_eq!((b.first_seq, b.last_seq, seqs(&b)), (1, 4, vec![1]));
+        assert_eq!((s.skipped_naks(), s.skipped_offers()), (2, 1));
+        // Acknowledging the commit covers the NAKs and the offer after it.
+        assert_eq!(s.acked(1), Ok(4));
+        // Only a NAK since: nothing to send, done at once (a reply held behind it is freed).
+        push(&ring, 1, ChangeReason::Nak); // 5
+        let e = s.next_batch(100).unwrap();
+        assert!(e.is_empty() && (e.first_seq, e.last_seq) == (5, 5));
+        assert_eq!((ring.replicated(), s.acked_seq()), (5, 5));
+        assert!(ships(ChangeReason::Commit) && ships(ChangeReason::Release));
+        assert!(!ships(ChangeReason::Nak) && !ships(ChangeReason::Offer));
     }
 
     #[test]

@@ -8,13 +8,14 @@
 //!    Copies of one `seq` whose parameters differ are reported apart ([`Duplicates::conflicting`]):
 //!    that is not a resend but two events numbered alike.
 //! 2. Each generator event and each unique audit record gets a key (ip, mac, class):
-//!    - generator ACK → class `ack`; audit `commit`, `renew` or `reclaim` → class `ack`;
+//!    - generator ACK → class `ack`; audit `commit`, `renew`, `rebind` or `reclaim` → class
+//!      `ack`;
 //!    - generator RELEASE → class `release`; audit `release` → class `release`;
 //!    - MACs are compared in lower case; an audit record without `ip` or `mac`, or with any
 //!      other event, has no key.
 //! 3. Per key, with `g` generator events and `a` audit records: the first `min(g, a)` match one
 //!    to one (counts, not order: a client's commit then renews each need one record, whichever
-//!    of commit/renew/reclaim the server called it). `g − a` generator events are
+//!    of commit/renew/rebind/reclaim the server called it). `g − a` generator events are
 //!    [`AuditComparison::missing`]; `a − g` records are [`AuditComparison::extra_lease_records`],
 //!    as are the lease records without a key (expire, decline, offer, …: may be legitimate).
 //!    Appliance records (start, stop, reload, role, scrub) are neither.
@@ -40,7 +41,7 @@ use crate::rsyslog::AuditRecord;
 /// Which generator event an audit record stands for.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum Class {
-    /// A DHCPACK: audit `commit`, `renew` or `reclaim`.
+    /// A DHCPACK: audit `commit`, `renew`, `rebind` or `reclaim`.
     Ack,
     /// A DHCPRELEASE: audit `release`.
     Release,
@@ -50,7 +51,7 @@ impl Class {
     /// The class of an audit event name, `None` for every other event.
     pub fn of_event(event: &str) -> Option<Class> {
         match event {
-            "commit" | "renew" | "reclaim" => Some(Class::Ack),
+            "commit" | "renew" | "rebind" | "reclaim" => Some(Class::Ack),
             "release" => Some(Class::Release),
             _ => None,
         }
@@ -307,6 +308,23 @@ mod tests {
 
     const A: &str = "02:01:00:00:00:0a";
     const B: &str = "02:01:00:00:00:0b";
+
+    #[test]
+    fn a_rebind_answers_an_ack_and_a_nak_is_an_extra_lease_record() {
+        assert_eq!(Class::of_event("rebind"), Some(Class::Ack));
+        assert_eq!(Class::of_event("nak"), None);
+        let gen = [ack(1, [10, 0, 0, 1], A), ack(2, [10, 0, 0, 1], A)];
+        let audit = [
+            rec(1, "commit", Some([10, 0, 0, 1]), Some(A)),
+            rec(2, "nak", Some([10, 0, 0, 9]), Some(B)),
+            rec(3, "rebind", Some([10, 0, 0, 1]), Some(A)),
+        ];
+        let c = compare(&gen, &audit);
+        assert!(c.missing.is_empty(), "{c:?}");
+        assert_eq!(c.extra_lease_records.len(), 1);
+        assert_eq!(c.extra_lease_records[0].event, "nak");
+        assert!(c.gaps.is_empty());
+    }
 
     #[test]
     fn every_event_with_its_record_is_lossless() {

@@ -764,3 +764,69 @@ fn an_evicted_reader_counts_the_ring_records_lost_and_goes_on() {
     assert_eq!(trail.ingest().unwrap(), 3);
     assert_eq!(trail.last_seq(), 13);
 }
+
+/// The context of a NAK record as the worker writes it: the client's hardware address and
+/// the address it asked for.
+fn nak_context(mac: &[u8], asked: Ipv4Addr) -> Vec<u8> {
+    use shm_layout::ring_context::{self, ContextFields, RequestState};
+    let mut buf = [0u8; shm_layout::ring::CONTEXT_BYTES];
+    let n = ring_context::encode(
+        &ContextFields {
+            request_state: Some(RequestState::Selecting),
+            client_hwaddr: Some(mac),
+            requested_ip: Some(asked),
+            ..ContextFields::default()
+        },
+        &mut buf,
+    );
+    buf[..n].to_vec()
+}
+
+#[test]
+fn nak_records_become_nak_events_with_their_own_address_slot_or_not() {
+    let f = fixture(64);
+    let audit = f.audit(None);
+    let mut trail = f.open(&audit);
+    // Slot 5 committed to a client; another client NAKed asking for it (the record's image
+    // is the holder's, unchanged); a third NAKed asking for an address outside the table.
+    let seq = push(&f, 0, 5, ChangeReason::Commit);
+    let holder = f.rings[0].read(seq).expect("the commit").image;
+    let asked = Ipv4Addr::from(FIRST + 5);
+    let outside = Ipv4Addr::new(192, 0, 2, 7);
+    for (slot, image, mac, ip) in [
+        (5, holder, mac_bytes(0, 1000), asked),
+        (
+            shm_layout::NO_SLOT,
+            SlotImage::PRISTINE,
+            mac_bytes(0, 1001),
+            outside,
+        ),
+    ] {
+        f.rings[0]
+            .append(&RecordInput {
+                slot,
+                reason: ChangeReason::Nak,
+                time_ms: T0 + 10,
+                epoch: 1,
+                image: &image,
+                context: &nak_context(&mac, ip),
+            })
+            .unwrap();
+    }
+    assert_eq!(trail.ingest().unwrap(), 3);
+    assert_eq!(trail.last_seq(), 3);
+    let got: Vec<(EventKind, Option<Ipv4Addr>, Option<String>)> = f
+        .lines()
+        .into_iter()
+        .map(|e| (e.kind, e.ip, e.mac))
+        .collect();
+    assert_eq!(
+        got,
+        vec![
+            (EventKind::Commit, Some(asked), Some(mac_text(0, 5))),
+            (EventKind::Nak, Some(asked), Some(mac_text(0, 1000))),
+            (EventKind::Nak, Some(outside), Some(mac_text(0, 1001))),
+        ]
+    );
+    assert_eq!(trail.ring_lag(), 0);
+}

@@ -93,7 +93,11 @@ fn ended(h: &Holding) -> String {
     match (h.ended_by, h.end_ms) {
         (
             Some(
-                k @ (EventKind::Commit | EventKind::Renew | EventKind::Import | EventKind::Reclaim),
+                k @ (EventKind::Commit
+                | EventKind::Renew
+                | EventKind::Rebind
+                | EventKind::Import
+                | EventKind::Reclaim),
             ),
             _,
         ) => format!("next holder's {}", k.name()),

@@ -4,9 +4,10 @@
 //! # REQUEST: ACK, NAK or silence (RFC 2131 §4.3.2)
 //!
 //! The state is read from the packet: SELECTING (option 54 and 50), INIT-REBOOT (50, no 54,
-//! ciaddr 0), RENEWING/REBINDING (ciaddr, no 54). The subnet is chosen as for a DISCOVER (82.5,
-//! 118, giaddr/relays, receiving interface, or ciaddr for a unicast renewal). "Record" means a
-//! slot of the selected subnet carrying the client's key (client-id, else hardware address);
+//! ciaddr 0), RENEWING/REBINDING (ciaddr, no 54: RENEWING when unicast and not relayed,
+//! REBINDING when broadcast or relayed, `renewal_state`). The subnet is chosen as for a
+//! DISCOVER (82.5, 118, giaddr/relays, receiving interface, or ciaddr for a unicast renewal).
+//! "Record" means a slot of the selected subnet carrying the client's key (client-id, else hardware address);
 //! a "binding" is such a record that is a live lease or offer. `authoritative` is the subnet's
 //! setting (ISC dhcpd's meaning, default false). Rows are checked top to bottom:
 //!
@@ -38,15 +39,37 @@
 //! about an address of the other share is decided before this table: the client's live binding
 //! from before the interruption is ACKed unchanged with the time it has left, anything else is
 //! dropped, counted `other_share` (`share.rs`).
+//!
+//! # What the ring records (for the audit trail)
+//!
+//! An ACK's Commit or Renew record carries the client's state in its context
+//! (`shm_layout::ring_context` tag 6), so the audit trail tells a rebind from a renewal. Every
+//! NAK appends a `Nak` record (`reply.rs`, `record_nak`; `shm_layout::ring`, "NAK records"):
+//! the asked address's slot and image unchanged (or no slot), the client's hardware address
+//! and the asked address in the context. It changes nothing and holds no reply.
 
 use std::net::Ipv4Addr;
 
+use shm_layout::ring_context::RequestState;
 use shm_layout::{ChangeReason, ClientKey, LeaseState, SlotImage};
 
 use super::reply::{remaining, LeaseTimes};
 use super::{is_live, Client, Engine, Incoming, Outgoing};
 use crate::codec::{MessageType, Request, MAX_REPLY};
 use crate::counters::Counter;
+
+/// RENEWING or REBINDING, for a REQUEST with `ciaddr` and no server identifier (RFC 2131
+/// §4.3.2): a renewing client unicasts to the server that gave it the lease, a rebinding one
+/// broadcasts. A relayed request counts as broadcast (a relay agent forwards the client's
+/// broadcasts; a unicast renewal travels to the server without one). A network element that
+/// relays unicast renewals too (some BNGs do) makes them all read as rebinding.
+pub(super) fn renewal_state(req: &Request<'_>, inc: &Incoming) -> RequestState {
+    if inc.broadcast || req.giaddr != Ipv4Addr::UNSPECIFIED {
+        RequestState::Rebinding
+    } else {
+        RequestState::Renewing
+    }
+}
 
 impl Engine {
     pub(super) fn discover(
@@ -102,18 +125,21 @@ impl Engine {
         let c = Self::client(req);
         let our_id = self.server_id(inc);
         // Which RFC 2131 §4.3.2 state is the client in?
-        let (addr, selecting) = match (req.server_id, req.requested_ip) {
+        let (addr, state) = match (req.server_id, req.requested_ip) {
             (Some(sid), _) if sid != our_id => {
                 // SELECTING another server's offer: give back what we offered.
                 self.withdraw_offer(req, &c, now);
                 return Err(Counter::DropOtherServer);
             }
-            (Some(_), Some(a)) => (a, true),
+            (Some(_), Some(a)) => (a, RequestState::Selecting),
             (Some(_), None) => return Err(Counter::DropMalformedRequest),
-            (None, Some(a)) if req.ciaddr == Ipv4Addr::UNSPECIFIED => (a, false), // INIT-REBOOT
-            (None, _) if req.ciaddr != Ipv4Addr::UNSPECIFIED => (req.ciaddr, false), // RENEW/REBIND
+            (None, Some(a)) if req.ciaddr == Ipv4Addr::UNSPECIFIED => (a, RequestState::InitReboot),
+            (None, _) if req.ciaddr != Ipv4Addr::UNSPECIFIED => {
+                (req.ciaddr, renewal_state(req, inc))
+            }
             _ => return Err(Counter::DropMalformedRequest),
         };
+        let selecting = state == RequestState::Selecting;
         // A network this server does not serve (unknown relay, 82.5 or 118 subnet, ciaddr
         // outside every subnet): another server's business, whatever the state.
         let subnet = self.select_subnet(req, inc)?;
@@ -129,6 +155,8 @@ impl Engine {
             return Ok(Some(self.nak(
                 req,
                 inc,
+                addr,
+                state,
                 "client has a reserved address",
                 out,
             )));
@@ -208,7 +236,7 @@ impl Engine {
         };
         let (slot, cur) = match verdict {
             Ok(x) => x,
-            Err(Some(why)) => return Ok(Some(self.nak(req, inc, why, out))),
+            Err(Some(why)) => return Ok(Some(self.nak(req, inc, addr, state, why, out))),
             Err(None) => return Err(Counter::DropNotAuthoritative),
         };
         let reason = if cur.state == LeaseState::Leased && cur.key == c.key {
@@ -217,7 +245,7 @@ impl Engine {
             ChangeReason::Commit
         };
         let new = Self::holder_image(req, &c, LeaseState::Leased, now + lease_time, now);
-        self.commit(slot, &cur, &new, reason, req)?;
+        self.commit_in_state(slot, &cur, &new, reason, req, Some(state))?;
         self.counters().inc(Counter::Ack);
         Ok(Some(self.reply(
             req,

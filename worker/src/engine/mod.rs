@@ -49,7 +49,7 @@ use crate::clock::{LeaseClock, TimeSource};
 use crate::codec::{self, MessageType, Request, MAX_REPLY};
 use crate::counters::{Counter, CounterWords, DropCounts};
 use crate::serve_config::ServeConfig;
-use shm_layout::ring_context;
+use shm_layout::ring_context::{self, RequestState};
 
 /// The DHCP client port.
 pub const CLIENT_PORT: u16 = 68;
@@ -116,7 +116,14 @@ struct Client {
     hwkey: ClientKey,
 }
 
-fn relay_context(req: &Request<'_>) -> ([u8; shm_layout::ring::CONTEXT_BYTES], usize) {
+/// The context bytes of a record made for `req` (`shm_layout::ring_context`): the relay
+/// agent's fields and the host name; with `state`, the REQUEST's RFC 2131 §4.3.2 state (tag 6);
+/// with `nak_of`, a NAK record's client hardware address and requested address (tags 7, 8).
+fn relay_context(
+    req: &Request<'_>,
+    state: Option<RequestState>,
+    nak_of: Option<Ipv4Addr>,
+) -> ([u8; shm_layout::ring::CONTEXT_BYTES], usize) {
     let mut buf = [0u8; shm_layout::ring::CONTEXT_BYTES];
     let n = ring_context::encode(
         &ring_context::ContextFields {
@@ -125,6 +132,9 @@ fn relay_context(req: &Request<'_>) -> ([u8; shm_layout::ring::CONTEXT_BYTES], u
             hostname: req.hostname,
             giaddr: Some(req.giaddr),
             subscriber_id: req.subscriber_id.as_deref(),
+            request_state: state,
+            client_hwaddr: nak_of.map(|_| req.chaddr).filter(|h| !h.is_empty()),
+            requested_ip: nak_of,
         },
         &mut buf,
     );
@@ -332,7 +342,21 @@ impl Engine {
         reason: ChangeReason,
         req: &Request<'_>,
     ) -> Result<SlotImage, Counter> {
-        let (ctx, n) = relay_context(req);
+        self.commit_in_state(slot, cur, new, reason, req, None)
+    }
+
+    /// [`Engine::commit`] of a REQUEST's ACK: the record's context also carries the client's
+    /// RFC 2131 §4.3.2 state (ring context tag 6).
+    fn commit_in_state(
+        &self,
+        slot: u32,
+        cur: &SlotImage,
+        new: &SlotImage,
+        reason: ChangeReason,
+        req: &Request<'_>,
+        state: Option<RequestState>,
+    ) -> Result<SlotImage, Counter> {
+        let (ctx, n) = relay_context(req, state, None);
         let time_ms = u64::try_from(self.now_ms).unwrap_or(0);
         self.writer()
             .update(

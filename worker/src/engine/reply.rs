@@ -4,7 +4,10 @@
 
 use std::net::{Ipv4Addr, SocketAddrV4};
 
-use super::{Engine, Incoming, Outgoing, CLIENT_PORT};
+use shm_layout::ring_context::RequestState;
+use shm_layout::{ChangeReason, RecordInput, SlotImage, NO_SLOT};
+
+use super::{relay_context, Engine, Incoming, Outgoing, CLIENT_PORT};
 use crate::codec::{encode_reply, MessageType, ReplyParams, Request, MAX_REPLY};
 use crate::counters::Counter;
 
@@ -77,14 +80,19 @@ impl Engine {
         }
     }
 
+    /// A DHCPNAK to a REQUEST for `asked` (the requested address, or `ciaddr` of a renewal)
+    /// from a client in `state`, recorded in the ring first ([`Engine::record_nak`]).
     pub(super) fn nak(
         &self,
         req: &Request<'_>,
         inc: &Incoming,
+        asked: Ipv4Addr,
+        state: RequestState,
         why: &str,
         out: &mut [u8; MAX_REPLY],
     ) -> Outgoing {
         self.counters().inc(Counter::Nak);
+        self.record_nak(req, asked, state);
         let empty = prodhcp_config::options::OptionBlock::new();
         let params = ReplyParams {
             msg_type: MessageType::Nak,
@@ -104,6 +112,31 @@ impl Engine {
             out[10] |= 0x80;
         }
         self.destination(req, inc, len, true)
+    }
+
+    /// Appends the NAK's [`ChangeReason::Nak`] record for the audit trail (`shm_layout::ring`,
+    /// "NAK records"): the slot of `asked` with its image as it is, or [`NO_SLOT`] and the empty
+    /// image when the table does not hold `asked` (or its slot cannot be read now: busy or
+    /// damaged); the context carries the relay fields, `state`, the client's hardware address
+    /// and `asked`. Nothing in the table changes, and the reply is not held for it.
+    fn record_nak(&self, req: &Request<'_>, asked: Ipv4Addr, state: RequestState) {
+        let (slot, image) = self
+            .table
+            .slot_of_addr(u32::from(asked))
+            .and_then(|s| self.table.read(s).ok().map(|img| (s, img)))
+            .unwrap_or((NO_SLOT, SlotImage::PRISTINE));
+        let (ctx, n) = relay_context(req, Some(state), Some(asked));
+        let rec = RecordInput {
+            slot,
+            reason: ChangeReason::Nak,
+            time_ms: u64::try_from(self.now_ms).unwrap_or(0),
+            epoch: self.table.epoch(),
+            image: &image,
+            context: &ctx[..n],
+        };
+        // `Ring::append` cannot fail since lagging consumers are evicted; were it to, the NAK
+        // would still go out (it changes nothing, so no state depends on the record).
+        let _ = self.ring.append(&rec);
     }
 
     /// RFC 2131 §4.1: to the relay, to ciaddr, or broadcast on the receiving interface.

@@ -338,3 +338,168 @@ fn release_and_decline_for_another_server_are_ignored() {
     .is_none());
     assert_eq!(state_of(&f.engine, ip.octets()), LeaseState::Released);
 }
+
+/// The context fields of a record as (tag, value, truncated).
+fn context_of(rec: &shm_layout::ChangeRecord) -> Vec<(u8, Vec<u8>, bool)> {
+    ring_context::decode(&rec.context)
+        .expect("well framed")
+        .into_iter()
+        .map(|f| (f.tag, f.value.to_vec(), f.truncated))
+        .collect()
+}
+
+#[test]
+fn a_nak_is_recorded_with_the_client_and_the_asked_address_and_changes_nothing() {
+    let mut f = authoritative_fixture();
+    let ip = dora(&mut f.engine, 1);
+    let slot = f.engine.table().slot_of_addr(u32::from(ip)).unwrap();
+    let held = f.engine.table().read(slot).unwrap();
+    let head = f.engine.ring().head();
+    // Client 2 INIT-REBOOTs through the relay asking for client 1's address: NAK.
+    let rai = [1, 2, b'c', b'9'];
+    let (nak, o) = send(
+        &mut f.engine,
+        &packet(3, 2, RELAY, NONE, &[(50, &ip.octets()), (82, &rai)]),
+    )
+    .unwrap();
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    assert!(!o.confirms_lease, "a NAK is sent at once, never held");
+    assert_eq!(f.engine.ring().head(), head + 1, "one record: the NAK's");
+    let rec = f.engine.ring().read(head + 1).unwrap();
+    assert_eq!(rec.reason, ChangeReason::Nak);
+    assert_eq!(rec.slot, slot, "the asked address's slot");
+    assert_eq!(rec.image, held, "its image unchanged: client 1's binding");
+    assert_eq!(
+        f.engine.table().read(slot).unwrap(),
+        held,
+        "nothing changed"
+    );
+    assert_eq!(
+        context_of(&rec),
+        vec![
+            (ring_context::TAG_CIRCUIT_ID, b"c9".to_vec(), false),
+            (ring_context::TAG_GIADDR, RELAY.to_vec(), false),
+            (
+                ring_context::TAG_REQUEST_STATE,
+                vec![RequestState::InitReboot as u8],
+                false
+            ),
+            (
+                ring_context::TAG_CLIENT_HWADDR,
+                vec![2, 0, 0, 0, 0, 2],
+                false
+            ),
+            (ring_context::TAG_REQUESTED_IP, ip.octets().to_vec(), false),
+        ]
+    );
+    // An address the table does not hold (off the relay's network): no slot, empty image.
+    let (nak, _) = send(
+        &mut f.engine,
+        &packet(3, 3, RELAY, NONE, &[(50, &[192, 0, 2, 7])]),
+    )
+    .unwrap();
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    let rec = f.engine.ring().read(f.engine.ring().head()).unwrap();
+    assert_eq!(
+        (rec.reason, rec.slot, rec.image),
+        (ChangeReason::Nak, shm_layout::NO_SLOT, SlotImage::PRISTINE)
+    );
+    let ctx = context_of(&rec);
+    assert!(ctx.contains(&(
+        ring_context::TAG_CLIENT_HWADDR,
+        vec![2, 0, 0, 0, 0, 3],
+        false
+    )));
+    assert!(ctx.contains(&(ring_context::TAG_REQUESTED_IP, vec![192, 0, 2, 7], false)));
+    // A RENEWING client (unicast, ciaddr) asking for an address that is not its own: the
+    // record names the renewal's ciaddr and its state.
+    let (nak, _) = send(&mut f.engine, &packet(3, 1, NONE, [10, 0, 0, 12], &[])).unwrap();
+    assert_eq!(msg_type(&nak), v4::MessageType::Nak);
+    let rec = f.engine.ring().read(f.engine.ring().head()).unwrap();
+    assert_eq!(rec.reason, ChangeReason::Nak);
+    let ctx = context_of(&rec);
+    assert!(ctx.contains(&(
+        ring_context::TAG_REQUEST_STATE,
+        vec![RequestState::Renewing as u8],
+        false
+    )));
+    assert!(ctx.contains(&(ring_context::TAG_REQUESTED_IP, vec![10, 0, 0, 12], false)));
+    // Silence records nothing.
+    let head = f.engine.ring().head();
+    let sel_other = packet(
+        3,
+        2,
+        RELAY,
+        NONE,
+        &[(50, &ip.octets()), (54, &[198, 18, 0, 9])],
+    );
+    assert_eq!(verdict(&mut f.engine, &sel_other), SILENT);
+    assert_eq!(f.engine.ring().head(), head);
+    assert_eq!(counter(&f.engine, "nak"), 3);
+    assert!(f.engine.table().check().is_clean());
+}
+
+#[test]
+fn an_acks_record_carries_the_clients_request_state() {
+    let mut f = fixture();
+    let ip = dora(&mut f.engine, 1);
+    let state_of_last = |e: &Engine| {
+        let rec = e.ring().read(e.ring().head()).unwrap();
+        let state = context_of(&rec)
+            .into_iter()
+            .find(|(t, _, _)| *t == ring_context::TAG_REQUEST_STATE)
+            .and_then(|(_, v, _)| RequestState::from_value(&v));
+        (rec.reason, state)
+    };
+    assert_eq!(
+        state_of_last(&f.engine),
+        (ChangeReason::Commit, Some(RequestState::Selecting))
+    );
+    // RENEWING: unicast from the client, not relayed.
+    assert_eq!(
+        verdict(&mut f.engine, &packet(3, 1, NONE, ip.octets(), &[])),
+        ACK
+    );
+    assert_eq!(
+        state_of_last(&f.engine),
+        (ChangeReason::Renew, Some(RequestState::Renewing))
+    );
+    // REBINDING: relayed (a relay forwards only the client's broadcasts).
+    assert_eq!(
+        verdict(&mut f.engine, &packet(3, 1, RELAY, ip.octets(), &[])),
+        ACK
+    );
+    assert_eq!(
+        state_of_last(&f.engine),
+        (ChangeReason::Renew, Some(RequestState::Rebinding))
+    );
+    // REBINDING: broadcast, not relayed (its subnet named by option 118 here: the fixture
+    // serves no interface).
+    let mut out = [0u8; MAX_REPLY];
+    let bcast = Incoming {
+        broadcast: true,
+        ..inc()
+    };
+    let p = packet(3, 1, NONE, ip.octets(), &[(118, &[10, 0, 0, 0])]);
+    let o = f.engine.handle(&p, &bcast, &mut out).expect("ack");
+    assert!(o.confirms_lease);
+    assert_eq!(
+        state_of_last(&f.engine),
+        (ChangeReason::Renew, Some(RequestState::Rebinding))
+    );
+    // INIT-REBOOT: still a Renew record (same binding), its state says which.
+    assert_eq!(
+        verdict(
+            &mut f.engine,
+            &packet(3, 1, RELAY, NONE, &[(50, &ip.octets())])
+        ),
+        ACK
+    );
+    assert_eq!(
+        state_of_last(&f.engine),
+        (ChangeReason::Renew, Some(RequestState::InitReboot))
+    );
+    // A RELEASE's record carries no request state.
+    release(&mut f.engine, 1, ip);
+    assert_eq!(state_of_last(&f.engine), (ChangeReason::Release, None));
+}

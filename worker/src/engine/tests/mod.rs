@@ -334,6 +334,11 @@ fn a_relayed_dora_commit_record_carries_giaddr_and_subscriber_id() {
             (ring_context::TAG_CIRCUIT_ID, b"c1".to_vec(), false),
             (ring_context::TAG_GIADDR, RELAY.to_vec(), false),
             (ring_context::TAG_SUBSCRIBER_ID, b"sub-42".to_vec(), false),
+            (
+                ring_context::TAG_REQUEST_STATE,
+                vec![RequestState::Selecting as u8],
+                false
+            ),
         ]
     );
 }
