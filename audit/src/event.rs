@@ -40,6 +40,10 @@ pub enum EventKind {
     Import,
     /// A slot was reserved or unreserved by configuration.
     Reservation,
+    /// A reserved address was committed to its client (a new binding of a `reservations`
+    /// address; the audit process knows the configuration's reservations, the ring record
+    /// does not). Its renewals are `renew` / `rebind`.
+    ReservationUsed,
     /// A slot was taken out of service (damaged).
     Abandon,
     /// A REQUEST was refused (DHCPNAK): `ip` is the address the client asked for, `mac` the
@@ -59,7 +63,7 @@ pub enum EventKind {
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 19] = [
+    pub const ALL: [EventKind; 20] = [
         EventKind::Offer,
         EventKind::Commit,
         EventKind::Renew,
@@ -72,6 +76,7 @@ impl EventKind {
         EventKind::Reclaim,
         EventKind::Import,
         EventKind::Reservation,
+        EventKind::ReservationUsed,
         EventKind::Abandon,
         EventKind::Nak,
         EventKind::Start,
@@ -96,6 +101,7 @@ impl EventKind {
             EventKind::Reclaim => "reclaim",
             EventKind::Import => "import",
             EventKind::Reservation => "reservation",
+            EventKind::ReservationUsed => "reservation-used",
             EventKind::Abandon => "abandon",
             EventKind::Nak => "nak",
             EventKind::Start => "start",
@@ -385,6 +391,7 @@ impl AuditEvent {
             | EventKind::Renew
             | EventKind::Rebind
             | EventKind::Reclaim
+            | EventKind::ReservationUsed
             | EventKind::Import
                 if img.expires != 0 =>
             {
@@ -493,6 +500,7 @@ impl AuditEvent {
             | EventKind::Renew
             | EventKind::Rebind
             | EventKind::Reclaim
+            | EventKind::ReservationUsed
             | EventKind::Import => LeaseState::Leased,
             EventKind::Release => LeaseState::Released,
             EventKind::Decline => LeaseState::Declined,

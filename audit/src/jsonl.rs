@@ -289,6 +289,7 @@ pub fn read_history<P: AsRef<Path>>(
             | EventKind::Renew
             | EventKind::Rebind
             | EventKind::Import
+            | EventKind::ReservationUsed
             | EventKind::Reclaim => {
                 let lease_end_ms = ev.lease_end.map(|s| s.saturating_mul(1000));
                 match open.as_mut() {

@@ -44,8 +44,12 @@
 //!
 //! Events (`event`): offer, commit, renew, rebind (a REBINDING client's renewal; an
 //! INIT-REBOOT client's is a renew), release, decline, expire, offer-expire, quarantine-end,
-//! reclaim, import, reservation, abandon, nak (a refused REQUEST: `ip` and `mac` as above, no
-//! lease fields, no client-id), and the appliance's start, stop, reload, role, scrub.
+//! reclaim (only when the caller passes the previous image: the audit process does not, so a
+//! new client on a former client's address is a commit, after the former holder's expire or
+//! release), import, reservation (reserved or unreserved by configuration), reservation-used
+//! (a `reservations` address committed to its client), abandon, nak (a refused REQUEST: `ip`
+//! and `mac` as above, no lease fields, no client-id), and the appliance's start, stop, reload,
+//! role, scrub.
 //!
 //! The CIM / ASIM column is a mapping hint for whoever writes the SIEM's parser, from the
 //! schemas' published field names (ASIM checked against Microsoft's DHCP schema reference:

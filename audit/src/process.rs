@@ -163,6 +163,12 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
         origin,
         senders,
     )?;
+    trail.set_reserved(
+        config
+            .subnets
+            .iter()
+            .flat_map(|s| s.reservations.iter().map(|r| r.address)),
+    );
     info!(
         targets = audit.targets.len(),
         file = audit.file.as_ref().map(|p| p.display().to_string()),

@@ -12,7 +12,7 @@
 //!    the ones already spooled ([`Trail::open`]) instead of numbering them twice.
 //! 2. [`Trail::deliver`] hands each target the spool entries after its own position. A
 //!    reliable target (TCP, TLS) keeps them in the spool until its peer's TCP acknowledged
-//!    them; the spool is trimmed behind the slowest reliable target ([`Trail::trim`]). The
+//!    them; the spool is trimmed behind the slowest reliable target (`Trail::trim`). The
 //!    positions are stored in the state file about once a second and at stop, so a restart
 //!    sends again at most what was acknowledged since the last store (counted in
 //!    [`AuditReport::resent_at_start`]).
@@ -40,7 +40,7 @@ use shm_layout::ring::{ChangeReason, NO_SLOT};
 use shm_layout::{ConsumerState, Ring, Table};
 use tracing::{error, info, warn};
 
-use crate::event::{ApplianceEvent, AuditEvent, Origin};
+use crate::event::{ApplianceEvent, AuditEvent, EventKind, Origin};
 use crate::rfc5424::Rfc5424;
 use crate::spool::{Spool, SpoolCursor, SpoolError};
 use crate::state::AuditState;
@@ -189,6 +189,9 @@ pub struct Trail<'r> {
     resent_at_start: u64,
     /// (seq, unix ms) of the first event of each ingest batch, oldest first.
     times: VecDeque<(u64, u64)>,
+    /// Addresses (host order) of the configuration's reservations: a commit of one is
+    /// `reservation-used`.
+    reserved: std::collections::HashSet<u32>,
     /// Spool entries of the current batch not written yet ([`Trail::commit_pending`]).
     pending: Vec<(u64, Vec<u8>)>,
     /// Their bytes, framing included.
@@ -282,6 +285,7 @@ impl<'r> Trail<'r> {
             times: VecDeque::new(),
             pending: Vec::new(),
             pending_bytes: 0,
+            reserved: std::collections::HashSet::new(),
         };
         trail.register_and_skip_spooled()?;
         Ok(trail)
@@ -349,6 +353,12 @@ impl<'r> Trail<'r> {
             }
         }
         Ok(())
+    }
+
+    /// The configuration's reserved addresses: a commit of one is audited as
+    /// `reservation-used`.
+    pub fn set_reserved(&mut self, reserved: impl IntoIterator<Item = Ipv4Addr>) {
+        self.reserved = reserved.into_iter().map(u32::from).collect();
     }
 
     /// Whether the trail currently blocks the workers (`audit_strict` with a full spool).
@@ -510,7 +520,12 @@ impl<'r> Trail<'r> {
                         .then(|| self.table.addr_of_slot(rec.slot))
                         .flatten()
                         .map(Ipv4Addr::from);
-                    if let Some(ev) = AuditEvent::from_record(&rec, None, ip, &self.origin) {
+                    if let Some(mut ev) = AuditEvent::from_record(&rec, None, ip, &self.origin) {
+                        if ev.kind == EventKind::Commit
+                            && ev.ip.is_some_and(|a| self.reserved.contains(&u32::from(a)))
+                        {
+                            ev.kind = EventKind::ReservationUsed;
+                        }
                         // A batch is at most a quarter of the spool: the room made for it
                         // never drops its own entries.
                         if self.pending_bytes > (self.spool.max_bytes() / 4) as usize {

@@ -51,7 +51,7 @@ impl Class {
     /// The class of an audit event name, `None` for every other event.
     pub fn of_event(event: &str) -> Option<Class> {
         match event {
-            "commit" | "renew" | "rebind" | "reclaim" => Some(Class::Ack),
+            "commit" | "renew" | "rebind" | "reclaim" | "reservation-used" => Some(Class::Ack),
             "release" => Some(Class::Release),
             _ => None,
         }

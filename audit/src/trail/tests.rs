@@ -830,3 +830,25 @@ fn nak_records_become_nak_events_with_their_own_address_slot_or_not() {
     );
     assert_eq!(trail.ring_lag(), 0);
 }
+
+#[test]
+fn a_commit_of_a_reserved_address_is_reservation_used_and_its_renewal_a_renew() {
+    let f = fixture(64);
+    let audit = f.audit(None);
+    let mut trail = f.open(&audit);
+    trail.set_reserved([Ipv4Addr::from(FIRST + 7)]);
+    push(&f, 0, 6, ChangeReason::Commit);
+    push(&f, 0, 7, ChangeReason::Commit);
+    push(&f, 0, 7, ChangeReason::Renew);
+    assert_eq!(trail.ingest().unwrap(), 3);
+    let kinds: Vec<(EventKind, Option<Ipv4Addr>)> =
+        f.lines().into_iter().map(|e| (e.kind, e.ip)).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            (EventKind::Commit, Some(Ipv4Addr::from(FIRST + 6))),
+            (EventKind::ReservationUsed, Some(Ipv4Addr::from(FIRST + 7))),
+            (EventKind::Renew, Some(Ipv4Addr::from(FIRST + 7))),
+        ]
+    );
+}

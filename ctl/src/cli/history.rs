@@ -97,6 +97,7 @@ fn ended(h: &Holding) -> String {
                 | EventKind::Renew
                 | EventKind::Rebind
                 | EventKind::Import
+                | EventKind::ReservationUsed
                 | EventKind::Reclaim),
             ),
             _,
