@@ -79,19 +79,62 @@ pub mod transport;
 pub use event::{is_audited, ApplianceEvent, AuditEvent, EventKind, Origin};
 pub use transport::{Sender, TargetStatus, TlsSettings};
 
+/// Last second of year 9999 (`9999-12-31T23:59:59Z`): later times are clamped to it.
+const MAX_UNIX_SECS: u64 = 253_402_300_799;
+
+/// Year, month, day of the proleptic Gregorian calendar for `days` since 1970-01-01 (H.
+/// Hinnant's `civil_from_days`, for non-negative days). Written out because it runs for every
+/// audited event, several times: a formatter through a general-purpose date library cost
+/// more than the rest of an event's formatting.
+fn civil_from_days(days: u64) -> (u64, u64, u64) {
+    let z = days + 719_468;
+    let era = z / 146_097;
+    let doe = z - era * 146_097;
+    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+    let mp = (5 * doy + 2) / 153;
+    let d = doy - (153 * mp + 2) / 5 + 1;
+    let m = if mp < 10 { mp + 3 } else { mp - 9 };
+    let y = yoe + era * 400 + u64::from(m <= 2);
+    (y, m, d)
+}
+
+/// Appends `YYYY-MM-DDTHH:MM:SS` for `secs` (clamped to year 9999) to `out`.
+fn push_date_time(secs: u64, out: &mut String) {
+    use std::fmt::Write;
+    let secs = secs.min(MAX_UNIX_SECS);
+    let (y, m, d) = civil_from_days(secs / 86_400);
+    let t = secs % 86_400;
+    let _ = write!(
+        out,
+        "{y:04}-{m:02}-{d:02}T{:02}:{:02}:{:02}",
+        t / 3600,
+        t / 60 % 60,
+        t % 60
+    );
+}
+
 /// RFC 3339 UTC with milliseconds: `2025-12-02T03:00:00.123Z`. Times past year 9999 (which no
 /// clock here produces) are clamped to its end.
 pub fn rfc3339_ms(ms: u64) -> String {
-    let ms = i64::try_from(ms).unwrap_or(i64::MAX);
-    let ts = jiff::Timestamp::from_millisecond(ms).unwrap_or(jiff::Timestamp::MAX);
-    ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+    use std::fmt::Write;
+    let mut out = String::with_capacity(24);
+    if ms / 1000 > MAX_UNIX_SECS {
+        push_date_time(MAX_UNIX_SECS, &mut out);
+        out.push_str(".999Z");
+        return out;
+    }
+    push_date_time(ms / 1000, &mut out);
+    let _ = write!(out, ".{:03}Z", ms % 1000);
+    out
 }
 
 /// RFC 3339 UTC in whole seconds: `2025-12-02T04:00:00Z`.
 pub fn rfc3339_s(secs: u64) -> String {
-    let secs = i64::try_from(secs).unwrap_or(i64::MAX);
-    let ts = jiff::Timestamp::from_second(secs).unwrap_or(jiff::Timestamp::MAX);
-    ts.strftime("%Y-%m-%dT%H:%M:%SZ").to_string()
+    let mut out = String::with_capacity(20);
+    push_date_time(secs, &mut out);
+    out.push('Z');
+    out
 }
 
 /// The fields of an event as (RFC 5424 PARAM-NAME, value) in table order, absent ones left out.
@@ -134,8 +177,29 @@ pub(crate) fn sd_params(ev: &AuditEvent) -> Vec<(&'static str, String)> {
 mod tests {
     use super::*;
 
+    proptest::proptest! {
+        #[test]
+        fn the_fast_formatter_agrees_with_jiff(ms in 0u64..253_402_300_800_000) {
+            let ts = jiff::Timestamp::from_millisecond(ms as i64).unwrap();
+            proptest::prop_assert_eq!(
+                rfc3339_ms(ms),
+                ts.strftime("%Y-%m-%dT%H:%M:%S%.3fZ").to_string()
+            );
+            proptest::prop_assert_eq!(
+                rfc3339_s(ms / 1000),
+                jiff::Timestamp::from_second((ms / 1000) as i64)
+                    .unwrap()
+                    .strftime("%Y-%m-%dT%H:%M:%SZ")
+                    .to_string()
+            );
+        }
+    }
+
     #[test]
     fn times_are_rfc3339_utc() {
+        assert_eq!(rfc3339_ms(u64::MAX), "9999-12-31T23:59:59.999Z");
+        assert_eq!(rfc3339_s(u64::MAX), "9999-12-31T23:59:59Z");
+        assert_eq!(rfc3339_s(951_782_400), "2000-02-29T00:00:00Z");
         assert_eq!(rfc3339_ms(1_764_644_400_123), "2025-12-02T03:00:00.123Z");
         assert_eq!(rfc3339_ms(5), "1970-01-01T00:00:00.005Z");
         assert_eq!(rfc3339_s(1_764_648_000), "2025-12-02T04:00:00Z");
