@@ -34,6 +34,8 @@ use crate::transport::Sender;
 
 /// Wait of one loop turn when nothing moved.
 pub const IDLE_TURN: Duration = Duration::from_millis(5);
+/// How often the spool is `fdatasync`ed under load (the ring cursors follow each sync).
+const SYNC_EVERY: Duration = Duration::from_millis(50);
 /// How long a stopping audit process keeps delivering what it holds.
 const STOP_DRAIN: Duration = Duration::from_millis(1500);
 
@@ -163,6 +165,7 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
         origin,
         senders,
     )?;
+    trail.set_sync_interval(SYNC_EVERY);
     trail.set_reserved(
         config
             .subnets
@@ -205,6 +208,7 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
         }
         let now = Instant::now();
         let read = trail.ingest()?;
+        trail.sync_if_due(now)?;
         let sent = trail.deliver(now)?;
         if last_report.elapsed() >= every {
             last_report = now;
@@ -226,6 +230,7 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
             break;
         }
     }
+    trail.sync_now()?;
     trail.release_block();
     trail.store_state()?;
     report(&mut channel, &mut outbox, &trail);

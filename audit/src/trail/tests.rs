@@ -852,3 +852,27 @@ fn a_commit_of_a_reserved_address_is_reservation_used_and_its_renewal_a_renew() 
         ]
     );
 }
+
+#[test]
+fn with_a_sync_interval_cursors_wait_for_the_sync_and_nothing_is_read_twice() {
+    let f = fixture(4096);
+    let audit = f.audit(None);
+    let mut trail = f.open(&audit);
+    trail.set_sync_interval(Duration::from_secs(3600));
+    // The interval starts at open: no ingest below syncs, so the cursor stays until the sync.
+    push_commits(&f, 0, 0, 10);
+    assert_eq!(trail.ingest().unwrap(), 10);
+    push_commits(&f, 0, 10, 15);
+    assert_eq!(
+        trail.ingest().unwrap(),
+        5,
+        "read ahead of the cursor, not again"
+    );
+    assert_eq!(trail.ingest().unwrap(), 0);
+    assert_eq!(f.audit_cursor(0), (ConsumerState::Registered, 0));
+    assert_eq!(trail.last_seq(), 15);
+    trail.sync_now().unwrap();
+    assert_eq!(f.audit_cursor(0), (ConsumerState::Registered, 15));
+    let seqs: Vec<u64> = f.lines().iter().map(|e| e.seq).collect();
+    assert_eq!(seqs, (1..=15).collect::<Vec<_>>());
+}
