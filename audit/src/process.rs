@@ -16,14 +16,13 @@
 //! turn (bounded) and storing the targets' positions.
 
 use std::io;
-use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use prodhcp_proto::launch::{
-    self, write_frame, ApplianceEventFrame, AuditLaunchArgs, FrameKind, FrameReader, ReadOutcome,
+    self, write_frame, ApplianceEventFrame, AuditLaunchArgs, FrameKind, ReadOutcome,
 };
 use shm_layout::{worker_owner, Ring, Table, IMPORT_OWNER, SUPERVISOR_OWNER};
 use tracing::{info, warn};
@@ -97,15 +96,15 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
-    let fd: OwnedFd = launch::take_inherited(launch::CHANNEL)?;
-    let mut channel = UnixStream::from(fd);
-    let mut reader = FrameReader::default();
-    let text = loop {
-        match reader.poll(&mut channel)? {
-            ReadOutcome::Frame(FrameKind::Config, text) => break text,
-            ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => return Ok(()),
-            _ => continue,
-        }
+    let (
+        launch::Channel {
+            stream: mut channel,
+            mut reader,
+        },
+        text,
+    ) = launch::take_channel_and_config()?;
+    let Some(text) = text else {
+        return Ok(());
     };
     let text = String::from_utf8(text)
         .map_err(|_| ProcessError::Config("the configuration is not UTF-8".into()))?;

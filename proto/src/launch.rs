@@ -48,7 +48,7 @@ use std::os::fd::RawFd;
 mod child;
 mod frame;
 
-pub use child::{die_with_parent, take_inherited};
+pub use child::{die_with_parent, take_channel_and_config, take_inherited, Channel};
 pub use frame::{write_frame, FrameKind, FrameReader, ReadOutcome, MAX_FRAME};
 
 /// The subcommand of `prodhcpd` that runs one worker process.

@@ -311,6 +311,36 @@ impl Supervisor {
         }
     }
 
+    /// Starts a child process (syncd, the audit process) as `prodhcpd ARGS` with its channel
+    /// at [`prodhcp_proto::launch::CHANNEL`] and `extra` descriptors, sends it the
+    /// configuration text first, and registers the channel with the poll under `token`.
+    fn spawn_child(
+        &self,
+        args: &[std::ffi::OsString],
+        extra: &[(
+            prodhcp_proto::launch::InheritedFd,
+            std::os::fd::BorrowedFd<'_>,
+        )],
+        token: Token,
+    ) -> io::Result<(std::process::Child, std::os::unix::net::UnixStream)> {
+        use std::os::fd::AsFd;
+        let (ours, theirs) = crate::sys::socketpair()?;
+        let mut fds = vec![(prodhcp_proto::launch::CHANNEL, theirs.as_fd())];
+        fds.extend_from_slice(extra);
+        let child = crate::sys::spawn_worker(&self.exe, args, &fds)?;
+        drop(fds);
+        drop(theirs);
+        let mut stream = std::os::unix::net::UnixStream::from(ours);
+        write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
+        stream.set_nonblocking(true)?;
+        let fd = stream.as_raw_fd();
+        let _ = self
+            .poll
+            .registry()
+            .register(&mut SourceFd(&fd), token, Interest::READABLE);
+        Ok((child, stream))
+    }
+
     /// Every change ring the supervisor has mapped, with its operator-facing name.
     fn named_rings(&self) -> Vec<NamedRing<'_>> {
         let workers = self.workers.iter().map(|w| (worker_owner(w.id), &w.ring));

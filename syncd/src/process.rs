@@ -28,16 +28,13 @@
 //! service the channel and send coalesced reports between events.
 
 use std::io::{self, Write};
-use std::os::fd::OwnedFd;
-use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use prodhcp_config::Replication;
 use prodhcp_proto::launch::{
-    self, write_frame, FrameKind, FrameReader, HaCommandFrame, ReadOutcome, SyncdLaunchArgs,
-    SyncdReport,
+    self, write_frame, FrameKind, HaCommandFrame, ReadOutcome, SyncdLaunchArgs, SyncdReport,
 };
 use prodhcp_proto::{
     HaPeerStatus, LinkState, PeerLinkCounters, PeerReplicationStatus, ROLE_UNKNOWN,
@@ -85,15 +82,15 @@ pub fn run_process(args: SyncdLaunchArgs) -> Result<(), ProcessError> {
     let stop = Arc::new(AtomicBool::new(false));
     signal_hook::flag::register(signal_hook::consts::SIGTERM, Arc::clone(&stop))?;
     signal_hook::flag::register(signal_hook::consts::SIGINT, Arc::clone(&stop))?;
-    let fd: OwnedFd = launch::take_inherited(launch::CHANNEL)?;
-    let mut channel = UnixStream::from(fd);
-    let mut reader = FrameReader::default();
-    let text = loop {
-        match reader.poll(&mut channel)? {
-            ReadOutcome::Frame(FrameKind::Config, text) => break text,
-            ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => return Ok(()),
-            _ => continue,
-        }
+    let (
+        launch::Channel {
+            stream: mut channel,
+            mut reader,
+        },
+        text,
+    ) = launch::take_channel_and_config()?;
+    let Some(text) = text else {
+        return Ok(());
     };
     let text = String::from_utf8(text)
         .map_err(|_| ProcessError::Config("the configuration is not UTF-8".into()))?;
@@ -427,6 +424,7 @@ impl Outbox {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use prodhcp_proto::launch::FrameReader;
 
     /// A writer that takes at most `room` bytes, then would block.
     struct Pipe {

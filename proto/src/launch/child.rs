@@ -1,10 +1,36 @@
-//! The child's side of the launch contract, shared by the worker and syncd: tie the process's
+//! The child's side of the launch contract, shared by the worker, syncd and the audit process: tie the process's
 //! life to the supervisor's, and take the descriptors the supervisor placed.
 
 use std::io;
 use std::os::fd::OwnedFd;
 
-use super::InheritedFd;
+use super::{FrameKind, FrameReader, InheritedFd, ReadOutcome};
+
+/// A child's channel to the supervisor, as [`take_channel_and_config`] leaves it.
+#[derive(Debug)]
+pub struct Channel {
+    /// The socket (blocking; the caller makes it non-blocking for its loop).
+    pub stream: std::os::unix::net::UnixStream,
+    /// The frame reader, holding whatever followed the configuration.
+    pub reader: FrameReader,
+}
+
+/// Takes the channel at [`super::CHANNEL`] and reads until the supervisor's first
+/// [`FrameKind::Config`] (syncd and the audit process start this way). `None` for the
+/// configuration when the supervisor said stop, or closed the channel, first.
+pub fn take_channel_and_config() -> io::Result<(Channel, Option<Vec<u8>>)> {
+    let fd = take_inherited(super::CHANNEL)?;
+    let mut stream = std::os::unix::net::UnixStream::from(fd);
+    let mut reader = FrameReader::default();
+    let config = loop {
+        match reader.poll(&mut stream)? {
+            ReadOutcome::Frame(FrameKind::Config, text) => break Some(text),
+            ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => break None,
+            _ => continue,
+        }
+    };
+    Ok((Channel { stream, reader }, config))
+}
 
 /// Takes ownership of an inherited descriptor; an error naming it if it is not open (a child
 /// started by hand without it).

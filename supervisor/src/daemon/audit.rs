@@ -8,23 +8,20 @@
 //! in the rings, which keep them for its consumer cursor.
 
 use std::collections::VecDeque;
-use std::io;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::unix::SourceFd;
-use mio::Interest;
 use prodhcp_proto::launch::{
-    self, write_frame, ApplianceEventFrame, AuditLaunchArgs, FrameKind, FrameReader, ReadOutcome,
+    write_frame, ApplianceEventFrame, AuditLaunchArgs, FrameKind, FrameReader, ReadOutcome,
 };
 use prodhcp_proto::{AuditReport, AuditStatusData};
 use tracing::{error, info, warn};
 
 use super::workers::{ChildLife, WorkerState};
 use super::{Supervisor, AUDIT_CHANNEL};
-use crate::sys;
 
 /// Most appliance events kept while the audit process is down.
 const MAX_QUEUED_EVENTS: usize = 1024;
@@ -104,33 +101,18 @@ impl AuditProc {
 impl Supervisor {
     /// Starts the audit process (when the configuration has an `audit` section).
     pub(super) fn spawn_audit(&mut self) {
-        if self.config.audit.is_none() {
+        if self.config.audit.is_none() || self.audit.is_none() {
             return;
         }
+        let args = AuditLaunchArgs {
+            supervisor_pid: Some(std::process::id()),
+        };
+        let result = self.spawn_child(&args.to_args(), &[], AUDIT_CHANNEL);
         let Some(a) = self.audit.as_mut() else {
             return;
         };
-        let result = (|| -> io::Result<(Child, UnixStream)> {
-            let (ours, theirs) = sys::socketpair()?;
-            let args = AuditLaunchArgs {
-                supervisor_pid: Some(std::process::id()),
-            };
-            let fds = [(launch::CHANNEL, theirs.as_fd())];
-            let child = sys::spawn_worker(&self.exe, &args.to_args(), &fds)?;
-            drop(theirs);
-            let mut stream = UnixStream::from(ours);
-            write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
-            stream.set_nonblocking(true)?;
-            Ok((child, stream))
-        })();
         match result {
             Ok((child, stream)) => {
-                let fd = stream.as_raw_fd();
-                let _ = self.poll.registry().register(
-                    &mut SourceFd(&fd),
-                    AUDIT_CHANNEL,
-                    Interest::READABLE,
-                );
                 info!(pid = child.id(), "audit process started");
                 a.child = Some(child);
                 a.channel = Some(stream);

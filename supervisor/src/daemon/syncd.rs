@@ -4,14 +4,12 @@
 //! [`FrameKind::PeerReport`]s are kept for `prodhcpctl ha status`, and every link transition
 //! they show is logged here with its cause.
 
-use std::io;
 use std::os::fd::{AsFd, AsRawFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Child, ExitStatus};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 use mio::unix::SourceFd;
-use mio::Interest;
 use prodhcp_config::Cluster;
 use prodhcp_proto::launch::{
     self, write_frame, FrameKind, FrameReader, ReadOutcome, SyncdLaunchArgs, SyncdReport,
@@ -23,7 +21,6 @@ use tracing::{error, info, warn};
 
 use super::workers::{ChildLife, WorkerState};
 use super::{Supervisor, SYNCD_CHANNEL};
-use crate::sys;
 
 /// The exit code with which syncd says its configuration (the key file) is unusable.
 const SYNCD_CONFIG_EXIT: i32 = 2;
@@ -153,21 +150,15 @@ fn log_transition(old: Option<&HaPeerStatus>, new: &HaPeerStatus) {
 impl Supervisor {
     /// Starts syncd (when the configuration has a cluster).
     pub(super) fn spawn_syncd(&mut self) {
-        let fingerprint = self.table.fingerprint();
-        let Some(s) = self.syncd.as_mut() else {
+        if self.syncd.is_none() {
             return;
+        }
+        let args = SyncdLaunchArgs {
+            supervisor_pid: Some(std::process::id()),
+            layout_fingerprint: self.table.fingerprint(),
         };
-        let result = (|| -> io::Result<(Child, UnixStream)> {
-            let (ours, theirs) = sys::socketpair()?;
-            let args = SyncdLaunchArgs {
-                supervisor_pid: Some(std::process::id()),
-                layout_fingerprint: fingerprint,
-            };
-            // Its channel, the records doorbell, then every worker's doorbell in worker order.
-            let fds: Vec<_> = [
-                (launch::CHANNEL, theirs.as_fd()),
-                (launch::RECORDS_DOORBELL, self.records_doorbell.as_fd()),
-            ]
+        // After its channel: the records doorbell, then every worker's doorbell in worker order.
+        let fds: Vec<_> = [(launch::RECORDS_DOORBELL, self.records_doorbell.as_fd())]
             .into_iter()
             .chain(
                 self.doorbells
@@ -176,21 +167,12 @@ impl Supervisor {
                     .map(|(i, d)| (launch::syncd_doorbell(i), d.as_fd())),
             )
             .collect();
-            let child = sys::spawn_worker(&self.exe, &args.to_args(), &fds)?;
-            drop(theirs);
-            let mut stream = UnixStream::from(ours);
-            write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
-            stream.set_nonblocking(true)?;
-            Ok((child, stream))
-        })();
+        let result = self.spawn_child(&args.to_args(), &fds, SYNCD_CHANNEL);
+        let Some(s) = self.syncd.as_mut() else {
+            return;
+        };
         match result {
             Ok((child, stream)) => {
-                let fd = stream.as_raw_fd();
-                let _ = self.poll.registry().register(
-                    &mut SourceFd(&fd),
-                    SYNCD_CHANNEL,
-                    Interest::READABLE,
-                );
                 info!(pid = child.id(), "syncd started");
                 s.child = Some(child);
                 s.channel = Some(stream);
