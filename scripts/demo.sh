@@ -401,13 +401,13 @@ ctl leases --mac "$MAC3"
 head_ "The lease audit trail (audit process -> $TMP/audit.jsonl)"
 audited=0
 for _ in $(seq 1 100); do
-    audited=$(grep -c '"event":"commit"' "$TMP/audit.jsonl" 2>/dev/null || true)
+    audited=$(grep -cE '"event":"(commit|reservation-used)"' "$TMP/audit.jsonl" 2>/dev/null || true)
     ((audited >= acks)) && break
     sleep 0.1
 done
 say "\$ prodhcpctl audit status"
 ctl audit status
-say "commit records in the file: $audited (perfdhcp saw $acks ACKs, the clients 3 more)"
+say "new-lease records (commit, reservation-used) in the file: $audited; perfdhcp saw $acks ACKs, the rest are the real clients"
 ((audited >= acks)) || die "the audit file has $audited commit records for $acks ACKs"
 say "\$ head -1 $TMP/audit.jsonl"
 head -1 "$TMP/audit.jsonl"
