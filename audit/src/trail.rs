@@ -49,8 +49,7 @@ use crate::state::AuditState;
 use crate::transport::Sender;
 use crate::{jsonl, rfc3339_ms};
 
-/// The audit reader's consumer slot in every change ring (syncd's is 0).
-pub const AUDIT_CONSUMER: usize = 1;
+pub use shm_layout::ring::AUDIT_CONSUMER;
 /// Most records read from one ring per [`Trail::ingest`] call.
 const RING_BATCH: u64 = 4096;
 /// Bytes of the spool entry prefix: the ring owner (1 byte) and the ring sequence (8).

@@ -139,6 +139,10 @@ const W_LAST_ROLE: usize = 19;
 const W_AUDIT_BLOCK: usize = 20;
 /// Most consumers a ring can have.
 pub const MAX_CONSUMERS: usize = 8;
+/// The consumer slot syncd reads every ring with.
+pub const SYNCD_CONSUMER: usize = 0;
+/// The consumer slot the audit process reads every ring with.
+pub const AUDIT_CONSUMER: usize = 1;
 const REGISTERED: u64 = 1 << 63;
 const EVICTED: u64 = 1 << 62;
 const CURSOR_MASK: u64 = EVICTED - 1;

@@ -77,10 +77,7 @@ pub use process::{run_process, ProcessError};
 
 use shm_layout::{ChangeRecord, Ring};
 
-/// Consumer slot used by syncd in every ring.
-pub const SYNCD_CONSUMER: usize = 0;
-/// Consumer slot reserved for the audit stream.
-pub const AUDIT_CONSUMER: usize = 1;
+pub use shm_layout::ring::SYNCD_CONSUMER;
 
 /// A registered consumer of one producer's ring.
 #[derive(Debug)]
