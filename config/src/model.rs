@@ -249,6 +249,16 @@ impl Config {
             .or_else(|| self.subnet_for_addr(giaddr))
     }
 
+    /// True when `other` keeps what a reload cannot change about the lease table and its rings:
+    /// the table file, the ring capacity and the number of workers (one ring each). The pool
+    /// layout itself may change on reload (issue 10): the supervisor changes the table's range
+    /// directory in place when the table has room (`shm_layout::Table::plan_layout`).
+    pub fn same_table_files(&self, other: &Config) -> bool {
+        self.table_file == other.table_file
+            && self.ring_capacity == other.ring_capacity
+            && self.effective_workers() == other.effective_workers()
+    }
+
     /// True when `other` differs from `self` only in things that need no change to the lease
     /// table file: options, lease times, reservations that leave the ranges and kinds of
     /// [`Config::table_layout`] unchanged, subnet order and networks, relays, interfaces, log level, timers, port. False when the table layout,

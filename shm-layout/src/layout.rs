@@ -66,6 +66,14 @@ pub(crate) mod hw {
     pub(crate) const INDEX_KEY1: usize = 41;
     /// Client index inserts that gave up (probe limit or CAS retries exhausted).
     pub(crate) const INDEX_GIVE_UPS: usize = 42;
+    /// Words 43–45: live pool changes (issue 10). Slots the regions are sized for (0 in a
+    /// table from before live changes: sized for exactly `SLOT_COUNT`), range directory entries
+    /// they are sized for (0: as many as fit the directory's pages), and the layout generation,
+    /// a seqlock over the range directory and the counts: odd while the supervisor changes
+    /// them, bumped by 2 per change. All zero in older tables, which read as before.
+    pub(crate) const SLOT_CAPACITY: usize = 43;
+    pub(crate) const RANGE_CAPACITY: usize = 44;
+    pub(crate) const LAYOUT_GEN: usize = 45;
 }
 
 /// One contiguous run of addresses that has slots.
@@ -183,13 +191,18 @@ impl LayoutSpec {
     }
 }
 
-/// Word offsets of every region, derived from the slot and range counts.
+/// Word offsets of every region, derived from the slot and range capacities, and the live
+/// slot and range counts (which grow, up to the capacities, with live pool changes).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Geometry {
-    /// Slots.
+    /// Slots in use (addresses of the range directory).
     pub slot_count: u64,
-    /// Ranges.
+    /// Range directory entries in use.
     pub range_count: u64,
+    /// Slots the regions are sized for (≥ `slot_count`).
+    pub slot_capacity: u64,
+    /// Range directory entries the directory is sized for (≥ `range_count`).
+    pub range_capacity: u64,
     /// Range directory (2 words per range).
     pub ranges_off: usize,
     /// Owner records.
@@ -217,11 +230,24 @@ fn page_round(words: usize) -> usize {
 }
 
 impl Geometry {
-    /// Computes the geometry for a table of `slot_count` slots and `range_count` ranges.
+    /// The geometry of a table sized for exactly `slot_count` slots and `range_count` ranges
+    /// (the directory rounded up to whole pages): every table from before live pool changes.
     pub fn new(slot_count: u64, range_count: u64) -> Geometry {
-        let slots = slot_count as usize;
+        let range_capacity = (page_round(range_count as usize * 2) / 2) as u64;
+        Geometry::with_capacity(slot_count, range_count, slot_count, range_capacity)
+    }
+
+    /// The geometry of a table whose regions are sized for `slot_capacity` slots and
+    /// `range_capacity` directory entries, of which `slot_count` and `range_count` are in use.
+    pub fn with_capacity(
+        slot_count: u64,
+        range_count: u64,
+        slot_capacity: u64,
+        range_capacity: u64,
+    ) -> Geometry {
+        let slots = slot_capacity as usize;
         let ranges_off = HEADER_WORDS;
-        let owners_off = ranges_off + page_round(range_count as usize * 2);
+        let owners_off = ranges_off + page_round(range_capacity as usize * 2);
         let slots_off = owners_off + MAX_OWNERS * OWNER_WORDS;
         let bitmap_off = slots_off + page_round(slots * crate::slot::SLOT_WORDS);
         let bitmap_words = slots.div_ceil(64);
@@ -232,6 +258,8 @@ impl Geometry {
         Geometry {
             slot_count,
             range_count,
+            slot_capacity,
+            range_capacity,
             ranges_off,
             owners_off,
             slots_off,
@@ -249,6 +277,21 @@ impl Geometry {
     pub fn file_bytes(&self) -> u64 {
         self.total_words as u64 * 8
     }
+}
+
+/// The capacity a new table gets for `spec`: room for live pool changes (issue 10) of a
+/// quarter of its addresses, at least 262,144 (four /16 pools), and as many directory entries
+/// again as it has, at least 4,096. Costs, per address of room, 64 bytes of slot, 16 of index
+/// and a bit of bitmap (a /8 table: about 335 MB more on disk); a change needing more than the room
+/// left takes a restart, which migrates to a new table with room again.
+pub fn default_capacity(spec: &LayoutSpec) -> (u64, u64) {
+    let slots = spec.slot_count();
+    let ranges = spec.ranges.len() as u64;
+    let slot_capacity = (slots + (slots / 4).max(1 << 18)).min(MAX_SLOTS).max(slots);
+    let range_capacity = (ranges + ranges.max(4096))
+        .min(MAX_RANGES as u64)
+        .max(ranges);
+    (slot_capacity, range_capacity)
 }
 
 #[cfg(test)]

@@ -21,7 +21,7 @@ pub mod slot;
 pub mod table;
 pub mod writer;
 
-pub use layout::{Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
+pub use layout::{default_capacity, Geometry, LayoutError, LayoutSpec, RangeSpec, LAYOUT_VERSION};
 pub use owner_process::{process_start_time, OwnerProcess};
 pub use ring::{
     ChangeReason, ChangeRecord, ConsumerEvicted, ConsumerInfo, ConsumerState, Gate,
@@ -31,8 +31,8 @@ pub use ring::{
 pub use scrub::{Scrub, ScrubCounts, ScrubPhase, ScrubStep};
 pub use slot::{ClientKey, KeyKind, LeaseState, SlotImage};
 pub use table::{
-    worker_owner, ApplyError, ApplyOutcome, ChangeContext, CheckReport, RangeEntry, ReadError,
-    Recovery, ReplicaContext, Table, TableOpenError, UpdateError, IMPORT_OWNER, SUPERVISOR_OWNER,
-    SYNCD_OWNER,
+    worker_owner, ApplyError, ApplyOutcome, ChangeContext, CheckReport, LayoutPlan, RangeEntry,
+    ReadError, Recovery, RelayoutError, ReplicaContext, Table, TableOpenError, UpdateError,
+    IMPORT_OWNER, SUPERVISOR_OWNER, SYNCD_OWNER,
 };
 pub use writer::Writer;

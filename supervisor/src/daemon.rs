@@ -436,7 +436,7 @@ impl Supervisor {
         let result = load_config(&self.config_path)
             .map_err(ReloadRefused::Config)
             .and_then(|(c, text)| {
-                if !self.config.same_table_layout(&c) {
+                if !self.config.same_table_files(&c) {
                     return Err(ReloadRefused::LayoutChanged);
                 }
                 if c.listen_port != self.config.listen_port
@@ -447,10 +447,18 @@ impl Supervisor {
                 if c.cluster != self.config.cluster {
                     return Err(ReloadRefused::ClusterChanged);
                 }
-                Ok((c, text))
+                let plan = self
+                    .table
+                    .plan_layout(&table_setup::table_spec(&c))
+                    .map_err(ReloadRefused::NoRoom)?;
+                Ok((c, text, plan))
             });
         match result {
-            Ok((config, text)) => {
+            Ok((config, text, plan)) => {
+                let relayout = !plan.is_empty();
+                if relayout {
+                    self.apply_layout(&plan);
+                }
                 let previous_text = std::mem::replace(&mut self.config_text, text);
                 let previous = std::mem::replace(&mut self.config, config);
                 leases::apply_reservations(
@@ -460,8 +468,18 @@ impl Supervisor {
                     &self.config,
                     Some(&previous),
                 );
-                if previous.audit != self.config.audit {
+                // The audit process and syncd hold the range directory as they read it at
+                // start: after a live pool change they start again (before any worker uses a
+                // new slot: the workers re-read the directory when the configuration below
+                // reaches them). syncd is stopped and restarted by the usual path (its death
+                // closes the gate until it reports the role again; its hello carries the new
+                // layout fingerprint, which the peer must share).
+                if previous.audit != self.config.audit || (relayout && self.audit.is_some()) {
                     self.restart_audit_for_reload();
+                }
+                if relayout && self.syncd.is_some() {
+                    info!("pool layout changed: restarting syncd with the new layout fingerprint");
+                    self.stop_syncd();
                 }
                 let sent = self.send_config_to_workers();
                 // A reload that supersedes a pending one falls back to what ran before both.
@@ -496,6 +514,25 @@ impl Supervisor {
                 };
             }
         }
+    }
+
+    /// Changes the table's range directory live (issue 10): new addresses get slots after the
+    /// last one, addresses that leave every pool keep their slots and leases but are no longer
+    /// offered. Workers re-read the directory when they apply the configuration sent next.
+    fn apply_layout(&mut self, plan: &shm_layout::LayoutPlan) {
+        let t0 = Instant::now();
+        let busy = self.table.apply_layout(plan, SUPERVISOR_OWNER);
+        info!(
+            added = plan.added,
+            into_pool = plan.into_pool,
+            out_of_pool = plan.out_of_pool,
+            retired = plan.retired,
+            slots = self.table.slot_count(),
+            capacity = self.table.geometry().slot_capacity,
+            busy_slots_left_to_scrub = busy,
+            us = t0.elapsed().as_micros() as u64,
+            "pool layout changed live: no lease moved"
+        );
     }
 
     /// Sends the current configuration text to every worker that has a channel; returns the
@@ -562,6 +599,13 @@ impl Supervisor {
                 warn!(generation, error = %why, "reload failed; putting the previous configuration back");
                 self.reload_track = None;
                 if let Some((config, text)) = self.reload_previous.take() {
+                    match self.table.plan_layout(&table_setup::table_spec(&config)) {
+                        Ok(plan) if !plan.is_empty() => self.apply_layout(&plan),
+                        Ok(_) => {}
+                        Err(e) => {
+                            warn!(error = %e, "the previous pool layout cannot be put back; the table keeps the new one")
+                        }
+                    }
                     let failed = std::mem::replace(&mut self.config, config);
                     self.config_text = text;
                     leases::apply_reservations(

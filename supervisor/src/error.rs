@@ -143,8 +143,11 @@ pub enum ReloadRefused {
     #[error(transparent)]
     Config(StartError),
     /// The new configuration changes what only a restart can change.
-    #[error("the new configuration changes the pool layout, the table file, the ring capacity or the number of workers; that needs a restart (the lease table is migrated at start)")]
+    #[error("the new configuration changes the table file, the ring capacity or the number of workers; that needs a restart")]
     LayoutChanged,
+    /// The pool layout change does not fit the room the lease table was created with.
+    #[error("the pool layout change cannot be made live: {0}")]
+    NoRoom(shm_layout::RelayoutError),
     /// The new configuration moves the listening port or the control socket.
     #[error("listen_port and control_socket cannot change on reload; restart instead")]
     ListenerChanged,

@@ -161,7 +161,18 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 CHANNEL => loop {
                     match reader.poll(&mut channel)? {
                         ReadOutcome::Frame(FrameKind::Config, text) => {
-                            let reply = match parse_config(&text) {
+                            let reply = match parse_config(&text).and_then(|c| {
+                                // A live pool change (issue 10): the supervisor changed the
+                                // table's directory before sending this configuration.
+                                engine.refresh_layout()?;
+                                if engine.table().serves(&table_spec(&c)) {
+                                    Ok(c)
+                                } else {
+                                    Err("the lease table does not hold this configuration's \
+                                         pool layout"
+                                        .to_string())
+                                }
+                            }) {
                                 Ok(c) => {
                                     durability = c.durability;
                                     held.set_max(c.max_held_replies as usize);

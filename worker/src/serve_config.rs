@@ -13,8 +13,21 @@ use shm_layout::{ClientKey, Table};
 pub struct ServeSubnet {
     /// The configured subnet.
     pub subnet: Subnet,
-    /// Slots of this subnet's addresses in the table.
-    pub span: Range<u32>,
+    /// Slots of this subnet's addresses in the table, in address order: one run, or more
+    /// when live pool changes added some of its addresses after others ([`Table::slot_spans`]).
+    pub spans: Vec<Range<u32>>,
+}
+
+impl ServeSubnet {
+    /// Whether `slot` holds one of this subnet's addresses.
+    pub fn contains_slot(&self, slot: u32) -> bool {
+        self.spans.iter().any(|s| s.contains(&slot))
+    }
+
+    /// Slots of this subnet's addresses.
+    pub fn slot_total(&self) -> u64 {
+        self.spans.iter().map(|s| u64::from(s.end - s.start)).sum()
+    }
 }
 
 /// A reservation as the engine looks it up.
@@ -108,7 +121,7 @@ impl ServeConfig {
             .subnets
             .iter()
             .map(|s| ServeSubnet {
-                span: table.slot_span(
+                spans: table.slot_spans(
                     u32::from(s.network.network()),
                     u32::from(s.network.broadcast()),
                 ),

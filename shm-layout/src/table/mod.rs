@@ -42,6 +42,7 @@ mod check;
 mod index;
 mod open;
 mod recover;
+mod relayout;
 mod replica;
 #[cfg(test)]
 mod testing;
@@ -60,6 +61,7 @@ pub use check::CheckReport;
 pub(crate) use index::{home, next, tag_of, MAX_PROBE, TOMBSTONE};
 pub use open::{boot_id, TableOpenError};
 pub use recover::Recovery;
+pub use relayout::{LayoutPlan, RelayoutError};
 pub use replica::{replica_wins, ApplyError, ApplyOutcome, ReplicaContext};
 pub use write::{ChangeContext, UpdateError};
 pub(crate) use write::{INTENT_ACTIVE, INTENT_NEW, INTENT_OLD, INTENT_SEQ};
@@ -107,8 +109,13 @@ pub struct Table {
     file: File,
     path: PathBuf,
     geo: Geometry,
+    /// The range directory sorted by address.
     ranges: Vec<RangeEntry>,
+    /// The range directory in slot order (as in the file).
+    by_slot: Vec<RangeEntry>,
     fingerprint: u64,
+    /// The layout generation the cached directory was read at ([`Table::refresh_layout`]).
+    layout_gen: u64,
     /// SipHash key of the client index (`None`: a table from before keys, hashed unkeyed).
     index_key: Option<(u64, u64)>,
 }
@@ -164,9 +171,15 @@ impl Table {
 
     fn range_of_slot(&self, slot: u32) -> Option<&RangeEntry> {
         let i = self
-            .ranges
+            .by_slot
             .partition_point(|r| u64::from(r.base) + r.spec.len() <= u64::from(slot));
-        self.ranges.get(i).filter(|r| slot >= r.base)
+        self.by_slot.get(i).filter(|r| slot >= r.base)
+    }
+
+    /// The range directory in slot order (as in the file: ranges added by live pool changes
+    /// come last).
+    pub fn ranges_by_slot(&self) -> &[RangeEntry] {
+        &self.by_slot
     }
 
     /// The address (host order) of a slot.
@@ -180,7 +193,29 @@ impl Table {
         self.range_of_slot(slot).is_some_and(|r| r.spec.in_pool)
     }
 
-    /// The slot span covering the addresses `first..=last` (e.g. a subnet), if any slot lies in it.
+    /// The slot spans holding the addresses `first..=last` (e.g. a subnet), in address order,
+    /// runs that follow each other in slot order merged: one span unless live pool changes
+    /// added some of these addresses after others.
+    pub fn slot_spans(&self, first: u32, last: u32) -> Vec<Range<u32>> {
+        let lo = self.ranges.partition_point(|r| r.spec.last < first);
+        let mut spans: Vec<Range<u32>> = Vec::new();
+        for r in self.ranges[lo..]
+            .iter()
+            .take_while(|r| r.spec.first <= last)
+        {
+            let start = r.base + first.saturating_sub(r.spec.first);
+            let end = r.base + (last.min(r.spec.last) - r.spec.first) + 1;
+            match spans.last_mut() {
+                Some(prev) if prev.end == start => prev.end = end,
+                _ => spans.push(start..end),
+            }
+        }
+        spans
+    }
+
+    /// The slot span covering the addresses `first..=last` (e.g. a subnet), if any slot lies
+    /// in it: from the slot of its first address with a slot to the slot after its last. Only
+    /// meaningful while those addresses are one run of slots (see [`Table::slot_spans`]).
     pub fn slot_span(&self, first: u32, last: u32) -> Range<u32> {
         let lo = self.ranges.partition_point(|r| r.spec.last < first);
         let hi = self.ranges.partition_point(|r| r.spec.first <= last);

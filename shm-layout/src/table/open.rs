@@ -75,9 +75,26 @@ pub fn boot_id() -> (u64, u64) {
 
 impl Table {
     /// Creates a new table file for `spec` at `path` (atomically: built under a temporary name
-    /// and renamed). Fails if `path` exists.
+    /// and renamed), sized for exactly its addresses: no room for live pool changes. Fails if
+    /// `path` exists.
     pub fn create(path: &Path, spec: &LayoutSpec) -> Result<Table, TableOpenError> {
+        let range_capacity =
+            Geometry::new(spec.slot_count(), spec.ranges.len() as u64).range_capacity;
+        Table::create_with_capacity(path, spec, spec.slot_count(), range_capacity)
+    }
+
+    /// Creates a new table file for `spec` at `path` with room for live pool changes: regions
+    /// sized for `slot_capacity` slots and `range_capacity` directory entries (see
+    /// [`crate::layout::default_capacity`]). Fails if `path` exists.
+    pub fn create_with_capacity(
+        path: &Path,
+        spec: &LayoutSpec,
+        slot_capacity: u64,
+        range_capacity: u64,
+    ) -> Result<Table, TableOpenError> {
         spec.validate()?;
+        let slot_capacity = slot_capacity.clamp(spec.slot_count(), MAX_SLOTS);
+        let range_capacity = range_capacity.clamp(spec.ranges.len() as u64, MAX_RANGES as u64);
         let io_err = |source| TableOpenError::Io {
             path: path.to_path_buf(),
             source,
@@ -90,7 +107,12 @@ impl Table {
         }
         let tmp = path.with_extension("new");
         let _ = std::fs::remove_file(&tmp);
-        let geo = Geometry::new(spec.slot_count(), spec.ranges.len() as u64);
+        let geo = Geometry::with_capacity(
+            spec.slot_count(),
+            spec.ranges.len() as u64,
+            slot_capacity,
+            range_capacity,
+        );
         {
             let file = OpenOptions::new()
                 .read(true)
@@ -115,6 +137,8 @@ impl Table {
             put(hw::SLOT_COUNT, geo.slot_count);
             put(hw::RANGE_COUNT, geo.range_count);
             put(hw::INDEX_CAPACITY, geo.index_capacity as u64);
+            put(hw::SLOT_CAPACITY, geo.slot_capacity);
+            put(hw::RANGE_CAPACITY, geo.range_capacity);
             put(hw::CREATED, now_secs());
             put(hw::CLEAN, 1);
             put(hw::EPOCH, 1);
@@ -222,7 +246,25 @@ impl Table {
         if range_count > MAX_RANGES as u64 {
             return Err(corrupt(format!("implausible range count {range_count}")));
         }
-        let geo = Geometry::new(slot_count, range_count);
+        let geo = match (get(hw::SLOT_CAPACITY), get(hw::RANGE_CAPACITY)) {
+            (0, 0) => Geometry::new(slot_count, range_count),
+            (sc, rc)
+                if sc >= slot_count
+                    && sc <= MAX_SLOTS
+                    && rc >= range_count
+                    && rc <= MAX_RANGES as u64 =>
+            {
+                Geometry::with_capacity(slot_count, range_count, sc, rc)
+            }
+            (sc, rc) => {
+                return Err(corrupt(format!(
+                    "implausible capacity {sc} slots / {rc} ranges for {slot_count} / {range_count}"
+                )))
+            }
+        };
+        if range_count > geo.range_capacity {
+            return Err(corrupt(format!("implausible range count {range_count}")));
+        }
         if get(hw::INDEX_CAPACITY) != geo.index_capacity as u64
             || get(hw::FILE_BYTES) != geo.file_bytes()
         {
@@ -245,63 +287,27 @@ impl Table {
         drop(header);
         let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
         let w = map.words();
-        let mut ranges = Vec::with_capacity(range_count as usize);
-        let mut expect_base = 0u64;
-        for i in 0..range_count as usize {
-            let a = w[geo.ranges_off + 2 * i].load(Ordering::Relaxed);
-            let b = w[geo.ranges_off + 2 * i + 1].load(Ordering::Relaxed);
-            let spec = RangeSpec {
-                first: a as u32,
-                last: (a >> 32) as u32,
-                in_pool: b >> 63 == 1,
-            };
-            let base = b & !(1 << 63);
-            if spec.last < spec.first
-                || base != expect_base
-                || ranges
-                    .last()
-                    .is_some_and(|p: &RangeEntry| p.spec.last >= spec.first)
-            {
-                return Err(corrupt(format!(
-                    "range directory entry {i} is inconsistent"
-                )));
-            }
-            expect_base += spec.len();
-            ranges.push(RangeEntry {
-                spec,
-                base: base as u32,
-            });
-        }
-        if expect_base != slot_count {
-            return Err(corrupt(
-                "range directory does not add up to the slot count".into(),
-            ));
-        }
-        let computed = LayoutSpec {
-            ranges: ranges.iter().map(|r| r.spec).collect(),
-        }
-        .fingerprint();
-        if computed != fingerprint {
-            return Err(corrupt(
-                "fingerprint does not match the range directory".into(),
-            ));
-        }
+        let (by_slot, ranges) = read_directory(w, &geo, fingerprint).map_err(corrupt)?;
+        let layout_gen = get_gen(w);
         Ok(Table {
             map,
             file,
             path: path.to_path_buf(),
             geo,
             ranges,
+            by_slot,
             fingerprint,
             index_key,
+            layout_gen,
         })
     }
 
-    /// Opens `path` and checks that it was built for `spec`.
+    /// Opens `path` and checks that it serves `spec` as it is ([`Table::serves`]: every
+    /// address of `spec` has a slot with the same pool flag; retired addresses may have more).
     pub fn open_for(path: &Path, spec: &LayoutSpec) -> Result<Table, TableOpenError> {
         let t = Table::open(path)?;
         let expected = spec.fingerprint();
-        if t.fingerprint != expected {
+        if !t.serves(spec) {
             return Err(TableOpenError::LayoutMismatch {
                 path: path.to_path_buf(),
                 found: t.fingerprint,
@@ -365,6 +371,61 @@ impl Table {
     pub fn flush(&self) -> io::Result<()> {
         self.map.flush()
     }
+}
+
+/// The layout generation word (even when no change is under way).
+fn get_gen(w: &[std::sync::atomic::AtomicU64]) -> u64 {
+    w[hw::LAYOUT_GEN].load(Ordering::Acquire)
+}
+
+/// Reads and checks the range directory of `geo.range_count` entries: bases run on in
+/// directory order from 0 to `geo.slot_count` (ranges added by live pool changes come last,
+/// so the directory is in slot order, not address order), addresses never overlap, and the
+/// fingerprint over the entries is `fingerprint`. Returns the entries in slot order and
+/// sorted by address.
+pub(super) fn read_directory(
+    w: &[std::sync::atomic::AtomicU64],
+    geo: &Geometry,
+    fingerprint: u64,
+) -> Result<(Vec<RangeEntry>, Vec<RangeEntry>), String> {
+    let mut by_slot = Vec::with_capacity(geo.range_count as usize);
+    let mut expect_base = 0u64;
+    for i in 0..geo.range_count as usize {
+        let a = w[geo.ranges_off + 2 * i].load(Ordering::Relaxed);
+        let b = w[geo.ranges_off + 2 * i + 1].load(Ordering::Relaxed);
+        let spec = RangeSpec {
+            first: a as u32,
+            last: (a >> 32) as u32,
+            in_pool: b >> 63 == 1,
+        };
+        let base = b & !(1 << 63);
+        if spec.last < spec.first || base != expect_base {
+            return Err(format!("range directory entry {i} is inconsistent"));
+        }
+        expect_base += spec.len();
+        by_slot.push(RangeEntry {
+            spec,
+            base: base as u32,
+        });
+    }
+    if expect_base != geo.slot_count {
+        return Err("range directory does not add up to the slot count".into());
+    }
+    let computed = LayoutSpec {
+        ranges: by_slot.iter().map(|r| r.spec).collect(),
+    }
+    .fingerprint();
+    if computed != fingerprint {
+        return Err("fingerprint does not match the range directory".into());
+    }
+    let mut ranges = by_slot.clone();
+    ranges.sort_unstable_by_key(|r| r.spec.first);
+    if let Some(i) = (1..ranges.len()).find(|&i| ranges[i - 1].spec.last >= ranges[i].spec.first) {
+        return Err(format!(
+            "range directory entries overlap at address range {i}"
+        ));
+    }
+    Ok((by_slot, ranges))
 }
 
 /// A random SipHash key for a new table's client index (never all zero: that marks a table

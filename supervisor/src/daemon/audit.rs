@@ -262,7 +262,7 @@ impl Supervisor {
                 self.spawn_audit();
             }
             (true, _) => {
-                info!("the audit section changed: restarting the audit process");
+                info!("the audit section or the pool layout changed: restarting the audit process");
                 self.stop_audit();
                 let deadline = Instant::now() + super::STOP_GRACE;
                 self.wait_audit(deadline);

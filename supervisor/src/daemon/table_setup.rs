@@ -127,20 +127,43 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), StartError> {
     let path = &config.table_file;
     let spec = table_spec(config);
     let t0 = Instant::now();
-    let table = match Table::open_for(path, &spec) {
-        Ok(t) => t,
+    let table = match Table::open(path) {
+        Ok(t) if t.serves(&spec) => t,
+        Ok(mut t) => match t.plan_layout(&spec) {
+            // The table has room for the change: made in place, no lease moves.
+            Ok(plan) => {
+                lock_with_retry(&t)?;
+                crate::owners::end_live_writers(&t).map_err(StartError::LiveWriter)?;
+                let busy = t.apply_layout(&plan, SUPERVISOR_OWNER);
+                info!(
+                    added = plan.added,
+                    into_pool = plan.into_pool,
+                    out_of_pool = plan.out_of_pool,
+                    retired = plan.retired,
+                    busy_slots_left_to_scrub = busy,
+                    ms = t0.elapsed().as_millis() as u64,
+                    "pool layout changed: table directory updated in place, no lease moved"
+                );
+                t
+            }
+            Err(e) => {
+                warn!(error = %e, "pool layout change does not fit the table: migrating");
+                drop(t);
+                migrate(config, &spec)?
+            }
+        },
         Err(TableOpenError::Io { source, .. }) if source.kind() == io::ErrorKind::NotFound => {
-            let t = Table::create(path, &spec)?;
+            let t = create_with_room(path, &spec)?;
             info!(
                 path = %path.display(),
                 slots = t.slot_count(),
+                capacity = t.geometry().slot_capacity,
                 bytes = t.geometry().file_bytes(),
                 ms = t0.elapsed().as_millis() as u64,
                 "created lease table"
             );
             t
         }
-        Err(TableOpenError::LayoutMismatch { .. }) => migrate(config, &spec)?,
         Err(e) => return Err(e.into()),
     };
     lock_with_retry(&table)?;
@@ -174,7 +197,7 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Star
     crate::owners::end_live_writers(&old).map_err(StartError::LiveWriter)?;
     let tmp = with_suffix(path, ".migrating");
     let _ = std::fs::remove_file(&tmp);
-    let new = Table::create(&tmp, spec)?;
+    let new = create_with_room(&tmp, spec)?;
     let ring = Ring::open_or_create(
         &config.ring_file(SUPERVISOR_OWNER),
         SUPERVISOR_OWNER,
@@ -225,6 +248,12 @@ fn migrate(config: &Config, spec: &shm_layout::LayoutSpec) -> Result<Table, Star
     warn!(kept, dropped, previous = %prev.display(), "pool layout changed: migrated the lease table");
     drop(old);
     Ok(Table::open_for(path, spec)?)
+}
+
+/// A new table for `spec` with room for live pool changes (`shm_layout::default_capacity`).
+fn create_with_room(path: &Path, spec: &LayoutSpec) -> Result<Table, TableOpenError> {
+    let (slots, ranges) = shm_layout::default_capacity(spec);
+    Table::create_with_capacity(path, spec, slots, ranges)
 }
 
 /// `path` with `suffix` appended to its file name (`leases.table` → `leases.table.prev`).

@@ -61,12 +61,15 @@ impl Engine {
                 return false;
             }
         }
+        // An address in a pool or reserved; not one a live pool change took out of every pool
+        // (its slot and lease stay until the lease ends, but it is not renewed or offered).
+        let served = self.table.slot_in_pool(slot) || self.cfg.reserved_addrs.contains_key(&addr);
         match cur.state {
-            LeaseState::Leased | LeaseState::Offered => mine || u64::from(cur.expires) <= now,
-            LeaseState::Reserved => mine || self.cfg.reserved_addrs.contains_key(&addr),
-            LeaseState::Free | LeaseState::Released | LeaseState::Expired => {
-                mine || self.table.slot_in_pool(slot) || self.cfg.reserved_addrs.contains_key(&addr)
+            LeaseState::Leased | LeaseState::Offered => {
+                served && (mine || u64::from(cur.expires) <= now)
             }
+            LeaseState::Reserved => mine || self.cfg.reserved_addrs.contains_key(&addr),
+            LeaseState::Free | LeaseState::Released | LeaseState::Expired => served,
             LeaseState::Declined | LeaseState::Abandoned => false,
         }
     }
@@ -79,8 +82,7 @@ impl Engine {
         subnet: usize,
         now: u64,
     ) -> Result<(u32, SlotImage), Counter> {
-        let span = self.cfg.subnets[subnet].span.clone();
-        self.offer_span = span.clone();
+        self.offer_subnet = Some(subnet);
         let hold = now + u64::from(self.cfg.config.offer_hold);
         // 1. A reservation.
         let reserved = self.reservation_of(c);
@@ -103,7 +105,7 @@ impl Engine {
             let Some((slot, cur)) = self.table.find_client(&c.key) else {
                 break;
             };
-            if !span.contains(&slot) {
+            if !self.cfg.subnets[subnet].contains_slot(slot) {
                 break;
             }
             if !self.may_change(slot, c) {
@@ -132,7 +134,7 @@ impl Engine {
         if let Some(slot) = req
             .requested_ip
             .and_then(|a| self.table.slot_of_addr(u32::from(a)))
-            .filter(|s| span.contains(s) && self.table.is_free(*s))
+            .filter(|s| self.cfg.subnets[subnet].contains_slot(*s) && self.table.is_free(*s))
         {
             if let Ok(cur) = self.read(slot) {
                 if self.usable_by(slot, &cur, c, now) {
@@ -150,6 +152,38 @@ impl Engine {
         //    scan finds only such addresses (bound reached, wrapped or ran dry), it takes the
         //    least recently freed of those it passed over. Cost: at most RECENT_SKIPS more slot
         //    reads per DISCOVER, never a scan.
+        //    A subnet whose addresses lie in several runs of slots (live pool changes) is
+        //    scanned run by run, from the run holding the cursor.
+        let runs = self.cfg.subnets[subnet].spans.len();
+        let cursor = self.cursors[subnet];
+        let at = self.cfg.subnets[subnet]
+            .spans
+            .iter()
+            .position(|r| r.contains(&cursor))
+            .unwrap_or(0);
+        for i in 0..runs {
+            let span = self.cfg.subnets[subnet].spans[(at + i) % runs].clone();
+            let start = if i == 0 { cursor } else { span.start };
+            match self.scan_span(req, c, subnet, span, start, hold, now) {
+                Err(Counter::DropPoolExhausted) => continue,
+                other => return other,
+            }
+        }
+        Err(Counter::DropPoolExhausted)
+    }
+
+    /// Step 4 of [`Engine::choose_for_discover`] within one run of the subnet's slots.
+    #[allow(clippy::too_many_arguments)]
+    fn scan_span(
+        &mut self,
+        req: &Request<'_>,
+        c: &Client,
+        subnet: usize,
+        span: std::ops::Range<u32>,
+        cursor: u32,
+        hold: u64,
+        now: u64,
+    ) -> Result<(u32, SlotImage), Counter> {
         const RECENTLY_FREED_SECS: u64 = 3600;
         const RECENT_SKIPS: usize = 8;
         let recently_freed = |cur: &SlotImage| {
@@ -160,7 +194,7 @@ impl Engine {
         let share = self.share();
         let mut share_skips = 0;
         let mut first_foreign = None;
-        let mut start = self.cursors[subnet];
+        let mut start = cursor;
         let mut passed_over: Option<(u32, SlotImage)> = None; // the least recently freed
         let mut first_passed = None;
         let mut skips = 0;
@@ -249,7 +283,10 @@ impl Engine {
         // Second line of defence: whatever found the candidate (reservation, index, bitmap
         // scan), it must be one of this subnet's slots, or the client would be offered another
         // network's address with this network's mask and router.
-        if !self.offer_span.contains(&slot) {
+        if !self
+            .offer_subnet
+            .is_some_and(|s| self.cfg.subnets[s].contains_slot(slot))
+        {
             self.outside_span_hits += 1;
             return Err(Counter::DropOutsideSpan);
         }

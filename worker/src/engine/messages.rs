@@ -145,7 +145,6 @@ impl Engine {
         let subnet = self.select_subnet(req, inc)?;
         let served = &self.cfg.subnets[subnet];
         let authoritative = served.subnet.authoritative;
-        let span = served.span.clone();
         let lease_time = u64::from(served.subnet.lease_time);
         // A client with a reservation elsewhere in this subnet is moved to it; the dynamic
         // lease it asks for is given back.
@@ -165,7 +164,7 @@ impl Engine {
         let slot = self
             .table
             .slot_of_addr(u32::from(addr))
-            .filter(|s| span.contains(s));
+            .filter(|s| self.cfg.subnets[subnet].contains_slot(*s));
         let cur = match slot {
             Some(s) => Some(self.read(s)?),
             None => None,
@@ -203,10 +202,9 @@ impl Engine {
                 }
             }
             _ => {
-                let binding = self
-                    .table
-                    .find_client(&c.key)
-                    .filter(|(s, img)| span.contains(s) && is_live(img, now));
+                let binding = self.table.find_client(&c.key).filter(|(s, img)| {
+                    self.cfg.subnets[subnet].contains_slot(*s) && is_live(img, now)
+                });
                 match (slot, cur) {
                     // The client is bound to another address here: two addresses for one
                     // client would follow from an ACK.

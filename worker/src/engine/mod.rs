@@ -96,13 +96,15 @@ pub struct Engine {
     cursors: Vec<u32>,
     sweep_span: std::ops::Range<u32>,
     sweep_pos: u32,
+    /// This worker's number and the worker count, which split the table for the sweeper.
+    sweep_worker: (u64, u64),
     /// Lease time (wall clock corrected for steps); see [`crate::clock`].
     clock: LeaseClock,
     /// The clock's reading for the packet or sweep step being handled, ms.
     now_ms: i64,
-    /// Slot span of the subnet the current DISCOVER allocates in (checked by `offer_slot`).
-    offer_span: std::ops::Range<u32>,
-    /// Candidates outside `offer_span` refused during the current DISCOVER.
+    /// The subnet the current DISCOVER allocates in, whose slots `offer_slot` insists on.
+    offer_subnet: Option<usize>,
+    /// Candidates outside `offer_subnet`'s slots refused during the current DISCOVER.
     outside_span_hits: u32,
     /// The gate as read at the start of the current receive batch ([`Engine::refresh_gate`]).
     gate: Gate,
@@ -139,6 +141,12 @@ fn relay_context(
         &mut buf,
     );
     (buf, n)
+}
+
+/// Worker `w`'s share of `slots` slots for the expiry sweeper (of `workers`).
+fn sweep_share(slots: u32, w: u64, workers: u64) -> std::ops::Range<u32> {
+    let n = u64::from(slots);
+    (n * w / workers) as u32..(n * (w + 1) / workers) as u32
 }
 
 /// Whether `img` is a binding that still holds its address (a live lease or offer).
@@ -183,16 +191,18 @@ impl Engine {
             .read(ring.head())
             .map_or(0, |r| i64::try_from(r.time_ms).unwrap_or(i64::MAX));
         let clock = LeaseClock::new(time, floor_ms);
-        let n = table.slot_count() as u64;
         let workers = workers.max(1) as u64;
         let w = (worker as u64).min(workers - 1);
-        let sweep_span = (n * w / workers) as u32..(n * (w + 1) / workers) as u32;
+        let sweep_span = sweep_share(table.slot_count(), w, workers);
         let cursors = cfg
             .subnets
             .iter()
-            .map(|s| {
-                let len = u64::from(s.span.end - s.span.start);
-                s.span.start + (len * w / workers) as u32
+            .map(|s| match s.spans.first() {
+                Some(first) => {
+                    let len = u64::from(first.end - first.start);
+                    first.start + (len * w / workers) as u32
+                }
+                None => 0,
             })
             .collect();
         Engine {
@@ -203,9 +213,10 @@ impl Engine {
             cursors,
             sweep_pos: sweep_span.start,
             sweep_span,
+            sweep_worker: (w, workers),
             clock,
             now_ms: 0,
-            offer_span: 0..0,
+            offer_subnet: None,
             outside_span_hits: 0,
             gate: Gate::Open,
             #[cfg(test)]
@@ -229,12 +240,27 @@ impl Engine {
         self.clock.offset_ms()
     }
 
-    /// Swaps in a new configuration (same table layout).
+    /// Re-reads the table's range directory if the supervisor changed it (a live pool change,
+    /// issue 10), and the sweeper's share of the table with it. Called before building the
+    /// [`ServeConfig`] of a new configuration. Returns whether it changed.
+    pub fn refresh_layout(&mut self) -> Result<bool, String> {
+        let changed = self.table.refresh_layout()?;
+        if changed {
+            let (w, workers) = self.sweep_worker;
+            self.sweep_span = sweep_share(self.table.slot_count(), w, workers);
+            if !self.sweep_span.contains(&self.sweep_pos) {
+                self.sweep_pos = self.sweep_span.start;
+            }
+        }
+        Ok(changed)
+    }
+
+    /// Swaps in a new configuration (built against the table as it is now).
     pub fn reconfigure(&mut self, cfg: ServeConfig) {
         self.cursors.resize(cfg.subnets.len(), 0);
         for (c, s) in self.cursors.iter_mut().zip(&cfg.subnets) {
-            if !s.span.contains(c) {
-                *c = s.span.start;
+            if !s.contains_slot(*c) {
+                *c = s.spans.first().map_or(0, |r| r.start);
             }
         }
         self.cfg = cfg;

@@ -96,7 +96,7 @@ const ADJACENT: &str = r#"(
 #[test]
 fn a_full_subnet_never_offers_the_next_subnets_address() {
     let mut f = fixture_from(ADJACENT, None);
-    let span = f.engine.cfg.subnets[0].span.clone();
+    let span = f.engine.cfg.subnets[0].spans[0].clone();
     assert_eq!(span, 0..101);
     // Fill the first subnet, and the second one's slots 101..128 (the rest of the bitmap
     // word that holds slot 100), so the next free bit after the first span is slot 128.
@@ -134,7 +134,7 @@ fn a_candidate_outside_the_subnet_span_is_refused_and_counted() {
     let req_bytes = packet(1, 1, RELAY, NONE, &[]);
     let req = codec::decode(&req_bytes).unwrap();
     let c = Engine::client(&req);
-    f.engine.offer_span = 0..101;
+    f.engine.offer_subnet = Some(0);
     let cur = f.engine.table().read(150).unwrap();
     assert_eq!(
         f.engine
