@@ -71,18 +71,19 @@ pub fn pool_stats(table: &Table, config: &Config) -> Vec<PoolStats> {
     let mut out = Vec::new();
     for s in &config.subnets {
         for p in &s.pools {
-            let span = table.slot_span(u32::from(p.first), u32::from(p.last));
+            // One run of slots, or several when live pool changes grew the pool.
+            let spans = table.slot_spans(u32::from(p.first), u32::from(p.last));
             let mut st = PoolStats {
                 first: p.first,
                 last: p.last,
                 size: p.len(),
-                free: table.count_free(span.clone()),
+                free: spans.iter().map(|r| table.count_free(r.clone())).sum(),
                 offered: 0,
                 leased: 0,
                 declined: 0,
                 reserved: 0,
             };
-            for slot in span {
+            for slot in spans.into_iter().flatten() {
                 match table.read(slot).map(|i| i.state) {
                     Ok(LeaseState::Offered) => st.offered += 1,
                     Ok(LeaseState::Leased) => st.leased += 1,

@@ -5,7 +5,8 @@
 //!   naming the table, and leaves the file as it found it;
 //! - D3 bit flips in leased slots: the daemon starts normally, never hands the corrupted
 //!   addresses to anybody, and the sweeper marks them `abandoned`;
-//! - a pool layout change is migrated at start (`<table>.prev` kept, every lease carried over)
+//! - a pool layout change at start is made in place when the table has room, else migrated
+//!   (`<table>.prev` kept); every lease carried over either way
 //!   and refused on SIGHUP.
 //!
 //! Faults are injected after a clean stop, straight into the file.
@@ -426,7 +427,7 @@ fn lease_key(l: &Value) -> String {
 }
 
 #[test]
-fn pool_layout_change_is_migrated_at_start_and_keeps_every_lease() {
+fn pool_layout_change_at_start_is_made_in_place_or_migrated_and_keeps_every_lease() {
     if !preflight("table_migrate", &[]) {
         return;
     }
@@ -450,24 +451,49 @@ fn pool_layout_change_is_migrated_at_start_and_keeps_every_lease() {
     };
     assert_eq!(before.len(), 6, "{before:?}");
 
-    // Bigger pools: a longer first range and a second one.
+    // Bigger pools: a longer first range and a second one. The table was created with room
+    // for them: the restart changes its directory in place (no migration, no lease moves).
     let big = relay_config(
         t.lab.dir(),
         &["198.18.1.100-198.18.1.179", "198.18.1.200-198.18.1.219"],
     );
+    let table = table_path(&big);
+    let prev = PathBuf::from(format!("{}.prev", table.display()));
     let d = Daemon::start(&t.lab, &t.srv, &big);
+    let log = d.process().stderr();
+    assert!(
+        log.contains("updated in place") && !log.contains("migrated"),
+        "the table should be changed in place, not migrated:\n{log}"
+    );
+    assert!(!prev.exists(), "no migration, so no {}", prev.display());
+    let mut grown: Vec<String> = d.export().iter().map(lease_key).collect();
+    grown.sort();
+    assert_eq!(before, grown, "leases changed when the table grew");
+    let st = d.status();
+    assert_eq!(st["table"]["slots"].as_u64(), Some(80 + 20), "{st}");
+    assert_eq!(
+        d.stats()["pools"].as_array().map(Vec::len),
+        Some(2),
+        "stats should list both pools"
+    );
+    assert!(d.stop().is_some_and(|s| s.success()), "no clean stop");
+
+    // A change beyond the table's room (a /13 more: 524,286 addresses) is migrated to a new
+    // table at start, the old file kept.
+    let mut huge = big.clone();
+    huge.subnets
+        .push(SubnetConfig::new("10.0.0.0/13", "10.0.0.1-10.7.255.254"));
+    let d = Daemon::start(&t.lab, &t.srv, &huge);
     let log = d.process().stderr();
     assert!(
         log.contains("migrated"),
         "the log does not say the table was migrated:\n{log}"
     );
-    let table = table_path(&big);
-    let prev = PathBuf::from(format!("{}.prev", table.display()));
     assert!(
         prev.is_file(),
         "{} does not exist after the migration (state dir holds {:?})",
         prev.display(),
-        fs::read_dir(&big.state_dir)
+        fs::read_dir(&huge.state_dir)
             .map(|r| r
                 .filter_map(|e| e.ok().map(|e| e.file_name()))
                 .collect::<Vec<_>>())
@@ -477,7 +503,7 @@ fn pool_layout_change_is_migrated_at_start_and_keeps_every_lease() {
         .unwrap_or_else(|e| panic!("{} is not a usable table: {e}", prev.display()));
     assert_eq!(
         old_table.slot_count(),
-        20,
+        100,
         "the kept table is not the old one"
     );
     drop(old_table);
@@ -485,13 +511,17 @@ fn pool_layout_change_is_migrated_at_start_and_keeps_every_lease() {
     after.sort();
     assert_eq!(before, after, "leases changed in the migration");
     let st = d.status();
-    assert_eq!(st["table"]["slots"].as_u64(), Some(80 + 20), "{st}");
+    assert_eq!(
+        st["table"]["slots"].as_u64(),
+        Some(80 + 20 + 524_286),
+        "{st}"
+    );
     // Statistics follow the new layout.
     let pools = d.stats()["pools"].clone();
     assert_eq!(
         pools.as_array().map(Vec::len),
-        Some(2),
-        "stats should list both new pools: {pools}"
+        Some(3),
+        "stats should list every new pool: {pools}"
     );
 
     // A further restart opens the migrated table as it is (no second migration).
@@ -510,7 +540,7 @@ fn pool_layout_change_is_migrated_at_start_and_keeps_every_lease() {
 }
 
 #[test]
-fn sighup_with_a_pool_layout_change_is_refused_and_the_old_pools_keep_serving() {
+fn sighup_moves_a_pool_live_and_refuses_a_change_beyond_the_tables_room() {
     if !preflight("table_hup_layout", &[]) {
         return;
     }
@@ -519,35 +549,71 @@ fn sighup_with_a_pool_layout_change_is_refused_and_the_old_pools_keep_serving() 
     let d = Daemon::start(&t.lab, &t.srv, &old);
     let agent = TestClient::relay(&t.rly, RELAY1_IP, SERVER_IP).expect("relay agent socket");
     let pid = d.pid();
-    let gen0 = d.status()["config_generation"].as_u64();
+    let gen0 = d.status()["config_generation"]
+        .as_u64()
+        .expect("generation");
+    let early = Identity::mac(test_mac(0x74, 99));
+    let kept = agent
+        .dora(&early, &Extras::default())
+        .expect("DORA before the change");
 
+    // The pool moves: applied live, same PID; new clients get the new pool's addresses.
     let new = relay_config(t.lab.dir(), &["198.18.1.200-198.18.1.250"]);
     new.write(d.config_path());
+    let st = d.reload();
+    assert_eq!(st["last_reload"]["ok"], true, "{st}");
+    assert_eq!(st["config_generation"].as_u64(), Some(gen0 + 1), "{st}");
+    assert_eq!(st["pid"].as_u64(), Some(u64::from(pid)), "{st}");
+    let new_range =
+        u32::from(Ipv4Addr::new(198, 18, 1, 200))..=u32::from(Ipv4Addr::new(198, 18, 1, 250));
+    for n in 0..3 {
+        let b = agent
+            .dora(&Identity::mac(test_mac(0x74, n)), &Extras::default())
+            .expect("DORA after the live change");
+        assert!(
+            new_range.contains(&u32::from(b.address)),
+            "{} is not from the new pool",
+            b.address
+        );
+    }
+    // The lease taken in the removed pool stays where it was (it ends by itself), but it is
+    // not renewed: the client is told no, and its next DORA gets a pool address.
+    assert!(
+        d.export()
+            .iter()
+            .any(|l| l["address"] == kept.address.to_string() && l["state"] == "leased"),
+        "the lease in the removed pool must stay"
+    );
+    let renewal = agent
+        .renew(&early, kept.address, &Extras::default())
+        .expect("an answer to the renewal");
+    assert_eq!(renewal.msg_type, Some(MessageType::Nak), "{renewal:?}");
+    let moved = agent.dora(&early, &Extras::default()).expect("DORA again");
+    assert!(
+        new_range.contains(&u32::from(moved.address)),
+        "{}",
+        moved.address
+    );
+
+    // A change beyond the table's room (a /13 more: 524,286 addresses) is refused: restart.
+    let mut huge = new.clone();
+    huge.subnets
+        .push(SubnetConfig::new("10.0.0.0/13", "10.0.0.1-10.7.255.254"));
+    huge.write(d.config_path());
     let st = d.reload();
     assert_eq!(st["last_reload"]["ok"], false, "{st}");
     let msg = st["last_reload"]["message"].as_str().unwrap_or("");
     assert!(
-        msg.to_lowercase().contains("restart"),
-        "the refusal should say a restart is needed: {st}"
+        msg.contains("room") && msg.to_lowercase().contains("restart"),
+        "the refusal should say the table has no room and a restart is needed: {st}"
     );
-    assert_eq!(st["config_generation"].as_u64(), gen0, "{st}");
-    assert_eq!(st["pid"].as_u64(), Some(u64::from(pid)), "{st}");
-    assert_eq!(d.pid(), pid);
+    assert_eq!(st["config_generation"].as_u64(), Some(gen0 + 1), "{st}");
     assert!(d.process().is_running(), "{}", d.process().stderr());
-
-    let old_range =
-        u32::from(Ipv4Addr::new(198, 18, 1, 100))..=u32::from(Ipv4Addr::new(198, 18, 1, 119));
-    for n in 0..3 {
-        let b = agent
-            .dora(&Identity::mac(test_mac(0x74, n)), &Extras::default())
-            .expect("DORA after the refused reload");
-        assert!(
-            old_range.contains(&u32::from(b.address)),
-            "{} is not from the old pool",
-            b.address
-        );
-    }
+    let b = agent
+        .dora(&Identity::mac(test_mac(0x74, 50)), &Extras::default())
+        .expect("DORA after the refused reload");
+    assert!(new_range.contains(&u32::from(b.address)), "{}", b.address);
     let pools = d.stats()["pools"].clone();
-    assert_eq!(pools[0]["first"], "198.18.1.100", "{pools}");
-    assert_eq!(pools[0]["last"], "198.18.1.119", "{pools}");
+    assert_eq!(pools[0]["first"], "198.18.1.200", "{pools}");
+    assert_eq!(pools[0]["last"], "198.18.1.250", "{pools}");
 }
