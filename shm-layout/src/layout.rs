@@ -74,6 +74,22 @@ pub(crate) mod hw {
     pub(crate) const SLOT_CAPACITY: usize = 43;
     pub(crate) const RANGE_CAPACITY: usize = 44;
     pub(crate) const LAYOUT_GEN: usize = 45;
+    /// Word 46: where the range directory in force is, once a live change moved it: bit 63
+    /// set, bits 21–41 its first entry within the directory region, bits 0–20 its entry count.
+    /// Zero: at the region's start with `RANGE_COUNT` entries (every table until its first live
+    /// change). A change writes the new directory beside the one in force and then switches
+    /// this one word, so a crash at any point leaves one whole directory in force.
+    pub(crate) const DIRECTORY: usize = 46;
+}
+
+/// The [`hw::DIRECTORY`] word for a directory of `count` entries starting at entry `at`.
+pub(crate) fn directory_word(at: u64, count: u64) -> u64 {
+    1 << 63 | (at & 0x1f_ffff) << 21 | (count & 0x1f_ffff)
+}
+
+/// The (first entry, entry count) a non-zero [`hw::DIRECTORY`] word names.
+pub(crate) fn directory_place(word: u64) -> (u64, u64) {
+    ((word >> 21) & 0x1f_ffff, word & 0x1f_ffff)
 }
 
 /// One contiguous run of addresses that has slots.

@@ -114,6 +114,9 @@ pub struct Table {
     /// The range directory in slot order (as in the file).
     by_slot: Vec<RangeEntry>,
     fingerprint: u64,
+    /// First entry of the directory in force within the directory region (0 until a live
+    /// change moved it; see `hw::DIRECTORY`).
+    dir_at: u64,
     /// The layout generation the cached directory was read at ([`Table::refresh_layout`]).
     layout_gen: u64,
     /// SipHash key of the client index (`None`: a table from before keys, hashed unkeyed).

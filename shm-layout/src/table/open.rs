@@ -10,8 +10,8 @@ use std::sync::atomic::Ordering;
 use super::bitmap::set_bits;
 use super::{now_secs, RangeEntry, Table};
 use crate::layout::{
-    hw, Geometry, LayoutSpec, RangeSpec, HEADER_WORDS, INIT_MARK, LAYOUT_VERSION, MAGIC,
-    MAX_RANGES, MAX_SLOTS,
+    directory_place, hw, Geometry, LayoutSpec, RangeSpec, HEADER_WORDS, INIT_MARK, LAYOUT_VERSION,
+    MAGIC, MAX_RANGES, MAX_SLOTS,
 };
 use crate::mapping::{preallocate, write_zeros, WordMapping};
 
@@ -237,7 +237,11 @@ impl Table {
             return Err(corrupt("creation never completed".into()));
         }
         let slot_count = get(hw::SLOT_COUNT);
-        let range_count = get(hw::RANGE_COUNT);
+        let directory = get(hw::DIRECTORY);
+        let (dir_at, range_count) = match directory {
+            0 => (0, get(hw::RANGE_COUNT)),
+            d => directory_place(d),
+        };
         if slot_count == 0 || slot_count > MAX_SLOTS || range_count == 0 {
             return Err(corrupt(format!(
                 "implausible slot count {slot_count} / range count {range_count}"
@@ -247,14 +251,9 @@ impl Table {
             return Err(corrupt(format!("implausible range count {range_count}")));
         }
         let geo = match (get(hw::SLOT_CAPACITY), get(hw::RANGE_CAPACITY)) {
-            (0, 0) => Geometry::new(slot_count, range_count),
-            (sc, rc)
-                if sc >= slot_count
-                    && sc <= MAX_SLOTS
-                    && rc >= range_count
-                    && rc <= MAX_RANGES as u64 =>
-            {
-                Geometry::with_capacity(slot_count, range_count, sc, rc)
+            (0, 0) if directory == 0 => Geometry::new(slot_count, range_count),
+            (sc, rc) if sc <= MAX_SLOTS && rc <= MAX_RANGES as u64 && sc > 0 && rc > 0 => {
+                Geometry::with_capacity(slot_count.min(sc), range_count, sc, rc)
             }
             (sc, rc) => {
                 return Err(corrupt(format!(
@@ -262,8 +261,10 @@ impl Table {
                 )))
             }
         };
-        if range_count > geo.range_capacity {
-            return Err(corrupt(format!("implausible range count {range_count}")));
+        if dir_at + range_count > geo.range_capacity {
+            return Err(corrupt(format!(
+                "range directory at entry {dir_at} with {range_count} entries exceeds its region"
+            )));
         }
         if get(hw::INDEX_CAPACITY) != geo.index_capacity as u64
             || get(hw::FILE_BYTES) != geo.file_bytes()
@@ -276,7 +277,10 @@ impl Table {
                 geo.file_bytes()
             )));
         }
-        let fingerprint = get(hw::FINGERPRINT);
+        // Before any live change the header's slot count and fingerprint are checked against
+        // the directory; after one, they are derived from the directory in force (the words
+        // beside it are updated after the switch and may lag behind a crash).
+        let expect = (directory == 0).then(|| (slot_count, get(hw::FINGERPRINT)));
         // A table created before the index had a key holds zeros here; its index was built
         // with the unkeyed hash and stays readable that way (a migration or a new table gets
         // a key). Creation never writes an all-zero key.
@@ -287,16 +291,19 @@ impl Table {
         drop(header);
         let map = WordMapping::map(&file, geo.total_words * 8).map_err(io_err)?;
         let w = map.words();
-        let (by_slot, ranges) = read_directory(w, &geo, fingerprint).map_err(corrupt)?;
-        let layout_gen = get_gen(w);
+        let dir = read_directory(w, &geo, dir_at, range_count, expect).map_err(corrupt)?;
+        let mut geo = geo;
+        geo.slot_count = dir.slot_count;
+        let layout_gen = get_gen(w) & !1;
         Ok(Table {
             map,
             file,
             path: path.to_path_buf(),
             geo,
-            ranges,
-            by_slot,
-            fingerprint,
+            ranges: dir.by_address,
+            by_slot: dir.by_slot,
+            fingerprint: dir.fingerprint,
+            dir_at,
             index_key,
             layout_gen,
         })
@@ -378,21 +385,35 @@ fn get_gen(w: &[std::sync::atomic::AtomicU64]) -> u64 {
     w[hw::LAYOUT_GEN].load(Ordering::Acquire)
 }
 
-/// Reads and checks the range directory of `geo.range_count` entries: bases run on in
-/// directory order from 0 to `geo.slot_count` (ranges added by live pool changes come last,
-/// so the directory is in slot order, not address order), addresses never overlap, and the
-/// fingerprint over the entries is `fingerprint`. Returns the entries in slot order and
-/// sorted by address.
+/// A range directory as read from the file.
+pub(super) struct Directory {
+    /// Entries in slot order (as in the file).
+    pub(super) by_slot: Vec<RangeEntry>,
+    /// The same entries sorted by address.
+    pub(super) by_address: Vec<RangeEntry>,
+    /// Slots the entries cover.
+    pub(super) slot_count: u64,
+    /// Fingerprint over the entries in slot order.
+    pub(super) fingerprint: u64,
+}
+
+/// Reads and checks the range directory of `count` entries from entry `at` of the directory
+/// region: bases run on in directory order from 0 (ranges added by live pool changes come
+/// last, so the directory is in slot order, not address order), addresses never overlap, the
+/// slots fit the capacity; with `expect`, the slot count and fingerprint must be those given.
 pub(super) fn read_directory(
     w: &[std::sync::atomic::AtomicU64],
     geo: &Geometry,
-    fingerprint: u64,
-) -> Result<(Vec<RangeEntry>, Vec<RangeEntry>), String> {
-    let mut by_slot = Vec::with_capacity(geo.range_count as usize);
+    at: u64,
+    count: u64,
+    expect: Option<(u64, u64)>,
+) -> Result<Directory, String> {
+    let mut by_slot = Vec::with_capacity(count as usize);
     let mut expect_base = 0u64;
-    for i in 0..geo.range_count as usize {
-        let a = w[geo.ranges_off + 2 * i].load(Ordering::Relaxed);
-        let b = w[geo.ranges_off + 2 * i + 1].load(Ordering::Relaxed);
+    let first = geo.ranges_off + 2 * at as usize;
+    for i in 0..count as usize {
+        let a = w[first + 2 * i].load(Ordering::Relaxed);
+        let b = w[first + 2 * i + 1].load(Ordering::Relaxed);
         let spec = RangeSpec {
             first: a as u32,
             last: (a >> 32) as u32,
@@ -408,24 +429,39 @@ pub(super) fn read_directory(
             base: base as u32,
         });
     }
-    if expect_base != geo.slot_count {
-        return Err("range directory does not add up to the slot count".into());
+    if expect_base > geo.slot_capacity {
+        return Err(format!(
+            "range directory covers {expect_base} slots, more than the {} the file holds",
+            geo.slot_capacity
+        ));
     }
-    let computed = LayoutSpec {
+    let fingerprint = LayoutSpec {
         ranges: by_slot.iter().map(|r| r.spec).collect(),
     }
     .fingerprint();
-    if computed != fingerprint {
-        return Err("fingerprint does not match the range directory".into());
+    if let Some((slots, fp)) = expect {
+        if expect_base != slots {
+            return Err("range directory does not add up to the slot count".into());
+        }
+        if fp != fingerprint {
+            return Err("fingerprint does not match the range directory".into());
+        }
     }
-    let mut ranges = by_slot.clone();
-    ranges.sort_unstable_by_key(|r| r.spec.first);
-    if let Some(i) = (1..ranges.len()).find(|&i| ranges[i - 1].spec.last >= ranges[i].spec.first) {
+    let mut by_address = by_slot.clone();
+    by_address.sort_unstable_by_key(|r| r.spec.first);
+    if let Some(i) =
+        (1..by_address.len()).find(|&i| by_address[i - 1].spec.last >= by_address[i].spec.first)
+    {
         return Err(format!(
             "range directory entries overlap at address range {i}"
         ));
     }
-    Ok((by_slot, ranges))
+    Ok(Directory {
+        by_slot,
+        by_address,
+        slot_count: expect_base,
+        fingerprint,
+    })
 }
 
 /// A random SipHash key for a new table's client index (never all zero: that marks a table

@@ -22,7 +22,7 @@
 use std::sync::atomic::Ordering;
 
 use super::{RangeEntry, Table};
-use crate::layout::{hw, LayoutSpec, RangeSpec};
+use crate::layout::{directory_place, directory_word, hw, LayoutSpec, RangeSpec};
 use crate::slot::SLOT_WORDS;
 
 /// Why a layout change cannot be made without a restart.
@@ -174,13 +174,26 @@ impl Table {
             });
         }
         let needed_ranges = plan.directory.len() as u64;
-        if needed_ranges > self.geo.range_capacity {
+        if !plan.is_empty() && self.directory_room(needed_ranges).is_none() {
             return Err(RelayoutError::NoRangeRoom {
-                needed: needed_ranges,
+                needed: needed_ranges + self.geo.range_count,
                 capacity: self.geo.range_capacity,
             });
         }
         Ok(plan)
+    }
+
+    /// Where a new directory of `entries` entries can be written beside the one in force (its
+    /// first entry within the directory region): before it if it fits there, else after it.
+    fn directory_room(&self, entries: u64) -> Option<u64> {
+        let (at, n, cap) = (self.dir_at, self.geo.range_count, self.geo.range_capacity);
+        if entries <= at {
+            Some(0)
+        } else if at + n + entries <= cap {
+            Some(at + n)
+        } else {
+            None
+        }
     }
 
     /// Whether the table serves `spec` as it is: every address of it has a slot with the same
@@ -200,6 +213,9 @@ impl Table {
         let old_by_slot = self.by_slot.clone();
         let old_slots = self.geo.slot_count;
         let geo = self.geo;
+        let Some(at) = self.directory_room(plan.directory.len() as u64) else {
+            return 0; // plan_layout refused it already
+        };
         let w = self.map.words();
         let gen = w[hw::LAYOUT_GEN].load(Ordering::Acquire) & !1;
         // Tables from before live changes have no capacity words: write what they were sized
@@ -207,23 +223,34 @@ impl Table {
         w[hw::SLOT_CAPACITY].store(geo.slot_capacity, Ordering::Relaxed);
         w[hw::RANGE_CAPACITY].store(geo.range_capacity, Ordering::Relaxed);
         w[hw::LAYOUT_GEN].store(gen | 1, Ordering::Release);
+        // The new directory goes beside the one in force, which stays whole until the switch.
+        let first = geo.ranges_off + 2 * at as usize;
         let mut base = 0u64;
         for (i, r) in plan.directory.iter().enumerate() {
-            w[geo.ranges_off + 2 * i].store(
+            w[first + 2 * i].store(
                 u64::from(r.first) | (u64::from(r.last) << 32),
                 Ordering::Relaxed,
             );
-            w[geo.ranges_off + 2 * i + 1]
-                .store(base | (u64::from(r.in_pool) << 63), Ordering::Relaxed);
+            w[first + 2 * i + 1].store(base | (u64::from(r.in_pool) << 63), Ordering::Relaxed);
             base += r.len();
         }
+        // The switch: one word. Make the entries durable first, so a power cut cannot leave
+        // the word naming entries that never reached the disk.
+        let _ = self.map.flush_range(
+            (geo.ranges_off + 2 * at as usize) * 8,
+            plan.directory.len() * 16,
+        );
+        let count = plan.directory.len() as u64;
+        w[hw::DIRECTORY].store(directory_word(at, count), Ordering::Release);
+        let _ = self.map.flush_range(0, crate::layout::HEADER_WORDS * 8);
         let fingerprint = LayoutSpec {
             ranges: plan.directory.clone(),
         }
         .fingerprint();
         w[hw::FINGERPRINT].store(fingerprint, Ordering::Relaxed);
-        w[hw::RANGE_COUNT].store(plan.directory.len() as u64, Ordering::Relaxed);
+        w[hw::RANGE_COUNT].store(count, Ordering::Relaxed);
         w[hw::SLOT_COUNT].store(base, Ordering::Relaxed);
+        self.dir_at = at;
         // Our own copy first: the bit fixes below ask it which slots are pool slots.
         self.geo.slot_count = base;
         self.geo.range_count = plan.directory.len() as u64;
@@ -339,22 +366,24 @@ impl Table {
                 std::thread::sleep(std::time::Duration::from_micros(100));
                 continue;
             }
-            let mut geo = self.geo;
-            geo.slot_count = w[hw::SLOT_COUNT].load(Ordering::Acquire);
-            geo.range_count = w[hw::RANGE_COUNT].load(Ordering::Acquire);
-            let fingerprint = w[hw::FINGERPRINT].load(Ordering::Acquire);
-            if geo.slot_count > geo.slot_capacity || geo.range_count > geo.range_capacity {
+            let (at, count) = match w[hw::DIRECTORY].load(Ordering::Acquire) {
+                0 => (0, w[hw::RANGE_COUNT].load(Ordering::Acquire)),
+                d => directory_place(d),
+            };
+            if at + count > self.geo.range_capacity {
                 continue;
             }
-            let read = super::open::read_directory(w, &geo, fingerprint);
+            let read = super::open::read_directory(w, &self.geo, at, count, None);
             if w[hw::LAYOUT_GEN].load(Ordering::Acquire) != gen {
                 continue;
             }
-            let (by_slot, ranges) = read?;
-            self.geo = geo;
-            self.fingerprint = fingerprint;
-            self.by_slot = by_slot;
-            self.ranges = ranges;
+            let dir = read?;
+            self.geo.slot_count = dir.slot_count;
+            self.geo.range_count = count;
+            self.fingerprint = dir.fingerprint;
+            self.by_slot = dir.by_slot;
+            self.ranges = dir.by_address;
+            self.dir_at = at;
             self.layout_gen = gen;
             return Ok(true);
         }
@@ -516,5 +545,74 @@ mod tests {
         assert_eq!(spans.len(), 2, "{spans:?}");
         assert_eq!(spans.iter().map(|s| s.len()).sum::<usize>(), 151);
         assert!(t.check().is_clean());
+    }
+
+    #[test]
+    fn many_changes_keep_leases_and_every_reopen_reads_the_directory_in_force() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = roomy(dir.path(), &spec());
+        let ring = Ring::open_or_create(&dir.path().join("ring"), 1, 1024).unwrap();
+        let leased = t.slot_of_addr(0x0b00_0010).unwrap();
+        t.update(1, &ring, leased, &SlotImage::PRISTINE, &lease(9), &ctx())
+            .unwrap();
+        let mut layout = spec();
+        for round in 0..40u32 {
+            // Add a /24 each round; every other round drop the first pool, then put it back.
+            layout.ranges.push(r(
+                0x0d00_0000 + round * 256,
+                0x0d00_00ff + round * 256,
+                true,
+            ));
+            let mut want = layout.clone();
+            if round % 2 == 0 {
+                want.ranges.remove(0);
+            }
+            let plan = t.plan_layout(&want).unwrap();
+            t.apply_layout(&plan, SUPERVISOR_OWNER);
+            assert!(t.serves(&want), "round {round}");
+            let again = Table::open(t.path()).unwrap();
+            assert_eq!(again.ranges_by_slot(), t.ranges_by_slot(), "round {round}");
+            assert_eq!(again.fingerprint(), t.fingerprint(), "round {round}");
+            assert_eq!(again.slot_of_addr(0x0b00_0010), Some(leased));
+            assert_eq!(again.read(leased).unwrap().key, lease(9).key);
+        }
+        assert!(t.check().is_clean(), "{:?}", t.check());
+    }
+
+    #[test]
+    fn a_change_cut_short_before_or_after_the_switch_leaves_a_whole_directory() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut t = roomy(dir.path(), &spec());
+        let before = t.ranges_by_slot().to_vec();
+        let mut new = spec();
+        new.ranges.push(r(0x0c00_0000, 0x0c00_00ff, true));
+        let plan = t.plan_layout(&new).unwrap();
+        // Cut short before the switch: entries written beside, generation odd, word unchanged.
+        let at = t.directory_room(plan.directory.len() as u64).unwrap();
+        let w = t.w();
+        w[hw::LAYOUT_GEN].store(1, Ordering::Release);
+        for (i, e) in plan.directory.iter().enumerate() {
+            let o = t.geo.ranges_off + 2 * (at as usize + i);
+            w[o].store(
+                u64::from(e.first) | u64::from(e.last) << 32,
+                Ordering::Relaxed,
+            );
+            w[o + 1].store(0x5555, Ordering::Relaxed); // torn garbage
+        }
+        let reopened = Table::open(t.path()).unwrap();
+        assert_eq!(reopened.ranges_by_slot(), &before[..]);
+        drop(reopened);
+        // Cut short after the switch: the word names the new directory, but the slot count and
+        // fingerprint words beside it still hold the old values.
+        let plan = t.plan_layout(&new).unwrap();
+        t.apply_layout(&plan, SUPERVISOR_OWNER);
+        let w = t.w();
+        w[hw::SLOT_COUNT].store(before.iter().map(|e| e.spec.len()).sum(), Ordering::Relaxed);
+        w[hw::FINGERPRINT].store(12345, Ordering::Relaxed);
+        w[hw::LAYOUT_GEN].fetch_or(1, Ordering::Release);
+        let reopened = Table::open(t.path()).unwrap();
+        assert!(reopened.serves(&new));
+        assert_eq!(reopened.slot_count(), t.slot_count());
+        assert_eq!(reopened.fingerprint(), t.fingerprint());
     }
 }
