@@ -17,6 +17,7 @@ use crate::engine::{Backoff, EngineOptions, Generator, PhaseReport, Plan, StopRe
 use crate::record::{read_records, Recorder};
 use crate::report::{print_run, print_verify, RunReport, SweepStep, SweepSummary};
 use crate::responder::{self, ResponderConfig};
+use crate::spread::LinkSelection;
 use crate::verify::{read_export, verify};
 
 /// Exit code: success.
@@ -131,6 +132,17 @@ pub struct CommonArgs {
     /// Upper bound on simulated clients (about 20 bytes each).
     #[arg(long, default_value_t = 5_000_000)]
     pub max_clients: u64,
+    /// Spread clients over many subnets: every request of client i carries option 82
+    /// sub-option 5 (link selection, RFC 3527) = BASE + (i % COUNT) × STEP; giaddr stays the
+    /// relay address, so replies still come back here.
+    #[arg(long, value_name = "IP")]
+    pub link_selection_base: Option<Ipv4Addr>,
+    /// Addresses between consecutive link-selection addresses (64: one per /26).
+    #[arg(long, default_value_t = 64, requires = "link_selection_base")]
+    pub link_selection_step: u32,
+    /// Number of link-selection addresses (subnets) the clients are spread over.
+    #[arg(long, default_value_t = 1, requires = "link_selection_base")]
+    pub link_selection_count: u32,
 }
 
 /// Options of dora, renew and release.
@@ -348,6 +360,17 @@ fn load(kind: LoadKind) -> i32 {
         },
         None => None,
     };
+    let link_selection = match c.link_selection_base {
+        Some(base) => match LinkSelection::new(base, c.link_selection_step, c.link_selection_count)
+        {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("dhcpperf: {e}");
+                return EXIT_SETUP;
+            }
+        },
+        None => None,
+    };
     let opts = EngineOptions {
         timeout: c.timeout,
         give_up: c.give_up,
@@ -356,6 +379,7 @@ fn load(kind: LoadKind) -> i32 {
         seed: c.seed,
         client_id: c.client_id,
         print_timeline: c.timeline,
+        link_selection,
     };
     let target = Target {
         server: c.server,
@@ -762,6 +786,43 @@ mod tests {
         assert_eq!(a.common.timeout, Duration::from_millis(200));
         assert_eq!(a.common.server.port(), 67);
         assert!(Cli::try_parse_from(["dhcpperf", "dora", "--server", "x"]).is_err());
+        assert_eq!(a.common.link_selection_base, None);
+        let c = Cli::try_parse_from([
+            "dhcpperf",
+            "sweep",
+            "--server",
+            "198.18.0.1",
+            "--relay-ip",
+            "198.18.0.2",
+            "--link-selection-base",
+            "10.0.0.1",
+            "--link-selection-count",
+            "100000",
+        ])
+        .unwrap();
+        let Command::Sweep(a) = c.command else {
+            panic!("not sweep")
+        };
+        assert_eq!(
+            a.common.link_selection_base,
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(
+            (a.common.link_selection_step, a.common.link_selection_count),
+            (64, 100_000)
+        );
+        // Step and count without a base are a usage error.
+        assert!(Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--relay-ip",
+            "198.18.0.2",
+            "--link-selection-count",
+            "5",
+        ])
+        .is_err());
         assert_eq!(clients_for(100.0, Duration::from_secs(3), None, 10), 300);
         assert_eq!(clients_for(0.0, Duration::from_secs(3), None, 10), 10);
     }

@@ -21,5 +21,6 @@ pub mod packet;
 pub mod record;
 pub mod report;
 pub mod responder;
+pub mod spread;
 pub mod sys;
 pub mod verify;

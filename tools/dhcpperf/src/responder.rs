@@ -232,6 +232,7 @@ mod tests {
                 ciaddr: Ipv4Addr::new(10, 9, 9, 9),
                 requested: Ipv4Addr::new(10, 7, 7, 7),
                 server_id: Ipv4Addr::new(198, 18, 0, 1),
+                link_selection: Ipv4Addr::UNSPECIFIED,
             },
         );
         b.truncate(n);

@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::identity::{client_id_for, hex, mac_for};
-use crate::packet::{Fields, RequestKind, Template};
+use crate::packet::{Fields, RequestKind, SubOptionError, Template};
 use crate::record::Recorder;
+use crate::spread::LinkSelection;
 use crate::sys;
 
 pub use phase_report::{Counts, CpuUse, Latencies, PhaseReport, StopReason, TimelinePoint};
@@ -73,6 +74,8 @@ pub struct EngineOptions {
     pub client_id: bool,
     /// Print the per-second timeline to stderr while running.
     pub print_timeline: bool,
+    /// Option 82 sub-option 5 in every request, per client (none: no option 82).
+    pub link_selection: Option<LinkSelection>,
 }
 
 /// Retransmission back-off (RFC 2131 4.1 style: the delay doubles up to a cap).
@@ -154,6 +157,9 @@ pub enum SetupError {
         /// The cause.
         source: io::Error,
     },
+    /// The request templates could not take option 82.
+    #[error("cannot build the request templates: {0}")]
+    Template(#[from] SubOptionError),
     /// The client table would be too large.
     #[error("{0} clients requested; the limit is {1} (use --max-clients)")]
     TooManyClients(u64, u64),
@@ -199,11 +205,18 @@ impl Generator {
         let addr = SocketAddrV4::new(target.relay, target.relay_port);
         sock.bind(&addr.into())
             .map_err(|source| SetupError::Bind { addr, source })?;
+        let template = |kind| -> Result<Template, SetupError> {
+            let mut t = Template::new(kind, target.relay, opts.client_id);
+            if opts.link_selection.is_some() {
+                t.add_link_selection()?;
+            }
+            Ok(t)
+        };
         let templates = Templates {
-            discover: Template::new(RequestKind::Discover, target.relay, opts.client_id),
-            select: Template::new(RequestKind::Select, target.relay, opts.client_id),
-            renew: Template::new(RequestKind::Renew, target.relay, opts.client_id),
-            release: Template::new(RequestKind::Release, target.relay, opts.client_id),
+            discover: template(RequestKind::Discover)?,
+            select: template(RequestKind::Select)?,
+            renew: template(RequestKind::Renew)?,
+            release: template(RequestKind::Release)?,
         };
         let salt = (unix_ms() as u32).wrapping_mul(0x9e37_79b9) ^ std::process::id();
         Ok(Self {
@@ -307,6 +320,10 @@ impl Generator {
             ciaddr: addr,
             requested: addr,
             server_id: Ipv4Addr::from(slot.server.load(Ordering::Relaxed)),
+            link_selection: self
+                .opts
+                .link_selection
+                .map_or(Ipv4Addr::UNSPECIFIED, |l| l.address(index)),
         }
     }
 
@@ -320,5 +337,73 @@ impl Generator {
 
     fn client_id_hex(&self, mac: &[u8; 6]) -> Option<String> {
         self.opts.client_id.then(|| hex(&client_id_for(mac)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::parse;
+
+    /// A generator bound to an ephemeral loopback port (nothing is sent).
+    fn generator(link_selection: Option<LinkSelection>) -> Generator {
+        let target = Target {
+            server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            relay: Ipv4Addr::LOCALHOST,
+            relay_port: 0,
+        };
+        let opts = EngineOptions {
+            timeout: Duration::from_secs(1),
+            give_up: Duration::from_secs(1),
+            hard_deadline: Instant::now() + Duration::from_secs(10),
+            batch: 4,
+            seed: 1,
+            client_id: false,
+            print_timeline: false,
+            link_selection,
+        };
+        Generator::new(target, opts, None, 1000).unwrap()
+    }
+
+    fn written(g: &Generator, phase: u32, index: u32) -> Vec<u8> {
+        let slot = Slot::default();
+        slot.addr
+            .store(u32::from(Ipv4Addr::new(10, 0, 0, 9)), Ordering::Relaxed);
+        slot.server
+            .store(u32::from(Ipv4Addr::new(198, 18, 0, 1)), Ordering::Relaxed);
+        let mut buf = vec![0u8; 1500];
+        let n = g.template(phase).write(&mut buf, &g.fields(index, &slot));
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn clients_carry_their_link_selection_address() {
+        let count = 1000;
+        let l = LinkSelection::new(Ipv4Addr::new(10, 128, 0, 1), 64, count).unwrap();
+        let g = generator(Some(l));
+        for (index, want) in [
+            (0, Ipv4Addr::new(10, 128, 0, 1)),
+            (1, Ipv4Addr::new(10, 128, 0, 65)),
+            (count, Ipv4Addr::new(10, 128, 0, 1)),
+            (count + 1, Ipv4Addr::new(10, 128, 0, 65)),
+        ] {
+            for ph in [phase::DISCOVER_SENT, phase::REQUEST_SENT, phase::RENEW_SENT] {
+                let b = written(&g, ph, index);
+                let p = parse(&b).unwrap();
+                assert_eq!(p.link_selection, Some(want), "client {index} phase {ph}");
+                assert_eq!(p.giaddr, Ipv4Addr::LOCALHOST, "giaddr stays the relay");
+                assert_eq!(p.mac, mac_for(1, index));
+                // The raw bytes: 82, 6, 5, 4, address, then END.
+                let at = b.windows(4).position(|w| w == [82, 6, 5, 4]).unwrap();
+                assert_eq!(
+                    &b[at + 4..at + 9],
+                    &[want.octets().as_slice(), &[255]].concat()[..]
+                );
+            }
+        }
+        let plain = written(&generator(None), phase::DISCOVER_SENT, 1);
+        assert_eq!(parse(&plain).unwrap().link_selection, None);
+        assert!(!plain.windows(2).any(|w| w == [82, 6]));
     }
 }
