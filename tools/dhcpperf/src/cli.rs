@@ -13,7 +13,9 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{Backoff, EngineOptions, Generator, PhaseReport, Plan, StopReason, Target};
+use crate::engine::{
+    Backoff, Cycle, EngineOptions, Generator, PhaseReport, Plan, StopReason, Target,
+};
 use crate::record::{read_records, Recorder};
 use crate::report::{print_run, print_verify, RunReport, SweepStep, SweepSummary};
 use crate::responder::{self, ResponderConfig};
@@ -163,6 +165,15 @@ pub struct LoadArgs {
     /// Most exchanges in flight with --rate 0.
     #[arg(long, default_value_t = 1000)]
     pub window: u64,
+    /// Returning clients (dora, sweep, mix): client i uses MAC i % N, and each client whose
+    /// MAC is used again releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of mix.
@@ -189,6 +200,16 @@ pub struct MixArgs {
     /// Sending time of the mix.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Returning clients (the mix's new clients; pre-bound ones keep their own
+    /// MACs): new client k uses the k % N-th of N MACs, and each client whose
+    /// MAC is used again releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of avalanche.
@@ -241,6 +262,15 @@ pub struct SweepArgs {
     /// Most steps.
     #[arg(long, default_value_t = 40)]
     pub max_steps: u32,
+    /// Returning clients (dora, sweep, mix): client i uses MAC i % N, and every client (all steps
+    /// reuse the same N MACs) releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of the responder.
@@ -348,7 +378,35 @@ fn clients_for(rate: f64, duration: Duration, count: Option<u64>, max: u64) -> u
     }
 }
 
+/// The returning-client plan of `count` clients from index `first`: `--clients N` cycles
+/// over N identities (each reused one releases), `--release-after-ack` releases every new
+/// client.
+fn cycle_of(
+    clients: Option<u32>,
+    release_after_ack: bool,
+    first: u32,
+    count: u32,
+) -> Option<Cycle> {
+    match clients {
+        Some(clients) => Some(Cycle {
+            first,
+            clients,
+            reuse_end: first.saturating_add(count),
+            release_all: false,
+        }),
+        None => release_after_ack.then(|| Cycle::new_clients_release(first)),
+    }
+}
+
 fn load(kind: LoadKind) -> i32 {
+    if let LoadKind::Renew(a) | LoadKind::Release(a) = &kind {
+        if a.clients.is_some() || a.release_after_ack {
+            eprintln!(
+                "dhcpperf: --clients and --release-after-ack apply to dora, sweep and mix only"
+            );
+            return EXIT_SETUP;
+        }
+    }
     let c = kind.common();
     let recorder = match &c.record {
         Some(p) => match Recorder::create(p) {
@@ -462,6 +520,7 @@ fn run_phases(
         LoadKind::Dora(a) | LoadKind::Renew(a) | LoadKind::Release(a) => {
             let n = clients_for(a.rate, a.duration, a.count, max);
             let table = gen.new_table(n)?;
+            let cycle = cycle_of(a.clients, a.release_after_ack, table.base(), n as u32);
             let p = gen.run(
                 "dora",
                 &table,
@@ -470,6 +529,7 @@ fn run_phases(
                     count: n,
                     duration: a.duration,
                     window: a.window,
+                    cycle,
                 },
             );
             let stop = cut_short(&p);
@@ -511,6 +571,7 @@ fn run_phases(
                         count: a.prebind,
                         duration: Duration::from_secs(3600),
                         window: 1000,
+                        cycle: None,
                     },
                 );
                 let stop = cut_short(&p);
@@ -528,6 +589,12 @@ fn run_phases(
                     release_rate: a.release_rate,
                     duration: a.duration,
                     first_new: a.prebind,
+                    cycle: cycle_of(
+                        a.clients,
+                        a.release_after_ack,
+                        table.base() + a.prebind as u32,
+                        (n - a.prebind) as u32,
+                    ),
                 },
             ));
         }
@@ -549,12 +616,23 @@ fn run_phases(
         LoadKind::Sweep(a) => {
             let mut steps = Vec::new();
             let mut rate = a.start_rate.max(1.0);
+            // Every step reuses the same N identities, so every client releases.
+            let mut cycle: Option<Cycle> = None;
             for step in 0..a.max_steps {
                 if rate > a.max_rate {
                     break;
                 }
                 let n = clients_for(rate, a.step_duration, None, max);
                 let table = gen.new_table(n)?;
+                if cycle.is_none() {
+                    cycle =
+                        cycle_of(a.clients, a.release_after_ack, table.base(), u32::MAX).map(|c| {
+                            Cycle {
+                                release_all: true,
+                                ..c
+                            }
+                        });
+                }
                 let p = gen.run(
                     &format!("sweep-{}", step + 1),
                     &table,
@@ -563,6 +641,7 @@ fn run_phases(
                         count: n,
                         duration: a.step_duration,
                         window: 1000,
+                        cycle,
                     },
                 );
                 if gen.options().print_timeline {

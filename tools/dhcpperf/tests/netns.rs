@@ -270,6 +270,83 @@ fn dora_renew_release_against_the_responder() {
     assert_eq!(lines(&rec), 2000, "1000 acks + 1000 releases");
 }
 
+/// `dora --clients 50 --count 500`: 50 MACs, each used 10 times; every use but the last of
+/// each MAC is followed by a RELEASE of the address just acknowledged, recorded after its ACK.
+#[test]
+fn returning_clients_release_before_their_mac_is_reused() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder();
+    let rec = lab.path("cycle.jsonl");
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "500",
+        "--clients",
+        "50",
+        "--json",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "sent_discover"), 500);
+    assert_eq!(count(&v, 0, "acks"), 500, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 450, "{v}");
+    assert_eq!(
+        count(&v, 0, "bad_reply") + count(&v, 0, "unexpected"),
+        0,
+        "{v}"
+    );
+    let mut events: Vec<serde_json::Value> = std::fs::read_to_string(&rec)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 950);
+    events.sort_by_key(|e| e["seq"].as_u64().unwrap());
+    let mut per_mac: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for e in &events {
+        per_mac
+            .entry(e["mac"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                e["event"].as_str().unwrap_or("?").to_string(),
+                e["address"].as_str().unwrap().to_string(),
+            ));
+    }
+    assert_eq!(per_mac.len(), 50, "{:?}", per_mac.keys());
+    for (mac, evs) in &per_mac {
+        assert_eq!(evs.len(), 19, "{mac}: {evs:?}");
+        for (k, (kind, addr)) in evs.iter().enumerate() {
+            let want = if k % 2 == 0 { "ack" } else { "release" };
+            assert_eq!(kind, want, "{mac} event {k}: {evs:?}");
+            if k % 2 == 1 {
+                assert_eq!(addr, &evs[k - 1].1, "{mac}: releases what was acked");
+            }
+        }
+    }
+    // New clients that release: 300 MACs, 300 ACKs, 300 RELEASEs.
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "300",
+        "--release-after-ack",
+        "--seed",
+        "6",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "acks"), 300, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 300, "{v}");
+}
+
 #[test]
 fn avalanche_mix_and_sweep_against_the_responder() {
     let Some(mut lab) = NsPair::new() else {

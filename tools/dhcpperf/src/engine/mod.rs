@@ -87,6 +87,64 @@ pub struct Backoff {
     pub max: Duration,
 }
 
+/// Returning clients: client indices from `first` on take their MAC from `clients`
+/// identities in turn (index `first + k` is identity `first + k % clients`), and a client whose
+/// identity is used again before `reuse_end` releases its address right after its ACK; with
+/// `release_all` every client from `first` on releases after its ACK (new clients that
+/// release: `clients` = `u32::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    /// The first client index that cycles (its identity is itself).
+    pub first: u32,
+    /// Identities cycled over (at least 1).
+    pub clients: u32,
+    /// Client indices below this one exist (or may, in later phases): a client whose
+    /// `index + clients` is below it is reused, so it releases.
+    pub reuse_end: u32,
+    /// Every client from `first` on releases right after its ACK.
+    pub release_all: bool,
+}
+
+impl Cycle {
+    /// The identity (MAC index) of client `index`.
+    pub fn identity(&self, index: u32) -> u32 {
+        match index.checked_sub(self.first) {
+            Some(k) => self.first + k % self.clients.max(1),
+            None => index,
+        }
+    }
+
+    /// True when client `index` releases right after its ACK: its identity is used again
+    /// later, or every client releases.
+    pub fn releases(&self, index: u32) -> bool {
+        index >= self.first
+            && (self.release_all
+                || u64::from(index) + u64::from(self.clients) < u64::from(self.reuse_end))
+    }
+
+    /// New clients (unique MACs from `first` on) that each release right after their ACK.
+    pub fn new_clients_release(first: u32) -> Self {
+        Self {
+            first,
+            clients: u32::MAX,
+            reuse_end: u32::MAX,
+            release_all: true,
+        }
+    }
+
+    /// The client that used `index`'s identity before it, if any.
+    pub fn previous(&self, index: u32) -> Option<u32> {
+        index
+            .checked_sub(self.clients.max(1))
+            .filter(|&p| p >= self.first)
+    }
+}
+
+/// The identity (MAC index) of client `index` under an optional cycle.
+pub(crate) fn identity_of(cycle: Option<Cycle>, index: u32) -> u32 {
+    cycle.map_or(index, |c| c.identity(index))
+}
+
 /// What one phase does.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Plan {
@@ -101,6 +159,8 @@ pub enum Plan {
         duration: Duration,
         /// Most exchanges in flight when `rate` is 0.
         window: u64,
+        /// Returning clients (identities reused, each followed by a RELEASE), or none.
+        cycle: Option<Cycle>,
     },
     /// A renewing REQUEST (ciaddr set) for every bound client, once, at `rate`/s.
     Renew {
@@ -130,6 +190,9 @@ pub enum Plan {
         duration: Duration,
         /// Slots below this index are already bound (pre-bound clients); new clients start here.
         first_new: u64,
+        /// New clients cycle over identities (renewals and releases then only take
+        /// pre-bound clients), or none.
+        cycle: Option<Cycle>,
     },
     /// Every client of the table at once (or at `rate`), retransmitting with back-off until
     /// all are bound or `deadline` passes.
@@ -267,6 +330,10 @@ impl Generator {
             last_ack_us: AtomicU64::new(0),
             last_renew_us: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            cycle: match plan {
+                Plan::Dora { cycle, .. } | Plan::Mix { cycle, .. } => cycle,
+                _ => None,
+            },
         };
         let cpu0 = sys::process_cpu_time().unwrap_or_default();
         let recorded0 = self.recorder.as_ref().map_or(0, |r| r.written());
@@ -311,8 +378,9 @@ impl Generator {
         })
     }
 
-    fn fields(&self, index: u32, slot: &Slot) -> Fields {
-        let mac = mac_for(self.opts.seed, index);
+    /// The fields of client `index` (its xid) with identity `identity` (its MAC and link).
+    fn fields(&self, index: u32, identity: u32, slot: &Slot) -> Fields {
+        let mac = mac_for(self.opts.seed, identity);
         let addr = Ipv4Addr::from(slot.addr.load(Ordering::Relaxed));
         Fields {
             xid: index ^ self.salt,
@@ -323,7 +391,7 @@ impl Generator {
             link_selection: self
                 .opts
                 .link_selection
-                .map_or(Ipv4Addr::UNSPECIFIED, |l| l.address(index)),
+                .map_or(Ipv4Addr::UNSPECIFIED, |l| l.address(identity)),
         }
     }
 
@@ -372,9 +440,55 @@ mod tests {
         slot.server
             .store(u32::from(Ipv4Addr::new(198, 18, 0, 1)), Ordering::Relaxed);
         let mut buf = vec![0u8; 1500];
-        let n = g.template(phase).write(&mut buf, &g.fields(index, &slot));
+        let n = g
+            .template(phase)
+            .write(&mut buf, &g.fields(index, index, &slot));
         buf.truncate(n);
         buf
+    }
+
+    #[test]
+    fn cycle_maps_clients_to_identities_and_releases_the_reused() {
+        // 10 clients from index 100 over 3 identities.
+        let c = Cycle {
+            first: 100,
+            clients: 3,
+            reuse_end: 110,
+            release_all: false,
+        };
+        let ids: Vec<u32> = (100..110).map(|i| c.identity(i)).collect();
+        assert_eq!(ids, [100, 101, 102, 100, 101, 102, 100, 101, 102, 100]);
+        assert_eq!(c.identity(7), 7, "clients before `first` keep their own");
+        // 100..=106 are used again (by 103..=109); 107, 108, 109 are the last users.
+        let reused: Vec<u32> = (100..110).filter(|&i| c.releases(i)).collect();
+        assert_eq!(reused, (100..=106).collect::<Vec<_>>());
+        assert!(!c.releases(99));
+        assert_eq!(c.previous(100), None);
+        assert_eq!(c.previous(102), None);
+        assert_eq!(c.previous(103), Some(100));
+        assert_eq!(c.previous(109), Some(106));
+        // Every reused client's identity is the identity of the one that takes it over.
+        for i in reused {
+            assert_eq!(c.identity(i), c.identity(i + 3));
+            assert_eq!(c.previous(i + 3), Some(i));
+        }
+        let endless = Cycle {
+            first: 0,
+            clients: 5,
+            reuse_end: 10,
+            release_all: true,
+        };
+        assert!(endless.releases(1_000_000));
+        // New clients that release: unique identities, no previous user, all release.
+        let fresh = Cycle::new_clients_release(10);
+        for i in [10, 11, 5_000_000, u32::MAX - 1] {
+            assert_eq!(fresh.identity(i), i);
+            assert_eq!(fresh.previous(i), None);
+            assert!(fresh.releases(i));
+        }
+        assert!(!fresh.releases(9));
+        assert_eq!(identity_of(None, 42), 42);
+        assert_eq!(identity_of(Some(endless), 42), 2);
     }
 
     #[test]

@@ -27,7 +27,7 @@ impl Tx<'_, '_, '_> {
         if self.batch.is_full() {
             self.flush();
         }
-        let f = self.gen.fields(index, slot);
+        let f = self.gen.fields(index, self.sh.identity(index), slot);
         let tpl = self.gen.template(phase);
         self.batch
             .push_with(self.gen.target.server, |b| tpl.write(b, &f));
@@ -47,6 +47,30 @@ impl Tx<'_, '_, '_> {
         if let Some(q) = self.levels.get_mut(level) {
             q.push_back(e);
         }
+    }
+
+    /// False while client `i` (of the table) must wait: the client that used its identity
+    /// before it has not finished (its exchange is in flight, or its RELEASE not yet handed to
+    /// the kernel).
+    pub(super) fn may_start(&self, i: u32) -> bool {
+        let Some(cycle) = self.sh.cycle else {
+            return true;
+        };
+        let table = self.sh.table;
+        let Some(prev) = cycle.previous(table.base + i) else {
+            return true;
+        };
+        // A previous user in an earlier table (sweep step) finished with its phase.
+        let Some(slot) = prev
+            .checked_sub(table.base)
+            .and_then(|p| table.slots.get(p as usize))
+        else {
+            return true;
+        };
+        matches!(
+            phase_of(slot.state.load(Ordering::Acquire)),
+            phase::RELEASED | phase::FAILED | phase::NAKED
+        )
     }
 
     pub(super) fn start_discover(&mut self, i: u32, now: u64, backoff: Option<Backoff>) {
@@ -123,7 +147,7 @@ impl Tx<'_, '_, '_> {
         }
         inc(&self.sh.counters.sent_release, 1);
         let index = self.sh.table.base + i;
-        let f = self.gen.fields(index, slot);
+        let f = self.gen.fields(index, self.sh.identity(index), slot);
         if self.batch.is_full() {
             self.flush();
         }
