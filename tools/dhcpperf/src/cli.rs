@@ -233,6 +233,10 @@ pub struct AvalancheArgs {
     /// Give up on clients not bound after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub deadline: Duration,
+    /// Randomise every retransmission delay by a uniform offset within ± this (RFC 2131 4.1:
+    /// ±1 s); 0 disables. Reproducible: drawn from --seed. A delay never drops below 1 ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub jitter: Duration,
 }
 
 /// Options of sweep.
@@ -610,6 +614,7 @@ fn run_phases(
                         max: a.backoff_max,
                     },
                     deadline: a.deadline,
+                    jitter: a.jitter,
                 },
             ));
         }

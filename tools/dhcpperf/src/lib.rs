@@ -40,6 +40,7 @@ pub mod cli;
 pub mod engine;
 pub mod histogram;
 pub mod identity;
+pub mod jitter;
 pub mod packet;
 pub mod record;
 pub mod report;

@@ -203,6 +203,9 @@ pub enum Plan {
         backoff: Backoff,
         /// Give up on unbound clients after this long.
         deadline: Duration,
+        /// Each retransmission delay (and the first timeout) randomised by a uniform offset
+        /// within ± this (RFC 2131 4.1); zero = exact doubling.
+        jitter: Duration,
     },
 }
 
@@ -345,9 +348,12 @@ impl Generator {
             // In an avalanche, silence between retransmissions is normal once the server has
             // answered something: then only a gap longer than the largest back-off gives up.
             let give_up_later = match plan {
-                Plan::Avalanche { backoff, .. } => {
-                    self.opts.give_up.max(backoff.max + backoff.initial)
-                }
+                Plan::Avalanche {
+                    backoff, jitter, ..
+                } => self
+                    .opts
+                    .give_up
+                    .max(backoff.max + backoff.initial + jitter),
                 _ => self.opts.give_up,
             };
             stop = self.monitor(&shared, name, give_up_later, &mut timeline);

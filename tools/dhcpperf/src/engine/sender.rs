@@ -1,7 +1,7 @@
 //! The sender thread's plan loop: what each kind of phase sends when (pacing by rate or by
 //! window), and when the phase is over.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::shared::Shared;
 use super::tx::Tx;
 use super::{Generator, Plan};
+use crate::jitter::Jitter;
 use crate::sys::SendBatch;
 
 impl Generator {
@@ -20,6 +21,14 @@ impl Generator {
             batch: SendBatch::new(self.opts.batch),
             levels: vec![VecDeque::new()],
             spare: Vec::new(),
+            jittered: BinaryHeap::new(),
+            jitter: match plan {
+                Plan::Avalanche { jitter, .. } if !jitter.is_zero() => Some(Jitter::new(
+                    jitter,
+                    0xd1ce_0000 ^ u64::from(self.opts.seed) ^ u64::from(sh.table.base) << 8,
+                )),
+                _ => None,
+            },
         };
         let table = sh.table;
         let n = match plan {
