@@ -292,7 +292,7 @@ pub struct ResponderArgs {
     /// Lease time in replies, seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_time: u32,
-    /// Threads (one SO_REUSEPORT socket each).
+    /// Threads, all on one socket (so one relay's flow is spread over all of them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Datagrams per recvmmsg/sendmmsg.
@@ -724,8 +724,8 @@ fn run_responder(a: &ResponderArgs) -> i32 {
                 println!("{}", serde_json::to_string(&s).unwrap_or_default());
             } else {
                 println!(
-                    "received {} offers {} acks {} ignored {} bad {} send_errors {}",
-                    s.received, s.offers, s.acks, s.ignored, s.bad, s.send_errors
+                    "received {} offers {} acks {} ignored {} bad {} send_errors {} per_thread {:?}",
+                    s.received, s.offers, s.acks, s.ignored, s.bad, s.send_errors, s.per_thread
                 );
             }
             EXIT_OK
