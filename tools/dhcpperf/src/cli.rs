@@ -99,8 +99,15 @@ pub struct CommonArgs {
     #[arg(long, value_parser = parse_server)]
     pub server: SocketAddrV4,
     /// Relay address to bind (port 67) and put in giaddr; must be configured here.
-    #[arg(long)]
-    pub relay_ip: Ipv4Addr,
+    #[arg(long, required_unless_present = "direct", conflicts_with = "direct")]
+    pub relay_ip: Option<Ipv4Addr>,
+    /// Direct clients instead of a relay, on this interface: bind 0.0.0.0:68 with
+    /// SO_BINDTODEVICE, broadcast DISCOVER and REQUEST (broadcast flag set) to
+    /// 255.255.255.255, match replies by xid and chaddr; RELEASEs go to --server. Broadcasts on
+    /// a real link: use only on a lab link (a network namespace). Not with renew (the server
+    /// answers a renewal at its ciaddr, which is not configured here).
+    #[arg(long, value_name = "IFACE")]
+    pub direct: Option<String>,
     /// Port to bind on the relay address.
     #[arg(long, default_value_t = 67)]
     pub relay_port: u16,
@@ -443,10 +450,25 @@ fn load(kind: LoadKind) -> i32 {
         print_timeline: c.timeline,
         link_selection,
     };
+    let renews = match &kind {
+        LoadKind::Renew(_) => true,
+        LoadKind::Mix(a) => a.renew_rate > 0.0,
+        _ => false,
+    };
+    if c.direct.is_some() && renews {
+        eprintln!("dhcpperf: --direct does not renew (the server answers a renewal at its ciaddr, not configured here)");
+        return EXIT_SETUP;
+    }
     let target = Target {
         server: c.server,
-        relay: c.relay_ip,
+        relay: c.relay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         relay_port: c.relay_port,
+        direct: c.direct.clone(),
+    };
+    let via = match (&c.direct, c.relay_ip) {
+        (Some(iface), _) => format!("direct on {iface}"),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => String::new(),
     };
     let mut gen = match Generator::new(target, opts, recorder, c.max_clients) {
         Ok(g) => g,
@@ -458,7 +480,7 @@ fn load(kind: LoadKind) -> i32 {
     let mut report = RunReport {
         scenario: kind.name().to_string(),
         server: c.server.to_string(),
-        relay: c.relay_ip.to_string(),
+        relay: via.clone(),
         phases: Vec::new(),
         sweep: None,
         completed: true,
@@ -478,13 +500,13 @@ fn load(kind: LoadKind) -> i32 {
         report.completed = false;
         report.message = Some(match p.stop {
             StopReason::NoAnswers => format!(
-                "no answers from {} for {:.1} s in phase {} (ICMP errors {}{}): is the server running, and does it serve relay {}?",
+                "no answers from {} for {:.1} s in phase {} (ICMP errors {}{}): is the server running, and does it serve {}?",
                 c.server,
                 c.give_up.as_secs_f64(),
                 p.phase,
                 p.counts.icmp_errors,
                 p.last_error.as_ref().map_or(String::new(), |e| format!(", last: {e}")),
-                c.relay_ip
+                if c.direct.is_some() { via.clone() } else { format!("relay {via}") }
             ),
             _ => format!("hard deadline of {:.0} s reached in phase {}", c.hard_deadline.as_secs_f64(), p.phase),
         });
@@ -905,6 +927,35 @@ mod tests {
             "198.18.0.2",
             "--link-selection-count",
             "5",
+        ])
+        .is_err());
+        // --direct replaces --relay-ip; one of them is required, not both.
+        let c = Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--direct",
+            "veth1",
+        ])
+        .unwrap();
+        let Command::Dora(a) = c.command else {
+            panic!("not dora")
+        };
+        assert_eq!(
+            (a.common.direct.as_deref(), a.common.relay_ip),
+            (Some("veth1"), None)
+        );
+        assert!(Cli::try_parse_from(["dhcpperf", "dora", "--server", "198.18.0.1"]).is_err());
+        assert!(Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--direct",
+            "veth1",
+            "--relay-ip",
+            "198.18.0.2",
         ])
         .is_err());
         assert_eq!(clients_for(100.0, Duration::from_secs(3), None, 10), 300);

@@ -1,7 +1,9 @@
 //! dhcpperf: a DHCPv4 load generator that also verifies.
 //!
 //! It simulates many clients behind a relay agent (it binds the relay address, port 67, puts
-//! it in giaddr and unicasts to the server), runs scenarios (DORA of new clients, renew,
+//! it in giaddr and unicasts to the server), optionally spread over many subnets by option 82
+//! sub-option 5 (`--link-selection-*`), or direct clients on one interface (`--direct IFACE`:
+//! 0.0.0.0:68, broadcasts with the broadcast flag set; for lab links only), runs scenarios (DORA of new clients, renew,
 //! release, a mix, an avalanche with back-off, a fixed-rate sweep), reports rates, losses,
 //! latency percentiles and a per-second timeline, records every ACK, and checks a server's
 //! lease export against that record. It also contains the no-logic responder used as the

@@ -17,6 +17,7 @@ pub const BOOTP_MIN_LEN: usize = 300;
 const OFF_OP: usize = 0;
 const OFF_HOPS: usize = 3;
 const OFF_XID: usize = 4;
+const OFF_FLAGS: usize = 10;
 const OFF_CIADDR: usize = 12;
 const OFF_YIADDR: usize = 16;
 const OFF_GIADDR: usize = 24;
@@ -207,6 +208,17 @@ impl Template {
             requested_at,
             server_id_at,
             link_selection_at: None,
+        }
+    }
+
+    /// Makes the template a direct client's (no relay): hops 0, giaddr 0, and the broadcast
+    /// flag set on DISCOVER and SELECTING REQUEST (the client has no address yet, so the
+    /// server must broadcast its reply, RFC 2131 4.1).
+    pub fn set_direct(&mut self) {
+        self.bytes[OFF_HOPS] = 0;
+        self.bytes[OFF_GIADDR..OFF_GIADDR + 4].fill(0);
+        if matches!(self.kind, RequestKind::Discover | RequestKind::Select) {
+            self.bytes[OFF_FLAGS..OFF_FLAGS + 2].copy_from_slice(&0x8000u16.to_be_bytes());
         }
     }
 
@@ -656,6 +668,28 @@ mod tests {
             big.add_relay_sub_option(opt::RAI_REMOTE_ID, &[7; 60]),
             Err(SubOptionError::TooLong)
         );
+    }
+
+    #[test]
+    fn direct_templates_have_no_relay_and_ask_for_broadcast() {
+        let mut buf = [0u8; 1500];
+        for (kind, flag) in [
+            (RequestKind::Discover, 0x80),
+            (RequestKind::Select, 0x80),
+            (RequestKind::Release, 0),
+        ] {
+            let mut t = Template::new(kind, RELAY, false);
+            t.set_direct();
+            let n = t.write(&mut buf, &fields());
+            let p = parse(&buf[..n]).unwrap();
+            assert_eq!(p.giaddr, Ipv4Addr::UNSPECIFIED, "{kind:?}");
+            assert_eq!(buf[OFF_HOPS], 0);
+            assert_eq!(&buf[OFF_FLAGS..OFF_FLAGS + 2], &[flag, 0], "{kind:?}");
+        }
+        // Relayed templates never set the flag.
+        let n = Template::new(RequestKind::Discover, RELAY, false).write(&mut buf, &fields());
+        assert_eq!(&buf[OFF_FLAGS..OFF_FLAGS + 2], &[0, 0]);
+        assert_eq!(parse(&buf[..n]).unwrap().giaddr, RELAY);
     }
 
     #[test]

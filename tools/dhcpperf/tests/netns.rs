@@ -155,6 +155,35 @@ impl NsPair {
         );
     }
 
+    /// The responder on 0.0.0.0:67 (it must see broadcasts), server id the server's address.
+    fn start_responder_any(&mut self) {
+        let (srv, sid) = (self.srv.clone(), self.srv_ip());
+        self.spawn(
+            &srv,
+            BIN,
+            &[
+                "responder",
+                "--listen",
+                "0.0.0.0",
+                "--server-id",
+                &sid,
+                "--threads",
+                "2",
+                "--duration",
+                "60s",
+            ],
+        );
+    }
+
+    /// Runs dhcpperf as direct clients on the client namespace's veth.
+    fn run_direct(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", "60", "ip", "netns", "exec", &self.cli, BIN])
+            .args(args)
+            .args(["--server", &self.srv_ip(), "--direct", "v1"]);
+        cmd.output().expect("run dhcpperf")
+    }
+
     /// Runs dhcpperf in the client namespace, bounded by `timeout` (coreutils).
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("timeout");
@@ -345,6 +374,44 @@ fn returning_clients_release_before_their_mac_is_reused() {
     let v = json_of(&out);
     assert_eq!(count(&v, 0, "acks"), 300, "{v}");
     assert_eq!(count(&v, 0, "sent_release"), 300, "{v}");
+}
+
+/// `--direct v1`: broadcast DISCOVER/REQUEST from 0.0.0.0:68, no giaddr, broadcast flag;
+/// the responder answers the source; RELEASEs of returning clients go to the server.
+#[test]
+fn direct_clients_broadcast_without_a_relay() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder_any();
+    let out = lab.run_direct(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "1000",
+        "--clients",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["relay"], "direct on v1", "{v}");
+    assert_eq!(count(&v, 0, "acks"), 1000, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 900, "{v}");
+    assert_eq!(count(&v, 0, "bad_reply") + count(&v, 0, "stray"), 0, "{v}");
+    // Renewals are refused in direct mode; a missing interface is a setup error.
+    let out = lab.run_direct(&["renew", "--count", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.cli, BIN, "dora", "--count", "1"])
+        .args(["--server", &lab.srv_ip(), "--direct", "nosuchif0"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchif0"),
+        "{out:?}"
+    );
 }
 
 #[test]

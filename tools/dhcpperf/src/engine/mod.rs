@@ -47,7 +47,7 @@ use shared::{unix_ms, Counters, Shared};
 use table::{phase, Slot};
 
 /// Where the load goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The server's address and port (67).
     pub server: SocketAddrV4,
@@ -55,7 +55,15 @@ pub struct Target {
     pub relay: Ipv4Addr,
     /// The port the generator binds (67, where servers answer relays).
     pub relay_port: u16,
+    /// Direct-client mode on this interface instead of a relay: bind 0.0.0.0:68 with
+    /// SO_BINDTODEVICE, broadcast DISCOVER and REQUEST (broadcast flag set, giaddr 0) to
+    /// 255.255.255.255 on the server's port, RELEASE unicast to the server. `relay` and
+    /// `relay_port` are then unused.
+    pub direct: Option<String>,
 }
+
+/// The DHCP client port a direct client binds.
+pub const CLIENT_PORT: u16 = 68;
 
 /// Options shared by every phase.
 #[derive(Debug, Clone)]
@@ -226,6 +234,14 @@ pub enum SetupError {
     /// The request templates could not take option 82.
     #[error("cannot build the request templates: {0}")]
     Template(#[from] SubOptionError),
+    /// SO_BINDTODEVICE failed (no such interface, or no privilege).
+    #[error("cannot bind to interface {iface:?}: {source}")]
+    Device {
+        /// The interface.
+        iface: String,
+        /// The cause.
+        source: io::Error,
+    },
     /// The client table would be too large.
     #[error("{0} clients requested; the limit is {1} (use --max-clients)")]
     TooManyClients(u64, u64),
@@ -268,11 +284,25 @@ impl Generator {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(SetupError::Socket)?;
         sys::enable_recv_err(sock.as_fd()).map_err(SetupError::Socket)?;
-        let addr = SocketAddrV4::new(target.relay, target.relay_port);
+        let addr = match &target.direct {
+            Some(iface) => {
+                sock.set_broadcast(true).map_err(SetupError::Socket)?;
+                sock.bind_device(Some(iface.as_bytes()))
+                    .map_err(|source| SetupError::Device {
+                        iface: iface.clone(),
+                        source,
+                    })?;
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT)
+            }
+            None => SocketAddrV4::new(target.relay, target.relay_port),
+        };
         sock.bind(&addr.into())
             .map_err(|source| SetupError::Bind { addr, source })?;
         let template = |kind| -> Result<Template, SetupError> {
             let mut t = Template::new(kind, target.relay, opts.client_id);
+            if target.direct.is_some() {
+                t.set_direct();
+            }
             if opts.link_selection.is_some() {
                 t.add_link_selection()?;
             }
@@ -401,6 +431,17 @@ impl Generator {
         }
     }
 
+    /// Where a request of `kind` goes: the server; a direct client broadcasts DISCOVER and
+    /// REQUEST to 255.255.255.255 on the server's port.
+    fn destination(&self, kind: RequestKind) -> SocketAddrV4 {
+        match (&self.target.direct, kind) {
+            (Some(_), RequestKind::Discover | RequestKind::Select) => {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, self.target.server.port())
+            }
+            _ => self.target.server,
+        }
+    }
+
     fn template(&self, phase: u32) -> &Template {
         match phase {
             phase::REQUEST_SENT => &self.templates.select,
@@ -425,6 +466,7 @@ mod tests {
             server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
             relay: Ipv4Addr::LOCALHOST,
             relay_port: 0,
+            direct: None,
         };
         let opts = EngineOptions {
             timeout: Duration::from_secs(1),

@@ -184,7 +184,7 @@ impl Generator {
                     account_send(sh, &o);
                 }
                 let tpl = &self.templates.select;
-                out.push_with(self.target.server, |b| tpl.write(b, &f));
+                out.push_with(self.destination(tpl.kind()), |b| tpl.write(b, &f));
                 inc(&c.sent_request, 1);
                 entries.push(Entry {
                     idx: i,

@@ -35,8 +35,8 @@ impl Tx<'_, '_, '_> {
         }
         let f = self.gen.fields(index, self.sh.identity(index), slot);
         let tpl = self.gen.template(phase);
-        self.batch
-            .push_with(self.gen.target.server, |b| tpl.write(b, &f));
+        let dst = self.gen.destination(tpl.kind());
+        self.batch.push_with(dst, |b| tpl.write(b, &f));
     }
 
     pub(super) fn flush(&mut self) {
