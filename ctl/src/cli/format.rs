@@ -129,9 +129,10 @@ pub fn format_status(s: &StatusData) -> String {
     );
     let _ = writeln!(
         out,
-        "lease table: {} ({} slots, {})",
+        "lease table: {} ({} slots, room for {} more addresses, {})",
         s.table.path,
         group_digits(s.table.slots),
+        group_digits(s.table.slot_capacity.saturating_sub(s.table.slots)),
         if s.table.clean_start {
             "clean start"
         } else {

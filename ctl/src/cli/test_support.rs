@@ -121,6 +121,7 @@ pub(super) fn status_data() -> StatusData {
         table: TableStatus {
             path: "/var/lib/prodhcp/leases.table".into(),
             slots: 254,
+            slot_capacity: 262_398,
             clean_start: true,
             index: IndexStatus {
                 occupied: 30,

@@ -148,7 +148,7 @@ fn status_human_and_json() {
         .contains("config generation: 2 (last reload: ok: reloaded etc/prodhcp.ron)"));
     assert!(c
         .out
-        .contains("lease table: /var/lib/prodhcp/leases.table (254 slots, clean start)"));
+        .contains("lease table: /var/lib/prodhcp/leases.table (254 slots, room for 262,144 more addresses, clean start)"));
     assert!(
         c.out
             .contains("client index: 30 of 1,024 entries used, 2 inserts gave up"),

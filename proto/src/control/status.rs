@@ -40,6 +40,10 @@ pub struct TableStatus {
     pub path: String,
     /// Number of slots.
     pub slots: u64,
+    /// Slots the table file has room for: live pool changes (SIGHUP) may add addresses up to
+    /// it (0 in replies of older daemons).
+    #[serde(default)]
+    pub slot_capacity: u64,
     /// Whether the previous run shut down cleanly.
     pub clean_start: bool,
     /// The client index (absent in replies of older daemons).

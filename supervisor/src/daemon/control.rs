@@ -225,6 +225,7 @@ impl Supervisor {
             table: TableStatus {
                 path: self.table.path().display().to_string(),
                 slots: u64::from(self.table.slot_count()),
+                slot_capacity: self.table.geometry().slot_capacity,
                 clean_start: self.clean_start,
                 index: IndexStatus {
                     occupied: self.table.index_occupied(),
