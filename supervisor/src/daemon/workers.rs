@@ -30,6 +30,20 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// A running worker whose heartbeat does not move for this long is killed and restarted.
 const HANG_AFTER: Duration = Duration::from_millis(1500);
 
+/// How long a worker's heartbeat may stand still: [`HANG_AFTER`], or while it has a
+/// configuration frame to answer the reload deadline. A worker parses and validates a new
+/// configuration on its loop thread and beats no heartbeat meanwhile; with 100,000 subnets that
+/// takes about a second, longer on a busy machine, and killing it for that would turn every
+/// reload into a restart of every worker. One that stays silent past the deadline fails the
+/// reload and is killed then.
+pub(super) fn hang_limit(config_unanswered: u32) -> Duration {
+    if config_unanswered > 0 {
+        crate::reload_track::RELOAD_DEADLINE.max(HANG_AFTER)
+    } else {
+        HANG_AFTER
+    }
+}
+
 /// Where a worker is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WorkerState {
@@ -74,16 +88,16 @@ impl HeartbeatWatch {
     }
 
     /// Records the value `beat` read at `now`; true when it has not moved for longer than
-    /// [`HANG_AFTER`]. The watch then starts over, so a hung worker is reported once per
-    /// [`HANG_AFTER`], not on every look.
-    pub(super) fn hung(&mut self, beat: u64, now: Instant) -> bool {
+    /// `limit` ([`hang_limit`]). The watch then starts over, so a hung worker is reported once
+    /// per `limit`, not on every look.
+    pub(super) fn hung(&mut self, beat: u64, now: Instant, limit: Duration) -> bool {
         if beat != self.last {
             *self = HeartbeatWatch {
                 last: beat,
                 since: now,
             };
             false
-        } else if now.saturating_duration_since(self.since) > HANG_AFTER {
+        } else if now.saturating_duration_since(self.since) > limit {
             self.since = now;
             true
         } else {
@@ -259,7 +273,7 @@ impl Supervisor {
                 continue;
             }
             let beat = self.table.heartbeat(worker_owner(w.id));
-            if w.heartbeat.hung(beat, now) {
+            if w.heartbeat.hung(beat, now, hang_limit(w.config_unanswered)) {
                 if let Some(c) = w.child.as_mut() {
                     warn!(
                         worker = w.id,
@@ -428,18 +442,34 @@ mod tests {
         let mut now = t0;
         for beat in 0..100u64 {
             now += 500 * MS;
-            assert!(!hb.hung(beat, now), "beat {beat}");
+            assert!(!hb.hung(beat, now, HANG_AFTER), "beat {beat}");
         }
         // It stops at 99: not hung at exactly the limit, hung just past it.
         let stopped = now;
-        assert!(!hb.hung(99, stopped + HANG_AFTER));
-        assert!(hb.hung(99, stopped + HANG_AFTER + MS));
+        assert!(!hb.hung(99, stopped + HANG_AFTER, HANG_AFTER));
+        assert!(hb.hung(99, stopped + HANG_AFTER + MS, HANG_AFTER));
         // Reported once, then again only after another full limit.
-        assert!(!hb.hung(99, stopped + HANG_AFTER + 2 * MS));
-        assert!(!hb.hung(99, stopped + 2 * HANG_AFTER + MS));
-        assert!(hb.hung(99, stopped + 2 * HANG_AFTER + 2 * MS));
+        assert!(!hb.hung(99, stopped + HANG_AFTER + 2 * MS, HANG_AFTER));
+        assert!(!hb.hung(99, stopped + 2 * HANG_AFTER + MS, HANG_AFTER));
+        assert!(hb.hung(99, stopped + 2 * HANG_AFTER + 2 * MS, HANG_AFTER));
         // It moves again: alive.
-        assert!(!hb.hung(100, stopped + 10 * HANG_AFTER));
+        assert!(!hb.hung(100, stopped + 10 * HANG_AFTER, HANG_AFTER));
+    }
+
+    #[test]
+    fn a_worker_with_a_configuration_to_answer_has_until_the_reload_deadline() {
+        assert_eq!(hang_limit(0), HANG_AFTER);
+        let limit = hang_limit(1);
+        assert_eq!(limit, crate::reload_track::RELOAD_DEADLINE);
+        assert!(limit > HANG_AFTER);
+        let t0 = Instant::now();
+        let mut hb = HeartbeatWatch::started(t0);
+        assert!(!hb.hung(7, t0, limit));
+        // Parsing a large configuration: silent for longer than HANG_AFTER, not a hang.
+        assert!(!hb.hung(7, t0 + 3 * HANG_AFTER, limit));
+        assert!(!hb.hung(7, t0 + limit, limit));
+        // Silent past the reload deadline: hung.
+        assert!(hb.hung(7, t0 + limit + MS, limit));
     }
 
     #[test]
@@ -447,8 +477,8 @@ mod tests {
         let t0 = Instant::now();
         // The word keeps its value across restarts; the first look counts as a move.
         let mut hb = HeartbeatWatch::started(t0);
-        assert!(!hb.hung(12_345, t0 + 10 * HANG_AFTER));
-        assert!(!hb.hung(12_345, t0 + 11 * HANG_AFTER));
-        assert!(hb.hung(12_345, t0 + 11 * HANG_AFTER + MS));
+        assert!(!hb.hung(12_345, t0 + 10 * HANG_AFTER, HANG_AFTER));
+        assert!(!hb.hung(12_345, t0 + 11 * HANG_AFTER, HANG_AFTER));
+        assert!(hb.hung(12_345, t0 + 11 * HANG_AFTER + MS, HANG_AFTER));
     }
 }
