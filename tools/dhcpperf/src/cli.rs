@@ -13,10 +13,13 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::engine::{Backoff, EngineOptions, Generator, PhaseReport, Plan, StopReason, Target};
+use crate::engine::{
+    Backoff, Cycle, EngineOptions, Generator, PhaseReport, Plan, StopReason, Target,
+};
 use crate::record::{read_records, Recorder};
 use crate::report::{print_run, print_verify, RunReport, SweepStep, SweepSummary};
 use crate::responder::{self, ResponderConfig};
+use crate::spread::LinkSelection;
 use crate::verify::{read_export, verify};
 
 /// Exit code: success.
@@ -96,8 +99,15 @@ pub struct CommonArgs {
     #[arg(long, value_parser = parse_server)]
     pub server: SocketAddrV4,
     /// Relay address to bind (port 67) and put in giaddr; must be configured here.
-    #[arg(long)]
-    pub relay_ip: Ipv4Addr,
+    #[arg(long, required_unless_present = "direct", conflicts_with = "direct")]
+    pub relay_ip: Option<Ipv4Addr>,
+    /// Direct clients instead of a relay, on this interface: bind 0.0.0.0:68 with
+    /// SO_BINDTODEVICE, broadcast DISCOVER and REQUEST (broadcast flag set) to
+    /// 255.255.255.255, match replies by xid and chaddr; RELEASEs go to --server. Broadcasts on
+    /// a real link: use only on a lab link (a network namespace). Not with renew (the server
+    /// answers a renewal at its ciaddr, which is not configured here).
+    #[arg(long, value_name = "IFACE")]
+    pub direct: Option<String>,
     /// Port to bind on the relay address.
     #[arg(long, default_value_t = 67)]
     pub relay_port: u16,
@@ -131,6 +141,17 @@ pub struct CommonArgs {
     /// Upper bound on simulated clients (about 20 bytes each).
     #[arg(long, default_value_t = 5_000_000)]
     pub max_clients: u64,
+    /// Spread clients over many subnets: every request of client i carries option 82
+    /// sub-option 5 (link selection, RFC 3527) = BASE + (i % COUNT) × STEP; giaddr stays the
+    /// relay address, so replies still come back here.
+    #[arg(long, value_name = "IP")]
+    pub link_selection_base: Option<Ipv4Addr>,
+    /// Addresses between consecutive link-selection addresses (64: one per /26).
+    #[arg(long, default_value_t = 64, requires = "link_selection_base")]
+    pub link_selection_step: u32,
+    /// Number of link-selection addresses (subnets) the clients are spread over.
+    #[arg(long, default_value_t = 1, requires = "link_selection_base")]
+    pub link_selection_count: u32,
 }
 
 /// Options of dora, renew and release.
@@ -151,6 +172,15 @@ pub struct LoadArgs {
     /// Most exchanges in flight with --rate 0.
     #[arg(long, default_value_t = 1000)]
     pub window: u64,
+    /// Returning clients (dora, sweep, mix): client i uses MAC i % N, and each client whose
+    /// MAC is used again releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of mix.
@@ -177,6 +207,16 @@ pub struct MixArgs {
     /// Sending time of the mix.
     #[arg(long, default_value = "10s", value_parser = parse_duration)]
     pub duration: Duration,
+    /// Returning clients (the mix's new clients; pre-bound ones keep their own
+    /// MACs): new client k uses the k % N-th of N MACs, and each client whose
+    /// MAC is used again releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of avalanche.
@@ -200,6 +240,10 @@ pub struct AvalancheArgs {
     /// Give up on clients not bound after this long.
     #[arg(long, default_value = "60s", value_parser = parse_duration)]
     pub deadline: Duration,
+    /// Randomise every retransmission delay by a uniform offset within ± this (RFC 2131 4.1:
+    /// ±1 s); 0 disables. Reproducible: drawn from --seed. A delay never drops below 1 ms.
+    #[arg(long, default_value = "1s", value_parser = parse_duration)]
+    pub jitter: Duration,
 }
 
 /// Options of sweep.
@@ -229,6 +273,15 @@ pub struct SweepArgs {
     /// Most steps.
     #[arg(long, default_value_t = 40)]
     pub max_steps: u32,
+    /// Returning clients (dora, sweep, mix): client i uses MAC i % N, and every client (all steps
+    /// reuse the same N MACs) releases its address right after its ACK (see the crate docs).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub clients: Option<u32>,
+    /// New clients that release: every client (new MAC) sends a RELEASE right after its ACK,
+    /// so a small pool never runs dry and every DORA allocates for a client the server has
+    /// not seen. Not with --clients.
+    #[arg(long, conflicts_with = "clients")]
+    pub release_after_ack: bool,
 }
 
 /// Options of the responder.
@@ -246,7 +299,7 @@ pub struct ResponderArgs {
     /// Lease time in replies, seconds.
     #[arg(long, default_value_t = 3600)]
     pub lease_time: u32,
-    /// Threads (one SO_REUSEPORT socket each).
+    /// Threads, all on one socket (so one relay's flow is spread over all of them).
     #[arg(long, default_value_t = 1)]
     pub threads: usize,
     /// Datagrams per recvmmsg/sendmmsg.
@@ -336,11 +389,50 @@ fn clients_for(rate: f64, duration: Duration, count: Option<u64>, max: u64) -> u
     }
 }
 
+/// The returning-client plan of `count` clients from index `first`: `--clients N` cycles
+/// over N identities (each reused one releases), `--release-after-ack` releases every new
+/// client.
+fn cycle_of(
+    clients: Option<u32>,
+    release_after_ack: bool,
+    first: u32,
+    count: u32,
+) -> Option<Cycle> {
+    match clients {
+        Some(clients) => Some(Cycle {
+            first,
+            clients,
+            reuse_end: first.saturating_add(count),
+            release_all: false,
+        }),
+        None => release_after_ack.then(|| Cycle::new_clients_release(first)),
+    }
+}
+
 fn load(kind: LoadKind) -> i32 {
+    if let LoadKind::Renew(a) | LoadKind::Release(a) = &kind {
+        if a.clients.is_some() || a.release_after_ack {
+            eprintln!(
+                "dhcpperf: --clients and --release-after-ack apply to dora, sweep and mix only"
+            );
+            return EXIT_SETUP;
+        }
+    }
     let c = kind.common();
     let recorder = match &c.record {
         Some(p) => match Recorder::create(p) {
             Ok(r) => Some(Arc::new(r)),
+            Err(e) => {
+                eprintln!("dhcpperf: {e}");
+                return EXIT_SETUP;
+            }
+        },
+        None => None,
+    };
+    let link_selection = match c.link_selection_base {
+        Some(base) => match LinkSelection::new(base, c.link_selection_step, c.link_selection_count)
+        {
+            Ok(l) => Some(l),
             Err(e) => {
                 eprintln!("dhcpperf: {e}");
                 return EXIT_SETUP;
@@ -356,11 +448,27 @@ fn load(kind: LoadKind) -> i32 {
         seed: c.seed,
         client_id: c.client_id,
         print_timeline: c.timeline,
+        link_selection,
     };
+    let renews = match &kind {
+        LoadKind::Renew(_) => true,
+        LoadKind::Mix(a) => a.renew_rate > 0.0,
+        _ => false,
+    };
+    if c.direct.is_some() && renews {
+        eprintln!("dhcpperf: --direct does not renew (the server answers a renewal at its ciaddr, not configured here)");
+        return EXIT_SETUP;
+    }
     let target = Target {
         server: c.server,
-        relay: c.relay_ip,
+        relay: c.relay_ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
         relay_port: c.relay_port,
+        direct: c.direct.clone(),
+    };
+    let via = match (&c.direct, c.relay_ip) {
+        (Some(iface), _) => format!("direct on {iface}"),
+        (None, Some(ip)) => ip.to_string(),
+        (None, None) => String::new(),
     };
     let mut gen = match Generator::new(target, opts, recorder, c.max_clients) {
         Ok(g) => g,
@@ -372,7 +480,7 @@ fn load(kind: LoadKind) -> i32 {
     let mut report = RunReport {
         scenario: kind.name().to_string(),
         server: c.server.to_string(),
-        relay: c.relay_ip.to_string(),
+        relay: via.clone(),
         phases: Vec::new(),
         sweep: None,
         completed: true,
@@ -392,13 +500,13 @@ fn load(kind: LoadKind) -> i32 {
         report.completed = false;
         report.message = Some(match p.stop {
             StopReason::NoAnswers => format!(
-                "no answers from {} for {:.1} s in phase {} (ICMP errors {}{}): is the server running, and does it serve relay {}?",
+                "no answers from {} for {:.1} s in phase {} (ICMP errors {}{}): is the server running, and does it serve {}?",
                 c.server,
                 c.give_up.as_secs_f64(),
                 p.phase,
                 p.counts.icmp_errors,
                 p.last_error.as_ref().map_or(String::new(), |e| format!(", last: {e}")),
-                c.relay_ip
+                if c.direct.is_some() { via.clone() } else { format!("relay {via}") }
             ),
             _ => format!("hard deadline of {:.0} s reached in phase {}", c.hard_deadline.as_secs_f64(), p.phase),
         });
@@ -438,6 +546,7 @@ fn run_phases(
         LoadKind::Dora(a) | LoadKind::Renew(a) | LoadKind::Release(a) => {
             let n = clients_for(a.rate, a.duration, a.count, max);
             let table = gen.new_table(n)?;
+            let cycle = cycle_of(a.clients, a.release_after_ack, table.base(), n as u32);
             let p = gen.run(
                 "dora",
                 &table,
@@ -446,6 +555,7 @@ fn run_phases(
                     count: n,
                     duration: a.duration,
                     window: a.window,
+                    cycle,
                 },
             );
             let stop = cut_short(&p);
@@ -487,6 +597,7 @@ fn run_phases(
                         count: a.prebind,
                         duration: Duration::from_secs(3600),
                         window: 1000,
+                        cycle: None,
                     },
                 );
                 let stop = cut_short(&p);
@@ -504,6 +615,12 @@ fn run_phases(
                     release_rate: a.release_rate,
                     duration: a.duration,
                     first_new: a.prebind,
+                    cycle: cycle_of(
+                        a.clients,
+                        a.release_after_ack,
+                        table.base() + a.prebind as u32,
+                        (n - a.prebind) as u32,
+                    ),
                 },
             ));
         }
@@ -519,18 +636,30 @@ fn run_phases(
                         max: a.backoff_max,
                     },
                     deadline: a.deadline,
+                    jitter: a.jitter,
                 },
             ));
         }
         LoadKind::Sweep(a) => {
             let mut steps = Vec::new();
             let mut rate = a.start_rate.max(1.0);
+            // Every step reuses the same N identities, so every client releases.
+            let mut cycle: Option<Cycle> = None;
             for step in 0..a.max_steps {
                 if rate > a.max_rate {
                     break;
                 }
                 let n = clients_for(rate, a.step_duration, None, max);
                 let table = gen.new_table(n)?;
+                if cycle.is_none() {
+                    cycle =
+                        cycle_of(a.clients, a.release_after_ack, table.base(), u32::MAX).map(|c| {
+                            Cycle {
+                                release_all: true,
+                                ..c
+                            }
+                        });
+                }
                 let p = gen.run(
                     &format!("sweep-{}", step + 1),
                     &table,
@@ -539,6 +668,7 @@ fn run_phases(
                         count: n,
                         duration: a.step_duration,
                         window: 1000,
+                        cycle,
                     },
                 );
                 if gen.options().print_timeline {
@@ -616,8 +746,8 @@ fn run_responder(a: &ResponderArgs) -> i32 {
                 println!("{}", serde_json::to_string(&s).unwrap_or_default());
             } else {
                 println!(
-                    "received {} offers {} acks {} ignored {} bad {} send_errors {}",
-                    s.received, s.offers, s.acks, s.ignored, s.bad, s.send_errors
+                    "received {} offers {} acks {} ignored {} bad {} send_errors {} per_thread {:?}",
+                    s.received, s.offers, s.acks, s.ignored, s.bad, s.send_errors, s.per_thread
                 );
             }
             EXIT_OK
@@ -762,6 +892,72 @@ mod tests {
         assert_eq!(a.common.timeout, Duration::from_millis(200));
         assert_eq!(a.common.server.port(), 67);
         assert!(Cli::try_parse_from(["dhcpperf", "dora", "--server", "x"]).is_err());
+        assert_eq!(a.common.link_selection_base, None);
+        let c = Cli::try_parse_from([
+            "dhcpperf",
+            "sweep",
+            "--server",
+            "198.18.0.1",
+            "--relay-ip",
+            "198.18.0.2",
+            "--link-selection-base",
+            "10.0.0.1",
+            "--link-selection-count",
+            "100000",
+        ])
+        .unwrap();
+        let Command::Sweep(a) = c.command else {
+            panic!("not sweep")
+        };
+        assert_eq!(
+            a.common.link_selection_base,
+            Some(Ipv4Addr::new(10, 0, 0, 1))
+        );
+        assert_eq!(
+            (a.common.link_selection_step, a.common.link_selection_count),
+            (64, 100_000)
+        );
+        // Step and count without a base are a usage error.
+        assert!(Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--relay-ip",
+            "198.18.0.2",
+            "--link-selection-count",
+            "5",
+        ])
+        .is_err());
+        // --direct replaces --relay-ip; one of them is required, not both.
+        let c = Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--direct",
+            "veth1",
+        ])
+        .unwrap();
+        let Command::Dora(a) = c.command else {
+            panic!("not dora")
+        };
+        assert_eq!(
+            (a.common.direct.as_deref(), a.common.relay_ip),
+            (Some("veth1"), None)
+        );
+        assert!(Cli::try_parse_from(["dhcpperf", "dora", "--server", "198.18.0.1"]).is_err());
+        assert!(Cli::try_parse_from([
+            "dhcpperf",
+            "dora",
+            "--server",
+            "198.18.0.1",
+            "--direct",
+            "veth1",
+            "--relay-ip",
+            "198.18.0.2",
+        ])
+        .is_err());
         assert_eq!(clients_for(100.0, Duration::from_secs(3), None, 10), 300);
         assert_eq!(clients_for(0.0, Duration::from_secs(3), None, 10), 10);
     }

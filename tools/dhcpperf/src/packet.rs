@@ -17,6 +17,7 @@ pub const BOOTP_MIN_LEN: usize = 300;
 const OFF_OP: usize = 0;
 const OFF_HOPS: usize = 3;
 const OFF_XID: usize = 4;
+const OFF_FLAGS: usize = 10;
 const OFF_CIADDR: usize = 12;
 const OFF_YIADDR: usize = 16;
 const OFF_GIADDR: usize = 24;
@@ -45,6 +46,14 @@ pub mod opt {
     pub const PARAM_LIST: u8 = 55;
     /// Client identifier.
     pub const CLIENT_ID: u8 = 61;
+    /// Relay agent information (RFC 3046).
+    pub const RELAY_AGENT_INFO: u8 = 82;
+    /// Sub-option of 82: agent circuit id.
+    pub const RAI_CIRCUIT_ID: u8 = 1;
+    /// Sub-option of 82: agent remote id.
+    pub const RAI_REMOTE_ID: u8 = 2;
+    /// Sub-option of 82: link selection (RFC 3527).
+    pub const RAI_LINK_SELECTION: u8 = 5;
     /// Padding.
     pub const PAD: u8 = 0;
     /// End of options.
@@ -116,6 +125,9 @@ pub struct Fields {
     pub requested: Ipv4Addr,
     /// Server identifier (select, release).
     pub server_id: Ipv4Addr,
+    /// Link-selection address (option 82 sub-option 5), written when the template has one
+    /// ([`Template::add_link_selection`]).
+    pub link_selection: Ipv4Addr,
 }
 
 /// A precomputed request: the bytes of one message kind with the offsets to patch.
@@ -126,6 +138,18 @@ pub struct Template {
     client_id_at: Option<usize>,
     requested_at: Option<usize>,
     server_id_at: Option<usize>,
+    link_selection_at: Option<usize>,
+}
+
+/// Why a relay-agent sub-option cannot be added to a template.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum SubOptionError {
+    /// Option 82 would exceed 255 bytes.
+    #[error("option 82 would be longer than 255 bytes")]
+    TooLong,
+    /// The template has no END option (never the case for templates built here).
+    #[error("the template has no end option")]
+    NoEnd,
 }
 
 impl Template {
@@ -183,7 +207,102 @@ impl Template {
             client_id_at,
             requested_at,
             server_id_at,
+            link_selection_at: None,
         }
+    }
+
+    /// Makes the template a direct client's (no relay): hops 0, giaddr 0, and the broadcast
+    /// flag set on DISCOVER and SELECTING REQUEST (the client has no address yet, so the
+    /// server must broadcast its reply, RFC 2131 4.1).
+    pub fn set_direct(&mut self) {
+        self.bytes[OFF_HOPS] = 0;
+        self.bytes[OFF_GIADDR..OFF_GIADDR + 4].fill(0);
+        if matches!(self.kind, RequestKind::Discover | RequestKind::Select) {
+            self.bytes[OFF_FLAGS..OFF_FLAGS + 2].copy_from_slice(&0x8000u16.to_be_bytes());
+        }
+    }
+
+    /// Adds sub-option `code` with `value` to the relay agent information option (82): inside
+    /// the template's option 82 when it has one, else as a new option 82 placed last, before
+    /// END (RFC 3046 2.1). Returns the offset of the value in every written packet.
+    pub fn add_relay_sub_option(
+        &mut self,
+        code: u8,
+        value: &[u8],
+    ) -> Result<usize, SubOptionError> {
+        let sub_len = u8::try_from(value.len()).map_err(|_| SubOptionError::TooLong)?;
+        let mut sub = Vec::with_capacity(2 + value.len());
+        sub.extend_from_slice(&[code, sub_len]);
+        sub.extend_from_slice(value);
+        let (insert_at, len_at) = match self.find_option(opt::RELAY_AGENT_INFO) {
+            Some(at) => {
+                let len = usize::from(self.bytes[at + 1]);
+                (at + 2 + len, Some(at + 1))
+            }
+            None => (
+                self.find_option(opt::END).ok_or(SubOptionError::NoEnd)?,
+                None,
+            ),
+        };
+        let mut added = sub;
+        match len_at {
+            Some(l) => {
+                let new_len = usize::from(self.bytes[l]) + added.len();
+                self.bytes[l] = u8::try_from(new_len).map_err(|_| SubOptionError::TooLong)?;
+            }
+            None => {
+                let len = u8::try_from(added.len()).map_err(|_| SubOptionError::TooLong)?;
+                let mut whole = vec![opt::RELAY_AGENT_INFO, len];
+                whole.append(&mut added);
+                added = whole;
+            }
+        }
+        let value_at = insert_at + added.len() - value.len();
+        // Padding after END absorbs the growth; the packet grows only when there is none left.
+        let end = self.bytes.iter().rposition(|&b| b == opt::END).unwrap_or(0);
+        let pad_after_end = self.bytes.len() - end - 1;
+        let grow = added.len().saturating_sub(pad_after_end);
+        self.bytes
+            .splice(insert_at..insert_at, added.iter().copied());
+        self.bytes.truncate(self.bytes.len() - (added.len() - grow));
+        for at in [
+            &mut self.client_id_at,
+            &mut self.requested_at,
+            &mut self.server_id_at,
+            &mut self.link_selection_at,
+        ]
+        .into_iter()
+        .flatten()
+        {
+            if *at >= insert_at {
+                *at += added.len();
+            }
+        }
+        Ok(value_at)
+    }
+
+    /// Adds option 82 sub-option 5 (link selection, RFC 3527); every packet written then
+    /// carries [`Fields::link_selection`] there.
+    pub fn add_link_selection(&mut self) -> Result<(), SubOptionError> {
+        let at = self.add_relay_sub_option(opt::RAI_LINK_SELECTION, &[0; 4])?;
+        self.link_selection_at = Some(at);
+        Ok(())
+    }
+
+    /// The offset of option `code` in the template (options area only), `None` if absent.
+    fn find_option(&self, code: u8) -> Option<usize> {
+        let mut i = OFF_OPTIONS;
+        while let Some(&c) = self.bytes.get(i) {
+            if c == code {
+                return Some(i);
+            }
+            match c {
+                opt::PAD => i += 1,
+                opt::END => return None,
+                _ => i += 2 + usize::from(*self.bytes.get(i + 1)?),
+            }
+        }
+        None
     }
 
     /// The message kind.
@@ -221,6 +340,9 @@ impl Template {
         }
         if let Some(at) = self.server_id_at {
             dst[at..at + 4].copy_from_slice(&f.server_id.octets());
+        }
+        if let Some(at) = self.link_selection_at {
+            dst[at..at + 4].copy_from_slice(&f.link_selection.octets());
         }
         n
     }
@@ -273,6 +395,8 @@ pub struct Packet<'a> {
     pub requested: Option<Ipv4Addr>,
     /// Client identifier (option 61).
     pub client_id: Option<&'a [u8]>,
+    /// Option 82 sub-option 5 (link selection), when present and 4 bytes long.
+    pub link_selection: Option<Ipv4Addr>,
 }
 
 fn ip_at(buf: &[u8], at: usize) -> Ipv4Addr {
@@ -309,6 +433,7 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, ParseError> {
     let mut lease_time = None;
     let mut requested = None;
     let mut client_id = None;
+    let mut link_selection = None;
     let mut i = OFF_OPTIONS;
     while let Some(&code) = buf.get(i) {
         match code {
@@ -339,6 +464,7 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, ParseError> {
                 lease_time = Some(u32::from_be_bytes([a, b, c, d]));
             }
             opt::CLIENT_ID => client_id = Some(v),
+            opt::RELAY_AGENT_INFO => link_selection = relay_link_selection(v),
             _ => {}
         }
         i += 2 + len;
@@ -356,7 +482,21 @@ pub fn parse(buf: &[u8]) -> Result<Packet<'_>, ParseError> {
         lease_time,
         requested,
         client_id,
+        link_selection,
     })
+}
+
+/// Sub-option 5 of an option-82 value, when present with 4 bytes.
+fn relay_link_selection(v: &[u8]) -> Option<Ipv4Addr> {
+    let mut i = 0;
+    while let (Some(&code), Some(&len)) = (v.get(i), v.get(i + 1)) {
+        let data = v.get(i + 2..i + 2 + usize::from(len))?;
+        if code == opt::RAI_LINK_SELECTION {
+            return ip_value(code, data).ok();
+        }
+        i += 2 + usize::from(len);
+    }
+    None
 }
 
 /// What a canned reply carries (used by the responder).
@@ -415,6 +555,7 @@ mod tests {
             ciaddr: Ipv4Addr::new(10, 0, 0, 9),
             requested: Ipv4Addr::new(10, 0, 0, 7),
             server_id: Ipv4Addr::new(198, 18, 0, 1),
+            link_selection: Ipv4Addr::new(10, 64, 0, 1),
         }
     }
 
@@ -461,6 +602,94 @@ mod tests {
         assert_eq!(p.msg_type, MessageType::Release);
         assert_eq!(p.ciaddr, f.ciaddr);
         assert_eq!(p.server_id, Some(f.server_id));
+    }
+
+    #[test]
+    fn link_selection_is_patched_per_packet() {
+        let mut buf = [0u8; 1500];
+        for kind in [
+            RequestKind::Discover,
+            RequestKind::Select,
+            RequestKind::Renew,
+            RequestKind::Release,
+        ] {
+            let mut t = Template::new(kind, RELAY, true);
+            t.add_link_selection().unwrap();
+            assert_eq!(t.len(), BOOTP_MIN_LEN, "the padding absorbs option 82");
+            let f = fields();
+            let n = t.write(&mut buf, &f);
+            let p = parse(&buf[..n]).unwrap();
+            assert_eq!(p.link_selection, Some(f.link_selection), "{kind:?}");
+            assert_eq!(p.client_id, Some(&[1, 2, 1, 2, 3, 4, 5][..]));
+            assert_eq!(p.giaddr, RELAY);
+            if kind == RequestKind::Select {
+                assert_eq!(p.requested, Some(f.requested));
+                assert_eq!(p.server_id, Some(f.server_id));
+            }
+            // Option 82 is the last option: 82, 6, 5, 4, a.b.c.d, END.
+            let end = OFF_OPTIONS + buf[OFF_OPTIONS..n].iter().position(|&b| b == 255).unwrap();
+            assert_eq!(&buf[end - 8..=end], &[82, 6, 5, 4, 10, 64, 0, 1, 255]);
+        }
+        // Without the sub-option nothing is written there.
+        let n = Template::new(RequestKind::Discover, RELAY, false).write(&mut buf, &fields());
+        assert_eq!(parse(&buf[..n]).unwrap().link_selection, None);
+    }
+
+    #[test]
+    fn link_selection_goes_inside_an_existing_option_82() {
+        let mut t = Template::new(RequestKind::Discover, RELAY, false);
+        t.add_relay_sub_option(opt::RAI_CIRCUIT_ID, b"eth0/1")
+            .unwrap();
+        t.add_link_selection().unwrap();
+        let mut buf = [0u8; 1500];
+        let n = t.write(&mut buf, &fields());
+        let at = (OFF_OPTIONS..n).find(|&i| buf[i] == 82).unwrap();
+        assert_eq!(
+            &buf[at..at + 16],
+            &[82, 14, 1, 6, b'e', b't', b'h', b'0', b'/', b'1', 5, 4, 10, 64, 0, 1]
+        );
+        assert_eq!(buf[at + 16], opt::END);
+        assert_eq!(buf.iter().filter(|&&b| b == 82).count(), 1);
+        assert_eq!(
+            parse(&buf[..n]).unwrap().link_selection,
+            Some(fields().link_selection)
+        );
+        // A template grows past 300 bytes only when the padding runs out.
+        let mut big = Template::new(RequestKind::Select, RELAY, true);
+        big.add_relay_sub_option(opt::RAI_REMOTE_ID, &[7; 200])
+            .unwrap();
+        big.add_link_selection().unwrap();
+        assert!(big.len() > BOOTP_MIN_LEN);
+        let n = big.write(&mut buf, &fields());
+        let p = parse(&buf[..n]).unwrap();
+        assert_eq!(p.link_selection, Some(fields().link_selection));
+        assert_eq!(p.requested, Some(fields().requested));
+        assert_eq!(
+            big.add_relay_sub_option(opt::RAI_REMOTE_ID, &[7; 60]),
+            Err(SubOptionError::TooLong)
+        );
+    }
+
+    #[test]
+    fn direct_templates_have_no_relay_and_ask_for_broadcast() {
+        let mut buf = [0u8; 1500];
+        for (kind, flag) in [
+            (RequestKind::Discover, 0x80),
+            (RequestKind::Select, 0x80),
+            (RequestKind::Release, 0),
+        ] {
+            let mut t = Template::new(kind, RELAY, false);
+            t.set_direct();
+            let n = t.write(&mut buf, &fields());
+            let p = parse(&buf[..n]).unwrap();
+            assert_eq!(p.giaddr, Ipv4Addr::UNSPECIFIED, "{kind:?}");
+            assert_eq!(buf[OFF_HOPS], 0);
+            assert_eq!(&buf[OFF_FLAGS..OFF_FLAGS + 2], &[flag, 0], "{kind:?}");
+        }
+        // Relayed templates never set the flag.
+        let n = Template::new(RequestKind::Discover, RELAY, false).write(&mut buf, &fields());
+        assert_eq!(&buf[OFF_FLAGS..OFF_FLAGS + 2], &[0, 0]);
+        assert_eq!(parse(&buf[..n]).unwrap().giaddr, RELAY);
     }
 
     #[test]

@@ -3,9 +3,13 @@
 //!
 //! Replies go to giaddr:67 when giaddr is set, else back to the source address. The offered
 //! address is derived from the client's MAC (10.m3.m4.m5); an ACK confirms the requested
-//! address (option 50), else ciaddr, else the derived one. `threads` sockets share the port
-//! with `SO_REUSEPORT` (the kernel spreads flows by source address and port, so one relay
-//! talking to one responder uses one thread).
+//! address (option 50), else ciaddr, else the derived one.
+//!
+//! All `threads` threads receive and send on ONE socket (each its own recvmmsg/sendmmsg
+//! batches on the same descriptor; the kernel wakes one waiting thread per arriving datagram),
+//! so a single relay's flow — one 4-tuple — is spread over every thread. (With one
+//! `SO_REUSEPORT` socket per thread, as before, the kernel hashed that one flow to one socket
+//! and the responder used one core however many threads it had.)
 
 use std::io;
 use std::net::{Ipv4Addr, SocketAddrV4};
@@ -30,7 +34,7 @@ pub struct ResponderConfig {
     pub server_id: Ipv4Addr,
     /// Lease time put in replies.
     pub lease_time: u32,
-    /// Receiving threads (one socket each, SO_REUSEPORT).
+    /// Threads, all serving the one socket.
     pub threads: usize,
     /// Datagrams per recvmmsg/sendmmsg.
     pub batch: usize,
@@ -66,6 +70,8 @@ pub struct ResponderStats {
     pub bad: u64,
     /// Replies the kernel refused.
     pub send_errors: u64,
+    /// Datagrams received by each thread (how the one socket's load was shared).
+    pub per_thread: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -82,7 +88,6 @@ fn open_socket(addr: SocketAddrV4) -> Result<Socket, ResponderError> {
     let err = |source| ResponderError::Socket { addr, source };
     let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
     s.set_reuse_address(true).map_err(err)?;
-    s.set_reuse_port(true).map_err(err)?;
     let _ = s.set_recv_buffer_size(16 << 20);
     let _ = s.set_send_buffer_size(8 << 20);
     s.set_read_timeout(Some(Duration::from_millis(50)))
@@ -129,7 +134,9 @@ pub fn reply_for(
     )))
 }
 
-fn serve(sock: &Socket, cfg: &ResponderConfig, sh: &Shared, stop: &AtomicBool) {
+/// Serves `sock` until `stop`; returns the datagrams this thread received.
+fn serve(sock: &Socket, cfg: &ResponderConfig, sh: &Shared, stop: &AtomicBool) -> u64 {
+    let mut mine = 0u64;
     let mut rx = RecvBatch::new(cfg.batch);
     let mut tx = SendBatch::new(cfg.batch);
     let fd = sock.as_fd();
@@ -148,6 +155,7 @@ fn serve(sock: &Socket, cfg: &ResponderConfig, sh: &Shared, stop: &AtomicBool) {
             }
         };
         sh.received.fetch_add(n as u64, Ordering::Relaxed);
+        mine += n as u64;
         let (mut offers, mut acks, mut ignored, mut bad) = (0, 0, 0, 0);
         for i in 0..n {
             let Some((req, src, _)) = rx.get(i) else {
@@ -176,24 +184,29 @@ fn serve(sock: &Socket, cfg: &ResponderConfig, sh: &Shared, stop: &AtomicBool) {
         sh.ignored.fetch_add(ignored, Ordering::Relaxed);
         sh.bad.fetch_add(bad, Ordering::Relaxed);
     }
+    mine
 }
 
 /// Runs the responder until `cfg.duration` passes or `stop` is set.
 pub fn run(cfg: &ResponderConfig, stop: Arc<AtomicBool>) -> Result<ResponderStats, ResponderError> {
-    let socks = (0..cfg.threads.max(1))
-        .map(|_| open_socket(cfg.listen))
-        .collect::<Result<Vec<_>, _>>()?;
+    let sock = open_socket(cfg.listen)?;
     let sh = Shared::default();
     let started = Instant::now();
-    thread::scope(|s| {
-        for sock in &socks {
-            let (sh, stop) = (&sh, &*stop);
-            s.spawn(move || serve(sock, cfg, sh, stop));
-        }
+    let per_thread = thread::scope(|s| {
+        let handles: Vec<_> = (0..cfg.threads.max(1))
+            .map(|_| {
+                let (sock, sh, stop) = (&sock, &sh, &*stop);
+                s.spawn(move || serve(sock, cfg, sh, stop))
+            })
+            .collect();
         while !stop.load(Ordering::Relaxed) && started.elapsed() < cfg.duration {
             thread::sleep(Duration::from_millis(50));
         }
         stop.store(true, Ordering::Relaxed);
+        handles
+            .into_iter()
+            .map(|h| h.join().unwrap_or(0))
+            .collect::<Vec<u64>>()
     });
     let g = |a: &AtomicU64| a.load(Ordering::Relaxed);
     Ok(ResponderStats {
@@ -203,6 +216,7 @@ pub fn run(cfg: &ResponderConfig, stop: Arc<AtomicBool>) -> Result<ResponderStat
         ignored: g(&sh.ignored),
         bad: g(&sh.bad),
         send_errors: g(&sh.send_errors),
+        per_thread,
     })
 }
 
@@ -232,6 +246,7 @@ mod tests {
                 ciaddr: Ipv4Addr::new(10, 9, 9, 9),
                 requested: Ipv4Addr::new(10, 7, 7, 7),
                 server_id: Ipv4Addr::new(198, 18, 0, 1),
+                link_selection: Ipv4Addr::UNSPECIFIED,
             },
         );
         b.truncate(n);
@@ -273,5 +288,54 @@ mod tests {
         .unwrap();
         assert_eq!(dst, src);
         assert!(reply_for(&[1, 2, 3], src, &cfg()).is_err());
+    }
+
+    #[test]
+    fn threads_share_one_socket_and_answer_one_flow() {
+        // A free loopback port: bind one, note it, close it.
+        let port = std::net::UdpSocket::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let cfg = ResponderConfig {
+            listen: SocketAddrV4::new(Ipv4Addr::LOCALHOST, port),
+            threads: 2,
+            duration: Duration::from_secs(20),
+            ..cfg()
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (c2, s2) = (cfg.clone(), stop.clone());
+        let server = thread::spawn(move || run(&c2, s2));
+        // One client socket: one flow. Requests without giaddr are answered to the sender.
+        let client = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        client
+            .set_read_timeout(Some(Duration::from_millis(200)))
+            .unwrap();
+        let discover = req(RequestKind::Discover, Ipv4Addr::UNSPECIFIED);
+        let mut answered = 0;
+        let mut buf = [0u8; 1500];
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while answered < 2000 && Instant::now() < deadline {
+            for _ in 0..50 {
+                client.send_to(&discover, cfg.listen).unwrap();
+            }
+            while let Ok(n) = client.recv(&mut buf) {
+                assert_eq!(
+                    packet::parse(&buf[..n]).unwrap().msg_type,
+                    MessageType::Offer
+                );
+                answered += 1;
+                if answered % 50 == 0 {
+                    break;
+                }
+            }
+        }
+        stop.store(true, Ordering::Relaxed);
+        let stats = server.join().unwrap().unwrap();
+        assert!(answered >= 2000, "answered {answered}");
+        assert_eq!(stats.per_thread.len(), 2);
+        assert_eq!(stats.per_thread.iter().sum::<u64>(), stats.received);
+        assert_eq!(stats.offers, stats.received);
     }
 }

@@ -155,6 +155,35 @@ impl NsPair {
         );
     }
 
+    /// The responder on 0.0.0.0:67 (it must see broadcasts), server id the server's address.
+    fn start_responder_any(&mut self) {
+        let (srv, sid) = (self.srv.clone(), self.srv_ip());
+        self.spawn(
+            &srv,
+            BIN,
+            &[
+                "responder",
+                "--listen",
+                "0.0.0.0",
+                "--server-id",
+                &sid,
+                "--threads",
+                "2",
+                "--duration",
+                "60s",
+            ],
+        );
+    }
+
+    /// Runs dhcpperf as direct clients on the client namespace's veth.
+    fn run_direct(&self, args: &[&str]) -> Output {
+        let mut cmd = Command::new("timeout");
+        cmd.args(["-s", "KILL", "60", "ip", "netns", "exec", &self.cli, BIN])
+            .args(args)
+            .args(["--server", &self.srv_ip(), "--direct", "v1"]);
+        cmd.output().expect("run dhcpperf")
+    }
+
     /// Runs dhcpperf in the client namespace, bounded by `timeout` (coreutils).
     fn run(&self, args: &[&str]) -> Output {
         let mut cmd = Command::new("timeout");
@@ -268,6 +297,121 @@ fn dora_renew_release_against_the_responder() {
     let v = json_of(&out);
     assert_eq!(count(&v, 1, "sent_release"), 1000);
     assert_eq!(lines(&rec), 2000, "1000 acks + 1000 releases");
+}
+
+/// `dora --clients 50 --count 500`: 50 MACs, each used 10 times; every use but the last of
+/// each MAC is followed by a RELEASE of the address just acknowledged, recorded after its ACK.
+#[test]
+fn returning_clients_release_before_their_mac_is_reused() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder();
+    let rec = lab.path("cycle.jsonl");
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "500",
+        "--clients",
+        "50",
+        "--json",
+        "--record",
+        rec.to_str().unwrap(),
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "sent_discover"), 500);
+    assert_eq!(count(&v, 0, "acks"), 500, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 450, "{v}");
+    assert_eq!(
+        count(&v, 0, "bad_reply") + count(&v, 0, "unexpected"),
+        0,
+        "{v}"
+    );
+    let mut events: Vec<serde_json::Value> = std::fs::read_to_string(&rec)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(events.len(), 950);
+    events.sort_by_key(|e| e["seq"].as_u64().unwrap());
+    let mut per_mac: std::collections::BTreeMap<String, Vec<(String, String)>> = Default::default();
+    for e in &events {
+        per_mac
+            .entry(e["mac"].as_str().unwrap().to_string())
+            .or_default()
+            .push((
+                e["event"].as_str().unwrap_or("?").to_string(),
+                e["address"].as_str().unwrap().to_string(),
+            ));
+    }
+    assert_eq!(per_mac.len(), 50, "{:?}", per_mac.keys());
+    for (mac, evs) in &per_mac {
+        assert_eq!(evs.len(), 19, "{mac}: {evs:?}");
+        for (k, (kind, addr)) in evs.iter().enumerate() {
+            let want = if k % 2 == 0 { "ack" } else { "release" };
+            assert_eq!(kind, want, "{mac} event {k}: {evs:?}");
+            if k % 2 == 1 {
+                assert_eq!(addr, &evs[k - 1].1, "{mac}: releases what was acked");
+            }
+        }
+    }
+    // New clients that release: 300 MACs, 300 ACKs, 300 RELEASEs.
+    let out = lab.run(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "300",
+        "--release-after-ack",
+        "--seed",
+        "6",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(count(&v, 0, "acks"), 300, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 300, "{v}");
+}
+
+/// `--direct v1`: broadcast DISCOVER/REQUEST from 0.0.0.0:68, no giaddr, broadcast flag;
+/// the responder answers the source; RELEASEs of returning clients go to the server.
+#[test]
+fn direct_clients_broadcast_without_a_relay() {
+    let Some(mut lab) = NsPair::new() else {
+        return;
+    };
+    lab.start_responder_any();
+    let out = lab.run_direct(&[
+        "dora",
+        "--rate",
+        "2000",
+        "--count",
+        "1000",
+        "--clients",
+        "100",
+        "--json",
+    ]);
+    assert_eq!(out.status.code(), Some(0), "{out:?}");
+    let v = json_of(&out);
+    assert_eq!(v["relay"], "direct on v1", "{v}");
+    assert_eq!(count(&v, 0, "acks"), 1000, "{v}");
+    assert_eq!(count(&v, 0, "sent_release"), 900, "{v}");
+    assert_eq!(count(&v, 0, "bad_reply") + count(&v, 0, "stray"), 0, "{v}");
+    // Renewals are refused in direct mode; a missing interface is a setup error.
+    let out = lab.run_direct(&["renew", "--count", "10"]);
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    let mut cmd = Command::new("ip");
+    cmd.args(["netns", "exec", &lab.cli, BIN, "dora", "--count", "1"])
+        .args(["--server", &lab.srv_ip(), "--direct", "nosuchif0"]);
+    let out = cmd.output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("nosuchif0"),
+        "{out:?}"
+    );
 }
 
 #[test]

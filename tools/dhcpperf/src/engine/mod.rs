@@ -34,8 +34,9 @@ use std::time::{Duration, Instant};
 use socket2::{Domain, Protocol, Socket, Type};
 
 use crate::identity::{client_id_for, hex, mac_for};
-use crate::packet::{Fields, RequestKind, Template};
+use crate::packet::{Fields, RequestKind, SubOptionError, Template};
 use crate::record::Recorder;
+use crate::spread::LinkSelection;
 use crate::sys;
 
 pub use phase_report::{Counts, CpuUse, Latencies, PhaseReport, StopReason, TimelinePoint};
@@ -46,7 +47,7 @@ use shared::{unix_ms, Counters, Shared};
 use table::{phase, Slot};
 
 /// Where the load goes.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct Target {
     /// The server's address and port (67).
     pub server: SocketAddrV4,
@@ -54,7 +55,15 @@ pub struct Target {
     pub relay: Ipv4Addr,
     /// The port the generator binds (67, where servers answer relays).
     pub relay_port: u16,
+    /// Direct-client mode on this interface instead of a relay: bind 0.0.0.0:68 with
+    /// SO_BINDTODEVICE, broadcast DISCOVER and REQUEST (broadcast flag set, giaddr 0) to
+    /// 255.255.255.255 on the server's port, RELEASE unicast to the server. `relay` and
+    /// `relay_port` are then unused.
+    pub direct: Option<String>,
 }
+
+/// The DHCP client port a direct client binds.
+pub const CLIENT_PORT: u16 = 68;
 
 /// Options shared by every phase.
 #[derive(Debug, Clone)]
@@ -73,6 +82,8 @@ pub struct EngineOptions {
     pub client_id: bool,
     /// Print the per-second timeline to stderr while running.
     pub print_timeline: bool,
+    /// Option 82 sub-option 5 in every request, per client (none: no option 82).
+    pub link_selection: Option<LinkSelection>,
 }
 
 /// Retransmission back-off (RFC 2131 4.1 style: the delay doubles up to a cap).
@@ -82,6 +93,64 @@ pub struct Backoff {
     pub initial: Duration,
     /// Largest delay.
     pub max: Duration,
+}
+
+/// Returning clients: client indices from `first` on take their MAC from `clients`
+/// identities in turn (index `first + k` is identity `first + k % clients`), and a client whose
+/// identity is used again before `reuse_end` releases its address right after its ACK; with
+/// `release_all` every client from `first` on releases after its ACK (new clients that
+/// release: `clients` = `u32::MAX`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cycle {
+    /// The first client index that cycles (its identity is itself).
+    pub first: u32,
+    /// Identities cycled over (at least 1).
+    pub clients: u32,
+    /// Client indices below this one exist (or may, in later phases): a client whose
+    /// `index + clients` is below it is reused, so it releases.
+    pub reuse_end: u32,
+    /// Every client from `first` on releases right after its ACK.
+    pub release_all: bool,
+}
+
+impl Cycle {
+    /// The identity (MAC index) of client `index`.
+    pub fn identity(&self, index: u32) -> u32 {
+        match index.checked_sub(self.first) {
+            Some(k) => self.first + k % self.clients.max(1),
+            None => index,
+        }
+    }
+
+    /// True when client `index` releases right after its ACK: its identity is used again
+    /// later, or every client releases.
+    pub fn releases(&self, index: u32) -> bool {
+        index >= self.first
+            && (self.release_all
+                || u64::from(index) + u64::from(self.clients) < u64::from(self.reuse_end))
+    }
+
+    /// New clients (unique MACs from `first` on) that each release right after their ACK.
+    pub fn new_clients_release(first: u32) -> Self {
+        Self {
+            first,
+            clients: u32::MAX,
+            reuse_end: u32::MAX,
+            release_all: true,
+        }
+    }
+
+    /// The client that used `index`'s identity before it, if any.
+    pub fn previous(&self, index: u32) -> Option<u32> {
+        index
+            .checked_sub(self.clients.max(1))
+            .filter(|&p| p >= self.first)
+    }
+}
+
+/// The identity (MAC index) of client `index` under an optional cycle.
+pub(crate) fn identity_of(cycle: Option<Cycle>, index: u32) -> u32 {
+    cycle.map_or(index, |c| c.identity(index))
 }
 
 /// What one phase does.
@@ -98,6 +167,8 @@ pub enum Plan {
         duration: Duration,
         /// Most exchanges in flight when `rate` is 0.
         window: u64,
+        /// Returning clients (identities reused, each followed by a RELEASE), or none.
+        cycle: Option<Cycle>,
     },
     /// A renewing REQUEST (ciaddr set) for every bound client, once, at `rate`/s.
     Renew {
@@ -127,6 +198,9 @@ pub enum Plan {
         duration: Duration,
         /// Slots below this index are already bound (pre-bound clients); new clients start here.
         first_new: u64,
+        /// New clients cycle over identities (renewals and releases then only take
+        /// pre-bound clients), or none.
+        cycle: Option<Cycle>,
     },
     /// Every client of the table at once (or at `rate`), retransmitting with back-off until
     /// all are bound or `deadline` passes.
@@ -137,6 +211,9 @@ pub enum Plan {
         backoff: Backoff,
         /// Give up on unbound clients after this long.
         deadline: Duration,
+        /// Each retransmission delay (and the first timeout) randomised by a uniform offset
+        /// within ± this (RFC 2131 4.1); zero = exact doubling.
+        jitter: Duration,
     },
 }
 
@@ -151,6 +228,17 @@ pub enum SetupError {
     Bind {
         /// The address.
         addr: SocketAddrV4,
+        /// The cause.
+        source: io::Error,
+    },
+    /// The request templates could not take option 82.
+    #[error("cannot build the request templates: {0}")]
+    Template(#[from] SubOptionError),
+    /// SO_BINDTODEVICE failed (no such interface, or no privilege).
+    #[error("cannot bind to interface {iface:?}: {source}")]
+    Device {
+        /// The interface.
+        iface: String,
         /// The cause.
         source: io::Error,
     },
@@ -196,14 +284,35 @@ impl Generator {
         sock.set_read_timeout(Some(Duration::from_millis(50)))
             .map_err(SetupError::Socket)?;
         sys::enable_recv_err(sock.as_fd()).map_err(SetupError::Socket)?;
-        let addr = SocketAddrV4::new(target.relay, target.relay_port);
+        let addr = match &target.direct {
+            Some(iface) => {
+                sock.set_broadcast(true).map_err(SetupError::Socket)?;
+                sock.bind_device(Some(iface.as_bytes()))
+                    .map_err(|source| SetupError::Device {
+                        iface: iface.clone(),
+                        source,
+                    })?;
+                SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, CLIENT_PORT)
+            }
+            None => SocketAddrV4::new(target.relay, target.relay_port),
+        };
         sock.bind(&addr.into())
             .map_err(|source| SetupError::Bind { addr, source })?;
+        let template = |kind| -> Result<Template, SetupError> {
+            let mut t = Template::new(kind, target.relay, opts.client_id);
+            if target.direct.is_some() {
+                t.set_direct();
+            }
+            if opts.link_selection.is_some() {
+                t.add_link_selection()?;
+            }
+            Ok(t)
+        };
         let templates = Templates {
-            discover: Template::new(RequestKind::Discover, target.relay, opts.client_id),
-            select: Template::new(RequestKind::Select, target.relay, opts.client_id),
-            renew: Template::new(RequestKind::Renew, target.relay, opts.client_id),
-            release: Template::new(RequestKind::Release, target.relay, opts.client_id),
+            discover: template(RequestKind::Discover)?,
+            select: template(RequestKind::Select)?,
+            renew: template(RequestKind::Renew)?,
+            release: template(RequestKind::Release)?,
         };
         let salt = (unix_ms() as u32).wrapping_mul(0x9e37_79b9) ^ std::process::id();
         Ok(Self {
@@ -254,6 +363,10 @@ impl Generator {
             last_ack_us: AtomicU64::new(0),
             last_renew_us: AtomicU64::new(0),
             last_error: Mutex::new(None),
+            cycle: match plan {
+                Plan::Dora { cycle, .. } | Plan::Mix { cycle, .. } => cycle,
+                _ => None,
+            },
         };
         let cpu0 = sys::process_cpu_time().unwrap_or_default();
         let recorded0 = self.recorder.as_ref().map_or(0, |r| r.written());
@@ -265,9 +378,12 @@ impl Generator {
             // In an avalanche, silence between retransmissions is normal once the server has
             // answered something: then only a gap longer than the largest back-off gives up.
             let give_up_later = match plan {
-                Plan::Avalanche { backoff, .. } => {
-                    self.opts.give_up.max(backoff.max + backoff.initial)
-                }
+                Plan::Avalanche {
+                    backoff, jitter, ..
+                } => self
+                    .opts
+                    .give_up
+                    .max(backoff.max + backoff.initial + jitter),
                 _ => self.opts.give_up,
             };
             stop = self.monitor(&shared, name, give_up_later, &mut timeline);
@@ -298,8 +414,9 @@ impl Generator {
         })
     }
 
-    fn fields(&self, index: u32, slot: &Slot) -> Fields {
-        let mac = mac_for(self.opts.seed, index);
+    /// The fields of client `index` (its xid) with identity `identity` (its MAC and link).
+    fn fields(&self, index: u32, identity: u32, slot: &Slot) -> Fields {
+        let mac = mac_for(self.opts.seed, identity);
         let addr = Ipv4Addr::from(slot.addr.load(Ordering::Relaxed));
         Fields {
             xid: index ^ self.salt,
@@ -307,6 +424,21 @@ impl Generator {
             ciaddr: addr,
             requested: addr,
             server_id: Ipv4Addr::from(slot.server.load(Ordering::Relaxed)),
+            link_selection: self
+                .opts
+                .link_selection
+                .map_or(Ipv4Addr::UNSPECIFIED, |l| l.address(identity)),
+        }
+    }
+
+    /// Where a request of `kind` goes: the server; a direct client broadcasts DISCOVER and
+    /// REQUEST to 255.255.255.255 on the server's port.
+    fn destination(&self, kind: RequestKind) -> SocketAddrV4 {
+        match (&self.target.direct, kind) {
+            (Some(_), RequestKind::Discover | RequestKind::Select) => {
+                SocketAddrV4::new(Ipv4Addr::BROADCAST, self.target.server.port())
+            }
+            _ => self.target.server,
         }
     }
 
@@ -320,5 +452,120 @@ impl Generator {
 
     fn client_id_hex(&self, mac: &[u8; 6]) -> Option<String> {
         self.opts.client_id.then(|| hex(&client_id_for(mac)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::parse;
+
+    /// A generator bound to an ephemeral loopback port (nothing is sent).
+    fn generator(link_selection: Option<LinkSelection>) -> Generator {
+        let target = Target {
+            server: SocketAddrV4::new(Ipv4Addr::LOCALHOST, 9),
+            relay: Ipv4Addr::LOCALHOST,
+            relay_port: 0,
+            direct: None,
+        };
+        let opts = EngineOptions {
+            timeout: Duration::from_secs(1),
+            give_up: Duration::from_secs(1),
+            hard_deadline: Instant::now() + Duration::from_secs(10),
+            batch: 4,
+            seed: 1,
+            client_id: false,
+            print_timeline: false,
+            link_selection,
+        };
+        Generator::new(target, opts, None, 1000).unwrap()
+    }
+
+    fn written(g: &Generator, phase: u32, index: u32) -> Vec<u8> {
+        let slot = Slot::default();
+        slot.addr
+            .store(u32::from(Ipv4Addr::new(10, 0, 0, 9)), Ordering::Relaxed);
+        slot.server
+            .store(u32::from(Ipv4Addr::new(198, 18, 0, 1)), Ordering::Relaxed);
+        let mut buf = vec![0u8; 1500];
+        let n = g
+            .template(phase)
+            .write(&mut buf, &g.fields(index, index, &slot));
+        buf.truncate(n);
+        buf
+    }
+
+    #[test]
+    fn cycle_maps_clients_to_identities_and_releases_the_reused() {
+        // 10 clients from index 100 over 3 identities.
+        let c = Cycle {
+            first: 100,
+            clients: 3,
+            reuse_end: 110,
+            release_all: false,
+        };
+        let ids: Vec<u32> = (100..110).map(|i| c.identity(i)).collect();
+        assert_eq!(ids, [100, 101, 102, 100, 101, 102, 100, 101, 102, 100]);
+        assert_eq!(c.identity(7), 7, "clients before `first` keep their own");
+        // 100..=106 are used again (by 103..=109); 107, 108, 109 are the last users.
+        let reused: Vec<u32> = (100..110).filter(|&i| c.releases(i)).collect();
+        assert_eq!(reused, (100..=106).collect::<Vec<_>>());
+        assert!(!c.releases(99));
+        assert_eq!(c.previous(100), None);
+        assert_eq!(c.previous(102), None);
+        assert_eq!(c.previous(103), Some(100));
+        assert_eq!(c.previous(109), Some(106));
+        // Every reused client's identity is the identity of the one that takes it over.
+        for i in reused {
+            assert_eq!(c.identity(i), c.identity(i + 3));
+            assert_eq!(c.previous(i + 3), Some(i));
+        }
+        let endless = Cycle {
+            first: 0,
+            clients: 5,
+            reuse_end: 10,
+            release_all: true,
+        };
+        assert!(endless.releases(1_000_000));
+        // New clients that release: unique identities, no previous user, all release.
+        let fresh = Cycle::new_clients_release(10);
+        for i in [10, 11, 5_000_000, u32::MAX - 1] {
+            assert_eq!(fresh.identity(i), i);
+            assert_eq!(fresh.previous(i), None);
+            assert!(fresh.releases(i));
+        }
+        assert!(!fresh.releases(9));
+        assert_eq!(identity_of(None, 42), 42);
+        assert_eq!(identity_of(Some(endless), 42), 2);
+    }
+
+    #[test]
+    fn clients_carry_their_link_selection_address() {
+        let count = 1000;
+        let l = LinkSelection::new(Ipv4Addr::new(10, 128, 0, 1), 64, count).unwrap();
+        let g = generator(Some(l));
+        for (index, want) in [
+            (0, Ipv4Addr::new(10, 128, 0, 1)),
+            (1, Ipv4Addr::new(10, 128, 0, 65)),
+            (count, Ipv4Addr::new(10, 128, 0, 1)),
+            (count + 1, Ipv4Addr::new(10, 128, 0, 65)),
+        ] {
+            for ph in [phase::DISCOVER_SENT, phase::REQUEST_SENT, phase::RENEW_SENT] {
+                let b = written(&g, ph, index);
+                let p = parse(&b).unwrap();
+                assert_eq!(p.link_selection, Some(want), "client {index} phase {ph}");
+                assert_eq!(p.giaddr, Ipv4Addr::LOCALHOST, "giaddr stays the relay");
+                assert_eq!(p.mac, mac_for(1, index));
+                // The raw bytes: 82, 6, 5, 4, address, then END.
+                let at = b.windows(4).position(|w| w == [82, 6, 5, 4]).unwrap();
+                assert_eq!(
+                    &b[at + 4..at + 9],
+                    &[want.octets().as_slice(), &[255]].concat()[..]
+                );
+            }
+        }
+        let plain = written(&generator(None), phase::DISCOVER_SENT, 1);
+        assert_eq!(parse(&plain).unwrap().link_selection, None);
+        assert!(!plain.windows(2).any(|w| w == [82, 6]));
     }
 }

@@ -25,6 +25,9 @@ impl Generator {
         let mut hists = Hists::default();
         let mut entries: Vec<Entry> = Vec::with_capacity(self.opts.batch);
         let mut events: Vec<RecordEvent> = Vec::new();
+        // Returning clients whose RELEASE is queued in `out`: (slot, BOUND word). They become
+        // RELEASED (and their identity free for the next client) once `out` is flushed.
+        let mut released: Vec<(u32, u32)> = Vec::new();
         let fd = self.sock.as_fd();
         while !sh.stop.load(Ordering::Relaxed) {
             let n = match rx.recv(fd) {
@@ -73,11 +76,17 @@ impl Generator {
                     &mut out,
                     &mut entries,
                     &mut events,
+                    &mut released,
                 );
             }
             if !out.is_empty() {
                 let o = out.flush(fd);
                 account_send(sh, &o);
+            }
+            for (i, w) in released.drain(..) {
+                if let Some(slot) = sh.table.slots.get(i as usize) {
+                    slot.advance(w, phase::RELEASED);
+                }
             }
             if !entries.is_empty() {
                 let mut q = sh.rx_entries.lock().unwrap_or_else(|p| p.into_inner());
@@ -102,6 +111,7 @@ impl Generator {
         out: &mut SendBatch,
         entries: &mut Vec<Entry>,
         events: &mut Vec<RecordEvent>,
+        released: &mut Vec<(u32, u32)>,
     ) {
         let c = &sh.counters;
         let Ok(p) = packet::parse(buf) else {
@@ -122,7 +132,8 @@ impl Generator {
             inc(&c.stray, 1);
             return;
         };
-        if p.mac != mac_for(self.opts.seed, index) {
+        let identity = sh.identity(index);
+        if p.mac != mac_for(self.opts.seed, identity) {
             inc(&c.bad_reply, 1);
             return;
         }
@@ -167,13 +178,13 @@ impl Generator {
                 }
                 inc(&c.offers, 1);
                 hists.discover_offer.record(lat);
-                let f = self.fields(index, slot);
+                let f = self.fields(index, identity, slot);
                 if out.is_full() {
                     let o = out.flush(self.sock.as_fd());
                     account_send(sh, &o);
                 }
                 let tpl = &self.templates.select;
-                out.push_with(self.target.server, |b| tpl.write(b, &f));
+                out.push_with(self.destination(tpl.kind()), |b| tpl.write(b, &f));
                 inc(&c.sent_request, 1);
                 entries.push(Entry {
                     idx: i,
@@ -235,8 +246,8 @@ impl Generator {
                         .dora
                         .record(u64::from((now as u32).wrapping_sub(first)));
                 }
+                let mac = mac_for(self.opts.seed, identity);
                 if self.recorder.is_some() {
-                    let mac = mac_for(self.opts.seed, index);
                     events.push(RecordEvent::Ack {
                         seq,
                         t_ms: now_unix_ms,
@@ -247,8 +258,43 @@ impl Generator {
                         server_id: p.server_id,
                     });
                 }
+                if ph == phase::REQUEST_SENT && sh.cycle.is_some_and(|cy| cy.releases(index)) {
+                    self.release_returning(sh, index, identity, slot, out, events);
+                    released.push((i, word(phase::BOUND, 0, seq_of(cur))));
+                }
             }
             _ => inc(&c.bad_reply, 1),
+        }
+    }
+
+    /// Queues the RELEASE of returning client `index` (its identity is used again): ciaddr =
+    /// the address just acknowledged, option 54 = the server of the OFFER, same MAC,
+    /// client-id and link selection as its DORA.
+    fn release_returning(
+        &self,
+        sh: &Shared<'_>,
+        index: u32,
+        identity: u32,
+        slot: &super::table::Slot,
+        out: &mut SendBatch,
+        events: &mut Vec<RecordEvent>,
+    ) {
+        let f = self.fields(index, identity, slot);
+        if out.is_full() {
+            let o = out.flush(self.sock.as_fd());
+            account_send(sh, &o);
+        }
+        let tpl = &self.templates.release;
+        out.push_with(self.target.server, |b| tpl.write(b, &f));
+        inc(&sh.counters.sent_release, 1);
+        if let Some(r) = &self.recorder {
+            events.push(RecordEvent::Release {
+                seq: r.next_seq(),
+                t_ms: unix_ms(),
+                mac: hex_colon(&f.mac),
+                client_id: self.client_id_hex(&f.mac),
+                address: f.ciaddr,
+            });
         }
     }
 }

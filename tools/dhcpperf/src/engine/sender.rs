@@ -1,7 +1,7 @@
 //! The sender thread's plan loop: what each kind of phase sends when (pacing by rate or by
 //! window), and when the phase is over.
 
-use std::collections::VecDeque;
+use std::collections::{BinaryHeap, VecDeque};
 use std::sync::atomic::Ordering;
 use std::thread;
 use std::time::Duration;
@@ -9,6 +9,7 @@ use std::time::Duration;
 use super::shared::Shared;
 use super::tx::Tx;
 use super::{Generator, Plan};
+use crate::jitter::Jitter;
 use crate::sys::SendBatch;
 
 impl Generator {
@@ -20,6 +21,14 @@ impl Generator {
             batch: SendBatch::new(self.opts.batch),
             levels: vec![VecDeque::new()],
             spare: Vec::new(),
+            jittered: BinaryHeap::new(),
+            jitter: match plan {
+                Plan::Avalanche { jitter, .. } if !jitter.is_zero() => Some(Jitter::new(
+                    jitter,
+                    0xd1ce_0000 ^ u64::from(self.opts.seed) ^ u64::from(sh.table.base) << 8,
+                )),
+                _ => None,
+            },
         };
         let table = sh.table;
         let n = match plan {
@@ -91,6 +100,9 @@ impl Generator {
                         due = 0;
                     }
                     while due > 0 && cursor < n {
+                        if !tx.may_start(cursor as u32) {
+                            break; // a returning client waits for its previous use
+                        }
                         tx.start_discover(cursor as u32, now, backoff);
                         cursor += 1;
                         main_done += 1;
@@ -123,6 +135,8 @@ impl Generator {
                 Plan::Mix {
                     renew_rate,
                     release_rate,
+                    first_new,
+                    cycle,
                     ..
                 } => {
                     plan_finished = !in_window;
@@ -137,7 +151,7 @@ impl Generator {
                         };
                         let due = paced(rate, main_done).min(n - cursor);
                         for _ in 0..due {
-                            if cursor >= n {
+                            if cursor >= n || !tx.may_start(cursor as u32) {
                                 break;
                             }
                             tx.start_discover(cursor as u32, now, None);
@@ -145,15 +159,22 @@ impl Generator {
                             main_done += 1;
                         }
                         // Renewals cycle over clients that have had a DISCOVER; releases take
-                        // the oldest bound clients. Probes per iteration are bounded.
+                        // the oldest bound clients. Probes per iteration are bounded. Returning
+                        // (cycling) clients release by themselves: only pre-bound ones are
+                        // renewed or released here.
+                        let bound_end = if cycle.is_some() {
+                            cursor.min(first_new)
+                        } else {
+                            cursor
+                        };
                         let due = paced(renew_rate, renew_done);
                         let mut probes = due * 4;
                         let mut left = due;
-                        while left > 0 && probes > 0 && cursor > 0 {
+                        while left > 0 && probes > 0 && bound_end > 0 {
                             probes -= 1;
-                            if renew_cursor < release_cursor || renew_cursor >= cursor {
+                            if renew_cursor < release_cursor || renew_cursor >= bound_end {
                                 renew_cursor = release_cursor;
-                                if renew_cursor >= cursor {
+                                if renew_cursor >= bound_end {
                                     break;
                                 }
                             }
@@ -167,7 +188,7 @@ impl Generator {
                         let due = paced(release_rate, release_done);
                         let mut probes = due * 4;
                         let mut left = due;
-                        while left > 0 && probes > 0 && release_cursor < cursor {
+                        while left > 0 && probes > 0 && release_cursor < bound_end {
                             probes -= 1;
                             let i = release_cursor as u32;
                             release_cursor += 1;

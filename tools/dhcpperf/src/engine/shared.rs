@@ -63,11 +63,17 @@ pub(super) struct Shared<'a> {
     pub(super) last_ack_us: AtomicU64,
     pub(super) last_renew_us: AtomicU64,
     pub(super) last_error: Mutex<Option<String>>,
+    pub(super) cycle: Option<super::Cycle>,
 }
 
 impl Shared<'_> {
     pub(super) fn now_us(&self) -> u64 {
         self.start.elapsed().as_micros() as u64
+    }
+
+    /// The identity (MAC index) of client `index`.
+    pub(super) fn identity(&self, index: u32) -> u32 {
+        super::identity_of(self.cycle, index)
     }
 
     pub(super) fn note_error(&self, e: &io::Error) {

@@ -68,6 +68,11 @@ impl ClientTable {
         self.slots.is_empty()
     }
 
+    /// The client index of the table's first slot (indices are unique in a run).
+    pub fn base(&self) -> u32 {
+        self.base
+    }
+
     /// Clients currently bound.
     pub fn bound(&self) -> u64 {
         self.slots

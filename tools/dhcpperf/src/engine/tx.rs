@@ -2,7 +2,8 @@
 //! RELEASE) into the send batch, and the timeout queues that retransmit or declare requests
 //! lost.
 
-use std::collections::VecDeque;
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
 use std::os::fd::AsFd;
 use std::sync::atomic::Ordering;
 
@@ -10,6 +11,7 @@ use super::shared::{account_send, inc, unix_ms, Entry, Shared};
 use super::table::{phase, phase_of, seq_of, tries_of, word, Slot};
 use super::{Backoff, Generator};
 use crate::identity::hex_colon;
+use crate::jitter::Jitter;
 use crate::record::RecordEvent;
 use crate::sys::SendBatch;
 
@@ -20,6 +22,10 @@ pub(super) struct Tx<'g, 's, 't> {
     pub(super) batch: SendBatch,
     pub(super) levels: Vec<VecDeque<Entry>>,
     pub(super) spare: Vec<Entry>,
+    /// With jitter, timeouts are no longer ordered per level: they wait here, earliest first
+    /// (due µs, slot, state word).
+    pub(super) jittered: BinaryHeap<Reverse<(u64, u32, u32)>>,
+    pub(super) jitter: Option<Jitter>,
 }
 
 impl Tx<'_, '_, '_> {
@@ -27,16 +33,34 @@ impl Tx<'_, '_, '_> {
         if self.batch.is_full() {
             self.flush();
         }
-        let f = self.gen.fields(index, slot);
+        let f = self.gen.fields(index, self.sh.identity(index), slot);
         let tpl = self.gen.template(phase);
-        self.batch
-            .push_with(self.gen.target.server, |b| tpl.write(b, &f));
+        let dst = self.gen.destination(tpl.kind());
+        self.batch.push_with(dst, |b| tpl.write(b, &f));
     }
 
     pub(super) fn flush(&mut self) {
         if !self.batch.is_empty() {
             let o = self.batch.flush(self.gen.sock.as_fd());
             account_send(self.sh, &o);
+        }
+    }
+
+    /// Queues the timeout of a request sent at `sent_us` with the (un-jittered) `delay_us`.
+    fn queue_timeout(&mut self, level: usize, idx: u32, word: u32, sent_us: u64, delay_us: u64) {
+        match &mut self.jitter {
+            Some(j) => {
+                let due = sent_us + j.apply(delay_us);
+                self.jittered.push(Reverse((due, idx, word)));
+            }
+            None => self.queue(
+                level,
+                Entry {
+                    idx,
+                    word,
+                    due_us: sent_us + delay_us,
+                },
+            ),
         }
     }
 
@@ -47,6 +71,30 @@ impl Tx<'_, '_, '_> {
         if let Some(q) = self.levels.get_mut(level) {
             q.push_back(e);
         }
+    }
+
+    /// False while client `i` (of the table) must wait: the client that used its identity
+    /// before it has not finished (its exchange is in flight, or its RELEASE not yet handed to
+    /// the kernel).
+    pub(super) fn may_start(&self, i: u32) -> bool {
+        let Some(cycle) = self.sh.cycle else {
+            return true;
+        };
+        let table = self.sh.table;
+        let Some(prev) = cycle.previous(table.base + i) else {
+            return true;
+        };
+        // A previous user in an earlier table (sweep step) finished with its phase.
+        let Some(slot) = prev
+            .checked_sub(table.base)
+            .and_then(|p| table.slots.get(p as usize))
+        else {
+            return true;
+        };
+        matches!(
+            phase_of(slot.state.load(Ordering::Acquire)),
+            phase::RELEASED | phase::FAILED | phase::NAKED
+        )
     }
 
     pub(super) fn start_discover(&mut self, i: u32, now: u64, backoff: Option<Backoff>) {
@@ -62,14 +110,7 @@ impl Tx<'_, '_, '_> {
         inc(&self.sh.counters.sent_discover, 1);
         self.push(phase::DISCOVER_SENT, self.sh.table.base + i, slot);
         let delay = backoff.map_or(self.sh.timeout_us, |b| b.initial.as_micros() as u64);
-        self.queue(
-            0,
-            Entry {
-                idx: i,
-                word: w,
-                due_us: now + delay,
-            },
-        );
+        self.queue_timeout(0, i, w, now, delay);
     }
 
     /// Starts a renewal if client `i` is bound; false otherwise.
@@ -123,7 +164,7 @@ impl Tx<'_, '_, '_> {
         }
         inc(&self.sh.counters.sent_release, 1);
         let index = self.sh.table.base + i;
-        let f = self.gen.fields(index, slot);
+        let f = self.gen.fields(index, self.sh.identity(index), slot);
         if self.batch.is_full() {
             self.flush();
         }
@@ -148,8 +189,10 @@ impl Tx<'_, '_, '_> {
             std::mem::swap(&mut *q, &mut self.spare);
         }
         let mut taken = std::mem::take(&mut self.spare);
+        let timeout = self.sh.timeout_us;
         for e in taken.drain(..) {
-            self.queue(0, e);
+            // The receiver queued it at sent + timeout.
+            self.queue_timeout(0, e.idx, e.word, e.due_us.saturating_sub(timeout), timeout);
         }
         self.spare = taken;
     }
@@ -167,6 +210,13 @@ impl Tx<'_, '_, '_> {
                 }
                 self.expire_one(e, now, backoff, deadline_us);
             }
+        }
+        while let Some(&Reverse((due_us, idx, word))) = self.jittered.peek() {
+            if due_us > now {
+                break;
+            }
+            self.jittered.pop();
+            self.expire_one(Entry { idx, word, due_us }, now, backoff, deadline_us);
         }
     }
 
@@ -199,14 +249,7 @@ impl Tx<'_, '_, '_> {
             inc(&sh.counters.retransmits, 1);
             self.push(ph, sh.table.base + e.idx, slot);
             let (level, delay) = backoff_level(b, tries);
-            self.queue(
-                level,
-                Entry {
-                    idx: e.idx,
-                    word: next,
-                    due_us: now + delay,
-                },
-            );
+            self.queue_timeout(level, e.idx, next, now, delay);
             return;
         }
         let failed = match ph {
