@@ -106,6 +106,16 @@ impl HeartbeatWatch {
     }
 }
 
+/// A worker answered a configuration frame (applied or refused) at `now`. The answer is
+/// a sign of life: the heartbeat watch starts over, since the worker beat no heartbeat
+/// while it parsed (the reload deadline covered that, see [`hang_limit`]) and the limit
+/// drops back to [`HANG_AFTER`] with this answer, before its loop has turned once more.
+/// (Takes the two fields: the loop that reads the channel holds a borrow of another.)
+fn answered(config_unanswered: &mut u32, heartbeat: &mut HeartbeatWatch, now: Instant) {
+    *config_unanswered = config_unanswered.saturating_sub(1);
+    *heartbeat = HeartbeatWatch::started(now);
+}
+
 /// The life cycle of one supervised child process (a worker, or syncd): its state, its
 /// restarts and the backoff between them. Both kinds of child restart by the same rules.
 #[derive(Debug)]
@@ -349,7 +359,7 @@ impl Supervisor {
                     if w.life.state == WorkerState::Starting {
                         w.life.state = WorkerState::Running;
                     }
-                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    answered(&mut w.config_unanswered, &mut w.heartbeat, Instant::now());
                     // The answer to the latest text (a worker started meanwhile was given it).
                     if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.applied(id);
@@ -358,7 +368,7 @@ impl Supervisor {
                 Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
                     let msg = String::from_utf8_lossy(&msg);
                     warn!(worker = id, message = %msg, "worker refused the configuration");
-                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    answered(&mut w.config_unanswered, &mut w.heartbeat, Instant::now());
                     if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.refused(id, &msg);
                     }
@@ -470,6 +480,30 @@ mod tests {
         assert!(!hb.hung(7, t0 + limit, limit));
         // Silent past the reload deadline: hung.
         assert!(hb.hung(7, t0 + limit + MS, limit));
+    }
+
+    #[test]
+    fn a_worker_that_answers_after_a_long_parse_is_not_hung_at_its_next_look() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Instant::now();
+        let mut w = worker(&dir, t0);
+        w.heartbeat = HeartbeatWatch::started(t0);
+        w.config_unanswered = 1;
+        assert!(!w.heartbeat.hung(5, t0, hang_limit(w.config_unanswered)));
+        // Three seconds of parsing without a beat, then its answer arrives.
+        let answer = t0 + 2 * HANG_AFTER;
+        assert!(!w.heartbeat.hung(5, answer, hang_limit(w.config_unanswered)));
+        answered(&mut w.config_unanswered, &mut w.heartbeat, answer);
+        assert_eq!(w.config_unanswered, 0);
+        // The supervisor looks again before the worker's loop beats: still alive.
+        assert!(!w
+            .heartbeat
+            .hung(5, answer + MS, hang_limit(w.config_unanswered)));
+        assert!(!w.heartbeat.hung(5, answer + HANG_AFTER, hang_limit(0)));
+        // A worker that never beats again is a hang after the normal limit.
+        assert!(w
+            .heartbeat
+            .hung(5, answer + HANG_AFTER + 2 * MS, hang_limit(0)));
     }
 
     #[test]
