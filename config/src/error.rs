@@ -18,7 +18,7 @@ pub enum ConfigError {
         source: std::io::Error,
     },
     /// The text is larger than [`crate::MAX_FILE_SIZE`].
-    #[error("the configuration is {size} bytes; at most {limit} bytes (16 MiB) are accepted")]
+    #[error("the configuration is {size} bytes; at most {limit} bytes (256 MiB) are accepted")]
     TooLarge {
         /// Size of the text in bytes.
         size: u64,

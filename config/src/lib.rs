@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod cluster;
 mod error;
+mod lookup;
 mod model;
 pub mod options;
 mod path;
@@ -29,6 +30,7 @@ use std::path::Path;
 pub use audit::{Audit, AuditHost, AuditTarget, AuditTls, Endpoint};
 pub use cluster::{Cluster, Peer, Replication, ServiceAddress};
 pub use error::ConfigError;
+pub use lookup::SubnetLookup;
 pub use model::{Config, Durability, Reservation, Subnet, TableRange, MAX_WORKERS};
 pub use options::OptionBlock;
 pub use range::{AddressRange, RangeParseError};
@@ -41,8 +43,11 @@ pub use wire::{
     DEFAULT_LOG_LEVEL, DEFAULT_OFFER_HOLD, DEFAULT_RING_CAPACITY, DEFAULT_STATE_DIR,
 };
 
-/// Largest configuration accepted, in bytes (16 MiB).
-pub const MAX_FILE_SIZE: u64 = 16 << 20;
+/// Largest configuration accepted, in bytes (256 MiB): room for carrier configurations of
+/// 100,000 subnets and more (about 20 MB), still a bound on what a hostile file can make the
+/// parser hold. The supervisor→worker channel (`prodhcp_proto::launch::MAX_FRAME`) carries a
+/// text of this size; the supervisor checks that at compile time.
+pub const MAX_FILE_SIZE: u64 = 256 << 20;
 /// Deepest bracket nesting accepted. A real configuration nests about 6 deep.
 pub const MAX_NESTING: usize = 64;
 

@@ -58,7 +58,12 @@ impl<'a> Lexer<'a> {
     }
 
     fn peek(&self) -> Option<char> {
-        self.rest().chars().next()
+        // ASCII (nearly every byte of a configuration) without decoding UTF-8.
+        match self.text.as_bytes().get(self.offset) {
+            Some(&b) if b.is_ascii() => Some(char::from(b)),
+            Some(_) => self.rest().chars().next(),
+            None => None,
+        }
     }
 
     fn bump(&mut self) -> Option<char> {
@@ -91,6 +96,18 @@ impl<'a> Lexer<'a> {
     /// Skips whitespace and comments.
     fn skip_trivia(&mut self) {
         loop {
+            // Runs of ASCII blanks (indentation, line ends) byte by byte.
+            while let Some(&b) = self.text.as_bytes().get(self.offset) {
+                match b {
+                    b'\n' => {
+                        self.line += 1;
+                        self.column = 1;
+                    }
+                    b' ' | b'\t' | b'\r' => self.column += 1,
+                    _ => break,
+                }
+                self.offset += 1;
+            }
             let rest = self.rest();
             if rest.starts_with("//") {
                 while let Some(c) = self.bump() {

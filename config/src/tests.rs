@@ -264,18 +264,61 @@ fn nul_bytes_are_refused_with_position() {
 
 #[test]
 fn oversized_text_is_refused_before_parsing() {
+    assert_eq!(MAX_FILE_SIZE, 256 << 20);
     let mut text = config_text("", &subnet(""));
     text.push_str(&" ".repeat(MAX_FILE_SIZE as usize));
     let err = parse(&text).unwrap_err();
     assert!(matches!(err, ConfigError::TooLarge { .. }), "{err}");
-    assert!(err.to_string().contains("16 MiB"));
+    assert!(err.to_string().contains("256 MiB"), "{err}");
+    drop(text);
 
+    // A file over the limit is refused by its size, before any of it is read (a sparse file:
+    // no 256 MiB written to disk).
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("big.ron");
-    std::fs::write(&path, &text).unwrap();
+    let file = std::fs::File::create(&path).unwrap();
+    file.set_len(MAX_FILE_SIZE + 1).unwrap();
     let err = load(&path).unwrap_err();
     assert!(err.to_string().contains("big.ron"), "{err}");
-    assert!(err.to_string().contains("16 MiB"), "{err}");
+    assert!(
+        err.to_string().contains(&format!(
+            "{} bytes; at most {MAX_FILE_SIZE} bytes (256 MiB)",
+            MAX_FILE_SIZE + 1
+        )),
+        "{err}"
+    );
+}
+
+/// The old 16 MiB limit refused carrier configurations (100,000 subnets are about 20 MB): a
+/// file of many subnets and a comment, together just over 16 MiB, loads, and every subnet is
+/// in it.
+#[test]
+fn a_file_just_over_16_mib_loads() {
+    let n: u32 = 2_000;
+    let mut subnets = String::new();
+    for i in 0..n {
+        let net = Ipv4Addr::from(u32::from(Ipv4Addr::new(10, 0, 0, 0)) + i * 64);
+        let first = Ipv4Addr::from(u32::from(net) + 10);
+        let last = Ipv4Addr::from(u32::from(net) + 61);
+        subnets.push_str(&format!(
+            "        (network: \"{net}/26\", pools: [\"{first}-{last}\"], lease_time: 3600),\n"
+        ));
+    }
+    let mut text = config_text("", &subnets);
+    let padding = (16usize << 20) + 1 - text.len();
+    text.push_str("// ");
+    text.push_str(&"x".repeat(padding));
+    text.push('\n');
+    assert!(text.len() > 16 << 20);
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("carrier.ron");
+    std::fs::write(&path, &text).unwrap();
+    let config = match load(&path) {
+        Ok(c) => c,
+        Err(e) => panic!("a {} byte file must load: {e}", text.len()),
+    };
+    assert_eq!(config.subnets.len(), n as usize);
+    assert_eq!(config.table_size(), u64::from(n) * 52);
 }
 
 #[test]

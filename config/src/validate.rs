@@ -186,11 +186,11 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
 }
 
 fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Subnet> {
-    let path = FieldPath::field("subnets").index(index);
+    let path = || FieldPath::field("subnets").index(index);
     let network = wire.network;
     if network.trunc() != network {
         return fail(
-            path.at("network"),
+            path().at("network"),
             format!(
                 "`{network}` has host bits set; the network is {}",
                 network.trunc()
@@ -204,29 +204,33 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
     let lease_time = wire.lease_time;
     if lease_time == u32::MAX {
         return fail(
-            path.at("lease_time"),
+            path().at("lease_time"),
             "infinite leases (0xffffffff) are not supported; give a finite time of at most 10 years",
         );
     }
-    check_seconds(lease_time, MAX_LEASE_TIME, path.at("lease_time"))?;
+    if lease_time == 0 || lease_time > MAX_LEASE_TIME {
+        check_seconds(lease_time, MAX_LEASE_TIME, path().at("lease_time"))?;
+    }
     let (renew_time, rebind_time) = resolve_timers(&wire, &path)?;
 
     let mut pools = Vec::with_capacity(wire.pools.len());
     for (j, text) in wire.pools.iter().enumerate() {
-        let pool_path = path.at("pools").index(j);
+        // Paths are built only for an error: 100,000 subnets must not cost 100,000s of
+        // allocations on every load and reload.
+        let pool_path = || path().at("pools").index(j);
         let pool: AddressRange = match text.parse() {
             Ok(pool) => pool,
-            Err(e) => return fail(pool_path, format!("`{text}`: {e}")),
+            Err(e) => return fail(pool_path(), format!("`{text}`: {e}")),
         };
         if !network.contains(&pool.first) || !network.contains(&pool.last) {
             return fail(
-                pool_path,
+                pool_path(),
                 format!("pool {pool} is not inside the subnet's network {network}"),
             );
         }
         if special(pool.first) || special(pool.last) {
             return fail(
-                pool_path,
+                pool_path(),
                 format!(
                     "pool {pool} includes the network address {} or the broadcast address {}",
                     network.network(),
@@ -241,7 +245,7 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
 
     let mut reservations = Vec::with_capacity(wire.reservations.len());
     for (k, reservation) in wire.reservations.into_iter().enumerate() {
-        let r_path = path.at("reservations").index(k);
+        let r_path = path().at("reservations").index(k);
         let reservation = validate_reservation(reservation, &r_path, seen)?;
         if !network.contains(&reservation.address) {
             return fail(
@@ -265,11 +269,11 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
     }
 
     for (k, &relay) in wire.relays.iter().enumerate() {
-        let relay_path = path.at("relays").index(k);
+        let relay_path = path().at("relays").index(k);
         check_unicast(relay, relay_path.clone())?;
-        if let Some(first) = seen.relays.insert(relay, relay_path.clone()) {
+        if let Some(first) = seen.relays.insert(relay, relay_path) {
             return fail(
-                relay_path,
+                path().at("relays").index(k),
                 format!("relay {relay} is already listed at {first}; a relay maps to one subnet"),
             );
         }
@@ -290,7 +294,7 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
 }
 
 /// T1 and T2: configured or derived from the lease time; `T1 <= T2 <= lease_time`.
-fn resolve_timers(wire: &WireSubnet, path: &FieldPath) -> Check<(u32, u32)> {
+fn resolve_timers(wire: &WireSubnet, path: &impl Fn() -> FieldPath) -> Check<(u32, u32)> {
     let lease = u64::from(wire.lease_time);
     let default_renew = u32::try_from(lease / 2).unwrap_or(u32::MAX);
     let default_rebind = u32::try_from(lease * 7 / 8).unwrap_or(u32::MAX);
@@ -298,13 +302,13 @@ fn resolve_timers(wire: &WireSubnet, path: &FieldPath) -> Check<(u32, u32)> {
     let rebind = wire.rebind_time.unwrap_or(default_rebind);
     if wire.renew_time == Some(0) {
         return fail(
-            path.at("renew_time"),
+            path().at("renew_time"),
             "renew_time must be at least 1 second",
         );
     }
     if wire.rebind_time == Some(0) {
         return fail(
-            path.at("rebind_time"),
+            path().at("rebind_time"),
             "rebind_time must be at least 1 second",
         );
     }
@@ -314,7 +318,7 @@ fn resolve_timers(wire: &WireSubnet, path: &FieldPath) -> Check<(u32, u32)> {
     };
     if rebind > wire.lease_time {
         return fail(
-            path.at("rebind_time"),
+            path().at("rebind_time"),
             format!(
                 "{} must not exceed lease_time ({} s)",
                 describe(wire.rebind_time, "rebind_time", "lease_time * 7 / 8"),
@@ -329,7 +333,7 @@ fn resolve_timers(wire: &WireSubnet, path: &FieldPath) -> Check<(u32, u32)> {
             "rebind_time"
         };
         return fail(
-            path.at(at),
+            path().at(at),
             format!(
                 "{} must not exceed {}",
                 describe(wire.renew_time, "renew_time", "lease_time / 2"),
@@ -340,22 +344,29 @@ fn resolve_timers(wire: &WireSubnet, path: &FieldPath) -> Check<(u32, u32)> {
     Ok((renew, rebind))
 }
 
-fn validate_options(wire: &WireSubnet, path: &FieldPath) -> Check<OptionBlock> {
-    let options_path = path.at("options");
+fn validate_options(wire: &WireSubnet, path: &impl Fn() -> FieldPath) -> Check<OptionBlock> {
+    // Paths only for an error (see validate_subnet); codes seen in a bit set, the earlier
+    // key of a duplicate found again only then.
+    let options_path = || path().at("options");
     let mut block = OptionBlock::new();
-    let mut keys_by_code: HashMap<u8, &str> = HashMap::new();
-    for (key, value) in &wire.options.0 {
-        let key_path = options_path.key(key);
+    let mut codes_seen = [0u64; 4];
+    for (i, (key, value)) in wire.options.0.iter().enumerate() {
         let (code, bytes) = match options::encode_option(key, value) {
             Ok(encoded) => encoded,
-            Err(e) => return fail(key_path, e.to_string()),
+            Err(e) => return fail(options_path().key(key), e.to_string()),
         };
-        if let Some(first) = keys_by_code.insert(code, key) {
+        let (word, bit) = (usize::from(code / 64), 1u64 << (code % 64));
+        if codes_seen[word] & bit != 0 {
+            let first = wire.options.0[..i]
+                .iter()
+                .find(|(k, v)| options::encode_option(k, v).is_ok_and(|(c, _)| c == code))
+                .map_or("", |(k, _)| k.as_str());
             return fail(
-                key_path,
+                options_path().key(key),
                 format!("option {code} is already given as `{first}`"),
             );
         }
+        codes_seen[word] |= bit;
         block.insert(code, bytes);
     }
     if !block.contains(options::SUBNET_MASK) {
@@ -373,7 +384,7 @@ fn validate_options(wire: &WireSubnet, path: &FieldPath) -> Check<OptionBlock> {
     let wire_len = block.wire_len();
     if wire_len > MAX_OPTIONS_WIRE_LEN {
         return fail(
-            options_path,
+            options_path(),
             format!(
                 "the options take {wire_len} bytes in a packet; at most {MAX_OPTIONS_WIRE_LEN} fit beside the server's own options"
             ),

@@ -51,6 +51,8 @@ const CONN_BASE: usize = 100_000;
 pub struct Supervisor {
     config_path: PathBuf,
     config: Config,
+    /// Subnet of an address without a scan ([`prodhcp_config::SubnetLookup`] of `config`).
+    subnet_lookup: prodhcp_config::SubnetLookup,
     config_text: String,
     generation: u64,
     last_reload: ReloadStatus,
@@ -98,6 +100,13 @@ pub struct Supervisor {
 
 /// How long a stopping child (worker, syncd) may take after SIGTERM before it is SIGKILLed.
 const STOP_GRACE: Duration = Duration::from_secs(5);
+
+// The configuration text goes to every child in one channel frame: the largest file the
+// configuration accepts must fit in one (with its kind byte).
+const _: () = assert!(
+    prodhcp_config::MAX_FILE_SIZE < prodhcp_proto::launch::MAX_FRAME as u64,
+    "a configuration of MAX_FILE_SIZE bytes must fit in one channel frame"
+);
 
 /// Waits for `child` to exit until `deadline`, then SIGKILLs and reaps it.
 fn wait_or_kill(child: &mut std::process::Child, deadline: Instant) {
@@ -203,6 +212,7 @@ impl Supervisor {
         let audit = config.audit.as_ref().map(|_| audit::AuditProc::new(now));
         let mut sup = Supervisor {
             config_path: config_path.to_path_buf(),
+            subnet_lookup: prodhcp_config::SubnetLookup::build(&config),
             config,
             config_text,
             generation: 1,
@@ -461,6 +471,7 @@ impl Supervisor {
                 }
                 let previous_text = std::mem::replace(&mut self.config_text, text);
                 let previous = std::mem::replace(&mut self.config, config);
+                self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
                 leases::apply_reservations(
                     &self.table,
                     &self.sup_ring,
@@ -607,6 +618,7 @@ impl Supervisor {
                         }
                     }
                     let failed = std::mem::replace(&mut self.config, config);
+                    self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
                     self.config_text = text;
                     leases::apply_reservations(
                         &self.table,

@@ -3,7 +3,7 @@
 
 use std::net::Ipv4Addr;
 
-use prodhcp_config::Config;
+use prodhcp_config::{Config, SubnetLookup};
 use shm_layout::{
     ChangeContext, ChangeReason, ClientKey, KeyKind, LeaseState, Ring, SlotImage, Table, Writer,
 };
@@ -27,10 +27,13 @@ fn table_state(s: proto::LeaseState) -> LeaseState {
     LeaseState::ALL[s as usize]
 }
 
-/// The lease record of a slot (None for pristine/free slots without history).
+/// The lease record of a slot (None for pristine/free slots without history). `lookup` is
+/// [`SubnetLookup::build`] of `config` (built once per export, not per lease: a linear search
+/// of 100,000 subnets per lease made an export of millions of leases take hours).
 pub fn record_of(
     table: &Table,
     config: &Config,
+    lookup: &SubnetLookup,
     slot: u32,
     img: &SlotImage,
 ) -> Option<LeaseRecord> {
@@ -45,7 +48,10 @@ pub fn record_of(
         hwaddr: HwAddr::new(img.hwaddr()).ok(),
         client_id,
         expires: u64::from(img.expires),
-        subnet: config.subnet_for_addr(addr).map(|s| s.network.to_string()),
+        subnet: lookup
+            .for_addr(addr)
+            .and_then(|i| config.subnets.get(i))
+            .map(|s| s.network.to_string()),
         hostname: None,
     })
 }
@@ -56,12 +62,17 @@ pub fn exported(img: &SlotImage) -> bool {
 }
 
 /// Every exported lease whose hardware address is `mac`.
-pub fn leases_by_mac(table: &Table, config: &Config, mac: &[u8]) -> Vec<LeaseRecord> {
+pub fn leases_by_mac(
+    table: &Table,
+    config: &Config,
+    lookup: &SubnetLookup,
+    mac: &[u8],
+) -> Vec<LeaseRecord> {
     (0..table.slot_count())
         .filter_map(|slot| {
             let img = table.read(slot).ok()?;
             (img.hwaddr() == mac && img.state != LeaseState::Free)
-                .then(|| record_of(table, config, slot, &img))?
+                .then(|| record_of(table, config, lookup, slot, &img))?
         })
         .collect()
 }

@@ -9,8 +9,9 @@
 
 use std::io::{self, Read, Write};
 
-/// Largest frame accepted (a configuration file is limited to 16 MiB).
-pub const MAX_FRAME: usize = 17 << 20;
+/// Largest frame accepted: a configuration text (limited to 256 MiB by `prodhcp_config`'s
+/// `MAX_FILE_SIZE`; the supervisor asserts at compile time that it fits) plus the kind byte.
+pub const MAX_FRAME: usize = (256 << 20) + 1;
 
 /// Kinds of frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -128,6 +128,7 @@ fn export_table(config: &std::path::Path) -> i32 {
         Ok(x) => x,
         Err(code) => return code,
     };
+    let lookup = prodhcp_config::SubnetLookup::build(&config);
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
     let mut unreadable = 0u64;
     let mut first = true;
@@ -141,7 +142,8 @@ fn export_table(config: &std::path::Path) -> i32 {
             if !prodhcp_supervisor::leases::exported(&img) {
                 continue;
             }
-            let Some(rec) = prodhcp_supervisor::leases::record_of(&table, &config, slot, &img)
+            let Some(rec) =
+                prodhcp_supervisor::leases::record_of(&table, &config, &lookup, slot, &img)
             else {
                 continue;
             };

@@ -117,6 +117,7 @@ impl Supervisor {
         let _ = self.poll.registry().deregister(&mut SourceFd(&fd));
         let table = &self.table;
         let config = &self.config;
+        let lookup = &self.subnet_lookup;
         let mut stream = conn.stream;
         let _ = stream.set_nonblocking(false);
         let child = sys::fork_child(|| {
@@ -125,7 +126,7 @@ impl Supervisor {
                 if !leases::exported(&img) {
                     return None;
                 }
-                leases::record_of(table, config, slot, &img)
+                leases::record_of(table, config, lookup, slot, &img)
             });
             match control_server::write_export(&mut stream, leases) {
                 Ok(_) => 0,
@@ -158,7 +159,13 @@ impl Supervisor {
                     ));
                 };
                 match self.table.read(slot) {
-                    Ok(img) => match leases::record_of(&self.table, &self.config, slot, &img) {
+                    Ok(img) => match leases::record_of(
+                        &self.table,
+                        &self.config,
+                        &self.subnet_lookup,
+                        slot,
+                        &img,
+                    ) {
                         Some(r) => ok(Response::ok(&r)),
                         None => Response::error("no such slot"),
                     },
@@ -168,6 +175,7 @@ impl Supervisor {
             Command::LeasesByMac { mac } => ok(Response::ok(&leases::leases_by_mac(
                 &self.table,
                 &self.config,
+                &self.subnet_lookup,
                 mac.as_bytes(),
             ))),
             Command::Import { leases, force } => {

@@ -93,14 +93,34 @@ pub(super) fn prepare_table(config: &Config) -> Result<PreparedTable, StartError
 
 /// Reads and validates a configuration file (exit code 2 on failure).
 pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
-    let text = std::fs::read_to_string(path).map_err(|source| StartError::ReadConfig {
+    use std::io::Read as _;
+    let read_error = |source| StartError::ReadConfig {
         path: path.to_path_buf(),
         source,
-    })?;
-    let config = prodhcp_config::parse(&text).map_err(|source| StartError::InvalidConfig {
+    };
+    let invalid = |source| StartError::InvalidConfig {
         path: path.to_path_buf(),
         source,
-    })?;
+    };
+    // Never more than the limit (plus one byte, to see that it is exceeded) is read: a huge
+    // file is refused by its size, not after filling memory with it.
+    let limit = prodhcp_config::MAX_FILE_SIZE;
+    let file = std::fs::File::open(path).map_err(read_error)?;
+    let size = file.metadata().map_err(read_error)?.len();
+    if size > limit {
+        return Err(invalid(prodhcp_config::ConfigError::TooLarge {
+            size,
+            limit,
+        }));
+    }
+    let mut bytes = Vec::with_capacity(usize::try_from(size).unwrap_or(0));
+    file.take(limit + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_error)?;
+    let config = prodhcp_config::parse_bytes(&bytes).map_err(invalid)?;
+    // parse_bytes accepted it, so it is UTF-8.
+    let text = String::from_utf8(bytes)
+        .map_err(|e| read_error(std::io::Error::new(std::io::ErrorKind::InvalidData, e)))?;
     // syncd loads the key again when it starts; checking it here makes a bad key file a
     // configuration error at start, at `--check-config` and on reload, not a restart loop.
     if let Some(cluster) = &config.cluster {

@@ -30,6 +30,20 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// A running worker whose heartbeat does not move for this long is killed and restarted.
 const HANG_AFTER: Duration = Duration::from_millis(1500);
 
+/// How long a worker's heartbeat may stand still: [`HANG_AFTER`], or while it has a
+/// configuration frame to answer the reload deadline. A worker parses and validates a new
+/// configuration on its loop thread and beats no heartbeat meanwhile; with 100,000 subnets that
+/// takes about a second, longer on a busy machine, and killing it for that would turn every
+/// reload into a restart of every worker. One that stays silent past the deadline fails the
+/// reload and is killed then.
+pub(super) fn hang_limit(config_unanswered: u32) -> Duration {
+    if config_unanswered > 0 {
+        crate::reload_track::RELOAD_DEADLINE.max(HANG_AFTER)
+    } else {
+        HANG_AFTER
+    }
+}
+
 /// Where a worker is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WorkerState {
@@ -74,22 +88,32 @@ impl HeartbeatWatch {
     }
 
     /// Records the value `beat` read at `now`; true when it has not moved for longer than
-    /// [`HANG_AFTER`]. The watch then starts over, so a hung worker is reported once per
-    /// [`HANG_AFTER`], not on every look.
-    pub(super) fn hung(&mut self, beat: u64, now: Instant) -> bool {
+    /// `limit` ([`hang_limit`]). The watch then starts over, so a hung worker is reported once
+    /// per `limit`, not on every look.
+    pub(super) fn hung(&mut self, beat: u64, now: Instant, limit: Duration) -> bool {
         if beat != self.last {
             *self = HeartbeatWatch {
                 last: beat,
                 since: now,
             };
             false
-        } else if now.saturating_duration_since(self.since) > HANG_AFTER {
+        } else if now.saturating_duration_since(self.since) > limit {
             self.since = now;
             true
         } else {
             false
         }
     }
+}
+
+/// A worker answered a configuration frame (applied or refused) at `now`. The answer is
+/// a sign of life: the heartbeat watch starts over, since the worker beat no heartbeat
+/// while it parsed (the reload deadline covered that, see [`hang_limit`]) and the limit
+/// drops back to [`HANG_AFTER`] with this answer, before its loop has turned once more.
+/// (Takes the two fields: the loop that reads the channel holds a borrow of another.)
+fn answered(config_unanswered: &mut u32, heartbeat: &mut HeartbeatWatch, now: Instant) {
+    *config_unanswered = config_unanswered.saturating_sub(1);
+    *heartbeat = HeartbeatWatch::started(now);
 }
 
 /// The life cycle of one supervised child process (a worker, or syncd): its state, its
@@ -259,7 +283,7 @@ impl Supervisor {
                 continue;
             }
             let beat = self.table.heartbeat(worker_owner(w.id));
-            if w.heartbeat.hung(beat, now) {
+            if w.heartbeat.hung(beat, now, hang_limit(w.config_unanswered)) {
                 if let Some(c) = w.child.as_mut() {
                     warn!(
                         worker = w.id,
@@ -335,7 +359,7 @@ impl Supervisor {
                     if w.life.state == WorkerState::Starting {
                         w.life.state = WorkerState::Running;
                     }
-                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    answered(&mut w.config_unanswered, &mut w.heartbeat, Instant::now());
                     // The answer to the latest text (a worker started meanwhile was given it).
                     if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.applied(id);
@@ -344,7 +368,7 @@ impl Supervisor {
                 Ok(ReadOutcome::Frame(FrameKind::Rejected, msg)) => {
                     let msg = String::from_utf8_lossy(&msg);
                     warn!(worker = id, message = %msg, "worker refused the configuration");
-                    w.config_unanswered = w.config_unanswered.saturating_sub(1);
+                    answered(&mut w.config_unanswered, &mut w.heartbeat, Instant::now());
                     if let (0, Some(t)) = (w.config_unanswered, self.reload_track.as_mut()) {
                         t.refused(id, &msg);
                     }
@@ -428,18 +452,58 @@ mod tests {
         let mut now = t0;
         for beat in 0..100u64 {
             now += 500 * MS;
-            assert!(!hb.hung(beat, now), "beat {beat}");
+            assert!(!hb.hung(beat, now, HANG_AFTER), "beat {beat}");
         }
         // It stops at 99: not hung at exactly the limit, hung just past it.
         let stopped = now;
-        assert!(!hb.hung(99, stopped + HANG_AFTER));
-        assert!(hb.hung(99, stopped + HANG_AFTER + MS));
+        assert!(!hb.hung(99, stopped + HANG_AFTER, HANG_AFTER));
+        assert!(hb.hung(99, stopped + HANG_AFTER + MS, HANG_AFTER));
         // Reported once, then again only after another full limit.
-        assert!(!hb.hung(99, stopped + HANG_AFTER + 2 * MS));
-        assert!(!hb.hung(99, stopped + 2 * HANG_AFTER + MS));
-        assert!(hb.hung(99, stopped + 2 * HANG_AFTER + 2 * MS));
+        assert!(!hb.hung(99, stopped + HANG_AFTER + 2 * MS, HANG_AFTER));
+        assert!(!hb.hung(99, stopped + 2 * HANG_AFTER + MS, HANG_AFTER));
+        assert!(hb.hung(99, stopped + 2 * HANG_AFTER + 2 * MS, HANG_AFTER));
         // It moves again: alive.
-        assert!(!hb.hung(100, stopped + 10 * HANG_AFTER));
+        assert!(!hb.hung(100, stopped + 10 * HANG_AFTER, HANG_AFTER));
+    }
+
+    #[test]
+    fn a_worker_with_a_configuration_to_answer_has_until_the_reload_deadline() {
+        assert_eq!(hang_limit(0), HANG_AFTER);
+        let limit = hang_limit(1);
+        assert_eq!(limit, crate::reload_track::RELOAD_DEADLINE);
+        assert!(limit > HANG_AFTER);
+        let t0 = Instant::now();
+        let mut hb = HeartbeatWatch::started(t0);
+        assert!(!hb.hung(7, t0, limit));
+        // Parsing a large configuration: silent for longer than HANG_AFTER, not a hang.
+        assert!(!hb.hung(7, t0 + 3 * HANG_AFTER, limit));
+        assert!(!hb.hung(7, t0 + limit, limit));
+        // Silent past the reload deadline: hung.
+        assert!(hb.hung(7, t0 + limit + MS, limit));
+    }
+
+    #[test]
+    fn a_worker_that_answers_after_a_long_parse_is_not_hung_at_its_next_look() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let t0 = Instant::now();
+        let mut w = worker(&dir, t0);
+        w.heartbeat = HeartbeatWatch::started(t0);
+        w.config_unanswered = 1;
+        assert!(!w.heartbeat.hung(5, t0, hang_limit(w.config_unanswered)));
+        // Three seconds of parsing without a beat, then its answer arrives.
+        let answer = t0 + 2 * HANG_AFTER;
+        assert!(!w.heartbeat.hung(5, answer, hang_limit(w.config_unanswered)));
+        answered(&mut w.config_unanswered, &mut w.heartbeat, answer);
+        assert_eq!(w.config_unanswered, 0);
+        // The supervisor looks again before the worker's loop beats: still alive.
+        assert!(!w
+            .heartbeat
+            .hung(5, answer + MS, hang_limit(w.config_unanswered)));
+        assert!(!w.heartbeat.hung(5, answer + HANG_AFTER, hang_limit(0)));
+        // A worker that never beats again is a hang after the normal limit.
+        assert!(w
+            .heartbeat
+            .hung(5, answer + HANG_AFTER + 2 * MS, hang_limit(0)));
     }
 
     #[test]
@@ -447,8 +511,8 @@ mod tests {
         let t0 = Instant::now();
         // The word keeps its value across restarts; the first look counts as a move.
         let mut hb = HeartbeatWatch::started(t0);
-        assert!(!hb.hung(12_345, t0 + 10 * HANG_AFTER));
-        assert!(!hb.hung(12_345, t0 + 11 * HANG_AFTER));
-        assert!(hb.hung(12_345, t0 + 11 * HANG_AFTER + MS));
+        assert!(!hb.hung(12_345, t0 + 10 * HANG_AFTER, HANG_AFTER));
+        assert!(!hb.hung(12_345, t0 + 11 * HANG_AFTER, HANG_AFTER));
+        assert!(hb.hung(12_345, t0 + 11 * HANG_AFTER + MS, HANG_AFTER));
     }
 }
