@@ -6,6 +6,7 @@
 
 pub mod clock;
 pub mod codec;
+mod config_parse;
 pub mod counters;
 pub mod engine;
 pub mod held;

@@ -16,6 +16,7 @@ use prodhcp_proto::launch::{self, write_frame, FrameKind, FrameReader, LaunchArg
 use shm_layout::{worker_owner, Gate, LayoutSpec, Ring, Table};
 
 use crate::codec::MAX_REPLY;
+use crate::config_parse::{parse_config, BackgroundParse};
 use crate::counters::{Counter, DropCounts};
 use crate::engine::{Engine, Incoming};
 use crate::held::{client_of, HeldReplies};
@@ -27,6 +28,8 @@ const UDP: Token = Token(0);
 const CHANNEL: Token = Token(1);
 /// The replication doorbell (syncd published a replicated position, or the hold changed).
 const DOORBELL: Token = Token(2);
+/// A configuration parsed off the loop is ready ([`crate::config_parse`]).
+const PARSED: Token = Token(3);
 /// How often the sweeper runs, and how many slots it visits per run.
 /// Small, frequent steps keep each pause short (≈ 0.1–0.2 ms for a /8 on 2 workers), so the
 /// sweeper does not show in reply latency, and still cover the whole table every
@@ -64,11 +67,6 @@ pub(crate) fn table_spec(config: &Config) -> LayoutSpec {
             .iter()
             .map(|t| (t.range.first, t.range.last, t.in_pool)),
     )
-}
-
-fn parse_config(text: &[u8]) -> Result<Config, String> {
-    let text = std::str::from_utf8(text).map_err(|e| e.to_string())?;
-    prodhcp_config::parse(text).map_err(|e| e.to_string())
 }
 
 /// Runs a worker until told to stop, SIGTERM, or the supervisor goes away. Its descriptors are
@@ -126,6 +124,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     let bell_raw = doorbell.as_raw_fd();
     poll.registry()
         .register(&mut SourceFd(&bell_raw), DOORBELL, Interest::READABLE)?;
+    let mut parser = BackgroundParse::new(Arc::new(mio::Waker::new(poll.registry(), PARSED)?));
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
@@ -160,32 +159,8 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 }
                 CHANNEL => loop {
                     match reader.poll(&mut channel)? {
-                        ReadOutcome::Frame(FrameKind::Config, text) => {
-                            let reply = match parse_config(&text).and_then(|c| {
-                                // A live pool change (issue 10): the supervisor changed the
-                                // table's directory before sending this configuration.
-                                engine.refresh_layout()?;
-                                if engine.table().serves(&table_spec(&c)) {
-                                    Ok(c)
-                                } else {
-                                    Err("the lease table does not hold this configuration's \
-                                         pool layout"
-                                        .to_string())
-                                }
-                            }) {
-                                Ok(c) => {
-                                    durability = c.durability;
-                                    held.set_max(c.max_held_replies as usize);
-                                    let serve = ServeConfig::build(c, engine.table());
-                                    engine.reconfigure(serve);
-                                    (FrameKind::Applied, "applied".to_string())
-                                }
-                                Err(e) => (FrameKind::Rejected, e),
-                            };
-                            channel.set_nonblocking(false)?;
-                            write_frame(&mut channel, reply.0, reply.1.as_bytes())?;
-                            channel.set_nonblocking(true)?;
-                        }
+                        // Parsed off the loop (`config_parse`): serving goes on meanwhile.
+                        ReadOutcome::Frame(FrameKind::Config, text) => parser.submit(text),
                         ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => {
                             return Ok(())
                         }
@@ -193,6 +168,8 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                         ReadOutcome::Pending => break,
                     }
                 },
+                // A parse finished: applied below.
+                PARSED => {}
                 _ => {}
             }
         }
@@ -208,6 +185,33 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 &mut held,
                 &records_doorbell,
             )?;
+        }
+        while let Some(parsed) = parser.take_done() {
+            let reply = match parsed.and_then(|c| {
+                // A live pool change (issue 10): the supervisor changed the table's directory
+                // before sending this configuration.
+                engine.refresh_layout()?;
+                if engine.table().serves(&table_spec(&c)) {
+                    Ok(c)
+                } else {
+                    Err(
+                        "the lease table does not hold this configuration's pool layout"
+                            .to_string(),
+                    )
+                }
+            }) {
+                Ok(c) => {
+                    durability = c.durability;
+                    held.set_max(c.max_held_replies as usize);
+                    let serve = ServeConfig::build(c, engine.table());
+                    engine.reconfigure(serve);
+                    (FrameKind::Applied, "applied".to_string())
+                }
+                Err(e) => (FrameKind::Rejected, e),
+            };
+            channel.set_nonblocking(false)?;
+            write_frame(&mut channel, reply.0, reply.1.as_bytes())?;
+            channel.set_nonblocking(true)?;
         }
         release_held(&engine, &udp, &mut held, &mut sends);
         if Instant::now() >= next_sweep {

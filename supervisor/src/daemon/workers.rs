@@ -30,20 +30,6 @@ const HEALTHY_AFTER: Duration = Duration::from_secs(30);
 /// A running worker whose heartbeat does not move for this long is killed and restarted.
 const HANG_AFTER: Duration = Duration::from_millis(1500);
 
-/// How long a worker's heartbeat may stand still: [`HANG_AFTER`], or while it has a
-/// configuration frame to answer the reload deadline. A worker parses and validates a new
-/// configuration on its loop thread and beats no heartbeat meanwhile; with 100,000 subnets that
-/// takes about a second, longer on a busy machine, and killing it for that would turn every
-/// reload into a restart of every worker. One that stays silent past the deadline fails the
-/// reload and is killed then.
-pub(super) fn hang_limit(config_unanswered: u32) -> Duration {
-    if config_unanswered > 0 {
-        crate::reload_track::RELOAD_DEADLINE.max(HANG_AFTER)
-    } else {
-        HANG_AFTER
-    }
-}
-
 /// Where a worker is in its life cycle.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum WorkerState {
@@ -88,7 +74,8 @@ impl HeartbeatWatch {
     }
 
     /// Records the value `beat` read at `now`; true when it has not moved for longer than
-    /// `limit` ([`hang_limit`]). The watch then starts over, so a hung worker is reported once
+    /// `limit` ([`HANG_AFTER`]: a worker parses a new configuration off its loop thread and
+    /// keeps beating meanwhile, so a SIGSTOPped or stuck one is caught during a reload too). The watch then starts over, so a hung worker is reported once
     /// per `limit`, not on every look.
     pub(super) fn hung(&mut self, beat: u64, now: Instant, limit: Duration) -> bool {
         if beat != self.last {
@@ -107,9 +94,7 @@ impl HeartbeatWatch {
 }
 
 /// A worker answered a configuration frame (applied or refused) at `now`. The answer is
-/// a sign of life: the heartbeat watch starts over, since the worker beat no heartbeat
-/// while it parsed (the reload deadline covered that, see [`hang_limit`]) and the limit
-/// drops back to [`HANG_AFTER`] with this answer, before its loop has turned once more.
+/// a sign of life: the heartbeat watch starts over.
 /// (Takes the two fields: the loop that reads the channel holds a borrow of another.)
 fn answered(config_unanswered: &mut u32, heartbeat: &mut HeartbeatWatch, now: Instant) {
     *config_unanswered = config_unanswered.saturating_sub(1);
@@ -283,7 +268,7 @@ impl Supervisor {
                 continue;
             }
             let beat = self.table.heartbeat(worker_owner(w.id));
-            if w.heartbeat.hung(beat, now, hang_limit(w.config_unanswered)) {
+            if w.heartbeat.hung(beat, now, HANG_AFTER) {
                 if let Some(c) = w.child.as_mut() {
                     warn!(
                         worker = w.id,
@@ -467,43 +452,24 @@ mod tests {
     }
 
     #[test]
-    fn a_worker_with_a_configuration_to_answer_has_until_the_reload_deadline() {
-        assert_eq!(hang_limit(0), HANG_AFTER);
-        let limit = hang_limit(1);
-        assert_eq!(limit, crate::reload_track::RELOAD_DEADLINE);
-        assert!(limit > HANG_AFTER);
-        let t0 = Instant::now();
-        let mut hb = HeartbeatWatch::started(t0);
-        assert!(!hb.hung(7, t0, limit));
-        // Parsing a large configuration: silent for longer than HANG_AFTER, not a hang.
-        assert!(!hb.hung(7, t0 + 3 * HANG_AFTER, limit));
-        assert!(!hb.hung(7, t0 + limit, limit));
-        // Silent past the reload deadline: hung.
-        assert!(hb.hung(7, t0 + limit + MS, limit));
-    }
-
-    #[test]
-    fn a_worker_that_answers_after_a_long_parse_is_not_hung_at_its_next_look() {
+    fn an_answer_to_a_configuration_frame_restarts_the_heartbeat_watch() {
         let dir = tempfile::tempdir().expect("tempdir");
         let t0 = Instant::now();
         let mut w = worker(&dir, t0);
         w.heartbeat = HeartbeatWatch::started(t0);
         w.config_unanswered = 1;
-        assert!(!w.heartbeat.hung(5, t0, hang_limit(w.config_unanswered)));
-        // Three seconds of parsing without a beat, then its answer arrives.
-        let answer = t0 + 2 * HANG_AFTER;
-        assert!(!w.heartbeat.hung(5, answer, hang_limit(w.config_unanswered)));
+        assert!(!w.heartbeat.hung(5, t0, HANG_AFTER));
+        // The answer comes just before the limit: a sign of life, the watch starts over.
+        let answer = t0 + HANG_AFTER - MS;
+        assert!(!w.heartbeat.hung(5, answer, HANG_AFTER));
         answered(&mut w.config_unanswered, &mut w.heartbeat, answer);
         assert_eq!(w.config_unanswered, 0);
-        // The supervisor looks again before the worker's loop beats: still alive.
-        assert!(!w
-            .heartbeat
-            .hung(5, answer + MS, hang_limit(w.config_unanswered)));
-        assert!(!w.heartbeat.hung(5, answer + HANG_AFTER, hang_limit(0)));
-        // A worker that never beats again is a hang after the normal limit.
+        assert!(!w.heartbeat.hung(5, answer + MS, HANG_AFTER));
+        assert!(!w.heartbeat.hung(5, answer + HANG_AFTER, HANG_AFTER));
+        // A worker that never beats again is a hang after the normal limit from its answer.
         assert!(w
             .heartbeat
-            .hung(5, answer + HANG_AFTER + 2 * MS, hang_limit(0)));
+            .hung(5, answer + HANG_AFTER + 2 * MS, HANG_AFTER));
     }
 
     #[test]
