@@ -461,6 +461,9 @@ impl Supervisor {
                     .table
                     .plan_layout(&table_setup::table_spec(&c))
                     .map_err(ReloadRefused::NoRoom)?;
+                if !plan.is_empty() && self.config.cluster.is_some() {
+                    return Err(ReloadRefused::ClusterLayout);
+                }
                 Ok((c, text, plan))
             });
         match result {
@@ -479,18 +482,12 @@ impl Supervisor {
                     &self.config,
                     Some(&previous),
                 );
-                // The audit process and syncd hold the range directory as they read it at
-                // start: after a live pool change they start again (before any worker uses a
-                // new slot: the workers re-read the directory when the configuration below
-                // reaches them). syncd is stopped and restarted by the usual path (its death
-                // closes the gate until it reports the role again; its hello carries the new
-                // layout fingerprint, which the peer must share).
+                // The audit process holds the range directory as it read it at start: after a
+                // live pool change it starts again (before any worker uses a new slot: the
+                // workers re-read the directory when the configuration below reaches them).
+                // (No live change in a cluster: refused above.)
                 if previous.audit != self.config.audit || (relayout && self.audit.is_some()) {
                     self.restart_audit_for_reload();
-                }
-                if relayout && self.syncd.is_some() {
-                    info!("pool layout changed: restarting syncd with the new layout fingerprint");
-                    self.stop_syncd();
                 }
                 let sent = self.send_config_to_workers();
                 // A reload that supersedes a pending one falls back to what ran before both.

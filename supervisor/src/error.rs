@@ -145,6 +145,9 @@ pub enum ReloadRefused {
     /// The new configuration changes what only a restart can change.
     #[error("the new configuration changes the table file, the ring capacity or the number of workers; that needs a restart")]
     LayoutChanged,
+    /// A pool layout change in a cluster (the peers replicate slots by position).
+    #[error("in a cluster a pool layout change needs a restart of every appliance (replication maps leases by table position, so every appliance builds its table the same way at start)")]
+    ClusterLayout,
     /// The pool layout change does not fit the room the lease table was created with.
     #[error("the pool layout change cannot be made live: {0}")]
     NoRoom(shm_layout::RelayoutError),

@@ -147,7 +147,17 @@ pub fn open_table(config: &Config) -> Result<(Table, bool), StartError> {
     let path = &config.table_file;
     let spec = table_spec(config);
     let t0 = Instant::now();
+    // In a cluster the peers replicate slots by position: both tables must be built the same
+    // way whatever their history, so a table whose directory is not exactly the configuration's
+    // (in address order) is migrated, never changed in place.
+    let clustered = config.cluster.is_some();
     let table = match Table::open(path) {
+        Ok(t) if clustered && t.fingerprint() == spec.fingerprint() => t,
+        Ok(t) if clustered => {
+            warn!("pool layout differs from the table's (or it was changed in place): migrating to the layout every appliance of the cluster builds");
+            drop(t);
+            migrate(config, &spec)?
+        }
         Ok(t) if t.serves(&spec) => t,
         Ok(mut t) => match t.plan_layout(&spec) {
             // The table has room for the change: made in place, no lease moves.
