@@ -432,6 +432,10 @@ fn avalanche_mix_and_sweep_against_the_responder() {
     let v = json_of(&out);
     assert_eq!(v["phases"][0]["bound_at_end"], 5000, "{v}");
     assert_eq!(count(&v, 0, "acks"), 5000);
+    // The last ACK came after the phase started and before it ended.
+    let last_ack = v["phases"][0]["last_ack_s"].as_f64().expect("last_ack_s");
+    let elapsed = v["phases"][0]["elapsed_s"].as_f64().expect("elapsed_s");
+    assert!(last_ack > 0.0 && last_ack <= elapsed, "{v}");
 
     let out = lab.run(&[
         "mix",

@@ -179,6 +179,10 @@ pub struct PhaseReport {
     pub timeline: Vec<TimelinePoint>,
     /// Clients bound at the end (avalanche) — `None` for other phases.
     pub bound_at_end: Option<u64>,
+    /// When the last DORA completed (its ACK arrived), seconds since the phase started; `None`
+    /// if no DORA completed. In an avalanche where every client bound: the time until all
+    /// were bound.
+    pub last_ack_s: Option<f64>,
     /// Clients in the phase's table.
     pub clients: u64,
     /// Why the phase ended.
@@ -260,6 +264,7 @@ impl PhaseReport {
             Plan::Avalanche { rate, .. } => (counts.sent_discover, rate),
         };
         let requests = counts.requests();
+        let last_ack_s = (counts.acks > 0).then(|| secs(get(&shared.last_ack_us)));
         let last_error = shared
             .last_error
             .lock()
@@ -293,6 +298,7 @@ impl PhaseReport {
             counts,
             timeline,
             bound_at_end: matches!(plan, Plan::Avalanche { .. }).then(|| shared.table.bound()),
+            last_ack_s,
             clients: shared.table.len() as u64,
             stop,
             last_error,
