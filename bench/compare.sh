@@ -13,7 +13,8 @@
 #   kea-mt2     the same with multi-threading on, thread-pool-size 2, packet-queue-size 64
 #   dhcpd       ISC dhcpd 4.4 (lease file, fsync per lease); only /24 and /16 (it rejects a /8 range)
 #   responder   `dhcpperf responder --threads RESPONDER_THREADS` (default nproc; canned OFFER/ACK,
-#               no lease state; its threads share the relay's flow like prodhcp's workers do):
+#               no lease state; all its threads on one socket, so they share the relay's flow
+#               as prodhcp's workers do):
 #               the ceiling of this harness on this machine
 #   prodhcp runs with `durability: "$DURABILITY"` (default "process": replies once the change is
 #   in the shared mapping, like Kea's memfile, which writes its lease file without fsync; set
@@ -27,8 +28,8 @@
 #       again and the pool never runs dry); perfdhcp -R 250 (returning clients, no release).
 #   16  65534 addresses, CLIENTS_16 (60000) cycling clients the same way (perfdhcp -R 60000).
 #   8   every exchange a new client (dhcpperf: a new --seed per sweep step; perfdhcp -R 16000000).
-#   dhcpperf's /24 and /16 rows need `--clients` (dhcpperf from branch perf onwards); with an
-#   older dhcpperf they are skipped with a note.
+#   dhcpperf's /24 and /16 rows need `--clients` (dhcpperf since c1e7791); with an older
+#   dhcpperf (DHCPPERF=...) they are skipped with a note.
 #
 # Generators (GENERATORS, default "perfdhcp dhcpperf"), both in namespace cli, relay mode:
 #   dhcpperf  the headline. Capacity: one server per (round, pool, server), then `dhcpperf dora`
