@@ -248,8 +248,8 @@ mkdir -p "$WORK" "$LOGS"
 STEPS="$OUT/steps.tsv"
 SUMMARY="$OUT/summary.tsv"
 STARTUP="$OUT/startup.tsv"
-printf 'time\tround\tgenerator\tpool\tserver\tkind\toffered\tsent_per_s\tleases_per_s\tmissed_pct\tsent_do\trecv_do\tdrops_do\tsent_ra\trecv_ra\tdrops_ra\tp50_do_ms\tp99_do_ms\tp50_ra_ms\tp99_ra_ms\tsrv_cpu_s\tgen_cpu_s\trest_cpu_s\tpgpgout_kb\tnr_written\tsrv_write_kb\tsync_s\n' >"$STEPS"
-printf 'time\tround\tgenerator\tpool\tserver\tclean_offered\tclean_sent\tclean_leases_per_s\tclean_missed_pct\tclean_first_bad\tisc_offered\tisc_sent\tisc_leases_per_s\tisc_missed_pct\tisc_first_bad\tsteps\tlimit\tnote\n' >"$SUMMARY"
+printf 'time\tround\tgenerator\tpool\tserver\tkind\toffered\tsent_per_s\tleases_per_s\tmissed_pct\tsent_do\trecv_do\tdrops_do\tsent_ra\trecv_ra\tdrops_ra\tp50_do_ms\tp99_do_ms\tp50_ra_ms\tp99_ra_ms\tsrv_cpu_s\tgen_cpu_s\trest_cpu_s\tpgpgout_kb\tnr_written\tsrv_write_kb\tsync_s\tstop\n' >"$STEPS"
+printf 'time\tround\tgenerator\tpool\tserver\tclean_offered\tclean_sent\tclean_leases_per_s\tclean_missed_pct\tclean_first_bad\tclean_higher_pass\tisc_offered\tisc_sent\tisc_leases_per_s\tisc_missed_pct\tisc_first_bad\tisc_higher_pass\tsteps\tlimit\tnote\n' >"$SUMMARY"
 printf 'time\tserver\tleases\trun\tstart_to_first_offer_s\trss_mb\treload_s\tafter_reload_offer_s\tloaded\timport_s\n' >"$STARTUP"
 
 {
@@ -476,11 +476,12 @@ now() { date -u +%FT%TZ; }
 # ------------------------------------------------------------------ sweeps -----
 # sweep_eval MODE FILE: FILE has one line per step already run, "offered sent_per_s leases_per_s
 # missed_pct". MODE next: the next offered rate to try (nothing: the sweep is done). MODE result:
-# "clean_offered clean_sent clean_leases clean_missed clean_first_bad isc_offered isc_sent
-# isc_leases isc_missed isc_first_bad steps limit" (NA where there is none). Both criteria are
-# prefix-closed: the last step of the longest run of steps, from the lowest offered rate up, that
+# "clean_offered clean_sent clean_leases clean_missed clean_first_bad clean_higher_pass
+# isc_offered isc_sent isc_leases isc_missed isc_first_bad isc_higher_pass steps limit" (NA where
+# there is none). Both criteria are prefix-closed: the last step of the longest run of steps, from the lowest offered rate up, that
 # all stayed within the threshold (preferring, among them, the highest one where dhcpperf sent
-# ≥ 90 % of the rate asked); "first bad" is the offered rate of the step right above that run.
+# ≥ 90 % of the rate asked); "first bad" is the offered rate of the step right above that run;
+# "higher pass" a step above the first bad one that passed anyway (shown, not counted).
 sweep_eval() {
     python3 - "$1" "$2" "$SWEEP_START" "$SWEEP_FACTOR" "$REFINE" "$SWEEP_MAX" "$MAX_STEPS" "$CLEAN_PCT" "$LOSS_PCT" <<'PY'
 import math, sys
@@ -540,6 +541,10 @@ for thr in (clean, loss):
     else:
         out += [f"{lo[0]:.0f}", f"{lo[1]:.0f}", f"{lo[2]:.1f}", f"{lo[3]:.3f}"]
     out.append("NA" if hi is None else f"{hi[0]:.0f}")
+    # Not monotone: the highest step above the first bad one that passed anyway (noise, or a
+    # server that recovers): shown, never counted.
+    above = [x for x in steps if hi is not None and x[0] > hi[0] and x[3] <= thr]
+    out.append(f"{max(above)[0]:.0f}" if above else "NA")
 limit = "loss" if over else "generator" if limited else "steps" if len(steps) >= maxsteps else "max-rate"
 print(" ".join(out + [str(len(steps)), limit]))
 PY
@@ -553,7 +558,7 @@ summary_row() { # summary_row ROUND GENERATOR POOL SERVER "RESULT" NOTE
     printf '\t%s\n' "$6" >>"$SUMMARY"
 }
 summary_skip() { # summary_skip ROUND GENERATOR POOL SERVER NOTE
-    summary_row "$1" "$2" "$3" "$4" "NA NA NA NA NA NA NA NA NA NA 0 NA" "$5"
+    summary_row "$1" "$2" "$3" "$4" "NA NA NA NA NA NA NA NA NA NA NA NA 0 NA" "$5"
 }
 
 # ------------------------------------------------------------------ perfdhcp ---
@@ -586,7 +591,7 @@ perf_step() {
             if (r == "") r = 0
             req = sent["do"] + sent["ra"]
             miss = (req > 0) ? 100 * (drops["do"] + drops["ra"]) / req : 100
-            printf "%s\t%s\tperfdhcp\t%s\t%s\tsweep\t%s\t%.0f\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\tNA\tNA\tNA\tNA\t%s\t%s\tNA\tNA\tNA\tNA\tNA\n",
+            printf "%s\t%s\tperfdhcp\t%s\t%s\tsweep\t%s\t%.0f\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\tNA\tNA\tNA\tNA\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tcompleted\n",
                 t, round, pool, srv, rate, sent["do"] / d, r, miss, sent["do"], recv["do"], drops["do"],
                 sent["ra"], recv["ra"], drops["ra"], cpu, gen
         }' "$out" | tee -a "$STEPS" | awk -F'\t' '{print $7, $8, $9, $10}'
@@ -614,7 +619,8 @@ run_perfdhcp() { # run_perfdhcp ROUND POOL SERVER
 # ------------------------------------------------------------------ dhcpperf ---
 # phase_fields JSONFILE: the first phase of a dhcpperf --json report as "offered sent_per_s
 # leases_per_s missed_pct sent_do offers failed_do sent_ra acks failed_ra p50_do p99_do p50_ra
-# p99_ra gen_cpu_s" (NA where absent); nothing if the file holds no report.
+# p99_ra gen_cpu_s stop" (NA where absent; stop: completed, no_answers or hard_deadline); nothing
+# if the file holds no report.
 phase_fields() {
     python3 - "$1" <<'PY'
 import json, sys
@@ -632,15 +638,16 @@ gen = (cpu.get("user_s") or 0) + (cpu.get("sys_s") or 0) if "user_s" in cpu else
 print(f(p.get("offered_rate"), "{:.0f}"), f(p.get("sent_rate"), "{:.0f}"), f(p.get("leases_per_s"), "{:.1f}"),
       f(p.get("missed_pct")), c.get("sent_discover", 0), c.get("offers", 0), c.get("failed_discover", 0),
       c.get("sent_request", 0), c.get("acks", 0), c.get("failed_request", 0),
-      f(do.get("p50_ms")), f(do.get("p99_ms")), f(ra.get("p50_ms")), f(ra.get("p99_ms")), f(gen, "{:.2f}"))
+      f(do.get("p50_ms")), f(do.get("p99_ms")), f(ra.get("p50_ms")), f(ra.get("p99_ms")), f(gen, "{:.2f}"),
+      p.get("stop") or "NA")
 PY
 }
 
-dhcpperf_run() { # dhcpperf_run OUTFILE ARGS... (in the client namespace, bounded)
-    local out="$1" p
-    shift
-    ip netns exec "$CLI" timeout 1000 "$DHCPPERF" "$@" --server "$SRV_IP" --relay-ip "$CLI_IP" \
-        --max-clients 16000000 --hard-deadline 900s --json >"$out" 2>"$out.err" &
+dhcpperf_run() { # dhcpperf_run OUTFILE DEADLINE_S ARGS... (in the client namespace, bounded)
+    local out="$1" deadline="$2" p
+    shift 2
+    ip netns exec "$CLI" timeout $((deadline + 60)) "$DHCPPERF" "$@" --server "$SRV_IP" --relay-ip "$CLI_IP" \
+        --max-clients 16000000 --hard-deadline "${deadline}s" --json >"$out" 2>"$out.err" &
     p=$!
     STARTED+=("$p")
     wait "$p" || true
@@ -649,15 +656,16 @@ dhcpperf_run() { # dhcpperf_run OUTFILE ARGS... (in the client namespace, bounde
 # dhcpperf_measure ROUND POOL SERVER KIND RATE SECONDS SEED SYNC: one `dhcpperf dora` against the
 # running server; server CPU over the run (SYNC=1: over the run and a `sync -f` of the server's
 # directory after it, with the rest of the machine's CPU, pgpgout and nr_written over the same
-# window). Appends to steps.tsv; echoes "offered sent_per_s leases_per_s missed_pct acks" (nothing
-# if dhcpperf gave no report).
+# window). A run is cut off at 2 × SECONDS + 5 s (with cycling clients an overloaded server stalls
+# the closed loop: the step would otherwise take many times its duration). Appends to steps.tsv;
+# echoes "offered sent_per_s leases_per_s missed_pct acks stop" (nothing if dhcpperf gave no report).
 dhcpperf_measure() {
     local round="$1" pool="$2" name="$3" kind="$4" rate="$5" secs="$6" seed="$7" sync="$8"
     local out="$SDIR/dhcpperf-$kind-$rate.json" c0 c1 b0 b1 w0 w1 n0 n1 s0 s1 cl=()
     local rest=NA kb=NA nw=NA sync_s=NA io0 io1 iokb=NA
     case "$pool" in 24) cl=(--clients "$CLIENTS_24") ;; 16) cl=(--clients "$CLIENTS_16") ;; esac
     c0=$(srv_ticks); b0=$(busy_ticks); w0=$(vmstat_of pgpgout); n0=$(vmstat_of nr_written); io0=$(srv_write_kb)
-    dhcpperf_run "$out" dora --seed "$seed" --rate "$rate" --duration "${secs}s" "${cl[@]}"
+    dhcpperf_run "$out" $((secs * 2 + 5)) dora --seed "$seed" --rate "$rate" --duration "${secs}s" "${cl[@]}"
     if [ "$sync" = 1 ]; then
         s0=$(date +%s.%N)
         timeout 300 sync -f "$SDIR" || true
@@ -668,17 +676,17 @@ dhcpperf_measure() {
     local fields
     fields=$(phase_fields "$out")
     [ -n "$fields" ] || { log "  dhcpperf gave no report: $(tail -2 "$out.err" 2>/dev/null)"; return 0; }
-    local off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen
-    read -r off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen <<<"$fields"
+    local off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen stop
+    read -r off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen stop <<<"$fields"
     if [ "$sync" = 1 ]; then
         rest=$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v g="$gen" -v hz="$CLOCK_HZ" \
             'BEGIN{ if (g == "NA") print "NA"; else printf "%.2f", (b - c) / hz - g }')
         kb=$((w1 - w0)); nw=$((n1 - n0)); iokb=$((io1 - io0))
     fi
-    printf '%s\t%s\tdhcpperf\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+    printf '%s\t%s\tdhcpperf\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
         "$(now)" "$round" "$pool" "$name" "$kind" "$off" "$sent" "$lps" "$miss" "$sdo" "$rdo" "$fdo" "$sra" "$acks" "$fra" \
-        "$p50do" "$p99do" "$p50ra" "$p99ra" "$(ticks_s "$c0" "$c1")" "$gen" "$rest" "$kb" "$nw" "$iokb" "$sync_s" >>"$STEPS"
-    echo "$off $sent $lps $miss $acks"
+        "$p50do" "$p99do" "$p50ra" "$p99ra" "$(ticks_s "$c0" "$c1")" "$gen" "$rest" "$kb" "$nw" "$iokb" "$sync_s" "$stop" >>"$STEPS"
+    echo "$off $sent $lps $miss $acks $stop"
 }
 
 # fixed_run ROUND POOL SERVER KIND RATE: a fresh server, DURATION s of DORA at RATE, then sync.
@@ -687,9 +695,9 @@ fixed_run() {
     start_server "$name" "$pool" "$kind-$rate" || return 0
     if wait_ready "$name"; then
         r=$(dhcpperf_measure "$round" "$pool" "$name" "$kind" "$rate" "$DURATION" 1 1)
-        local off sent lps miss acks
-        read -r off sent lps miss acks <<<"$r"
-        [ -n "$r" ] && log "  dhcpperf /$pool $name $kind $rate/s: sent $sent/s, $lps leases/s, missed $miss %, $(tail -1 "$STEPS" | awk -F'\t' -v a="$acks" '{ if (a > 0) printf "server %.1f µs/lease and %.2f KB dirtied/lease, rest of machine %s s, pgpgout %s KB, sync %s s", $21 * 1e6 / a, $26 / a, $23, $24, $27; else print "no leases" }')"
+        local off sent lps miss acks stop
+        read -r off sent lps miss acks stop <<<"$r"
+        [ -n "$r" ] && log "  dhcpperf /$pool $name $kind $rate/s ($stop): sent $sent/s, $lps leases/s, missed $miss %, $(tail -1 "$STEPS" | awk -F'\t' -v a="$acks" '{ if (a > 0) printf "server %.1f µs/lease and %.2f KB dirtied/lease, rest of machine %s s, pgpgout %s KB, sync %s s", $21 * 1e6 / a, $26 / a, $23, $24, $27; else print "no leases" }')"
     fi
     stop_server
 }
@@ -715,10 +723,14 @@ run_dhcpperf() { # run_dhcpperf ROUND POOL SERVER
             [ "$pool" = 8 ] && seed=$step
             r=$(dhcpperf_measure "$round" "$pool" "$name" sweep "$rate" "$STEP_DURATION" "$seed" 0)
             [ -n "$r" ] || break
-            local off sent lps miss acks
-            read -r off sent lps miss acks <<<"$r"
-            echo "$off $sent $lps $miss" >>"$file"
+            local off sent lps miss acks stop
+            read -r off sent lps miss acks stop <<<"$r"
             log "  dhcpperf /$pool $name step $step: offered $off/s, sent $sent/s, $lps leases/s, missed $miss %"
+            if [ "$stop" != completed ]; then
+                log "  (cut short: $stop; the step counts as failed)"
+                miss=100
+            fi
+            echo "$off $sent $lps $miss" >>"$file"
             alive "$SPID" || { log "  $name died; see $SDIR/server.log"; break; }
             sleep 1
         done
@@ -727,7 +739,7 @@ run_dhcpperf() { # run_dhcpperf ROUND POOL SERVER
     r=$(sweep_eval result "$file")
     summary_row "$round" dhcpperf "$pool" "$name" "$r" "$note"
     local co cs cl cm ch io is il im ih
-    read -r co cs cl cm ch io is il im ih _ <<<"$r"
+    read -r co cs cl cm ch _ io is il im ih _ <<<"$r"
     log "  dhcpperf /$pool $name: clean $cl leases/s (sent $cs/s, offered $co, next $ch), ≤ $LOSS_PCT % $il leases/s (sent $is/s, offered $io, next $ih)"
 
     for rate in $FIXED_RATES; do fixed_run "$round" "$pool" "$name" fixed "$rate"; done
@@ -971,6 +983,15 @@ def per_lease(rs, k, scale=1e6, fmt="{:.1f}"):
         s += f" ({fmt.format(min(v))}–{fmt.format(max(v))})"
     return s, m
 
+def above(rs):
+    """Steps that passed above a sweep's first failing one (shown, never counted), per round."""
+    v = []
+    for r in rs:
+        c, i = r.get("clean_higher_pass", "NA"), r.get("isc_higher_pass", "NA")
+        if c != "NA" or i != "NA":
+            v.append(f"round {r['round']}: clean {c}, ≤ {loss_pct} % {i}")
+    return "; ".join(v) if v else "none"
+
 groups = {}
 for r in rows:
     groups.setdefault((r["generator"], r["pool"]), {}).setdefault(r["server"], []).append(r)
@@ -985,8 +1006,8 @@ P(f"Relayed DORA. **clean** = the highest offered rate with ≤ {clean_pct} % of
   f"(the figure lies between the two; dhcpperf bisects until next / offered ≤ {refine}). Median of rounds, "
   "min–max in brackets.")
 P("")
-P(f"| generator | pool | server | rounds | clean leases/s | sent/s | offered/s (next) | ≤ {loss_pct} % leases/s | sent/s | offered/s (next) | steps | stopped by | note |")
-P("|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+P(f"| generator | pool | server | rounds | clean leases/s | sent/s | offered/s (next) | ≤ {loss_pct} % leases/s | sent/s | offered/s (next) | steps | stopped by | passed above the first bad step | note |")
+P("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
 for gen in ["dhcpperf", "perfdhcp"]:
     for pool in pools:
         g = groups.get((gen, pool))
@@ -997,13 +1018,13 @@ for gen in ["dhcpperf", "perfdhcp"]:
             note = rs[0]["note"]
             if not nums(rs, "clean_offered") and not nums(rs, "isc_offered"):
                 P(f"| {gen} | /{pool} | {s} | {len(rs)} | – | – | – | – | – | – | {med(rs, 'steps', spread=False)} | "
-                  f"{', '.join(sorted({r['limit'] for r in rs}))} | {note} |")
+                  f"{', '.join(sorted({r['limit'] for r in rs}))} | – | {note} |")
                 continue
             P(f"| {gen} | /{pool} | {s} | {len(rs)} | **{med(rs, 'clean_leases_per_s')}** | {med(rs, 'clean_sent')} "
               f"| {med(rs, 'clean_offered', spread=False)} ({med(rs, 'clean_first_bad', spread=False)}) "
               f"| **{med(rs, 'isc_leases_per_s')}** | {med(rs, 'isc_sent')} "
               f"| {med(rs, 'isc_offered', spread=False)} ({med(rs, 'isc_first_bad', spread=False)}) "
-              f"| {med(rs, 'steps', spread=False)} | {', '.join(sorted({r['limit'] for r in rs}))} | {note} |")
+              f"| {med(rs, 'steps', spread=False)} | {', '.join(sorted({r['limit'] for r in rs}))} | {above(rs)} | {note} |")
 
 P("")
 P("### Ratios")
