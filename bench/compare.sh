@@ -1,18 +1,20 @@
 #!/usr/bin/env bash
-# compare.sh — issue 3's side-by-side benchmark: prodhcp vs Kea 2.2, ISC dhcpd 4.4 and a no-logic
-# responder, same load, same machine, same run. Prints a Markdown table; asserts nothing.
+# compare.sh — side-by-side benchmark (issues 3 and 10): prodhcp vs Kea 2.2, ISC dhcpd 4.4 and a
+# no-logic responder, same load, same machine, same run. Prints Markdown tables computed from the
+# generators' own reports (TSVs of the raw rows beside them); asserts nothing.
 #
 #   sudo bench/compare.sh                         # the full matrix (see "duration" below)
-#   sudo RUNS=1 DURATION=3 SERVERS="prodhcp-1 kea-mt2 responder" POOLS=16 GENERATORS=dhcpperf \
-#        bench/compare.sh                         # a smoke run (~3 min + ~2 min start-up/reload;
-#                                                 # STARTUP_LEASES= skips the latter)
+#   sudo SMOKE=1 bench/compare.sh                 # smoke run, ≤ 5 min for 3 servers (see SMOKE)
+#   sudo SMOKE=1 SERVERS="prodhcp-n responder kea-mt2" bench/compare.sh
 #
 # Servers (SERVERS, default all, in this order inside every round):
 #   prodhcp-1   prodhcpd, workers: 1                 prodhcp-n  prodhcpd, workers: 0 (one per core)
 #   kea-st      kea-dhcp4 2.2, memfile persist=true, lfc-interval 0, multi-threading off
 #   kea-mt2     the same with multi-threading on, thread-pool-size 2, packet-queue-size 64
 #   dhcpd       ISC dhcpd 4.4 (lease file, fsync per lease); only /24 and /16 (it rejects a /8 range)
-#   responder   `dhcpperf responder` (canned OFFER/ACK, no lease state, one thread per core):
+#   responder   `dhcpperf responder --threads RESPONDER_THREADS` (default nproc; canned OFFER/ACK,
+#               no lease state; all its threads on one socket, so they share the relay's flow
+#               as prodhcp's workers do):
 #               the ceiling of this harness on this machine
 #   prodhcp runs with `durability: "$DURABILITY"` (default "process": replies once the change is
 #   in the shared mapping, like Kea's memfile, which writes its lease file without fsync; set
@@ -21,27 +23,53 @@
 #   level WARN (Kea logs every lease at INFO), socket type udp for Kea, the same pool.
 #
 # Pools (POOLS, default "24 16 8"), all 10.0.0.0/N, 10.0.0.1 to the last host:
-#   24  254 addresses: clients CYCLE over 250 MACs (returning clients after the first 250);
-#       perfdhcp only — dhcpperf has no cycling-client mode, every dhcpperf client is new and a
-#       /24 runs dry after 254 leases, so dhcpperf rows for /24 are skipped.
-#   16  60000 cycling clients (perfdhcp -R 60000; dhcpperf: every step re-uses seed 1, clients
-#       0..min(rate × step, 60000), so steps above 60000/STEP_DURATION per second are shorter).
-#   8   every exchange a new client (perfdhcp -R 16000000; dhcpperf's own `sweep`).
+#   24  254 addresses, CLIENTS_24 (250) cycling clients: dhcpperf `--clients 250` (client i uses
+#       MAC i mod 250 and RELEASEs after its DORA when it will be reused, so every DORA allocates
+#       again and the pool never runs dry); perfdhcp -R 250 (returning clients, no release).
+#   16  65534 addresses, CLIENTS_16 (60000) cycling clients the same way (perfdhcp -R 60000).
+#   8   every exchange a new client (dhcpperf: a new --seed per sweep step; perfdhcp -R 16000000).
+#   dhcpperf's /24 and /16 rows need `--clients` (dhcpperf since c1e7791); with an older
+#   dhcpperf (DHCPPERF=...) they are skipped with a note.
 #
 # Generators (GENERATORS, default "perfdhcp dhcpperf"), both in namespace cli, relay mode:
+#   dhcpperf  the headline. Capacity: one server per (round, pool, server), then `dhcpperf dora`
+#             steps of STEP_DURATION s each on it, 1 s apart. Coarse steps from SWEEP_START ×
+#             SWEEP_FACTOR until a step misses > 2.5 % (a request unanswered within 1 s is
+#             missed), or dhcpperf could not send 90 % of the offered rate (the harness's limit),
+#             or SWEEP_MAX; then bisection (geometric mean) between the last good and the first
+#             bad step, separately for both criteria, until first bad / last good ≤ REFINE
+#             (1.05), so each figure is known to 5 % and a ratio of two to about ±10 %:
+#               clean rate  highest offered rate with ≤ CLEAN_PCT (0.1) % missed at that step
+#                           AND at every lower step of the sweep
+#               ≤ 2.5 %     the same with ≤ 2.5 % missed (ISC's criterion, also prefix-closed)
+#             Each is reported with the leases/s and the send rate dhcpperf measured (its
+#             `sent_rate`: DISCOVERs sent / sending time), the offered rate, and the first bad
+#             offered rate above it (the bracket the ratios' bounds come from). Server CPU is
+#             read per step (each step is its own dhcpperf run).
+#             Fixed rates: for every rate in FIXED_RATES ("2000 3000"), a fresh server, `dhcpperf
+#             dora --rate R --duration DURATION`, then `sync -f` of the server's directory. Over
+#             that window: server CPU (utime+stime from /proc of every process in the server
+#             namespace: prodhcpd's supervisor, workers and helpers; Kea; dhcpd), the generator's
+#             CPU (its report), the rest of the machine (busy ticks of /proc/stat minus both: the
+#             kernel's writeback workers, softirqs not charged to a process, anything else
+#             running), the page-cache pages the server's processes dirtied (write_bytes of
+#             /proc/PID/io: through the table's mapping or write(); what the kernel writes back for
+#             them), and the data written to block devices by anyone (/proc/vmstat pgpgout, KB;
+#             nr_written, pages) — the writeback of the lease table's / lease file's dirty pages is
+#             inside the window because of the sync. All per completed lease. HALF_RATE=1 adds
+#             the same run at half the clean rate of that round's sweep (issue 3's target: p99
+#             at half the maximum rate).
 #   perfdhcp  fixed-rate sweep over PERF_RATES, each step DURATION s on a fresh server:
 #               perfdhcp -4 -l 198.18.0.2 -R CLIENTS -r RATE -p DURATION -d 2 -W 500000 198.18.0.1
-#             stops after the first step with more than 2.5 % of requests dropped. perfdhcp burns
-#             ~1 core when flooding and is the bottleneck above ~5k/s on 2 cores (the responder
-#             row shows where): its numbers are the fair anchor, not a server's ceiling.
-#   dhcpperf  `dhcpperf sweep` (/8) or the same stepping done here with `dhcpperf dora` (/16):
-#             rates SWEEP_START × SWEEP_FACTOR^k, STEP_DURATION s each, until a step misses
-#             more than 2.5 % (a request unanswered within 1 s is missed); then, on a fresh
-#             server, `dhcpperf dora` at half the highest zero-loss rate for DURATION s for p99.
+#             stops after the first step with more than 2.5 % of requests dropped; clean and
+#             ≤ 2.5 % as above (resolution: the rate list; sent/s = DISCOVERs sent / DURATION).
+#             perfdhcp burns ~1 core when flooding and is the bottleneck above ~5k/s on 2 cores
+#             (the responder row shows where): its numbers are the fair anchor, not a ceiling.
 #
 # Rounds: RUNS (default 3) rounds; a round runs every pool × generator × server once, servers
-# alternating (round 1: all servers, round 2: all servers, ...). Each measurement starts a fresh
-# server with an empty lease store and waits until it answers a relayed DISCOVER (bench/probe.py).
+# alternating (round 1: all servers, round 2: all servers, ...). Each server starts with an empty
+# lease store and is used once it answers a relayed DISCOVER (bench/probe.py), its namespace is
+# idle and `sync -f` has written out its fresh files.
 #
 # Start-up/reload (STARTUP_LEASES, default "100000 1000000"; empty = skip), prodhcp-n vs Kea
 # (MT off; the loader is the same): the same Kea memfile CSV (bench/gen_kea_csv.py, addresses
@@ -52,24 +80,35 @@
 # re-reads the whole lease file); then time until a new probe gets an OFFER. 10M is skipped for
 # Kea (~23 s per 1M, ~4 min + reload at 10M); prodhcp at 10M: bench/startup_reload.sh.
 #
-# Other knobs: DURATION (10 s), STEP_DURATION (5 s, or DURATION if smaller), PERF_RATES
-# ("1000 2000 3000 4000 5000 6000 8000 10000 12000"), SWEEP_START (500), SWEEP_FACTOR (1.25),
-# SWEEP_MAX (200000), PERF_THREADS (perfdhcp -g, default: perfdhcp's own), OUT (results dir,
-# default /var/tmp/prodhcp-compare), NO_BUILD=1 (use the binaries in target/release as they are).
+# Knobs (environment; defaults of the full run, SMOKE=1's in brackets):
+#   RUNS 3 [1]   DURATION 10 [3] (fixed-rate runs, perfdhcp steps)   STEP_DURATION 5 [2]
+#   SERVERS all [prodhcp-n kea-mt2 responder]   POOLS "24 16 8" ["24 8"]
+#   GENERATORS "perfdhcp dhcpperf" [dhcpperf]   STARTUP_LEASES "100000 1000000" [empty]
+#   SWEEP_START 1000 [4000]   SWEEP_FACTOR 1.5 [2]   REFINE 1.05 [1.3]   SWEEP_MAX 200000
+#   MAX_STEPS 40 [8] (per sweep, coarse + bisection)   CLEAN_PCT 0.1   LOSS_PCT 2.5
+#   FIXED_RATES "2000 3000" ["2000"]   HALF_RATE 1 [0]   CLIENTS_24 250   CLIENTS_16 60000
+#   RESPONDER_THREADS nproc   PERF_RATES "1000 2000 3000 4000 5000 6000 8000 10000 12000"
+#   PERF_THREADS (perfdhcp -g, default: perfdhcp's own)   DURABILITY process
+#   OUT /var/tmp/prodhcp-compare (results)   NO_BUILD=1 (use target/release as it is)
+#   DHCPPERF (path of the dhcpperf binary; default target/release/dhcpperf; its commit is printed)
+#   Any knob set explicitly wins over SMOKE's value.
 #
-# Output under OUT: steps.tsv (one row per generator step: rate, leases/s, sent/answered/dropped,
-# p99s, server CPU s), summary.tsv (one row per round × generator × pool × server), startup.tsv,
-# table.md (the Markdown printed at the end), logs/ (configs, server logs and generator output
-# of the last run of each server; the scratch dir work/ is deleted at the end). Earlier TSVs in
-# OUT are moved to OUT/old-<time>/.
+# Output under OUT: steps.tsv (one row per generator run: sweep steps, fixed-rate and half-rate
+# runs, with measured send rate, leases/s, missed %, counts, p50/p99, server/generator/rest CPU,
+# pgpgout), summary.tsv (one row per round × generator × pool × server: clean and ≤ 2.5 %
+# results with their brackets), startup.tsv, machine.txt, table.md (the Markdown printed at the
+# end), logs/ (configs, server logs and generator output of the last run of each server; the
+# scratch dir work/ is deleted at the end). Earlier TSVs in OUT are moved to OUT/old-<time>/.
+# Every printed table starts with the commit measured (`git rev-parse --short HEAD`, "-dirty" if
+# tracked files differ from it; NO_BUILD=1 says so) and the machine (nproc, model name).
 #
-# Duration of the full matrix (defaults, 2 cores), estimated from the smoke runs' step times
-# (perfdhcp step ≈ DURATION + 3 s with restart and settling; dhcpperf step ≈ STEP_DURATION + 0.7 s)
-# and step counts (perfdhcp: ~9 steps for prodhcp ×2 and the responder, ~4 Kea ST, ~6 Kea MT, 1–3
-# dhcpd; dhcpperf from 500/s × 1.25: ~21–23 steps for prodhcp ×2 and the responder, ~12–13 Kea,
-# ~2 dhcpd): per round ≈ 25 min perfdhcp (3 pools) + ≈ 21 min dhcpperf (2 pools) ≈ 45 min, so
-# ≈ 2 h 20 min for RUNS=3, plus ≈ 5 min start-up/reload (Kea at 1M: ~23 s start + ~18 s reload
-# per run; 1M lease import into prodhcp ~35 s once). DURATION=5 saves ≈ 35 min.
+# Duration of the full matrix (defaults, 2 cores), estimated from step times (dhcpperf step ≈
+# STEP_DURATION + 1.5 s; fixed run ≈ DURATION + 5–10 s with start and sync; perfdhcp step ≈
+# DURATION + 3 s) and step counts (dhcpperf ≈ 10 coarse + ≤ 6 bisection steps for prodhcp and
+# the responder, ≈ 6 + 6 for Kea, fewer for dhcpd): per pool and round ≈ 12–15 min dhcpperf,
+# ≈ 8 min perfdhcp; ≈ 1 h per round for 3 pools, ≈ 3 h for RUNS=3, plus ≈ 5 min start-up/reload.
+# SMOKE=1 with 3 servers: ≈ 4 min (3 min 41 s for dd448bf on a busy machine; "Wall time" at the
+# end), plus the build.
 #
 # Network safety: namespaces pcmpNNNN-srv (198.18.0.1) and pcmpNNNN-cli (198.18.0.2) (NNNN =
 # this script's PID) joined by one veth pair created inside them; no host interface is touched;
@@ -81,6 +120,12 @@ set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 BIN="$ROOT/target/release"
+if [ "${SMOKE:-0}" = 1 ]; then
+    : "${RUNS:=1}" "${DURATION:=3}" "${STEP_DURATION:=2}" "${SERVERS:=prodhcp-n kea-mt2 responder}"
+    : "${POOLS:=24 8}" "${GENERATORS:=dhcpperf}" "${SWEEP_START:=4000}" "${SWEEP_FACTOR:=2}"
+    : "${REFINE:=1.3}" "${MAX_STEPS:=8}" "${FIXED_RATES:=2000}" "${HALF_RATE:=0}"
+    STARTUP_LEASES="${STARTUP_LEASES-}"
+fi
 RUNS="${RUNS:-3}"
 DURATION="${DURATION:-10}"
 if [ -z "${STEP_DURATION:-}" ]; then
@@ -91,16 +136,24 @@ SERVERS="${SERVERS:-prodhcp-1 prodhcp-n kea-st kea-mt2 dhcpd responder}"
 POOLS="${POOLS:-24 16 8}"
 GENERATORS="${GENERATORS:-perfdhcp dhcpperf}"
 PERF_RATES="${PERF_RATES:-1000 2000 3000 4000 5000 6000 8000 10000 12000}"
-SWEEP_START="${SWEEP_START:-500}"
-SWEEP_FACTOR="${SWEEP_FACTOR:-1.25}"
+SWEEP_START="${SWEEP_START:-1000}"
+SWEEP_FACTOR="${SWEEP_FACTOR:-1.5}"
 SWEEP_MAX="${SWEEP_MAX:-200000}"
+REFINE="${REFINE:-1.05}"
+MAX_STEPS="${MAX_STEPS:-40}"
+CLEAN_PCT="${CLEAN_PCT:-0.1}"
+LOSS_PCT="${LOSS_PCT:-2.5}"
+FIXED_RATES="${FIXED_RATES:-2000 3000}"
+HALF_RATE="${HALF_RATE:-1}"
+CLIENTS_24="${CLIENTS_24:-250}"
+CLIENTS_16="${CLIENTS_16:-60000}"
 STARTUP_LEASES="${STARTUP_LEASES-100000 1000000}"
 PERF_THREADS="${PERF_THREADS:-}"
 OUT="${OUT:-/var/tmp/prodhcp-compare}"
-LOSS_PCT=2.5
 CLOCK_HZ=$(getconf CLK_TCK)
 NCPU=$(nproc)
-
+RESPONDER_THREADS="${RESPONDER_THREADS:-$NCPU}"
+DHCPPERF="${DHCPPERF:-$BIN/dhcpperf}"
 TAG="pcmp$$"
 SRV="$TAG-srv"
 CLI="$TAG-cli"
@@ -119,6 +172,9 @@ for s in $SERVERS; do
 done
 for p in $POOLS; do case "$p" in 24 | 16 | 8) ;; *) die "unknown pool '/$p' (24, 16, 8)" ;; esac; done
 for g in $GENERATORS; do case "$g" in perfdhcp | dhcpperf) ;; *) die "unknown generator '$g'" ;; esac; done
+for r in $FIXED_RATES; do case "$r" in '' | *[!0-9]*) die "FIXED_RATES: '$r' is not a rate" ;; esac; done
+awk -v r="$REFINE" -v f="$SWEEP_FACTOR" 'BEGIN{exit !(r > 1 && f > 1)}' || die "REFINE and SWEEP_FACTOR must be > 1"
+[ "$MAX_STEPS" -ge 1 ] && [ "$MAX_STEPS" -le 250 ] || die "MAX_STEPS must be 1..250 (one dhcpperf seed per /8 step)"
 need() { command -v "$1" >/dev/null || die "$1 not found (package $2)"; }
 need python3 python3
 case " $GENERATORS " in *" perfdhcp "*) need perfdhcp kea-admin; need /usr/bin/time time ;; esac
@@ -150,12 +206,33 @@ cleanup() {
 trap cleanup EXIT
 trap 'exit 130' INT TERM
 
+
 # ------------------------------------------------------------------ build ------
 if [ "${NO_BUILD:-0}" != 1 ]; then
     log "building prodhcpd, prodhcpctl, dhcpperf (release)"
     cargo build --release -p prodhcp-supervisor -p prodhcp-ctl -p dhcpperf --manifest-path "$ROOT/Cargo.toml" >&2
 fi
-for b in prodhcpd prodhcpctl dhcpperf; do [ -x "$BIN/$b" ] || die "$BIN/$b missing"; done
+for b in "$BIN/prodhcpd" "$BIN/prodhcpctl" "$DHCPPERF"; do [ -x "$b" ] || die "$b missing"; done
+# `--clients` (cycling clients that release) is what makes dhcpperf rows on /24 and /16 possible.
+HAVE_CLIENTS=0
+"$DHCPPERF" dora --help 2>/dev/null | grep -q -- '--clients' && HAVE_CLIENTS=1
+[ "$HAVE_CLIENTS" = 1 ] || log "note: $DHCPPERF has no --clients: dhcpperf rows for /24 and /16 are skipped"
+
+# commit_of DIR: short commit of the git tree holding DIR, "-dirty" if tracked files differ.
+commit_of() {
+    local c
+    c=$(git -C "$1" rev-parse --short HEAD 2>/dev/null) || { echo unknown; return; }
+    [ -n "$(git -C "$1" status --porcelain --untracked-files=no 2>/dev/null)" ] && c="$c-dirty"
+    echo "$c"
+}
+COMMIT=$(commit_of "$ROOT")
+BUILT="built by this run"
+[ "${NO_BUILD:-0}" = 1 ] && BUILT="NO_BUILD=1: binaries of $(date -u -r "$BIN/prodhcpd" +%FT%TZ) as found"
+DHCPPERF_NOTE=""
+[ "$DHCPPERF" != "$BIN/dhcpperf" ] &&
+    DHCPPERF_NOTE="; dhcpperf: $DHCPPERF (commit $(commit_of "$(dirname "$DHCPPERF")"))"
+MODEL=$(awk -F': *' '/^model name/{print $2; exit}' /proc/cpuinfo)
+MACHINE="nproc $NCPU, $MODEL, kernel $(uname -r)"
 
 # ------------------------------------------------------------------ results ----
 mkdir -p "$OUT"
@@ -164,6 +241,7 @@ if compgen -G "$OUT/*.tsv" >/dev/null; then
     mkdir -p "$old"
     mv "$OUT"/*.tsv "$old"/
     [ -f "$OUT/table.md" ] && mv "$OUT/table.md" "$old"/
+    [ -f "$OUT/machine.txt" ] && mv "$OUT/machine.txt" "$old"/
     log "earlier results moved to $old"
 fi
 rm -rf "$WORK" "$LOGS"
@@ -171,20 +249,19 @@ mkdir -p "$WORK" "$LOGS"
 STEPS="$OUT/steps.tsv"
 SUMMARY="$OUT/summary.tsv"
 STARTUP="$OUT/startup.tsv"
-printf 'time\tround\tgenerator\tpool\tserver\trate\tleases_per_s\tmissed_pct\tsent_do\trecv_do\tdrops_do\tsent_ra\trecv_ra\tdrops_ra\tp99_do_ms\tp99_ra_ms\tsrv_cpu_s\tgen_cpu_s\n' >"$STEPS"
-printf 'time\tround\tgenerator\tpool\tserver\tzero_loss_rate\tzero_loss_leases_per_s\tisc_rate\tisc_leases_per_s\thalf_rate\thalf_leases_per_s\thalf_missed_pct\tp50_do_ms\tp99_do_ms\tp50_ra_ms\tp99_ra_ms\tsrv_cpu_us_per_lease\tnote\n' >"$SUMMARY"
+printf 'time\tround\tgenerator\tpool\tserver\tkind\toffered\tsent_per_s\tleases_per_s\tmissed_pct\tsent_do\trecv_do\tdrops_do\tsent_ra\trecv_ra\tdrops_ra\tp50_do_ms\tp99_do_ms\tp50_ra_ms\tp99_ra_ms\tsrv_cpu_s\tgen_cpu_s\trest_cpu_s\tpgpgout_kb\tnr_written\tsrv_write_kb\tsync_s\tstop\n' >"$STEPS"
+printf 'time\tround\tgenerator\tpool\tserver\tclean_offered\tclean_sent\tclean_leases_per_s\tclean_missed_pct\tclean_first_bad\tclean_higher_pass\tisc_offered\tisc_sent\tisc_leases_per_s\tisc_missed_pct\tisc_first_bad\tisc_higher_pass\tsteps\tlimit\tnote\n' >"$SUMMARY"
 printf 'time\tserver\tleases\trun\tstart_to_first_offer_s\trss_mb\treload_s\tafter_reload_offer_s\tloaded\timport_s\n' >"$STARTUP"
 
 {
     echo "date: $(date -u +%FT%TZ)"
-    echo "nproc: $NCPU"
+    echo "commit: $COMMIT ($BUILT$DHCPPERF_NOTE)"
+    echo "machine: $MACHINE"
     lscpu | head -20
-    echo "kernel: $(uname -r)"
     echo "kea-dhcp4: $(kea-dhcp4 -V 2>/dev/null | head -1)"
     echo "dhcpd: $(dhcpd --version 2>&1 | head -1)"
     echo "perfdhcp: $(perfdhcp -v 2>&1 | head -1)"
-    echo "prodhcp: $(git -C "$ROOT" describe --always --dirty 2>/dev/null || echo unknown)"
-    echo "knobs: RUNS=$RUNS DURATION=$DURATION STEP_DURATION=$STEP_DURATION SERVERS='$SERVERS' POOLS='$POOLS' GENERATORS='$GENERATORS' PERF_RATES='$PERF_RATES' SWEEP_START=$SWEEP_START SWEEP_FACTOR=$SWEEP_FACTOR STARTUP_LEASES='$STARTUP_LEASES'"
+    echo "knobs: RUNS=$RUNS DURATION=$DURATION STEP_DURATION=$STEP_DURATION SERVERS='$SERVERS' POOLS='$POOLS' GENERATORS='$GENERATORS' SWEEP_START=$SWEEP_START SWEEP_FACTOR=$SWEEP_FACTOR REFINE=$REFINE SWEEP_MAX=$SWEEP_MAX MAX_STEPS=$MAX_STEPS CLEAN_PCT=$CLEAN_PCT LOSS_PCT=$LOSS_PCT FIXED_RATES='$FIXED_RATES' HALF_RATE=$HALF_RATE CLIENTS_24=$CLIENTS_24 CLIENTS_16=$CLIENTS_16 RESPONDER_THREADS=$RESPONDER_THREADS PERF_RATES='$PERF_RATES' DURABILITY=${DURABILITY:-process} STARTUP_LEASES='$STARTUP_LEASES'"
 } >"$OUT/machine.txt"
 
 # ------------------------------------------------------------------ lab --------
@@ -291,10 +368,11 @@ EOF
 
 SPID=""  # PID of the running server
 SDIR=""  # its directory
-# start_server NAME POOL -> 0 started, 2 not applicable (dhcpd /8)
+# start_server NAME POOL [SUFFIX] -> 0 started, 2 not applicable (dhcpd /8); its files in
+# $WORK/NAME-POOL[-SUFFIX] (SDIR), emptied first
 start_server() {
     local name="$1" pool="$2"
-    SDIR="$WORK/$name-$pool"
+    SDIR="$WORK/$name-$pool${3:+-$3}"
     rm -rf "$SDIR"
     mkdir -p "$SDIR"
     case "$name" in
@@ -318,7 +396,7 @@ start_server() {
                 -pf "$SDIR/dhcpd.pid" lan0 >"$SDIR/server.log" 2>&1 &
             ;;
         responder)
-            ip netns exec "$SRV" "$BIN/dhcpperf" responder --listen "$SRV_IP" --threads "$NCPU" \
+            ip netns exec "$SRV" "$DHCPPERF" responder --listen "$SRV_IP" --threads "$RESPONDER_THREADS" \
                 --lease-time 86400 --duration 7200s >"$SDIR/server.log" 2>&1 &
             ;;
     esac
@@ -382,13 +460,112 @@ srv_ticks() { # utime+stime of every process in the server namespace, clock tick
     done
     echo "$t"
 }
+busy_ticks() { # non-idle ticks of the whole machine (/proc/stat: user nice system irq softirq steal)
+    awk '$1 == "cpu" {print $2 + $3 + $4 + $7 + $8 + $9; exit}' /proc/stat
+}
+srv_write_kb() { # write_bytes (/proc/PID/io: pages the process dirtied, to be written back) of the server namespace, KB
+    local t=0 p
+    for p in $(ip netns pids "$SRV" 2>/dev/null); do
+        t=$((t + $(awk '$1 == "write_bytes:" {print $2}' "/proc/$p/io" 2>/dev/null || echo 0)))
+    done
+    echo $((t / 1024))
+}
+vmstat_of() { awk -v k="$1" '$1 == k {print $2; exit}' /proc/vmstat; } # vmstat_of FIELD
 ticks_s() { awk -v a="$1" -v b="$2" -v hz="$CLOCK_HZ" 'BEGIN{printf "%.2f", (b - a) / hz}'; }
 now() { date -u +%FT%TZ; }
 
-# ------------------------------------------------------------------ perfdhcp ---
-perf_clients() { case "$1" in 24) echo 250 ;; 16) echo 60000 ;; 8) echo 16000000 ;; esac; }
+# ------------------------------------------------------------------ sweeps -----
+# sweep_eval MODE FILE: FILE has one line per step already run, "offered sent_per_s leases_per_s
+# missed_pct". MODE next: the next offered rate to try (nothing: the sweep is done). MODE result:
+# "clean_offered clean_sent clean_leases clean_missed clean_first_bad clean_higher_pass
+# isc_offered isc_sent isc_leases isc_missed isc_first_bad isc_higher_pass steps limit" (NA where
+# there is none). Both criteria are prefix-closed: the last step of the longest run of steps, from the lowest offered rate up, that
+# all stayed within the threshold (preferring, among them, the highest one where dhcpperf sent
+# ≥ 90 % of the rate asked); "first bad" is the offered rate of the step right above that run;
+# "higher pass" a step above the first bad one that passed anyway (shown, not counted).
+sweep_eval() {
+    python3 - "$1" "$2" "$SWEEP_START" "$SWEEP_FACTOR" "$REFINE" "$SWEEP_MAX" "$MAX_STEPS" "$CLEAN_PCT" "$LOSS_PCT" <<'PY'
+import math, sys
+mode, fn = sys.argv[1], sys.argv[2]
+start, factor, refine, smax, maxsteps, clean, loss = map(float, sys.argv[3:10])
+steps = []
+for line in open(fn):
+    f = line.split()
+    try:
+        steps.append(tuple(float(x) for x in f[:4]))
+    except ValueError:
+        pass
+steps.sort()
+# A step where dhcpperf could not send 90 % of the rate asked for measured the harness (or, with
+# cycling clients, a closed loop waiting for answers), not the server at that rate.
+short = lambda s: s[1] < 0.9 * s[0]
+limited = any(short(s) for s in steps)
+def bracket(thr):
+    """(last good, first bad): the steps within thr from the lowest rate up, and the one after.
+    The last good is the highest of them that sent what was asked, if any did."""
+    good, hi = [], None
+    for s in steps:
+        if s[3] <= thr:
+            good.append(s)
+        else:
+            hi = s
+            break
+    full = [s for s in good if not short(s)]
+    return (full or good or [None])[-1], hi
+over = any(s[3] > loss for s in steps)
+if mode == "next":
+    if len(steps) >= maxsteps:
+        sys.exit(0)
+    if not steps:
+        print(round(start))
+        sys.exit(0)
+    top = steps[-1][0]
+    if not over and not limited and top * factor <= smax:
+        print(round(top * factor))
+        sys.exit(0)
+    tested = {round(s[0]) for s in steps}
+    for thr in (clean, loss):
+        lo, hi = bracket(thr)
+        if hi is None:
+            continue
+        r = hi[0] / factor if lo is None else math.sqrt(lo[0] * hi[0])
+        if (lo is None and r >= 50) or (lo is not None and hi[0] / lo[0] > refine):
+            if round(r) not in tested:
+                print(round(r))
+                sys.exit(0)
+    sys.exit(0)
+out = []
+for thr in (clean, loss):
+    lo, hi = bracket(thr)
+    if lo is None:
+        out += ["NA"] * 4
+    else:
+        out += [f"{lo[0]:.0f}", f"{lo[1]:.0f}", f"{lo[2]:.1f}", f"{lo[3]:.3f}"]
+    out.append("NA" if hi is None else f"{hi[0]:.0f}")
+    # Not monotone: the highest step above the first bad one that passed anyway (noise, or a
+    # server that recovers): shown, never counted.
+    above = [x for x in steps if hi is not None and x[0] > hi[0] and x[3] <= thr]
+    out.append(f"{max(above)[0]:.0f}" if above else "NA")
+limit = "loss" if over else "generator" if limited else "steps" if len(steps) >= maxsteps else "max-rate"
+print(" ".join(out + [str(len(steps)), limit]))
+PY
+}
 
-# perf_step ROUND POOL SERVER RATE -> echo "leases_per_s missed_pct srv_cpu_s"
+summary_row() { # summary_row ROUND GENERATOR POOL SERVER "RESULT" NOTE
+    local r
+    read -r -a r <<<"$5"
+    printf '%s\t%s\t%s\t%s\t%s' "$(now)" "$1" "$2" "$3" "$4" >>"$SUMMARY"
+    printf '\t%s' "${r[@]}" >>"$SUMMARY"
+    printf '\t%s\n' "$6" >>"$SUMMARY"
+}
+summary_skip() { # summary_skip ROUND GENERATOR POOL SERVER NOTE
+    summary_row "$1" "$2" "$3" "$4" "NA NA NA NA NA NA NA NA NA NA NA NA 0 NA" "$5"
+}
+
+# ------------------------------------------------------------------ perfdhcp ---
+perf_clients() { case "$1" in 24) echo "$CLIENTS_24" ;; 16) echo "$CLIENTS_16" ;; 8) echo 16000000 ;; esac; }
+
+# perf_step ROUND POOL SERVER RATE -> appends to steps.tsv, echoes "offered sent_per_s leases_per_s missed_pct"
 perf_step() {
     local round="$1" pool="$2" name="$3" rate="$4" out c0 c1 g=()
     out="$SDIR/perfdhcp-$rate.out"
@@ -404,7 +581,7 @@ perf_step() {
     local cpu gen
     cpu=$(ticks_s "$c0" "$c1")
     gen=$(awk '{printf "%.2f", $1 + $2}' "$out.time" 2>/dev/null || echo NA)
-    awk -v t="$(now)" -v round="$round" -v pool="$pool" -v srv="$name" -v rate="$rate" -v cpu="$cpu" -v gen="$gen" '
+    awk -v t="$(now)" -v round="$round" -v pool="$pool" -v srv="$name" -v rate="$rate" -v cpu="$cpu" -v gen="$gen" -v d="$DURATION" '
         /^Rate:/ {r = $2}
         /Statistics for: DISCOVER-OFFER/ {s = "do"}
         /Statistics for: REQUEST-ACK/ {s = "ra"}
@@ -415,210 +592,161 @@ perf_step() {
             if (r == "") r = 0
             req = sent["do"] + sent["ra"]
             miss = (req > 0) ? 100 * (drops["do"] + drops["ra"]) / req : 100
-            printf "%s\t%s\tperfdhcp\t%s\t%s\t%s\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\tNA\tNA\t%s\t%s\n",
-                t, round, pool, srv, rate, r, miss, sent["do"], recv["do"], drops["do"],
+            printf "%s\t%s\tperfdhcp\t%s\t%s\tsweep\t%s\t%.0f\t%s\t%.3f\t%d\t%d\t%d\t%d\t%d\t%d\tNA\tNA\tNA\tNA\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tcompleted\n",
+                t, round, pool, srv, rate, sent["do"] / d, r, miss, sent["do"], recv["do"], drops["do"],
                 sent["ra"], recv["ra"], drops["ra"], cpu, gen
-        }' "$out" | tee -a "$STEPS" | awk -F'\t' '{print $7, $8, $17}'
+        }' "$out" | tee -a "$STEPS" | awk -F'\t' '{print $7, $8, $9, $10}'
 }
 
 run_perfdhcp() { # run_perfdhcp ROUND POOL SERVER
-    local round="$1" pool="$2" name="$3" rate lps miss cpu
-    local zr=NA zl=NA ir=NA il=NA zcpu=NA
+    local round="$1" pool="$2" name="$3" rate fields file
+    file="$WORK/perfdhcp-$round-$pool-$name.steps"
+    : >"$file"
     for rate in $PERF_RATES; do
         start_server "$name" "$pool" || return 0
         if ! wait_ready "$name"; then stop_server; break; fi
-        read -r lps miss cpu <<<"$(perf_step "$round" "$pool" "$name" "$rate")"
+        fields=$(perf_step "$round" "$pool" "$name" "$rate")
         stop_server
-        log "  perfdhcp /$pool $name rate $rate: $lps leases/s, missed $miss %, server CPU $cpu s"
-        if awk -v m="$miss" 'BEGIN{exit !(m == 0)}'; then
-            zr=$rate; zl=$lps
-            zcpu=$(awk -v c="$cpu" -v l="$lps" -v d="$DURATION" 'BEGIN{ if (l > 0) printf "%.1f", c * 1e6 / (l * d); else print "NA"}')
-        fi
-        if awk -v m="$miss" -v t="$LOSS_PCT" 'BEGIN{exit !(m <= t)}'; then ir=$rate; il=$lps; else break; fi
+        echo "$fields" >>"$file"
+        local off sent lps miss
+        read -r off sent lps miss <<<"$fields"
+        log "  perfdhcp /$pool $name rate $rate: sent $sent/s, $lps leases/s, missed $miss %"
+        awk -v m="$miss" -v t="$LOSS_PCT" 'BEGIN{exit !(m <= t)}' || break
     done
-    printf '%s\t%s\tperfdhcp\t%s\t%s\t%s\t%s\t%s\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\t%s\t%s\n' "$(now)" "$round" "$pool" \
-        "$name" "$zr" "$zl" "$ir" "$il" "$zcpu" "clients=$(perf_clients "$pool"); cpu at zero-loss step" >>"$SUMMARY"
+    summary_row "$round" perfdhcp "$pool" "$name" "$(sweep_eval result "$file")" \
+        "clients=$(perf_clients "$pool"); steps: PERF_RATES, a fresh server each"
 }
 
 # ------------------------------------------------------------------ dhcpperf ---
-# Fields of a dhcpperf --json phase report, as "leases_per_s missed_pct sent_do offers failed_do
-# sent_ra acks failed_ra p50_do p99_do p50_ra p99_ra gen_cpu_s" (NA where absent).
-# One file: one line per phase (a sweep: per step). Several files (the parts of one /16 step):
-# their first phases summed into one line (p50/p99: the largest of the parts).
-phase_fields() { # phase_fields JSONFILE...
-    python3 - "$@" <<'PY'
+# phase_fields JSONFILE: the first phase of a dhcpperf --json report as "offered sent_per_s
+# leases_per_s missed_pct sent_do offers failed_do sent_ra acks failed_ra p50_do p99_do p50_ra
+# p99_ra gen_cpu_s stop" (NA where absent; stop: completed, no_answers or hard_deadline); nothing
+# if the file holds no report.
+phase_fields() {
+    python3 - "$1" <<'PY'
 import json, sys
 def f(v, fmt="{:.3f}"):
     return "NA" if v is None else fmt.format(v)
-if len(sys.argv) > 2:
-    parts = []
-    for fn in sys.argv[1:]:
-        try:
-            parts.append(json.load(open(fn))["phases"][0])
-        except Exception:
-            pass
-    if not parts:
-        sys.exit(0)
-    c = lambda k: sum(p.get("counts", {}).get(k, 0) for p in parts)
-    acks = c("acks")
-    t = sum(p["counts"]["acks"] / p["leases_per_s"] for p in parts if p.get("leases_per_s"))
-    req = c("sent_discover") + c("sent_request")
-    miss = 100.0 * (c("failed_discover") + c("failed_request")) / req if req else 100.0
-    def mx(kind, q):
-        v = [((p.get("latency") or {}).get(kind) or {}).get(q) for p in parts]
-        v = [x for x in v if x is not None]
-        return max(v) if v else None
-    gen = sum((p.get("cpu") or {}).get("user_s", 0) + (p.get("cpu") or {}).get("sys_s", 0) for p in parts)
-    print(f(parts[0].get("offered_rate"), "{:.0f}"), f(acks / t if t else 0.0, "{:.1f}"), f(miss),
-          c("sent_discover"), c("offers"), c("failed_discover"), c("sent_request"), acks, c("failed_request"),
-          f(mx("discover_offer", "p50_ms")), f(mx("discover_offer", "p99_ms")),
-          f(mx("request_ack", "p50_ms")), f(mx("request_ack", "p99_ms")), f(gen, "{:.2f}"))
-    sys.exit(0)
 try:
-    r = json.load(open(sys.argv[1]))
+    p = json.load(open(sys.argv[1]))["phases"][0]
 except Exception:
     sys.exit(0)
-def lat(p, *names):
-    l = p.get("latency") or {}
-    for n in names:
-        if n in l and l[n]:
-            return l[n]
-    return {}
-for p in r.get("phases", []):
-    c = p.get("counts", {})
-    do = lat(p, "discover_offer", "discover", "offer")
-    ra = lat(p, "request_ack", "request", "ack")
-    cpu = p.get("cpu") or {}
-    gen = None
-    if "user_s" in cpu:
-        gen = (cpu.get("user_s") or 0) + (cpu.get("sys_s") or 0)
-    print(f(p.get("offered_rate"), "{:.0f}"), f(p.get("leases_per_s"), "{:.1f}"), f(p.get("missed_pct")),
-          c.get("sent_discover", 0), c.get("offers", 0), c.get("failed_discover", 0),
-          c.get("sent_request", 0), c.get("acks", 0), c.get("failed_request", 0),
-          f(do.get("p50_ms")), f(do.get("p99_ms")), f(ra.get("p50_ms")), f(ra.get("p99_ms")), f(gen, "{:.2f}"))
+c = p.get("counts", {})
+l = p.get("latency") or {}
+do, ra = l.get("discover_offer") or {}, l.get("request_ack") or {}
+cpu = p.get("cpu") or {}
+gen = (cpu.get("user_s") or 0) + (cpu.get("sys_s") or 0) if "user_s" in cpu else None
+print(f(p.get("offered_rate"), "{:.0f}"), f(p.get("sent_rate"), "{:.0f}"), f(p.get("leases_per_s"), "{:.1f}"),
+      f(p.get("missed_pct")), c.get("sent_discover", 0), c.get("offers", 0), c.get("failed_discover", 0),
+      c.get("sent_request", 0), c.get("acks", 0), c.get("failed_request", 0),
+      f(do.get("p50_ms")), f(do.get("p99_ms")), f(ra.get("p50_ms")), f(ra.get("p99_ms")), f(gen, "{:.2f}"),
+      p.get("stop") or "NA")
 PY
 }
 
-perfstep_row() { # perfstep_row ROUND POOL SERVER SRV_CPU_S "FIELDS" -> appends to steps.tsv
-    local rate lps miss sdo rdo fdo sra rra fra p50do p99do p50ra p99ra gen
-    read -r rate lps miss sdo rdo fdo sra rra fra p50do p99do p50ra p99ra gen <<<"$5"
-    printf '%s\t%s\tdhcpperf\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(now)" "$1" "$2" "$3" \
-        "$rate" "$lps" "$miss" "$sdo" "$rdo" "$fdo" "$sra" "$rra" "$fra" "$p99do" "$p99ra" "$4" "$gen" >>"$STEPS"
-}
-
-dhcpperf_run() { # dhcpperf_run OUTFILE ARGS... (in the client namespace, bounded)
-    local out="$1" p
-    shift
-    ip netns exec "$CLI" timeout 1000 "$BIN/dhcpperf" "$@" --server "$SRV_IP" --relay-ip "$CLI_IP" \
-        --max-clients 16000000 --hard-deadline 900s --json >"$out" 2>"$out.err" &
+dhcpperf_run() { # dhcpperf_run OUTFILE DEADLINE_S ARGS... (in the client namespace, bounded)
+    local out="$1" deadline="$2" p
+    shift 2
+    ip netns exec "$CLI" timeout $((deadline + 60)) "$DHCPPERF" "$@" --server "$SRV_IP" --relay-ip "$CLI_IP" \
+        --max-clients 16000000 --hard-deadline "${deadline}s" --json >"$out" 2>"$out.err" &
     p=$!
     STARTED+=("$p")
     wait "$p" || true
 }
 
-# cycling_dora OUTPREFIX RATE SECONDS: RATE × SECONDS exchanges by clients cycling over the first
-# 60000 (seed 1): back-to-back `dhcpperf dora` parts of at most 60000 clients each (a part's
-# duration is its share of SECONDS). Prints the part files.
-cycling_dora() {
-    local prefix="$1" rate="$2" secs="$3" left part=0 c ms
-    left=$(awk -v r="$rate" -v d="$secs" 'BEGIN{printf "%d", r * d + 0.5}')
-    while [ "$left" -gt 0 ] && [ "$part" -lt 100 ]; do
-        part=$((part + 1))
-        c=$((left > 60000 ? 60000 : left))
-        ms=$(awk -v c="$c" -v r="$rate" 'BEGIN{printf "%d", c * 1000 / r + 0.999}')
-        dhcpperf_run "$prefix-part$part.json" dora --seed 1 --rate "$rate" --count "$c" --duration "${ms}ms"
-        echo "$prefix-part$part.json"
-        left=$((left - c))
-    done
+# dhcpperf_measure ROUND POOL SERVER KIND RATE SECONDS SEED SYNC: one `dhcpperf dora` against the
+# running server; server CPU over the run (SYNC=1: over the run and a `sync -f` of the server's
+# directory after it, with the rest of the machine's CPU, pgpgout and nr_written over the same
+# window). A run is cut off at 2 × SECONDS + 5 s (with cycling clients an overloaded server stalls
+# the closed loop: the step would otherwise take many times its duration). Appends to steps.tsv;
+# echoes "offered sent_per_s leases_per_s missed_pct acks stop" (nothing if dhcpperf gave no report).
+dhcpperf_measure() {
+    local round="$1" pool="$2" name="$3" kind="$4" rate="$5" secs="$6" seed="$7" sync="$8"
+    local out="$SDIR/dhcpperf-$kind-$rate.json" c0 c1 b0 b1 w0 w1 n0 n1 s0 s1 cl=()
+    local rest=NA kb=NA nw=NA sync_s=NA io0 io1 iokb=NA
+    case "$pool" in 24) cl=(--clients "$CLIENTS_24") ;; 16) cl=(--clients "$CLIENTS_16") ;; esac
+    c0=$(srv_ticks); b0=$(busy_ticks); w0=$(vmstat_of pgpgout); n0=$(vmstat_of nr_written); io0=$(srv_write_kb)
+    dhcpperf_run "$out" $((secs * 2 + 5)) dora --seed "$seed" --rate "$rate" --duration "${secs}s" "${cl[@]}"
+    if [ "$sync" = 1 ]; then
+        s0=$(date +%s.%N)
+        timeout 300 sync -f "$SDIR" || true
+        s1=$(date +%s.%N)
+        sync_s=$(awk -v a="$s0" -v b="$s1" 'BEGIN{printf "%.2f", b - a}')
+    fi
+    c1=$(srv_ticks); b1=$(busy_ticks); w1=$(vmstat_of pgpgout); n1=$(vmstat_of nr_written); io1=$(srv_write_kb)
+    local fields
+    fields=$(phase_fields "$out")
+    [ -n "$fields" ] || { log "  dhcpperf gave no report: $(tail -2 "$out.err" 2>/dev/null)"; return 0; }
+    local off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen stop
+    read -r off sent lps miss sdo rdo fdo sra acks fra p50do p99do p50ra p99ra gen stop <<<"$fields"
+    if [ "$sync" = 1 ]; then
+        rest=$(awk -v b=$((b1 - b0)) -v c=$((c1 - c0)) -v g="$gen" -v hz="$CLOCK_HZ" \
+            'BEGIN{ if (g == "NA") print "NA"; else printf "%.2f", (b - c) / hz - g }')
+        kb=$((w1 - w0)); nw=$((n1 - n0)); iokb=$((io1 - io0))
+    fi
+    printf '%s\t%s\tdhcpperf\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' \
+        "$(now)" "$round" "$pool" "$name" "$kind" "$off" "$sent" "$lps" "$miss" "$sdo" "$rdo" "$fdo" "$sra" "$acks" "$fra" \
+        "$p50do" "$p99do" "$p50ra" "$p99ra" "$(ticks_s "$c0" "$c1")" "$gen" "$rest" "$kb" "$nw" "$iokb" "$sync_s" "$stop" >>"$STEPS"
+    echo "$off $sent $lps $miss $acks $stop"
+}
+
+# fixed_run ROUND POOL SERVER KIND RATE: a fresh server, DURATION s of DORA at RATE, then sync.
+fixed_run() {
+    local round="$1" pool="$2" name="$3" kind="$4" rate="$5" r
+    start_server "$name" "$pool" "$kind-$rate" || return 0
+    if wait_ready "$name"; then
+        r=$(dhcpperf_measure "$round" "$pool" "$name" "$kind" "$rate" "$DURATION" 1 1)
+        local off sent lps miss acks stop
+        read -r off sent lps miss acks stop <<<"$r"
+        [ -n "$r" ] && log "  dhcpperf /$pool $name $kind $rate/s ($stop): sent $sent/s, $lps leases/s, missed $miss %, $(tail -1 "$STEPS" | awk -F'\t' -v a="$acks" '{ if (a > 0) printf "server %.1f µs/lease and %.2f KB dirtied/lease, rest of machine %s s, pgpgout %s KB, sync %s s", $21 * 1e6 / a, $26 / a, $23, $24, $27; else print "no leases" }')"
+    fi
+    stop_server
 }
 
 run_dhcpperf() { # run_dhcpperf ROUND POOL SERVER
-    local round="$1" pool="$2" name="$3" zr=NA zl=NA ir=NA il=NA c0 c1 out line
-    if [ "$pool" = 24 ]; then
-        printf '%s\t%s\tdhcpperf\t24\t%s\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\t%s\n' "$(now)" "$round" "$name" \
-            "skipped: dhcpperf has no cycling-client mode (a /24 runs dry after 254 new clients)" >>"$SUMMARY"
+    local round="$1" pool="$2" name="$3" file rate step=0 seed r note
+    if [ "$pool" != 8 ] && [ "$HAVE_CLIENTS" != 1 ]; then
+        summary_skip "$round" dhcpperf "$pool" "$name" "skipped: $DHCPPERF has no --clients (cycling-client mode)"
         return 0
     fi
+    case "$pool" in
+        24) note="clients: $CLIENTS_24 cycling (--clients), release before reuse" ;;
+        16) note="clients: $CLIENTS_16 cycling (--clients), release before reuse" ;;
+        8) note="clients: new every exchange (a new seed per step)" ;;
+    esac
+    file="$WORK/dhcpperf-$round-$pool-$name.steps"
+    : >"$file"
     start_server "$name" "$pool" || return 0
-    wait_ready "$name" || { stop_server; return 0; }
-    c0=$(srv_ticks)
-    if [ "$pool" = 8 ]; then
-        out="$SDIR/dhcpperf-sweep.json"
-        dhcpperf_run "$out" sweep --start-rate "$SWEEP_START" --step-factor "$SWEEP_FACTOR" --max-rate "$SWEEP_MAX" \
-            --step-duration "${STEP_DURATION}s" --loss-threshold "$LOSS_PCT" --max-steps 40
-        c1=$(srv_ticks)
-        # Per-step server CPU is not separable inside one sweep: the whole sweep's goes on the last row.
-        local rows n=0 total
-        rows=$(phase_fields "$out")
-        total=$(echo "$rows" | grep -c . || true)
-        while read -r line; do
-            [ -n "$line" ] || continue
-            n=$((n + 1))
-            if [ "$n" = "$total" ]; then perfstep_row "$round" "$pool" "$name" "$(ticks_s "$c0" "$c1")(sweep)" "$line"
-            else perfstep_row "$round" "$pool" "$name" NA "$line"; fi
-        done <<<"$rows"
-        read -r zr zl ir il <<<"$(python3 - "$out" <<'PY'
-import json, sys
-try:
-    s = json.load(open(sys.argv[1])).get("sweep") or {}
-except Exception:
-    s = {}
-g = lambda k, f: "NA" if s.get(k) is None else f.format(s[k])
-print(g("max_zero_loss_rate", "{:.0f}"), g("max_zero_loss_leases_per_s", "{:.1f}"),
-      g("isc_rate", "{:.0f}"), g("isc_leases_per_s", "{:.1f}"))
-PY
-)"
-    else
-        # /16: the same stepping, each step `dora` parts with clients cycling over the first 60000.
-        local rate=$SWEEP_START step=0 fields lps miss files
-        while [ "$step" -lt 40 ] && awk -v r="$rate" -v m="$SWEEP_MAX" 'BEGIN{exit !(r <= m)}'; do
+    if wait_ready "$name"; then
+        while rate=$(sweep_eval next "$file") && [ -n "$rate" ]; do
             step=$((step + 1))
-            c0=$(srv_ticks)
-            files=$(cycling_dora "$SDIR/dhcpperf-step$step" "$rate" "$STEP_DURATION")
-            c1=$(srv_ticks)
-            # shellcheck disable=SC2086
-            fields=$(phase_fields $files /dev/null | head -1)
-            [ -n "$fields" ] || { log "  dhcpperf gave no report; see $SDIR/dhcpperf-step$step-*.err"; break; }
-            perfstep_row "$round" "$pool" "$name" "$(ticks_s "$c0" "$c1")" "$fields"
-            read -r _ lps miss _ <<<"$fields"
-            if awk -v m="$miss" 'BEGIN{exit !(m == 0)}'; then zr=$rate; zl=$lps; fi
-            if awk -v m="$miss" -v t="$LOSS_PCT" 'BEGIN{exit !(m <= t)}'; then ir=$rate; il=$lps; else break; fi
-            rate=$(awk -v r="$rate" -v f="$SWEEP_FACTOR" 'BEGIN{printf "%.0f", r * f}')
+            seed=1
+            [ "$pool" = 8 ] && seed=$step
+            r=$(dhcpperf_measure "$round" "$pool" "$name" sweep "$rate" "$STEP_DURATION" "$seed" 0)
+            [ -n "$r" ] || break
+            local off sent lps miss acks stop
+            read -r off sent lps miss acks stop <<<"$r"
+            log "  dhcpperf /$pool $name step $step: offered $off/s, sent $sent/s, $lps leases/s, missed $miss %"
+            if [ "$stop" != completed ]; then
+                log "  (cut short: $stop; the step counts as failed)"
+                miss=100
+            fi
+            echo "$off $sent $lps $miss" >>"$file"
+            alive "$SPID" || { log "  $name died; see $SDIR/server.log"; break; }
+            sleep 1
         done
     fi
     stop_server
-    log "  dhcpperf /$pool $name sweep: zero-loss $zl leases/s (offered $zr), ≤$LOSS_PCT % miss $il leases/s (offered $ir)"
+    r=$(sweep_eval result "$file")
+    summary_row "$round" dhcpperf "$pool" "$name" "$r" "$note"
+    local co cs cl cm ch io is il im ih
+    read -r co cs cl cm ch _ io is il im ih _ <<<"$r"
+    log "  dhcpperf /$pool $name: clean $cl leases/s (sent $cs/s, offered $co, next $ch), ≤ $LOSS_PCT % $il leases/s (sent $is/s, offered $io, next $ih)"
 
-    # p99 at half the highest zero-loss rate, fresh server.
-    local half=NA hl=NA hm=NA p50do=NA p99do=NA p50ra=NA p99ra=NA us=NA
-    if [ "$zr" != NA ]; then
-        half=$(awk -v r="$zr" 'BEGIN{printf "%.0f", r / 2}')
-        start_server "$name" "$pool" || return 0
-        if wait_ready "$name"; then
-            out="$SDIR/dhcpperf-half.json"
-            c0=$(srv_ticks)
-            if [ "$pool" = 8 ]; then
-                dhcpperf_run "$out" dora --seed 7 --rate "$half" --duration "${DURATION}s"
-            else
-                out=$(cycling_dora "$SDIR/dhcpperf-half" "$half" "$DURATION")
-            fi
-            c1=$(srv_ticks)
-            # shellcheck disable=SC2086
-            fields=$(phase_fields $out /dev/null | head -1)
-            if [ -n "$fields" ]; then
-                perfstep_row "$round" "$pool" "$name" "$(ticks_s "$c0" "$c1")" "$fields"
-                local acks
-                read -r _ hl hm _ _ _ _ acks _ p50do p99do p50ra p99ra _ <<<"$fields"
-                us=$(awk -v c="$(ticks_s "$c0" "$c1")" -v a="$acks" 'BEGIN{ if (a > 0) printf "%.1f", c * 1e6 / a; else print "NA"}')
-            fi
-        fi
-        stop_server
-        log "  dhcpperf /$pool $name at $half/s: p99 DISCOVER→OFFER $p99do ms, REQUEST→ACK $p99ra ms, server $us µs/lease"
+    for rate in $FIXED_RATES; do fixed_run "$round" "$pool" "$name" fixed "$rate"; done
+    if [ "$HALF_RATE" = 1 ] && [ "$co" != NA ]; then
+        fixed_run "$round" "$pool" "$name" half "$(awk -v r="$co" 'BEGIN{printf "%.0f", r / 2}')"
     fi
-    local note="clients: new every exchange"
-    [ "$pool" = 16 ] && note="clients: cycling over 60000 (seed 1, steps in parts of ≤ 60000)"
-    printf '%s\t%s\tdhcpperf\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\t%s\n' "$(now)" "$round" "$pool" "$name" \
-        "$zr" "$zl" "$ir" "$il" "$half" "$hl" "$hm" "$p50do" "$p99do" "$p50ra" "$p99ra" "$us" "$note; cpu at half rate" >>"$SUMMARY"
 }
 
 # ------------------------------------------------------------------ start-up ---
@@ -763,21 +891,31 @@ run_startup() { # run_startup COUNT
 }
 
 # ------------------------------------------------------------------ main -------
+keep_logs() { # keep_logs GENERATOR NAME POOL: copy its run directories (not the lease tables) to logs/
+    local d dest
+    for d in "$WORK/$2-$3" "$WORK/$2-$3"-*; do
+        [ -d "$d" ] || continue
+        dest="$LOGS/$1-$(basename "$d")"
+        rm -rf "$dest"
+        mkdir -p "$dest"
+        tar -C "$d" --exclude=./state -cf - . | tar -C "$dest" -xf - || true
+        rm -rf "$d"
+    done
+}
+
 T_START=$(date +%s)
 for round in $(seq 1 "$RUNS"); do
     for pool in $POOLS; do
         for gen in $GENERATORS; do
             for name in $SERVERS; do
                 if [ "$name" = dhcpd ] && [ "$pool" = 8 ]; then
-                    printf '%s\t%s\t%s\t8\tdhcpd\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\tNA\t%s\n' "$(now)" "$round" "$gen" \
-                        "skipped: dhcpd rejects a /8 range (overly large address range)" >>"$SUMMARY"
+                    summary_skip "$round" "$gen" 8 dhcpd "skipped: dhcpd rejects a /8 range (overly large address range)"
                     continue
                 fi
                 log "round $round/$RUNS, /$pool, $gen, $name"
                 SDIR=""
                 if [ "$gen" = perfdhcp ]; then run_perfdhcp "$round" "$pool" "$name"; else run_dhcpperf "$round" "$pool" "$name"; fi
-                # keep the last run's files of each server
-                [ -n "$SDIR" ] && [ -d "$SDIR" ] && { rm -rf "$LOGS/$gen-$pool-$(basename "$SDIR")"; cp -r "$SDIR" "$LOGS/$gen-$pool-$(basename "$SDIR")" 2>/dev/null || true; rm -rf "$LOGS/$gen-$pool-$(basename "$SDIR")/state"; }
+                keep_logs "$gen" "$name" "$pool"
             done
         done
     done
@@ -793,96 +931,210 @@ T_END=$(date +%s)
 rm -rf "$WORK"  # lease tables (1.3 GB per /8) and lease files; configs and outputs are in logs/
 
 # ------------------------------------------------------------------ report -----
-python3 - "$SUMMARY" "$STARTUP" "$OUT/table.md" "$((T_LOAD - T_START))" "$((T_END - T_LOAD))" <<'PY'
+python3 - "$STEPS" "$SUMMARY" "$STARTUP" "$OUT/table.md" "$((T_LOAD - T_START))" "$((T_END - T_LOAD))" \
+    "$COMMIT ($BUILT$DHCPPERF_NOTE)" "$MACHINE" "$(date -u +%F)" "$CLEAN_PCT" "$LOSS_PCT" "$DURATION" \
+    "$STEP_DURATION" "$REFINE" <<'PY'
 import csv, statistics, sys
-summ, startup, out, t_load, t_start = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4]), int(sys.argv[5])
-rows = list(csv.DictReader(open(summ), delimiter="\t"))
-srows = list(csv.DictReader(open(startup), delimiter="\t"))
+(steps_f, summ_f, startup_f, out, t_load, t_start, commit, machine, day, clean_pct, loss_pct,
+ duration, step_duration, refine) = sys.argv[1:15]
+t_load, t_start = int(t_load), int(t_start)
+srows = list(csv.DictReader(open(steps_f), delimiter="\t"))
+rows = list(csv.DictReader(open(summ_f), delimiter="\t"))
+uprows = list(csv.DictReader(open(startup_f), delimiter="\t"))
 order = ["prodhcp-1", "prodhcp-n", "kea-st", "kea-mt2", "dhcpd", "responder"]
+skey = lambda s: order.index(s) if s in order else 99
+pools = ["24", "16", "8"]
 lines = []
 P = lines.append
+STAMP = f"Measured on commit `{commit}`; machine: {machine}; {day}."
+
+def num(v):
+    try:
+        return float(v)
+    except (TypeError, ValueError):
+        return None
 
 def nums(rs, k):
-    v = []
-    for r in rs:
-        try:
-            v.append(float(r[k]))
-        except (ValueError, KeyError, TypeError):
-            pass
-    return v
+    return [x for x in (num(r.get(k)) for r in rs) if x is not None]
+
+def medv(rs, k):
+    v = nums(rs, k)
+    return statistics.median(v) if v else None
 
 def med(rs, k, fmt="{:.0f}", spread=True):
     v = nums(rs, k)
     if not v:
         return "–"
     m = fmt.format(statistics.median(v))
-    if spread and len(v) > 1:
+    if spread and len(v) > 1 and min(v) != max(v):
         m += f" ({fmt.format(min(v))}–{fmt.format(max(v))})"
     return m
 
-def medv(rs, k):
-    v = nums(rs, k)
-    return statistics.median(v) if v else None
+def per_lease(rs, k, scale=1e6, fmt="{:.1f}"):
+    v = []
+    for r in rs:
+        a, x = num(r.get("recv_ra")), num(r.get(k))
+        if a and x is not None:
+            v.append(x * scale / a)
+    if not v:
+        return "–", None
+    m = statistics.median(v)
+    s = fmt.format(m)
+    if len(v) > 1 and min(v) != max(v):
+        s += f" ({fmt.format(min(v))}–{fmt.format(max(v))})"
+    return s, m
+
+def above(rs):
+    """Steps that passed above a sweep's first failing one (shown, never counted), per round."""
+    v = []
+    for r in rs:
+        c, i = r.get("clean_higher_pass", "NA"), r.get("isc_higher_pass", "NA")
+        if c != "NA" or i != "NA":
+            v.append(f"round {r['round']}: clean {c}, ≤ {loss_pct} % {i}")
+    return "; ".join(v) if v else "none"
 
 groups = {}
 for r in rows:
     groups.setdefault((r["generator"], r["pool"]), {}).setdefault(r["server"], []).append(r)
 
-P("### Throughput (relayed DORA, leases/s; median of rounds, min–max in brackets)")
+P(f"### Capacity: highest clean rate and highest rate at ≤ {loss_pct} % missed")
 P("")
-P("| generator | pool | server | rounds | zero-loss leases/s (offered/s) | ≤ 2.5 % miss leases/s (offered/s) | p50 / p99 DISCOVER→OFFER ms at half rate | p50 / p99 REQUEST→ACK ms | server CPU µs/lease | note |")
-P("|---|---|---|---|---|---|---|---|---|---|")
-for gen in ["perfdhcp", "dhcpperf"]:
-    for pool in ["24", "16", "8"]:
+P(STAMP)
+P("")
+P(f"Relayed DORA. **clean** = the highest offered rate with ≤ {clean_pct} % of requests missed at that step "
+  f"and at every lower step; **≤ {loss_pct} %** the same with ≤ {loss_pct} % missed. leases/s and sent/s are the "
+  f"generator's measurements at that step; \"next\" is the lowest offered rate above it that failed the criterion "
+  f"(the figure lies between the two; dhcpperf bisects until next / offered ≤ {refine}). Median of rounds, "
+  "min–max in brackets.")
+P("")
+P(f"| generator | pool | server | rounds | clean leases/s | sent/s | offered/s (next) | ≤ {loss_pct} % leases/s | sent/s | offered/s (next) | steps | stopped by | passed above the first bad step | note |")
+P("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+for gen in ["dhcpperf", "perfdhcp"]:
+    for pool in pools:
         g = groups.get((gen, pool))
         if not g:
             continue
-        for s in sorted(g, key=lambda x: order.index(x) if x in order else 99):
+        for s in sorted(g, key=skey):
             rs = g[s]
-            note = rs[0]["note"].split(";")[0]
-            if not nums(rs, "zero_loss_rate") and not nums(rs, "isc_rate"):
-                P(f"| {gen} | /{pool} | {s} | {len(rs)} | – | – | – | – | – | {note} |")
+            note = rs[0]["note"]
+            if not nums(rs, "clean_offered") and not nums(rs, "isc_offered"):
+                P(f"| {gen} | /{pool} | {s} | {len(rs)} | – | – | – | – | – | – | {med(rs, 'steps', spread=False)} | "
+                  f"{', '.join(sorted({r['limit'] for r in rs}))} | – | {note} |")
                 continue
-            lat_do = f"{med(rs, 'p50_do_ms', '{:.3f}', False)} / {med(rs, 'p99_do_ms', '{:.3f}')}" if gen == "dhcpperf" else "–"
-            lat_ra = f"{med(rs, 'p50_ra_ms', '{:.3f}', False)} / {med(rs, 'p99_ra_ms', '{:.3f}')}" if gen == "dhcpperf" else "–"
-            P(f"| {gen} | /{pool} | {s} | {len(rs)} | **{med(rs, 'zero_loss_leases_per_s')}** ({med(rs, 'zero_loss_rate', spread=False)}) "
-              f"| {med(rs, 'isc_leases_per_s')} ({med(rs, 'isc_rate', spread=False)}) | {lat_do} | {lat_ra} "
-              f"| {med(rs, 'srv_cpu_us_per_lease', '{:.1f}', False)} | {note} |")
+            P(f"| {gen} | /{pool} | {s} | {len(rs)} | **{med(rs, 'clean_leases_per_s')}** | {med(rs, 'clean_sent')} "
+              f"| {med(rs, 'clean_offered', spread=False)} ({med(rs, 'clean_first_bad', spread=False)}) "
+              f"| **{med(rs, 'isc_leases_per_s')}** | {med(rs, 'isc_sent')} "
+              f"| {med(rs, 'isc_offered', spread=False)} ({med(rs, 'isc_first_bad', spread=False)}) "
+              f"| {med(rs, 'steps', spread=False)} | {', '.join(sorted({r['limit'] for r in rs}))} | {above(rs)} | {note} |")
+
 P("")
-P("### Ratios (medians of the zero-loss leases/s)")
+P("### Ratios")
 P("")
-P("| generator | pool | prodhcp-1 / kea-mt2 | prodhcp-n / kea-mt2 | prodhcp-1 / responder | prodhcp-n / responder |")
+P(STAMP)
+P("")
+P("Medians of the leases/s above; in brackets the bounds the step brackets allow (lowest: prodhcp's offered "
+  "rate / the other's next failing rate; highest: prodhcp's next failing rate / the other's offered rate; "
+  "\"?\" where a sweep never failed, i.e. stopped at the generator's or the rate limit).")
+P("")
+P(f"| generator | pool | prodhcp | vs | clean | ≤ {loss_pct} % |")
 P("|---|---|---|---|---|---|")
-for gen in ["perfdhcp", "dhcpperf"]:
-    for pool in ["24", "16", "8"]:
-        g = groups.get((gen, pool))
-        if not g:
-            continue
-        m = {s: medv(rs, "zero_loss_leases_per_s") for s, rs in g.items()}
-        def ratio(a, b, pct=False):
-            if m.get(a) is None or not m.get(b):
-                return "–"
-            return f"{100 * m[a] / m[b]:.0f} %" if pct else f"{m[a] / m[b]:.1f}×"
-        if all(m.get(s) is None for s in ["prodhcp-1", "prodhcp-n"]):
-            continue
-        P(f"| {gen} | /{pool} | {ratio('prodhcp-1', 'kea-mt2')} | {ratio('prodhcp-n', 'kea-mt2')} "
-          f"| {ratio('prodhcp-1', 'responder', True)} | {ratio('prodhcp-n', 'responder', True)} |")
-for gen in ["perfdhcp", "dhcpperf"]:
-    for s in ["prodhcp-1", "prodhcp-n"]:
-        a = medv(groups.get((gen, "8"), {}).get(s, []), "zero_loss_leases_per_s")
-        for base in ["24", "16"]:
-            b = medv(groups.get((gen, base), {}).get(s, []), "zero_loss_leases_per_s")
-            if a is not None and b:
-                P(f"\n{gen}, {s}: /8 vs /{base} zero-loss leases/s: {100 * (a - b) / b:+.1f} %")
-                break
-if srows:
+def ratio(ra, rb, pre, pct):
+    a, b = medv(ra, pre + "_leases_per_s"), medv(rb, pre + "_leases_per_s")
+    if a is None or not b:
+        return "–"
+    lo_a, hi_a = medv(ra, pre + "_offered"), medv(ra, pre + "_first_bad")
+    lo_b, hi_b = medv(rb, pre + "_offered"), medv(rb, pre + "_first_bad")
+    f = (lambda x: f"{100 * x:.0f} %") if pct else (lambda x: f"{x:.1f}×")
+    lo = f(lo_a / hi_b) if lo_a and hi_b else "?"
+    hi = f(hi_a / lo_b) if hi_a and lo_b else "?"
+    return f"**{f(a / b)}** ({lo} – {hi})"
+for gen in ["dhcpperf", "perfdhcp"]:
+    for pool in pools:
+        g = groups.get((gen, pool), {})
+        for a in ["prodhcp-1", "prodhcp-n"]:
+            if a not in g:
+                continue
+            for b in ["kea-st", "kea-mt2", "dhcpd", "responder"]:
+                if b not in g:
+                    continue
+                pct = b == "responder"
+                P(f"| {gen} | /{pool} | {a} | {b} | {ratio(g[a], g[b], 'clean', pct)} | {ratio(g[a], g[b], 'isc', pct)} |")
+
+fixed = {}
+for r in srows:
+    if r["kind"] in ("fixed", "half"):
+        fixed.setdefault((r["pool"], r["server"], r["kind"]), []).append(r)
+cpu_med = {}
+if fixed:
+    P("")
+    P("### Server CPU per lease at the same offered rates")
+    P("")
+    P(STAMP)
+    P("")
+    P(f"dhcpperf, a fresh server per run, {duration} s of relayed DORA at the offered rate, then `sync -f` of the "
+      "server's directory (so the writeback of the lease table's or lease file's dirty pages falls inside the "
+      "window). Per completed lease: **server** = utime+stime of every process in the server namespace "
+      "(/proc/PID/stat); generator = dhcpperf's own report; rest of machine = busy ticks of /proc/stat minus "
+      "both (kernel writeback workers, softirqs not charged to a process — and anything else running on the "
+      "machine); server dirtied = write_bytes of /proc/PID/io of the server's processes (the page-cache pages they "
+      "dirtied, through the table's mapping or write(), which the kernel then writes back; attributable); machine "
+      "pgpgout = /proc/vmstat pgpgout delta (KB written to block devices by anyone) over the window. \"half\" rows: half "
+      "that round's clean rate. Median of rounds, min–max in brackets.")
+    P("")
+    P("| pool | server | offered/s | rounds | sent/s | leases/s | missed % | **server µs/lease** | generator µs/lease | rest of machine µs/lease | server dirtied KB/lease | machine pgpgout KB/lease | sync s | p50 / p99 DISCOVER→OFFER ms | p50 / p99 REQUEST→ACK ms |")
+    P("|---|---|---|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for pool in pools:
+        for s in sorted({k[1] for k in fixed if k[0] == pool}, key=skey):
+            for kind in ["fixed", "half"]:
+                rs_all = fixed.get((pool, s, kind), [])
+                rates = sorted({r["offered"] for r in rs_all}, key=lambda x: num(x) or 0)
+                if kind == "half":
+                    rates = [None] if rs_all else []
+                for rate in rates:
+                    rs = [r for r in rs_all if rate is None or r["offered"] == rate]
+                    srv, srv_m = per_lease(rs, "srv_cpu_s")
+                    gen_, _ = per_lease(rs, "gen_cpu_s")
+                    rest, _ = per_lease(rs, "rest_cpu_s")
+                    kb, _ = per_lease(rs, "pgpgout_kb", 1, "{:.2f}")
+                    io, _ = per_lease(rs, "srv_write_kb", 1, "{:.2f}")
+                    if kind == "fixed":
+                        cpu_med[(pool, s, rate)] = srv_m
+                    off = rate if rate is not None else f"{med(rs, 'offered')} (half)"
+                    P(f"| /{pool} | {s} | {off} | {len(rs)} | {med(rs, 'sent_per_s')} | {med(rs, 'leases_per_s', '{:.0f}')} "
+                      f"| {med(rs, 'missed_pct', '{:.2f}')} | **{srv}** | {gen_} | {rest} | {io} | {kb} | {med(rs, 'sync_s', '{:.2f}')} "
+                      f"| {med(rs, 'p50_do_ms', '{:.3f}', False)} / {med(rs, 'p99_do_ms', '{:.3f}')} "
+                      f"| {med(rs, 'p50_ra_ms', '{:.3f}', False)} / {med(rs, 'p99_ra_ms', '{:.3f}')} |")
+
+    pair = sorted({(s, r) for (p, s, r) in cpu_med if p == "24" and (("8", s, r) in cpu_med or ("16", s, r) in cpu_med)},
+                  key=lambda x: (skey(x[0]), num(x[1]) or 0))
+    if pair:
+        P("")
+        P("### Pool size: server CPU per lease, /24 (cycling clients that release, so every DORA allocates) vs /16 and /8")
+        P("")
+        P(STAMP)
+        P("")
+        P("From the table above (medians).")
+        P("")
+        P("| server | offered/s | /24 µs/lease | /16 µs/lease | /8 µs/lease | /16 vs /24 | /8 vs /24 |")
+        P("|---|---|---|---|---|---|---|")
+        for s, r in pair:
+            a = cpu_med.get(("24", s, r))
+            b = cpu_med.get(("16", s, r))
+            c = cpu_med.get(("8", s, r))
+            f = lambda x: "–" if x is None else f"{x:.1f}"
+            d = lambda x: "–" if x is None or not a else f"**{100 * (x - a) / a:+.1f} %**"
+            P(f"| {s} | {r} | {f(a)} | {f(b)} | {f(c)} | {d(b)} | {d(c)} |")
+
+if uprows:
     P("")
     P("### Start-up and reload with leases on disk (/8 pool; median of runs, min–max)")
+    P("")
+    P(STAMP)
     P("")
     P("| server | leases | runs | exec → first OFFER s | RSS MB | reload s | OFFER after reload s | leases loaded | import s |")
     P("|---|---|---|---|---|---|---|---|---|")
     sg = {}
-    for r in srows:
+    for r in uprows:
         sg.setdefault((r["server"], int(r["leases"])), []).append(r)
     for (s, n), rs in sorted(sg.items(), key=lambda x: (x[0][1], x[0][0])):
         P(f"| {s} | {n:,} | {len(rs)} | **{med(rs, 'start_to_first_offer_s', '{:.2f}')}** | {med(rs, 'rss_mb', spread=False)} "
