@@ -23,9 +23,10 @@
 #   level WARN (Kea logs every lease at INFO), socket type udp for Kea, the same pool.
 #
 # Pools (POOLS, default "24 16 8"), all 10.0.0.0/N, 10.0.0.1 to the last host:
-#   24  254 addresses, CLIENTS_24 (250) cycling clients: dhcpperf `--clients 250` (client i uses
-#       MAC i mod 250 and RELEASEs after its DORA when it will be reused, so every DORA allocates
-#       again and the pool never runs dry); perfdhcp -R 250 (returning clients, no release).
+#   24  254 addresses: dhcpperf `--release-after-ack` (every client new, each RELEASEs right
+#       after its ACK, so every DORA allocates a free address by the bitmap scan and the pool
+#       never runs dry); perfdhcp -R 250 (returning clients, no release). (CLIENTS_24 is only
+#       perfdhcp's -R now.)
 #   16  65534 addresses, CLIENTS_16 (60000) cycling clients the same way (perfdhcp -R 60000).
 #   8   every exchange a new client (dhcpperf: a new --seed per sweep step; perfdhcp -R 16000000).
 #   dhcpperf's /24 and /16 rows need `--clients` (dhcpperf since c1e7791); with an older
@@ -664,7 +665,10 @@ dhcpperf_measure() {
     local round="$1" pool="$2" name="$3" kind="$4" rate="$5" secs="$6" seed="$7" sync="$8"
     local out="$SDIR/dhcpperf-$kind-$rate.json" c0 c1 b0 b1 w0 w1 n0 n1 s0 s1 cl=()
     local rest=NA kb=NA nw=NA sync_s=NA io0 io1 iokb=NA
-    case "$pool" in 24) cl=(--clients "$CLIENTS_24") ;; 16) cl=(--clients "$CLIENTS_16") ;; esac
+    # /24: new clients that release right after their ACK (`--release-after-ack`), so every
+    # DORA allocates a free address by the bitmap scan (returning clients with `--clients` would
+    # get their previous address back through the client index and skip the scan).
+    case "$pool" in 24) cl=(--release-after-ack) ;; 16) cl=(--clients "$CLIENTS_16") ;; esac
     c0=$(srv_ticks); b0=$(busy_ticks); w0=$(vmstat_of pgpgout); n0=$(vmstat_of nr_written); io0=$(srv_write_kb)
     dhcpperf_run "$out" $((secs * 2 + 5)) dora --seed "$seed" --rate "$rate" --duration "${secs}s" "${cl[@]}"
     if [ "$sync" = 1 ]; then
@@ -710,7 +714,7 @@ run_dhcpperf() { # run_dhcpperf ROUND POOL SERVER
         return 0
     fi
     case "$pool" in
-        24) note="clients: $CLIENTS_24 cycling (--clients), release before reuse" ;;
+        24) note="clients: new every exchange, each releases after its ACK (--release-after-ack)" ;;
         16) note="clients: $CLIENTS_16 cycling (--clients), release before reuse" ;;
         8) note="clients: new every exchange (a new seed per step)" ;;
     esac
