@@ -124,9 +124,14 @@ pub fn run_process(args: AuditLaunchArgs) -> Result<(), ProcessError> {
         )
         .map_err(|e| io::Error::other(format!("ring {owner}: {e}")))
     };
+    // Every worker ring there is: those of the configured workers, and those a reload that
+    // lowered the number of workers left behind (their last records are still to be read).
     let mut rings = Vec::new();
-    for id in 0..config.effective_workers() {
-        rings.push((open_ring(worker_owner(id))?, true));
+    for id in 0..prodhcp_config::MAX_WORKERS {
+        let owner = worker_owner(id);
+        if id < config.effective_workers() || config.ring_file(owner).exists() {
+            rings.push((open_ring(owner)?, true));
+        }
     }
     rings.push((open_ring(SUPERVISOR_OWNER)?, false));
     rings.push((open_ring(IMPORT_OWNER)?, false));

@@ -250,13 +250,11 @@ impl Config {
     }
 
     /// True when `other` keeps what a reload cannot change about the lease table and its rings:
-    /// the table file, the ring capacity and the number of workers (one ring each). The pool
-    /// layout itself may change on reload (issue 10): the supervisor changes the table's range
+    /// the table file and the ring capacity. The number of workers (one ring each) and the pool
+    /// layout may change on reload (issue 10): the supervisor changes the table's range
     /// directory in place when the table has room (`shm_layout::Table::plan_layout`).
     pub fn same_table_files(&self, other: &Config) -> bool {
-        self.table_file == other.table_file
-            && self.ring_capacity == other.ring_capacity
-            && self.effective_workers() == other.effective_workers()
+        self.table_file == other.table_file && self.ring_capacity == other.ring_capacity
     }
 
     /// True when `other` differs from `self` only in things that need no change to the lease

@@ -31,6 +31,7 @@ use workers::Worker;
 
 mod audit;
 mod control;
+mod resize;
 mod syncd;
 mod table_setup;
 mod workers;
@@ -464,6 +465,9 @@ impl Supervisor {
                 if !plan.is_empty() && self.config.cluster.is_some() {
                     return Err(ReloadRefused::ClusterLayout);
                 }
+                if c.effective_workers() != self.workers.len() && self.config.cluster.is_some() {
+                    return Err(ReloadRefused::ClusterWorkers);
+                }
                 Ok((c, text, plan))
             });
         match result {
@@ -486,7 +490,10 @@ impl Supervisor {
                 // live pool change it starts again (before any worker uses a new slot: the
                 // workers re-read the directory when the configuration below reaches them).
                 // (No live change in a cluster: refused above.)
-                if previous.audit != self.config.audit || (relayout && self.audit.is_some()) {
+                let resized = self.resize_for_config();
+                if previous.audit != self.config.audit
+                    || ((relayout || resized) && self.audit.is_some())
+                {
                     self.restart_audit_for_reload();
                 }
                 let sent = self.send_config_to_workers();
@@ -541,6 +548,22 @@ impl Supervisor {
             us = t0.elapsed().as_micros() as u64,
             "pool layout changed live: no lease moved"
         );
+    }
+
+    /// Brings the number of workers to what the configuration in force asks for (issue 10);
+    /// true when it changed. A failure is logged and leaves the workers as they were.
+    fn resize_for_config(&mut self) -> bool {
+        let want = self.config.effective_workers();
+        if want == self.workers.len() {
+            return false;
+        }
+        match self.resize_workers(want) {
+            Ok(()) => true,
+            Err(e) => {
+                warn!(error = %e, want, have = self.workers.len(), "could not change the number of workers; keeping them");
+                false
+            }
+        }
     }
 
     /// Sends the current configuration text to every worker that has a channel; returns the
@@ -617,6 +640,9 @@ impl Supervisor {
                     let failed = std::mem::replace(&mut self.config, config);
                     self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
                     self.config_text = text;
+                    if self.resize_for_config() && self.audit.is_some() {
+                        self.restart_audit_for_reload();
+                    }
                     leases::apply_reservations(
                         &self.table,
                         &self.sup_ring,

@@ -143,8 +143,13 @@ pub enum ReloadRefused {
     #[error(transparent)]
     Config(StartError),
     /// The new configuration changes what only a restart can change.
-    #[error("the new configuration changes the table file, the ring capacity or the number of workers; that needs a restart")]
+    #[error(
+        "the new configuration changes the table file or the ring capacity; that needs a restart"
+    )]
     LayoutChanged,
+    /// A change of the number of workers in a cluster (syncd takes one doorbell per worker).
+    #[error("in a cluster the number of workers changes only with a restart (syncd holds one doorbell per worker)")]
+    ClusterWorkers,
     /// A pool layout change in a cluster (the peers replicate slots by position).
     #[error("in a cluster a pool layout change needs a restart of every appliance (replication maps leases by table position, so every appliance builds its table the same way at start)")]
     ClusterLayout,

@@ -27,15 +27,7 @@ fn reuseport_group_on(addr: Ipv4Addr, port: u16, n: usize) -> io::Result<Vec<Own
     let mut socks = Vec::with_capacity(n);
     let mut port = port;
     for _ in 0..n {
-        let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
-        s.set_reuse_port(true)?;
-        s.set_reuse_address(true)?;
-        s.set_broadcast(true)?;
-        s.set_nonblocking(true)?;
-        s.set_recv_buffer_size(8 << 20)?;
-        s.set_send_buffer_size(8 << 20)?;
-        socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
-        s.bind(&SocketAddrV4::new(addr, port).into())?;
+        let s = group_socket(addr, port)?;
         if port == 0 {
             port = s
                 .local_addr()?
@@ -49,6 +41,36 @@ fn reuseport_group_on(addr: Ipv4Addr, port: u16, n: usize) -> io::Result<Vec<Own
         attach_steering(&socks[0], n as u32)?;
     }
     Ok(socks)
+}
+
+/// One UDP socket of the group on `addr:port` (joins the group of sockets already bound there:
+/// the kernel appends it after them).
+fn group_socket(addr: Ipv4Addr, port: u16) -> io::Result<Socket> {
+    let s = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    s.set_reuse_port(true)?;
+    s.set_reuse_address(true)?;
+    s.set_broadcast(true)?;
+    s.set_nonblocking(true)?;
+    s.set_recv_buffer_size(8 << 20)?;
+    s.set_send_buffer_size(8 << 20)?;
+    socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+    s.bind(&SocketAddrV4::new(addr, port).into())?;
+    Ok(s)
+}
+
+/// Adds `more` sockets to the group on `0.0.0.0:port` (more workers on reload). The caller
+/// then steers over the larger group with [`steer`].
+pub fn join_group(port: u16, more: usize) -> io::Result<Vec<OwnedFd>> {
+    (0..more)
+        .map(|_| group_socket(Ipv4Addr::UNSPECIFIED, port).map(OwnedFd::from))
+        .collect()
+}
+
+/// Steers the group (any of its sockets, `member`) over its first `n` sockets: every client
+/// from then on lands on one of them (fewer workers: the sockets after them get nothing new
+/// and can be closed; more: the new ones get their share).
+pub fn steer(member: &OwnedFd, n: usize) -> io::Result<()> {
+    attach_steering(member, n.max(1) as u32)
 }
 
 /// The classic BPF program run by the kernel for every datagram of the group, with the data

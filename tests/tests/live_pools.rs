@@ -134,3 +134,85 @@ fn pools_added_and_removed_by_sighup_under_load_lose_no_request_and_move_no_leas
         st["config_generation"]
     );
 }
+
+/// The number of workers changed by SIGHUP while clients arrive (issue 10): 2 → 3 → 1, same
+/// PID, status lists the new workers running, the load (200 new clients/s for 10 s) misses
+/// nothing and every ACKed lease is in the export at its address.
+#[test]
+fn workers_changed_by_sighup_under_load_lose_no_request() {
+    if !preflight("live_workers", &[]) {
+        return;
+    }
+    let t = Topology::new("liveworkers");
+    let mut cfg = config(&t, &[POOL_A, POOL_C]);
+    let d = Daemon::start(&t.lab, &t.srv, &cfg);
+    let pid = d.pid();
+    let before = d.worker_pids();
+    assert_eq!(before.len(), 2);
+    let record = t.lab.path("acks.jsonl");
+    let secs = 10;
+    let load = spawn_dhcpperf_dora(
+        &t.lab, &t.load, LOAD_IP, SERVER_IP, RATE, secs, 0x52, &record,
+    );
+    let start = Instant::now();
+    let wait_until = |s: f64| {
+        if let Some(left) = Duration::from_secs_f64(s).checked_sub(start.elapsed()) {
+            std::thread::sleep(left);
+        }
+    };
+    let running = |d: &Daemon<'_>, n: usize| {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let st = d.status();
+            let workers = st["workers"].as_array().cloned().unwrap_or_default();
+            if workers.len() == n && workers.iter().all(|w| w["state"] == "running") {
+                return st;
+            }
+            assert!(Instant::now() < deadline, "never {n} running workers: {st}");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    };
+
+    wait_until(2.5);
+    cfg.workers = 3;
+    cfg.write(d.config_path());
+    reload_ok(&d, pid, "workers 2 -> 3");
+    running(&d, 3);
+    let three = d.worker_pids();
+    assert!(
+        before.iter().all(|p| three.contains(p)),
+        "the two workers that stay keep running: {before:?} -> {three:?}"
+    );
+
+    wait_until(6.0);
+    cfg.workers = 1;
+    cfg.write(d.config_path());
+    reload_ok(&d, pid, "workers 3 -> 1");
+    running(&d, 1);
+    assert_eq!(d.worker_pids(), vec![three[0]], "worker 0 stays");
+
+    assert!(
+        load.wait_timeout(Duration::from_secs(u64::from(secs) + 60))
+            .is_some(),
+        "dhcpperf did not finish"
+    );
+    let report: serde_json::Value = serde_json::from_str(&load.stdout())
+        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
+    let phase = &report["phases"][0];
+    let clients = phase["clients"].as_u64().expect("clients");
+    assert_eq!(clients, u64::from(RATE * secs), "{phase}");
+    let export = d.export();
+    let (passed, verified) = dhcpperf_verify(&record, &export, &t.lab.path("export.json"));
+    assert!(passed, "a lease moved or went missing: {verified:#}");
+    assert_eq!(
+        phase["missed_pct"].as_f64(),
+        Some(0.0),
+        "no request may be lost across the worker changes: {phase}"
+    );
+    assert_eq!(verified["acks"].as_u64(), Some(clients), "{verified}");
+    assert!(d.process().is_running(), "{}", d.process().stderr());
+    eprintln!(
+        "live_workers: {clients} clients, missed {}%, workers 2 -> 3 -> 1, pid {pid} kept",
+        phase["missed_pct"]
+    );
+}

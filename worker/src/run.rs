@@ -125,6 +125,11 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
     poll.registry()
         .register(&mut SourceFd(&bell_raw), DOORBELL, Interest::READABLE)?;
     let mut parser = BackgroundParse::new(Arc::new(mio::Waker::new(poll.registry(), PARSED)?));
+    // Frames that came with the first one (a reload sent right after this worker's start) sit
+    // in the reader's buffer: the edge-triggered channel will not report them.
+    if !drain_channel(&mut reader, &mut channel, &mut parser)? {
+        return Ok(());
+    }
     let mut events = Events::with_capacity(16);
     let mut batch = RecvBatch::default();
     let mut sends = SendBatch::default();
@@ -157,17 +162,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                     let mut count = [0u8; 8];
                     let _ = nix::unistd::read(&doorbell, &mut count);
                 }
-                CHANNEL => loop {
-                    match reader.poll(&mut channel)? {
-                        // Parsed off the loop (`config_parse`): serving goes on meanwhile.
-                        ReadOutcome::Frame(FrameKind::Config, text) => parser.submit(text),
-                        ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => {
-                            return Ok(())
-                        }
-                        ReadOutcome::Frame(..) => {}
-                        ReadOutcome::Pending => break,
-                    }
-                },
+                CHANNEL if !drain_channel(&mut reader, &mut channel, &mut parser)? => return Ok(()),
                 // A parse finished: applied below.
                 PARSED => {}
                 _ => {}
@@ -222,6 +217,24 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
         }
     }
     Ok(())
+}
+
+/// Reads every frame the channel has, the reader's buffered ones first: configurations go to
+/// the parser (parsed off the loop, `config_parse`, while serving goes on). False when the
+/// supervisor said stop or went away.
+fn drain_channel(
+    reader: &mut FrameReader,
+    channel: &mut UnixStream,
+    parser: &mut BackgroundParse,
+) -> io::Result<bool> {
+    loop {
+        match reader.poll(channel)? {
+            ReadOutcome::Frame(FrameKind::Config, text) => parser.submit(text),
+            ReadOutcome::Frame(FrameKind::Stop, _) | ReadOutcome::Closed => return Ok(false),
+            ReadOutcome::Frame(..) => {}
+            ReadOutcome::Pending => return Ok(true),
+        }
+    }
 }
 
 /// The send batch has as many buffers as the receive batch has datagrams, and it is flushed

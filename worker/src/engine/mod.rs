@@ -255,8 +255,16 @@ impl Engine {
         Ok(changed)
     }
 
-    /// Swaps in a new configuration (built against the table as it is now).
+    /// Swaps in a new configuration (built against the table as it is now). A new number of
+    /// workers (changed on reload) gives this worker another share of the expiry sweep.
     pub fn reconfigure(&mut self, cfg: ServeConfig) {
+        let workers = cfg.config.effective_workers().max(1) as u64;
+        if workers != self.sweep_worker.1 {
+            let w = self.sweep_worker.0.min(workers - 1);
+            self.sweep_worker = (w, workers);
+            self.sweep_span = sweep_share(self.table.slot_count(), w, workers);
+            self.sweep_pos = self.sweep_span.start;
+        }
         self.cursors.resize(cfg.subnets.len(), 0);
         for (c, s) in self.cursors.iter_mut().zip(&cfg.subnets) {
             if !s.contains_slot(*c) {
