@@ -88,6 +88,7 @@
 #   SWEEP_START 1000 [4000]   SWEEP_FACTOR 1.5 [2]   REFINE 1.05 [1.3]   SWEEP_MAX 200000
 #   MAX_STEPS 40 [8] (per sweep, coarse + bisection)   CLEAN_PCT 0.1   LOSS_PCT 2.5
 #   FIXED_RATES "2000 3000" ["2000"]   HALF_RATE 1 [0]   CLIENTS_24 250   CLIENTS_16 60000
+#   RELEASE_AFTER_ACK_POOLS "24" (pools whose dhcpperf clients release after their ACK)
 #   RESPONDER_THREADS nproc   PERF_RATES "1000 2000 3000 4000 5000 6000 8000 10000 12000"
 #   PERF_THREADS (perfdhcp -g, default: perfdhcp's own)   DURABILITY process
 #   OUT /var/tmp/prodhcp-compare (results)   NO_BUILD=1 (use target/release as it is)
@@ -147,6 +148,10 @@ LOSS_PCT="${LOSS_PCT:-2.5}"
 FIXED_RATES="${FIXED_RATES:-2000 3000}"
 HALF_RATE="${HALF_RATE:-1}"
 CLIENTS_24="${CLIENTS_24:-250}"
+# Pools whose dhcpperf clients RELEASE right after their ACK (every DORA then allocates by the
+# bitmap scan and the pool never runs dry); "24 8" makes the /24 vs /8 CPU comparison one of
+# the same work (a DORA and a RELEASE per lease on both).
+RELEASE_AFTER_ACK_POOLS="${RELEASE_AFTER_ACK_POOLS:-24}"
 CLIENTS_16="${CLIENTS_16:-60000}"
 STARTUP_LEASES="${STARTUP_LEASES-100000 1000000}"
 PERF_THREADS="${PERF_THREADS:-}"
@@ -673,7 +678,8 @@ dhcpperf_measure() {
     # /24: new clients that release right after their ACK (`--release-after-ack`), so every
     # DORA allocates a free address by the bitmap scan (returning clients with `--clients` would
     # get their previous address back through the client index and skip the scan).
-    case "$pool" in 24) cl=(--release-after-ack) ;; 16) cl=(--clients "$CLIENTS_16") ;; esac
+    case "$pool" in 16) cl=(--clients "$CLIENTS_16") ;; esac
+    case " $RELEASE_AFTER_ACK_POOLS " in *" $pool "*) cl=(--release-after-ack) ;; esac
     c0=$(srv_ticks); b0=$(busy_ticks); w0=$(vmstat_of pgpgout); n0=$(vmstat_of nr_written); io0=$(srv_write_kb)
     dhcpperf_run "$out" $((secs * 2 + 5)) dora --seed "$seed" --rate "$rate" --duration "${secs}s" "${cl[@]}"
     if [ "$sync" = 1 ]; then
@@ -1041,9 +1047,10 @@ P("### Ratios")
 P("")
 P(STAMP)
 P("")
-P("Medians of the leases/s above; in brackets the bounds the step brackets allow (lowest: prodhcp's offered "
-  "rate / the other's next failing rate; highest: prodhcp's next failing rate / the other's offered rate; "
-  "\"?\" where a sweep never failed, i.e. stopped at the generator's or the rate limit).")
+P("Medians of the leases/s above; in brackets the bounds the step brackets allow (lowest: prodhcp's leases/s "
+  "/ the other's leases/s scaled up by its bracket, next failing offered rate / last good one; highest: prodhcp's "
+  "scaled up by its bracket / the other's; \"?\" where a sweep never failed, i.e. stopped at the generator's or "
+  "the rate limit).")
 P("")
 P(f"| generator | pool | prodhcp | vs | clean | ≤ {loss_pct} % |")
 P("|---|---|---|---|---|---|")
@@ -1054,8 +1061,11 @@ def ratio(ra, rb, pre, pct):
     lo_a, hi_a = medv(ra, pre + "_offered"), medv(ra, pre + "_first_bad")
     lo_b, hi_b = medv(rb, pre + "_offered"), medv(rb, pre + "_first_bad")
     f = (lambda x: f"{100 * x:.0f} %") if pct else (lambda x: f"{x:.1f}×")
-    lo = f(lo_a / hi_b) if lo_a and hi_b else "?"
-    hi = f(hi_a / lo_b) if hi_a and lo_b else "?"
+    # Each server's capacity lies between its leases/s at its last good step and that figure
+    # scaled by the step bracket (next failing offered rate / last good offered rate), so the
+    # bounds are in the same unit as the median and always contain it.
+    lo = f(a / (b * hi_b / lo_b)) if lo_b and hi_b else "?"
+    hi = f(a * hi_a / lo_a / b) if lo_a and hi_a else "?"
     return f"**{f(a / b)}** ({lo} – {hi})"
 for gen in ["dhcpperf", "perfdhcp"]:
     for pool in pools:

@@ -109,8 +109,14 @@ for round in $(seq 1 "$RUNS"); do
             exit 1
         fi
         echo "$name: first OFFER $(python3 -c "print(f'{float(open(\"$WORK/probe.out\").read()) - $t0:.2f}')") s after exec"
-        # The supervisor scrubs the whole table after start; its CPU would land in the first
-        # step's figure. Wait (bounded) until the first pass is done.
+        # A new table's pages are touched by a background child after start, and the
+        # supervisor scrubs the whole table: their CPU would land in the first steps' figures.
+        # Wait (bounded) until the server's processes use < 4 % of a core over 0.5 s, and the
+        # first scrub pass is done.
+        for _ in $(seq 1 240); do
+            a=$(server_ticks); sleep 0.5; b=$(server_ticks)
+            [ $((b - a)) -le $(( $(getconf CLK_TCK) / 50 )) ] && break
+        done
         for _ in $(seq 1 600); do
             passes=$("$BIN/prodhcpctl" --socket "$state/ctl.sock" --json status 2>/dev/null |
                 python3 -c "import json,sys; s=json.load(sys.stdin)['scrub']; print(s['passes'] if s['state']=='idle' else 0)" 2>/dev/null || echo 0)

@@ -30,7 +30,7 @@ const MAX_HOST_NAME: usize = 253;
 const MAX_HOST_LABEL: usize = 63;
 
 /// A validated `audit` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Audit {
     /// Syslog collectors every record is sent to, in file order; each at most once. May be
     /// empty when `file` is set.
@@ -54,7 +54,7 @@ pub struct Audit {
 
 /// `audit.tls_ca_file`, `tls_cert_file`, `tls_key_file`: how `tls://` targets are verified and
 /// how this appliance identifies itself to them (RFC 5425).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct AuditTls {
     /// PEM file of the certificate authorities a collector's certificate must chain to.
     pub ca_file: PathBuf,
@@ -65,7 +65,7 @@ pub struct AuditTls {
 }
 
 /// One entry of `audit.targets`.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AuditTarget {
     /// `unix:/path`: a local datagram socket such as `/dev/log`.
     Unix(PathBuf),
@@ -78,7 +78,7 @@ pub enum AuditTarget {
 }
 
 /// Host and port of a network target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Endpoint {
     /// The collector's address or name.
     pub host: AuditHost,
@@ -87,7 +87,7 @@ pub struct Endpoint {
 }
 
 /// The host part of a network target.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub enum AuditHost {
     /// An IPv4 or IPv6 literal.
     Ip(IpAddr),

@@ -29,7 +29,7 @@ pub const MAX_HEARTBEAT_MS: u32 = 10_000;
 pub const MAX_DEAD_AFTER_MS: u32 = 60_000;
 
 /// A validated `cluster` section.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Cluster {
     /// Name of the cluster; peers with another name are refused.
     pub name: String,
@@ -53,7 +53,7 @@ pub struct Cluster {
 }
 
 /// Another appliance of the cluster.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Peer {
     /// Its node name.
     pub node: String,
@@ -62,7 +62,7 @@ pub struct Peer {
 }
 
 /// The floating service address (`cluster.service_address`).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct ServiceAddress {
     /// The address with its prefix length, as it is added to the interface
     /// (`198.18.0.10/24`: host bits are the address itself).
@@ -72,7 +72,7 @@ pub struct ServiceAddress {
 }
 
 /// `cluster.replication`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Replication {
     /// `"sync"`: a lease change reaches the client only after every in-sync standby applied it.
     #[default]

@@ -15,6 +15,7 @@
 pub mod audit;
 pub mod cluster;
 mod error;
+pub mod handoff;
 mod lookup;
 mod model;
 pub mod options;

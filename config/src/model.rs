@@ -12,7 +12,7 @@ use crate::range::AddressRange;
 pub const MAX_WORKERS: usize = 64;
 
 /// A validated configuration. Build it with [`crate::parse`] or [`crate::load`].
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Config {
     /// Directory for the lease table and other state.
     pub state_dir: PathBuf,
@@ -56,7 +56,7 @@ pub struct Config {
 }
 
 /// What an acknowledged lease survives (`durability` in the file).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize, serde::Deserialize)]
 pub enum Durability {
     /// `"power"`: the pages a receive batch changed are written to stable storage before that
     /// batch's replies are sent (group commit, one sync per batch). An ACKed lease survives a
@@ -80,7 +80,7 @@ impl Durability {
 }
 
 /// One subnet.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct Subnet {
     /// Position in [`Config::subnets`].
     pub index: usize,
@@ -111,7 +111,7 @@ pub struct Subnet {
 }
 
 /// A fixed address for a client known by MAC address, client identifier, or both.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
 pub struct Reservation {
     /// Hardware address (chaddr), 1 to 16 octets.
     pub mac: Option<Vec<u8>>,

@@ -513,7 +513,7 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 /// A subnet's options, encoded once at load: `(code, value bytes)` sorted by code, one entry
 /// per code. Values longer than 255 bytes are kept whole; the packet encoder splits them into
 /// consecutive instances of the option (RFC 3396).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
 pub struct OptionBlock {
     entries: Vec<(u8, Vec<u8>)>,
 }

@@ -5,7 +5,9 @@ use std::net::Ipv4Addr;
 use std::str::FromStr;
 
 /// An inclusive range of IPv4 addresses, `first <= last` always holds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 pub struct AddressRange {
     /// First address of the range (inclusive).
     pub first: Ipv4Addr,

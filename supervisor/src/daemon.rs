@@ -55,6 +55,9 @@ pub struct Supervisor {
     /// Subnet of an address without a scan ([`prodhcp_config::SubnetLookup`] of `config`).
     subnet_lookup: prodhcp_config::SubnetLookup,
     config_text: String,
+    /// The configuration in force in the binary form the workers decode
+    /// (`prodhcp_config::handoff`): they need not parse the text again.
+    config_wire: Vec<u8>,
     generation: u64,
     last_reload: ReloadStatus,
     table: Table,
@@ -134,6 +137,7 @@ impl Supervisor {
     pub fn start(config_path: &Path) -> Result<Supervisor, StartError> {
         let t0 = Instant::now();
         let (config, config_text) = load_config(config_path)?;
+        let config_wire = prodhcp_config::handoff::encode(&config);
         ensure_private_dir(&config.state_dir, 0o750).map_err(|source| StartError::StateDir {
             path: config.state_dir.clone(),
             source,
@@ -216,6 +220,7 @@ impl Supervisor {
             subnet_lookup: prodhcp_config::SubnetLookup::build(&config),
             config,
             config_text,
+            config_wire,
             generation: 1,
             last_reload: ReloadStatus {
                 ok: true,
@@ -472,11 +477,13 @@ impl Supervisor {
             });
         match result {
             Ok((config, text, plan)) => {
+                let validated_us = t0.elapsed().as_micros() as u64;
                 let relayout = !plan.is_empty();
                 if relayout {
                     self.apply_layout(&plan);
                 }
                 let previous_text = std::mem::replace(&mut self.config_text, text);
+                self.config_wire = prodhcp_config::handoff::encode(&config);
                 let previous = std::mem::replace(&mut self.config, config);
                 self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
                 leases::apply_reservations(
@@ -497,6 +504,12 @@ impl Supervisor {
                     self.restart_audit_for_reload();
                 }
                 let sent = self.send_config_to_workers();
+                info!(
+                    validated_us,
+                    sent_us = t0.elapsed().as_micros() as u64,
+                    workers = sent.len(),
+                    "reload: configuration read and validated, sent to the workers"
+                );
                 // A reload that supersedes a pending one falls back to what ran before both.
                 if self.reload_previous.is_none() {
                     self.reload_previous = Some((previous, previous_text));
@@ -573,7 +586,7 @@ impl Supervisor {
         for w in &mut self.workers {
             if let Some(ch) = w.channel.as_mut() {
                 let _ = ch.set_nonblocking(false);
-                match write_frame(ch, FrameKind::Config, self.config_text.as_bytes()) {
+                match write_frame(ch, FrameKind::Config, &self.config_wire) {
                     Ok(()) => {
                         w.config_unanswered += 1;
                         sent.push(w.id);
@@ -640,6 +653,7 @@ impl Supervisor {
                     let failed = std::mem::replace(&mut self.config, config);
                     self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
                     self.config_text = text;
+                    self.config_wire = prodhcp_config::handoff::encode(&self.config);
                     if self.resize_for_config() && self.audit.is_some() {
                         self.restart_audit_for_reload();
                     }

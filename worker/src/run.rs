@@ -181,13 +181,14 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 &records_doorbell,
             )?;
         }
-        while let Some(parsed) = parser.take_done() {
-            let reply = match parsed.and_then(|c| {
+        while let Some((prepared, parse_time)) = parser.take_done() {
+            let t_apply = Instant::now();
+            let reply = match prepared.and_then(|serve| {
                 // A live pool change (issue 10): the supervisor changed the table's directory
-                // before sending this configuration.
+                // before sending this configuration; the view was built against it.
                 engine.refresh_layout()?;
-                if engine.table().serves(&table_spec(&c)) {
-                    Ok(c)
+                if engine.table().serves(&table_spec(&serve.config)) {
+                    Ok(serve)
                 } else {
                     Err(
                         "the lease table does not hold this configuration's pool layout"
@@ -195,11 +196,16 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                     )
                 }
             }) {
-                Ok(c) => {
-                    durability = c.durability;
-                    held.set_max(c.max_held_replies as usize);
-                    let serve = ServeConfig::build(c, engine.table());
+                Ok(serve) => {
+                    durability = serve.config.durability;
+                    held.set_max(serve.config.max_held_replies as usize);
                     engine.reconfigure(serve);
+                    tracing::info!(
+                        worker = args.id,
+                        prepare_us = parse_time.as_micros() as u64,
+                        apply_us = t_apply.elapsed().as_micros() as u64,
+                        "configuration applied"
+                    );
                     (FrameKind::Applied, "applied".to_string())
                 }
                 Err(e) => (FrameKind::Rejected, e),

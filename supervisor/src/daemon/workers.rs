@@ -237,7 +237,7 @@ impl Supervisor {
             )?;
             drop(theirs);
             let mut stream = UnixStream::from(ours);
-            write_frame(&mut stream, FrameKind::Config, self.config_text.as_bytes())?;
+            write_frame(&mut stream, FrameKind::Config, &self.config_wire)?;
             stream.set_nonblocking(true)?;
             Ok((child, stream))
         })();
