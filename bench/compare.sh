@@ -1128,7 +1128,7 @@ if fixed:
                   key=lambda x: (skey(x[0]), num(x[1]) or 0))
     if pair:
         P("")
-        P("### Pool size: server CPU per lease, /24 (cycling clients that release, so every DORA allocates) vs /16 and /8")
+        P("### Pool size: server CPU per lease, /24 (new clients that release after their ACK, so every DORA allocates) vs /16 and /8")
         P("")
         P(STAMP)
         P("")
