@@ -46,6 +46,23 @@ fn lease_ips(export: &[serde_json::Value]) -> Vec<Ipv4Addr> {
         .collect()
 }
 
+/// Waits for the `dhcpperf dora` load of `secs` s to end; its phase report and client count
+/// (checked: every client of RATE × secs was sent).
+#[track_caller]
+fn finished_load(load: &prodhcp_systests::lab::Proc, secs: u32) -> (serde_json::Value, u64) {
+    assert!(
+        load.wait_timeout(Duration::from_secs(u64::from(secs) + 60))
+            .is_some(),
+        "dhcpperf did not finish"
+    );
+    let report: serde_json::Value = serde_json::from_str(&load.stdout())
+        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
+    let phase = report["phases"][0].clone();
+    let clients = phase["clients"].as_u64().expect("clients");
+    assert_eq!(clients, u64::from(RATE * secs), "{phase}");
+    (phase, clients)
+}
+
 #[track_caller]
 fn reload_ok(d: &Daemon<'_>, pid: u32, what: &str) -> u64 {
     let t0 = Instant::now();
@@ -98,16 +115,8 @@ fn pools_added_and_removed_by_sighup_under_load_lose_no_request_and_move_no_leas
     config(&t, &[POOL_A, POOL_C]).write(d.config_path());
     let remove_ms = reload_ok(&d, pid, "pool B removed");
 
-    assert!(
-        load.wait_timeout(Duration::from_secs(u64::from(SECS) + 60))
-            .is_some(),
-        "dhcpperf did not finish"
-    );
-    let report: serde_json::Value = serde_json::from_str(&load.stdout())
-        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
-    let phase = &report["phases"][0];
-    let clients = phase["clients"].as_u64().expect("clients");
-    assert_eq!(clients, u64::from(RATE * SECS), "{phase}");
+    let (phase, clients) = finished_load(&load, SECS);
+    let phase = &phase;
     assert_eq!(
         phase["missed_pct"].as_f64(),
         Some(0.0),
@@ -191,16 +200,8 @@ fn workers_changed_by_sighup_under_load_lose_no_request() {
     running(&d, 1);
     assert_eq!(d.worker_pids(), vec![three[0]], "worker 0 stays");
 
-    assert!(
-        load.wait_timeout(Duration::from_secs(u64::from(secs) + 60))
-            .is_some(),
-        "dhcpperf did not finish"
-    );
-    let report: serde_json::Value = serde_json::from_str(&load.stdout())
-        .unwrap_or_else(|e| panic!("dhcpperf report is not JSON ({e}): {}", load.stdout()));
-    let phase = &report["phases"][0];
-    let clients = phase["clients"].as_u64().expect("clients");
-    assert_eq!(clients, u64::from(RATE * secs), "{phase}");
+    let (phase, clients) = finished_load(&load, secs);
+    let phase = &phase;
     let export = d.export();
     let (passed, verified) = dhcpperf_verify(&record, &export, &t.lab.path("export.json"));
     assert!(passed, "a lease moved or went missing: {verified:#}");
