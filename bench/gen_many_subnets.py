@@ -44,7 +44,7 @@ def subnets(count, prefix, k):
         yield net, net + 10, net + 10 + k - 1, net + 1
 
 
-def ron_header(d, name, workers):
+def ron_header(d, name, workers, durability):
     state = os.path.join(d, f"state-{name}")
     os.makedirs(state, exist_ok=True)
     return [
@@ -54,6 +54,7 @@ def ron_header(d, name, workers):
         f'    control_socket: "{state}/ctl.sock",',
         '    interfaces: ["lan0"],',
         f"    workers: {workers},",
+        f'    durability: "{durability}",',
         "    subnets: [",
     ]
 
@@ -135,6 +136,10 @@ def main():
     p.add_argument("--addresses-per-subnet", type=int, default=52)
     p.add_argument("--workers", type=int, default=0, help="workers in the configs (0 = one per CPU)")
     p.add_argument("--no-kea", action="store_true", help="skip the Kea JSON files")
+    p.add_argument("--durability", choices=["power", "process"], default="process",
+                   help='prodhcp\'s durability (default "process", as bench/compare.sh and Kea\'s '
+                        'memfile: "power" adds an msync per batch, a constant cost that hides '
+                        'the difference under test)')
     a = p.parse_args()
     size = 1 << (32 - a.prefix) if 8 <= a.prefix <= 30 else 0
     if not size:
@@ -151,17 +156,17 @@ def main():
     k = a.addresses_per_subnet
     relay_net_pool = int(ipaddress.IPv4Address("10.255.255.250")) - int(ipaddress.IPv4Address("10.128.0.10")) + 1
 
-    out = ron_header(d, "many", a.workers)
+    out = ron_header(d, "many", a.workers, a.durability)
     for i, (net, first, last, router) in enumerate(nets):
         ron_subnet(out, i, net, a.prefix, first, last, router)
     ron_tail(out, True)
     write(d, "many", out, len(nets) + 2, len(nets) * k + relay_net_pool + 100)
 
-    out = ron_header(d, "few", a.workers)
+    out = ron_header(d, "few", a.workers, a.durability)
     ron_tail(out, True)
     write(d, "few", out, 2, relay_net_pool + 100)
 
-    out = ron_header(d, "carrier", a.workers)
+    out = ron_header(d, "carrier", a.workers, a.durability)
     for i, (net, first, last, router) in enumerate(nets):
         ron_subnet(out, i, net, a.prefix, first, last, router,
                    relay=RELAY if i == len(nets) - 1 else None)

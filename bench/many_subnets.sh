@@ -20,7 +20,9 @@
 # At the end: many vs few at each rate. On 2 shared cores the generator competes with the
 # server, and other load on the machine only adds: the CPU figures are upper bounds.
 #
-# Environment: WORK (/var/tmp/prodhcp-many-subnets), RATES, DURATION, RUNS, WORKERS,
+# Both configurations run with durability "$DURABILITY" (default "process", as bench/compare.sh:
+# "power" adds an msync per batch, about a third of a core at 2,000/s here, the same for both).
+# Environment: WORK (/var/tmp/prodhcp-many-subnets), RATES, DURATION, RUNS, WORKERS, DURABILITY,
 # NO_BUILD=1 (use target/release as it is), BIN (target/release).
 #
 # Network safety: namespaces pmsbNNNN-srv (198.18.0.1) and pmsbNNNN-cli (198.18.0.2), NNNN =
@@ -75,6 +77,7 @@ CFG="$WORK/cfg"
 rm -rf "$CFG"
 log "generating the configurations ($SUBNETS subnets)"
 python3 "$ROOT/bench/gen_many_subnets.py" "$CFG" --subnets "$SUBNETS" --workers "${WORKERS:-0}" \
+    --durability "${DURABILITY:-process}" \
     --no-kea >/dev/null
 
 server_ticks() { # utime+stime of the supervisor and its children, in clock ticks
