@@ -635,6 +635,7 @@ impl Supervisor {
                 );
                 self.reload_track = None;
                 self.reload_previous = None;
+                crate::sys::trim_heap();
                 let mut ev = audit::event("reload");
                 ev.generation = Some(generation);
                 self.audit_event(ev);

@@ -200,6 +200,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                     durability = serve.config.durability;
                     held.set_max(serve.config.max_held_replies as usize);
                     engine.reconfigure(serve);
+                    sys::trim_heap();
                     tracing::info!(
                         worker = args.id,
                         prepare_us = parse_time.as_micros() as u64,
