@@ -106,12 +106,16 @@ pub(crate) fn parse_config(bytes: &[u8]) -> Result<Config, String> {
     prodhcp_config::handoff::decode(bytes)
 }
 
-/// A configuration frame made ready to swap in: decoded, and its view built against the lease
-/// table as it is now (mapped here for the purpose, dropped after).
+/// A configuration frame made ready to swap in: decoded, checked against the lease table as it
+/// is now (mapped here for the purpose, dropped after: the supervisor changes the table's
+/// directory, if the configuration needs that, before sending it), and its view built.
 fn prepare(bytes: &[u8]) -> Parsed {
     let config = parse_config(bytes)?;
     let table = Table::open(&config.table_file)
         .map_err(|e| format!("lease table for the new configuration: {e}"))?;
+    if !table.serves(&crate::run::table_spec(&config)) {
+        return Err("the lease table does not hold this configuration's pool layout".into());
+    }
     Ok(ServeConfig::build(config, &table))
 }
 
@@ -142,7 +146,7 @@ mod tests {
     #[test]
     fn frames_are_prepared_off_the_caller_and_answered_in_order() {
         let dir = tempfile::tempdir().unwrap();
-        // The table serves the larger pool (a smaller one is a part of it).
+        // The table holds exactly the 21 addresses .10-.30.
         let wide = prodhcp_config::parse(&minimal(dir.path(), 30)).unwrap();
         let spec = crate::run::table_spec(&wide);
         drop(Table::create(&wide.table_file, &spec).unwrap());
@@ -150,7 +154,7 @@ mod tests {
         let waker = Arc::new(mio::Waker::new(poll.registry(), mio::Token(9)).unwrap());
         let mut p = BackgroundParse::new(waker);
         assert!(p.take_done().is_none());
-        p.submit(minimal(dir.path(), 20).into_bytes());
+        p.submit(minimal(dir.path(), 30).into_bytes());
         p.submit(b"not a configuration".to_vec());
         p.submit(prodhcp_config::handoff::encode(&wide));
         assert!(p.busy());
@@ -160,12 +164,16 @@ mod tests {
             .unwrap();
         assert!(events.iter().any(|e| e.token() == mio::Token(9)));
         let first = wait(&mut p).expect("the first frame (RON text) is prepared");
-        assert_eq!(first.config.subnets[0].pools[0].last.octets()[3], 20);
+        assert_eq!(first.config.subnets[0].pools[0].last.octets()[3], 30);
         // Spans cover the network's slots in the table: the 21 addresses .10-.30.
         assert_eq!(first.subnets[0].slot_total(), 21);
         assert!(wait(&mut p).is_err(), "the second frame is refused");
         let third = wait(&mut p).expect("the third frame (binary form) is prepared");
         assert_eq!(third.config, wide);
+        // A pool the table has no slots for: refused, the configuration in force stays.
+        p.submit(minimal(dir.path(), 40).into_bytes());
+        let refused = wait(&mut p).expect_err("a layout the table does not hold");
+        assert!(refused.contains("pool layout"), "{refused}");
         assert!(!p.busy());
         assert!(p.take_done().is_none());
     }

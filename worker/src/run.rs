@@ -185,16 +185,10 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
             let t_apply = Instant::now();
             let reply = match prepared.and_then(|serve| {
                 // A live pool change (issue 10): the supervisor changed the table's directory
-                // before sending this configuration; the view was built against it.
+                // before sending this configuration; the view was built and checked against it
+                // off the loop (`config_parse::prepare`), this handle only re-reads it.
                 engine.refresh_layout()?;
-                if engine.table().serves(&table_spec(&serve.config)) {
-                    Ok(serve)
-                } else {
-                    Err(
-                        "the lease table does not hold this configuration's pool layout"
-                            .to_string(),
-                    )
-                }
+                Ok(serve)
             }) {
                 Ok(serve) => {
                     durability = serve.config.durability;

@@ -72,6 +72,12 @@ impl LayoutPlan {
     }
 }
 
+/// A directory just written from a plan that `plan_layout` validated fails to read back only if
+/// the plan was not made on this table: a programming error, not bad input.
+fn unreachable_directory(e: &str) -> ! {
+    panic!("the range directory just written does not read back: {e}")
+}
+
 /// The runs of `entry` split where membership of `spec`'s pool ranges changes, each with its
 /// pool flag; also counts what flips into `plan`.
 fn split_entry(entry: &RangeSpec, spec: &[RangeSpec], plan: &mut LayoutPlan) -> Vec<RangeSpec> {
@@ -243,31 +249,21 @@ impl Table {
         let count = plan.directory.len() as u64;
         w[hw::DIRECTORY].store(directory_word(at, count), Ordering::Release);
         let _ = self.map.flush_range(0, crate::layout::HEADER_WORDS * 8);
-        let fingerprint = LayoutSpec {
-            ranges: plan.directory.clone(),
-        }
-        .fingerprint();
-        w[hw::FINGERPRINT].store(fingerprint, Ordering::Relaxed);
+        // Our own copy first (read back as every other process reads it): the bit fixes below
+        // ask it which slots are pool slots. It was written just above from a validated plan.
+        let dir = match super::open::read_directory(w, &geo, at, count, None) {
+            Ok(d) => d,
+            Err(e) => unreachable_directory(&e),
+        };
+        w[hw::FINGERPRINT].store(dir.fingerprint, Ordering::Relaxed);
         w[hw::RANGE_COUNT].store(count, Ordering::Relaxed);
-        w[hw::SLOT_COUNT].store(base, Ordering::Relaxed);
+        w[hw::SLOT_COUNT].store(dir.slot_count, Ordering::Relaxed);
         self.dir_at = at;
-        // Our own copy first: the bit fixes below ask it which slots are pool slots.
-        self.geo.slot_count = base;
-        self.geo.range_count = plan.directory.len() as u64;
-        self.fingerprint = fingerprint;
-        let mut by_slot = Vec::with_capacity(plan.directory.len());
-        let mut b = 0u64;
-        for r in &plan.directory {
-            by_slot.push(RangeEntry {
-                spec: *r,
-                base: b as u32,
-            });
-            b += r.len();
-        }
-        let mut ranges = by_slot.clone();
-        ranges.sort_unstable_by_key(|r| r.spec.first);
-        self.by_slot = by_slot;
-        self.ranges = ranges;
+        self.geo.slot_count = dir.slot_count;
+        self.geo.range_count = count;
+        self.fingerprint = dir.fingerprint;
+        self.by_slot = dir.by_slot;
+        self.ranges = dir.by_address;
         // New slots are pristine (all zero, never used): free if in a pool.
         let mut not_fixed = 0;
         for e in self
@@ -340,16 +336,6 @@ impl Table {
             }
         }
         false
-    }
-
-    /// The layout generation this handle's copy of the directory was read at.
-    pub fn layout_generation(&self) -> u64 {
-        self.layout_gen
-    }
-
-    /// Whether the supervisor changed the directory since this handle read it (one load).
-    pub fn layout_changed(&self) -> bool {
-        self.map.words()[hw::LAYOUT_GEN].load(Ordering::Acquire) != self.layout_gen
     }
 
     /// Re-reads the range directory and counts if the supervisor changed them since this
@@ -461,12 +447,11 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut sup = roomy(dir.path(), &spec());
         let mut worker = Table::open(sup.path()).unwrap();
-        assert!(!worker.layout_changed());
+        assert_eq!(worker.refresh_layout(), Ok(false));
         let mut new = spec();
         new.ranges.push(r(0x0c00_0000, 0x0c00_00ff, true));
         let plan = sup.plan_layout(&new).unwrap();
         sup.apply_layout(&plan, SUPERVISOR_OWNER);
-        assert!(worker.layout_changed());
         assert_eq!(worker.slot_of_addr(0x0c00_0001), None);
         assert_eq!(worker.refresh_layout(), Ok(true));
         assert_eq!(
