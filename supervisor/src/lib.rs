@@ -2,6 +2,7 @@
 //! and migration, and the control socket. Its client, `prodhcpctl`, is the `prodhcp-ctl` crate;
 //! the protocol both speak is `prodhcp-proto`.
 
+pub mod cli;
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;

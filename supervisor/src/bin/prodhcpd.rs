@@ -4,54 +4,11 @@
 //! Exit codes: 0 clean stop, 1 runtime failure, 2 bad configuration or usage, 3 lease table
 //! unusable (corrupt, truncated, locked by another prodhcpd, unsafe permissions).
 
-use std::path::PathBuf;
 use std::process::ExitCode;
 
-use clap::{Parser, Subcommand};
+use clap::Parser;
+use prodhcp_supervisor::cli::{Args, Sub};
 use prodhcp_supervisor::daemon::{exit, load_config, Supervisor};
-
-#[derive(Parser, Debug)]
-#[command(
-    name = "prodhcpd",
-    version,
-    about = "prodhcp DHCPv4 server (supervisor)"
-)]
-struct Args {
-    /// Configuration file (RON).
-    #[arg(long, short = 'c', default_value = "/etc/prodhcp/prodhcp.ron")]
-    config: PathBuf,
-    /// Validate the configuration and exit (0 = valid, 2 = invalid).
-    #[arg(long)]
-    check_config: bool,
-    /// Check every slot of the lease table (checksums, locks, free bitmap, client index,
-    /// duplicate holders) while the daemon is stopped, print a report and exit (0 = clean,
-    /// 3 = problems found or the table cannot be opened).
-    #[arg(long)]
-    check_table: bool,
-    /// Print every lease of the lease table as a JSON array (the format of `prodhcpctl leases
-    /// export --format json`) while the daemon is stopped, reading the table file alone (no
-    /// recovery, nothing written), and exit (0, or 3 when the table cannot be opened).
-    #[arg(long)]
-    export_table: bool,
-    #[command(subcommand)]
-    command: Option<Sub>,
-}
-
-#[derive(Subcommand, Debug)]
-enum Sub {
-    /// Internal: run one worker process (started by the supervisor with the descriptors of
-    /// `prodhcp_proto::launch::INHERITED`).
-    #[command(hide = true)]
-    Worker(prodhcp_proto::launch::LaunchArgs),
-    /// Internal: run the replication daemon (started by the supervisor when the configuration
-    /// has a `cluster` section, with the descriptors of `prodhcp_proto::launch::SYNCD_INHERITED`).
-    #[command(hide = true)]
-    Syncd(prodhcp_proto::launch::SyncdLaunchArgs),
-    /// Internal: run the audit process (started by the supervisor when the configuration has
-    /// an `audit` section, with the descriptors of `prodhcp_proto::launch::AUDIT_INHERITED`).
-    #[command(hide = true)]
-    Audit(prodhcp_proto::launch::AuditLaunchArgs),
-}
 
 fn init_logging(filter: &str) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("PRODHCP_LOG")
