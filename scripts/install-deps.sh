@@ -29,6 +29,13 @@ PACKAGES=(
     procps            # pgrep, ps, sysctl
     jq
     python3
+    # packaging (packaging/build.sh, tests/tests/package_deb.rs, issue 11)
+    binutils          # strip, objdump
+    lintian           # checks the .deb
+    rpmlint           # checks the .rpm
+    rpm               # rpm -qlp (the package test compares the .rpm's files with the .deb's)
+    adduser           # the prodhcp package's postinst (the package test installs it)
+    strace            # packaging/syscall-check.sh
 )
 # Daemons these packages may start, and where each records its PID.
 DAEMON_UNITS=(kea-dhcp4-server kea-dhcp6-server kea-ctrl-agent kea-dhcp-ddns-server
@@ -133,7 +140,8 @@ else
 fi
 
 # Every program the tests call must now be on PATH.
-for prog in perfdhcp kea-dhcp4 dhclient dhcrelay udhcpc busybox dhcpcd rsyslogd ip pgrep jq python3; do
+for prog in perfdhcp kea-dhcp4 dhclient dhcrelay udhcpc busybox dhcpcd rsyslogd ip pgrep jq python3 \
+    strip lintian rpmlint rpm strace; do
     command -v "$prog" >/dev/null || [[ -x /usr/sbin/$prog || -x /sbin/$prog ]] ||
         die "$prog is still missing after the install"
 done

@@ -4,7 +4,9 @@
 # 1. installs what the tests need (scripts/install-deps.sh; fast when already installed);
 # 2. cargo fmt --check, clippy -D warnings, cargo doc (broken doc links are errors), `cargo check`
 #    of the fuzz targets (fuzz/), cargo-deny's licence/bans/sources check (deny.toml; skipped,
-#    and said so, when cargo-deny is not installed), build of every binary;
+#    and said so, when cargo-deny is not installed), the .deb and .rpm packages
+#    (packaging/build.sh, a release build) checked with lintian and rpmlint, build of every
+#    binary;
 # 3. every test of the workspace with cargo-nextest, including the system tests, which build
 #    network-namespace labs (namespaces `pdt<tag>-<pid>-<n><role>`) and run the real daemon,
 #    dhclient, udhcpc, dhcpcd, dhcrelay and perfdhcp inside them. They need root.
@@ -130,6 +132,23 @@ else
         "Install it with: cargo install --locked cargo-deny (.ci/run does)"
     NAMES+=("deny")
     RESULTS+=("skipped (no cargo-deny)")
+    TIMES+=("-")
+fi
+# Packages (issue 11): packaging/build.sh makes the .deb and .rpm into target/packages/ (a
+# release build of the three binaries), which tests/tests/package_deb.rs installs with dpkg;
+# lintian and rpmlint check them (errors fail the step; warnings kept are listed, with the
+# reason, in packaging/README.md).
+if as_user cargo deb --version >/dev/null 2>&1 && as_user cargo generate-rpm --version >/dev/null 2>&1; then
+    if step package as_user packaging/build.sh; then
+        step lintian lintian --fail-on error target/packages/prodhcp_*.deb \
+            target/packages/prodhcp-tools_*.deb || true
+        step rpmlint rpmlint -c packaging/rpmlint.toml target/packages/prodhcp-*.rpm || true
+    fi
+else
+    echo "cargo-deb or cargo-generate-rpm is not installed: the package step is skipped" \
+        "(.ci/run installs them); tests/tests/package_deb.rs skips too."
+    NAMES+=("package")
+    RESULTS+=("skipped (no cargo-deb)")
     TIMES+=("-")
 fi
 if step build as_user cargo build --workspace --bins &&
