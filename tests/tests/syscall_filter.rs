@@ -1,8 +1,8 @@
 //! The hardened unit's `SystemCallFilter=@system-service` and `~@resources`
 //! (packaging/systemd/prodhcpd.service) allow every system call prodhcpd makes (issue 11).
 //! No systemd runs where the tests run, so the filter cannot be tried for real: instead the
-//! daemon (supervisor, workers, audit process) runs under `strace -f` while it starts, serves a
-//! real dhclient and a dhcpperf load, reloads, answers prodhcpctl and stops, and every system
+//! daemon (supervisor, workers, audit process) runs under `strace -f` while it starts, serves
+//! direct (broadcast) and relayed dhcpperf clients, reloads, answers prodhcpctl and stops, and every system
 //! call name in the trace is looked up in the sets `systemd-analyze syscall-filter` prints.
 //! The names used are printed (the report lists them).
 
@@ -90,7 +90,7 @@ fn traced_calls(trace: &str) -> BTreeMap<String, u64> {
 
 #[test]
 fn daemon_system_calls_are_inside_the_units_filter() {
-    if !preflight("syscall_filter", &["strace", "systemd-analyze", "dhclient"]) {
+    if !preflight("syscall_filter", &["strace", "systemd-analyze"]) {
         return;
     }
     let groups = filter_groups();
@@ -148,16 +148,44 @@ fn daemon_system_calls_are_inside_the_units_filter() {
         thread::sleep(Duration::from_millis(200));
     }
 
-    // Serve: a real client on the direct segment and a relayed dhcpperf load.
+    // Serve: direct clients on the served segment (broadcast, raw replies) and a relayed
+    // load, both dhcpperf.
     let client = t.add_client("br0", None, None);
-    let dhclient = start_real_client(&t.lab, RealClient::Dhclient, &client.ns, &client.ifname);
+    let perf = binary("dhcpperf");
+    let direct = t.lab.spawn(
+        &client.ns,
+        "dhcpperf-direct",
+        &[
+            &perf.to_string_lossy(),
+            "dora",
+            "--direct",
+            &client.ifname,
+            "--server",
+            &SERVER_IP.to_string(),
+            "--rate",
+            "20",
+            "--duration",
+            "2s",
+            "--seed",
+            "93",
+            "--give-up",
+            "20s",
+            "--hard-deadline",
+            "60s",
+            "--json",
+        ],
+    );
     let record = t.lab.path("acks.jsonl");
     let load = spawn_dhcpperf_dora(&t.lab, &t.load, LOAD_IP, SERVER_IP, 200, 3, 0x5c, &record);
+    let status = direct.wait_timeout(Duration::from_secs(90));
     assert!(
-        dhclient.wait_bound(Duration::from_secs(30)).is_some(),
-        "dhclient got no lease: {}",
-        dhclient.events()
+        status.is_some_and(|s| s.success()),
+        "dhcpperf --direct: {status:?}: {}",
+        direct.stderr()
     );
+    let report: serde_json::Value =
+        serde_json::from_str(&direct.stdout()).unwrap_or(serde_json::Value::Null);
+    eprintln!("syscall_filter: direct clients: {report}");
     let status = load.wait_timeout(Duration::from_secs(90));
     assert!(status.is_some_and(|s| s.success()), "dhcpperf: {status:?}");
     let acks = fs::read_to_string(&record)
@@ -187,7 +215,6 @@ fn daemon_system_calls_are_inside_the_units_filter() {
     thread::sleep(Duration::from_secs(2));
     let o = ctl_at(&cfg.control_socket, &["status"]);
     assert!(o.status.success(), "status after reload: {}", o.stderr);
-    dhclient.proc.stop(Duration::from_secs(3));
     kill(Pid::from_raw(daemon_pid), Signal::SIGTERM).expect("SIGTERM");
     let st = strace.wait_timeout(Duration::from_secs(30));
     assert!(st.is_some(), "prodhcpd did not stop under strace");
