@@ -55,6 +55,9 @@ for prog in strip objdump gzip; do
 done
 
 start=$(date +%s)
+# Reproducible timestamps in both packages: the last commit's time.
+SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
+export SOURCE_DATE_EPOCH
 target=${CARGO_TARGET_DIR:-target}
 # cargo-deb and cargo-generate-rpm read the staged files from target/packaging/ (paths in the
 # Cargo.toml metadata are relative to each crate): a different target dir is not supported.
@@ -103,11 +106,12 @@ EOF
 
 log "packages, version $version"
 rm -f "$out"/prodhcp_*.deb "$out"/prodhcp-tools_*.deb "$out"/prodhcp-*.rpm
-for pkg in prodhcp-supervisor dhcpperf; do
-    as_user cargo deb --no-build --no-strip -p "$pkg" --deb-version "$version-1" \
+# cargo-deb takes the crate's name, cargo-generate-rpm its directory. -q: cargo-deb warns that
+# the staged files are not under target/release (on purpose: they are the stripped copies).
+for crate in prodhcp-supervisor:supervisor dhcpperf:tools/dhcpperf; do
+    as_user cargo deb --no-build --no-strip -q -p "${crate%%:*}" --deb-version "$version-1" \
         --output "$out/" >/dev/null
-    as_user cargo generate-rpm -p "$(as_user cargo metadata --no-deps --format-version 1 |
-        python3 -c "import json,sys; print([p['manifest_path'] for p in json.load(sys.stdin)['packages'] if p['name']=='$pkg'][0].rsplit('/',1)[0])")" \
+    as_user cargo generate-rpm -p "${crate#*:}" \
         --set-metadata "version = \"$version\"" --set-metadata 'release = "1"' \
         --output "$out/" >/dev/null
 done

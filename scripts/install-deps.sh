@@ -34,7 +34,7 @@ PACKAGES=(
     lintian           # checks the .deb
     rpmlint           # checks the .rpm
     rpm               # rpm -qlp (the package test compares the .rpm's files with the .deb's)
-    adduser           # the prodhcp package's postinst (the package test installs it)
+    systemd           # systemd-sysusers (the prodhcp package's postinst), systemd-analyze
     strace            # packaging/syscall-check.sh
 )
 # Daemons these packages may start, and where each records its PID.
@@ -141,7 +141,7 @@ fi
 
 # Every program the tests call must now be on PATH.
 for prog in perfdhcp kea-dhcp4 dhclient dhcrelay udhcpc busybox dhcpcd rsyslogd ip pgrep jq python3 \
-    strip lintian rpmlint rpm strace; do
+    strip lintian rpmlint rpm strace systemd-sysusers systemd-analyze; do
     command -v "$prog" >/dev/null || [[ -x /usr/sbin/$prog || -x /sbin/$prog ]] ||
         die "$prog is still missing after the install"
 done

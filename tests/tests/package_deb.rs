@@ -203,7 +203,13 @@ fn deb_install_upgrade_remove_purge() {
     check(CONFIG, false, 0, gid, 0o640);
     check(STATE, true, uid, gid, 0o750);
     check(LOGS, true, uid, gid, 0o750);
-    check("/lib/systemd/system/prodhcpd.service", false, 0, 0, 0o644);
+    check(
+        "/usr/lib/systemd/system/prodhcpd.service",
+        false,
+        0,
+        0,
+        0o644,
+    );
     for f in [
         "/usr/share/man/man8/prodhcpd.8.gz",
         "/usr/share/man/man8/prodhcpctl.8.gz",
@@ -221,7 +227,7 @@ fn deb_install_upgrade_remove_purge() {
     ] {
         check(f, false, 0, 0, 0o644);
     }
-    let unit = fs::read_to_string("/lib/systemd/system/prodhcpd.service").expect("unit");
+    let unit = fs::read_to_string("/usr/lib/systemd/system/prodhcpd.service").expect("unit");
     for line in [
         "User=prodhcp",
         "Type=notify",
@@ -312,7 +318,7 @@ fn deb_install_upgrade_remove_purge() {
     );
     assert!(!Path::new("/usr/sbin/prodhcpd").exists());
     assert!(!Path::new("/usr/sbin/prodhcpctl").exists());
-    assert!(!Path::new("/lib/systemd/system/prodhcpd.service").exists());
+    assert!(!Path::new("/usr/lib/systemd/system/prodhcpd.service").exists());
     assert_eq!(fs::read_to_string(CONFIG).expect("config kept"), edited);
     assert_eq!(
         fs::read_to_string(&marker).expect("state kept"),
@@ -364,17 +370,15 @@ fn deb_list(deb: &str) -> BTreeSet<String> {
         .collect()
 }
 
-/// The files of an .rpm, with Fedora's paths mapped to Debian's (unit directory, zsh
-/// completions directory).
+/// The files of an .rpm, with Fedora's zsh completions directory mapped to Debian's.
 fn rpm_list(rpm: &str) -> BTreeSet<String> {
     run_ok(&["rpm", "-qlp", rpm])
         .lines()
         .map(|p| {
-            p.replace("/usr/lib/systemd/system/", "/lib/systemd/system/")
-                .replace(
-                    "/usr/share/zsh/site-functions/",
-                    "/usr/share/zsh/vendor-completions/",
-                )
+            p.replace(
+                "/usr/share/zsh/site-functions/",
+                "/usr/share/zsh/vendor-completions/",
+            )
         })
         .collect()
 }
