@@ -16,7 +16,7 @@ use nix::unistd::Pid;
 use prodhcp_systests::daemon::{all_workers_running, binary, ctl_at};
 use prodhcp_systests::lab::run_bounded;
 use prodhcp_systests::preflight;
-use prodhcp_systests::tools::{spawn_dhcpperf_dora, start_real_client, RealClient};
+use prodhcp_systests::tools::spawn_dhcpperf_dora;
 use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
 
 /// The groups of `systemd-analyze syscall-filter`, each with its system calls and included
