@@ -50,14 +50,7 @@ pub fn key_file(lab: &Lab, digit: char) -> PathBuf {
     let path = lab.path("cluster.key");
     std::fs::write(&path, format!("{}\n", digit.to_string().repeat(64))).expect("write key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
-    if let Some(user) = crate::test_user() {
-        let u = nix::unistd::User::from_name(&user)
-            .ok()
-            .flatten()
-            .unwrap_or_else(|| panic!("{}={user}: no such user", crate::TEST_USER_ENV));
-        std::os::unix::fs::chown(&path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
-            .expect("chown the key to the test user");
-    }
+    crate::give_to_test_user(&path);
     path
 }
 

@@ -56,6 +56,18 @@ pub fn test_user() -> Option<String> {
     std::env::var(TEST_USER_ENV).ok().filter(|u| !u.is_empty())
 }
 
+/// Gives `path` to the [`TEST_USER_ENV`] user when one is set (a cluster key it must read).
+pub fn give_to_test_user(path: &std::path::Path) {
+    if let Some(user) = test_user() {
+        let u = nix::unistd::User::from_name(&user)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("{TEST_USER_ENV}={user}: no such user"));
+        std::os::unix::fs::chown(path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+            .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+    }
+}
+
 /// Like [`preflight`] for lab tests that do not run prodhcp: root and `programs`, no binaries.
 #[track_caller]
 pub fn preflight_lab(test: &str, programs: &[&str]) -> bool {
