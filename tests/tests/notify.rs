@@ -161,7 +161,9 @@ fn the_supervisor_alone_tells_systemd_ready_reloading_watchdog_and_stopping() {
         );
     }
 
-    // WATCHDOG=1 about every 0.5 s (WATCHDOG_USEC / 2), over 3 s.
+    // WATCHDOG=1 about every 0.5 s (WATCHDOG_USEC / 2), over 3 s. What queued while the test
+    // was busy above is read first: its arrival time here would not be its sending time.
+    while m.next(Instant::now() + Duration::from_millis(5)).is_some() {}
     let from = Instant::now();
     let window = Duration::from_secs(3);
     let mut pings = Vec::new();
@@ -178,7 +180,7 @@ fn the_supervisor_alone_tells_systemd_ready_reloading_watchdog_and_stopping() {
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
         gaps.iter()
-            .all(|g| *g >= Duration::from_millis(300) && *g <= Duration::from_millis(800)),
+            .all(|g| *g >= Duration::from_millis(300) && *g <= Duration::from_millis(900)),
         "watchdog gaps not about 0.5 s: {gaps:?}"
     );
 

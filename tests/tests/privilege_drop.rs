@@ -16,7 +16,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prodhcp_systests::client::{Extras, Identity, TestClient};
 use prodhcp_systests::config::{ServerConfig, SubnetConfig};
-use prodhcp_systests::daemon::{binary, check_config, Daemon};
+use prodhcp_systests::daemon::{binary, check_config, check_table, Daemon};
 use prodhcp_systests::lab::run_bounded;
 use prodhcp_systests::packet::test_mac;
 use prodhcp_systests::preflight;
@@ -219,6 +219,27 @@ fn prodhcpd_started_as_root_drops_to_the_user_in_every_process() {
     }
     check_all(sup, "after a worker restart");
 
+    // The audit process, killed, comes back as the user too.
+    let audit_pid = |sup: u32| {
+        descendants(sup)
+            .into_iter()
+            .find(|p| cmdline(*p).split_whitespace().nth(1) == Some("audit"))
+    };
+    let old_audit = audit_pid(sup).expect("an audit process");
+    kill(Pid::from_raw(old_audit as i32), Signal::SIGKILL).expect("kill audit");
+    let deadline = Instant::now() + Duration::from_secs(15);
+    loop {
+        match audit_pid(sup) {
+            Some(p) if p != old_audit => break,
+            _ => {
+                assert!(Instant::now() < deadline, "audit process not restarted");
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        }
+    }
+    let roles = check_all(sup, "after an audit restart");
+    assert!(roles.contains(&"audit"), "{roles:?}");
+
     // Reload: one more worker (its port-67 socket is made by the service user) and a new
     // pool behind a new relay address.
     let new_cfg = cfg.clone().subnet(
@@ -255,11 +276,45 @@ fn prodhcpd_started_as_root_drops_to_the_user_in_every_process() {
     }
     let acks_after = serve_load(&t, &d, 0x52, 2, 100);
     check_all(sup, "after serving again");
+    let cfg_path = d.config_path().to_path_buf();
     let status = d.stop();
     assert!(
         status.is_some_and(|s| s.success()),
         "prodhcpd did not stop cleanly as the user: {status:?}"
     );
+
+    // The table is the user's (mode 0600): the offline check as root accepts it, and the
+    // permission check still refuses one writable by its group (exit 3).
+    let out = check_table(&cfg_path);
+    assert!(
+        out.status.success(),
+        "check-table of the user's table: {}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let table = new_cfg.state_dir.join("leases.table");
+    std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o660)).expect("chmod");
+    let refused = Daemon::spawn(&t.lab, &t.srv, &cfg_path, new_cfg.clone());
+    let code = refused.process().wait_timeout(Duration::from_secs(20));
+    assert_eq!(
+        code.and_then(|c| c.code()),
+        Some(3),
+        "a group-writable table was not refused: {}",
+        refused.process().stderr()
+    );
+    assert!(refused
+        .process()
+        .stderr()
+        .contains("writable by group or others"));
+    std::fs::set_permissions(&table, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    // Started again as root over the user's files: it drops again and serves.
+    let again = Daemon::start(&t.lab, &t.srv, &new_cfg);
+    check_all(again.pid(), "after a second start");
+    let b = agent
+        .dora(&Identity::mac(test_mac(0x63, 1)), &Extras::default())
+        .unwrap_or_else(|e| panic!("client after the second start: {e:?}"));
+    assert_eq!(b.address.octets()[..3], [198, 18, 96]);
+    assert!(again.stop().is_some_and(|s| s.success()));
     eprintln!(
         "privilege_drop: {acks} ACKs after start, {in_new_pool} in the reloaded pool, \
          {acks_after} after the reload; every process uid 65534, caps within its role"
