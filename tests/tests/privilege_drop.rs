@@ -276,6 +276,24 @@ fn prodhcpd_started_as_root_drops_to_the_user_in_every_process() {
     }
     let acks_after = serve_load(&t, &d, 0x52, 2, 100);
     check_all(sup, "after serving again");
+
+    // `user` is read at start only: a reload that changes it is refused, clearly.
+    let mut other_user = new_cfg.clone();
+    other_user.extra = other_user
+        .extra
+        .iter()
+        .map(|l| l.replace("\"nobody\"", "\"daemon\""))
+        .collect();
+    other_user.write(d.config_path());
+    let st = d.reload();
+    assert_eq!(st["last_reload"]["ok"], false, "{st}");
+    assert!(
+        st["last_reload"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("`user` is read at start only")),
+        "{st}"
+    );
+    new_cfg.write(d.config_path());
     let cfg_path = d.config_path().to_path_buf();
     let status = d.stop();
     assert!(
