@@ -53,6 +53,11 @@ pub struct Config {
     /// The lease audit trail's destinations; `None` = no audit trail (the supervisor starts
     /// the audit process only with one).
     pub audit: Option<crate::audit::Audit>,
+    /// The user `prodhcpd` drops to when started as root (`None`: it keeps the user it was
+    /// started as). A valid name (see [`crate::MAX_USER_NAME`]), never `root`; whether it
+    /// exists is the supervisor's question. Read at start only: a reload that changes it is
+    /// refused.
+    pub user: Option<String>,
 }
 
 /// What an acknowledged lease survives (`durability` in the file).

@@ -1748,3 +1748,31 @@ fn audit_tls_files_are_checked() {
         .to_string();
     assert!(err.contains("tls_ca_file"), "{err}");
 }
+
+#[test]
+fn user_is_optional_checked_for_syntax_and_never_root() {
+    assert_eq!(ok(&config_text("", &subnet(""))).user, None);
+    for good in ["prodhcp", "_prodhcp", "nobody", "svc.dhcp-1", "a"] {
+        let c = ok(&config_text(&format!("    user: \"{good}\","), &subnet("")));
+        assert_eq!(c.user.as_deref(), Some(good));
+    }
+    let c = ok(&config_text("    user: Some(\"prodhcp\"),", &subnet("")));
+    assert_eq!(c.user.as_deref(), Some("prodhcp"));
+    let long = "a".repeat(MAX_USER_NAME + 1);
+    for (bad, needle) in [
+        ("", "1 to 32 bytes"),
+        (long.as_str(), "1 to 32 bytes"),
+        ("1000", "start with a letter"),
+        ("-x", "start with a letter"),
+        ("pro dhcp", "contains ' '"),
+        ("pro/dhcp", "contains '/'"),
+        ("pro:dhcp", "contains ':'"),
+        ("root", "leave `user` out"),
+    ] {
+        rejects(
+            &config_text(&format!("    user: \"{bad}\","), &subnet("")),
+            "user",
+            needle,
+        );
+    }
+}

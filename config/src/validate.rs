@@ -29,6 +29,8 @@ pub const MAX_TABLE_ADDRESSES: u64 = 1 << 26;
 pub const MAX_TABLE_RANGES: usize = 1 << 20;
 /// Longest Unix socket path (`sun_path` is 108 bytes with its terminating NUL).
 pub(crate) const MAX_SOCKET_PATH: usize = 107;
+/// Longest `user` name accepted (useradd's limit).
+pub const MAX_USER_NAME: usize = 32;
 /// Longest interface name (`IFNAMSIZ` - 1).
 const MAX_INTERFACE_NAME: usize = 15;
 
@@ -162,6 +164,10 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         None => None,
     };
 
+    if let Some(user) = &wire.user {
+        check_user_name(user, root("user"))?;
+    }
+
     let config = Config {
         state_dir: wire.state_dir,
         control_socket: wire.control_socket,
@@ -180,6 +186,7 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         durability,
         cluster,
         audit,
+        user: wire.user,
     };
     check_table_size(&config)?;
     Ok(config)
@@ -510,6 +517,42 @@ pub(crate) fn check_interface_name(name: &str, field: FieldPath) -> Check<()> {
         return fail(
             field,
             format!("interface name `{name}` contains {c:?}, which Linux does not allow"),
+        );
+    }
+    Ok(())
+}
+
+/// A user name `prodhcpd` can drop to: 1 to [`MAX_USER_NAME`] bytes of ASCII letters, digits,
+/// `_`, `.` and `-`, starting with a letter or `_` (what useradd and adduser accept by default,
+/// and never a number, which could be taken for a uid), and not `root` (leave `user` out to
+/// run as root).
+pub(crate) fn check_user_name(name: &str, field: FieldPath) -> Check<()> {
+    if name.is_empty() || name.len() > MAX_USER_NAME {
+        return fail(
+            field,
+            format!("user name `{name}` must have 1 to {MAX_USER_NAME} bytes"),
+        );
+    }
+    let first = name.as_bytes()[0];
+    if !(first.is_ascii_alphabetic() || first == b'_') {
+        return fail(
+            field,
+            format!("user name `{name}` must start with a letter or `_`"),
+        );
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|&c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-')))
+    {
+        return fail(
+            field,
+            format!("user name `{name}` contains {c:?}; allowed are ASCII letters, digits, `_`, `.` and `-`"),
+        );
+    }
+    if name == "root" {
+        return fail(
+            field,
+            "`root` is not a user to drop to; leave `user` out to run as root",
         );
     }
     Ok(())

@@ -102,6 +102,8 @@ pub(crate) struct WireConfig {
     pub cluster: Option<WireCluster>,
     #[serde(default)]
     pub audit: Option<WireAudit>,
+    #[serde(default)]
+    pub user: Option<String>,
 }
 
 fn default_spool_max_bytes() -> u64 {

@@ -100,6 +100,8 @@ pub struct Supervisor {
     reload_track: Option<crate::reload_track::ReloadTracker>,
     /// The configuration (and its text) in force before that reload, to put back if it fails.
     reload_previous: Option<(Config, String)>,
+    /// What systemd was told (`READY=1`, `RELOADING=1`, the watchdog).
+    notifier: crate::notify::Notifier,
 }
 
 /// How long a stopping child (worker, syncd) may take after SIGTERM before it is SIGKILLed.
@@ -137,6 +139,8 @@ impl Supervisor {
     pub fn start(config_path: &Path) -> Result<Supervisor, StartError> {
         let t0 = Instant::now();
         let (config, config_text) = load_config(config_path)?;
+        // Decided before the table is touched: started as the wrong user, nothing is opened.
+        let privileges = crate::privileges::plan(&config)?;
         let config_wire = prodhcp_config::handoff::encode(&config);
         ensure_private_dir(&config.state_dir, 0o750).map_err(|source| StartError::StateDir {
             path: config.state_dir.clone(),
@@ -150,6 +154,17 @@ impl Supervisor {
             worker_rings: rings,
         } = table_setup::prepare_table(&config)?;
         let n = rings.len();
+        if let Some(dir) = config.control_socket.parent() {
+            ensure_private_dir(dir, 0o750).map_err(|source| StartError::ControlSocketDir {
+                path: dir.to_path_buf(),
+                source,
+            })?;
+        }
+        let exe = std::env::current_exe().map_err(StartError::OwnExecutable)?;
+        // What needs root is done: from here on the supervisor runs as the configured user
+        // (when started as root with `user`), and so do the sockets it makes (a port-67 socket
+        // added on reload joins the group only when made by the same user).
+        crate::privileges::apply(&privileges, &config, config_path, &exe)?;
 
         let sockets = crate::sockets::reuseport_group(config.listen_port, n).map_err(|source| {
             StartError::UdpPort {
@@ -157,12 +172,6 @@ impl Supervisor {
                 source,
             }
         })?;
-        if let Some(dir) = config.control_socket.parent() {
-            ensure_private_dir(dir, 0o750).map_err(|source| StartError::ControlSocketDir {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
         let _ = std::fs::remove_file(&config.control_socket);
         let listener = UnixListener::bind(&config.control_socket).map_err(|source| {
             StartError::ControlSocket {
@@ -191,7 +200,6 @@ impl Supervisor {
         poll.registry()
             .register(&mut SourceFd(&lfd), LISTENER, Interest::READABLE)
             .map_err(event_loop("poll"))?;
-        let exe = std::env::current_exe().map_err(StartError::OwnExecutable)?;
         let doorbells = (0..n)
             .map(|_| {
                 nix::sys::eventfd::EventFd::from_flags(
@@ -257,6 +265,7 @@ impl Supervisor {
                 .collect(),
             reload_track: None,
             reload_previous: None,
+            notifier: crate::notify::Notifier::from_env(),
         };
         sup.check_evictions();
         // No syncd runs yet: a hold left in a ring by the last run must not keep a worker's
@@ -324,7 +333,29 @@ impl Supervisor {
             self.respawn_audit_due();
             self.check_reload();
             self.housekeeping();
+            self.notify_progress();
         }
+    }
+
+    /// Tells systemd `READY=1` once the first worker serves (it answered its first
+    /// configuration: it holds its socket, the table and the configuration), and feeds the
+    /// watchdog (from this loop only, so a hung loop stops feeding it).
+    fn notify_progress(&mut self) {
+        if !self.notifier.is_ready()
+            && self
+                .workers
+                .iter()
+                .any(|w| w.life.state == workers::WorkerState::Running)
+        {
+            let status = format!(
+                "serving: {} workers, {} table slots",
+                self.workers.len(),
+                self.table.slot_count()
+            );
+            self.notifier.ready(&status);
+            info!("ready: a worker serves (told the service manager when there is one)");
+        }
+        self.notifier.watchdog(Instant::now());
     }
 
     /// Starts a child process (syncd, the audit process) as `prodhcpd ARGS` with its channel
@@ -380,6 +411,9 @@ impl Supervisor {
 
     fn next_timeout(&self) -> Duration {
         let mut t = Duration::from_millis(500);
+        if let Some(w) = self.notifier.watchdog_in(Instant::now()) {
+            t = t.min(w);
+        }
         if let Some(s) = self.scrub.wake_in() {
             t = t.min(s);
         }
@@ -449,6 +483,7 @@ impl Supervisor {
 
     fn reload(&mut self) {
         let t0 = Instant::now();
+        self.notifier.reloading();
         let result = load_config(&self.config_path)
             .map_err(ReloadRefused::Config)
             .and_then(|(c, text)| {
@@ -462,6 +497,9 @@ impl Supervisor {
                 }
                 if c.cluster != self.config.cluster {
                     return Err(ReloadRefused::ClusterChanged);
+                }
+                if c.user != self.config.user {
+                    return Err(ReloadRefused::UserChanged);
                 }
                 let plan = self
                     .table
@@ -535,6 +573,9 @@ impl Supervisor {
             }
             Err(e) => {
                 warn!(error = %e, "reload refused; keeping the running configuration");
+                self.notifier.reloaded(&format!(
+                    "reload refused: {e}; serving the previous configuration"
+                ));
                 self.last_reload = ReloadStatus {
                     ok: false,
                     message: e.to_string(),
@@ -635,6 +676,8 @@ impl Supervisor {
                 );
                 self.reload_track = None;
                 self.reload_previous = None;
+                self.notifier
+                    .reloaded(&format!("serving: configuration generation {generation}"));
                 crate::sys::trim_heap();
                 let mut ev = audit::event("reload");
                 ev.generation = Some(generation);
@@ -643,6 +686,9 @@ impl Supervisor {
             ReloadProgress::Failed(why) => {
                 warn!(generation, error = %why, "reload failed; putting the previous configuration back");
                 self.reload_track = None;
+                self.notifier.reloaded(&format!(
+                    "reload of generation {generation} failed: serving the previous configuration"
+                ));
                 if let Some((config, text)) = self.reload_previous.take() {
                     match self.table.plan_layout(&table_setup::table_spec(&config)) {
                         Ok(plan) if !plan.is_empty() => self.apply_layout(&plan),
@@ -680,6 +726,7 @@ impl Supervisor {
 
     fn shutdown(mut self, code: i32) -> i32 {
         self.stopping = true;
+        self.notifier.stopping();
         info!("stopping workers");
         for w in &mut self.workers {
             if let Some(ch) = w.channel.as_mut() {

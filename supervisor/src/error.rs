@@ -111,6 +111,18 @@ pub enum StartError {
     /// The supervisor's own executable (which it runs as each worker) could not be found.
     #[error("own executable: {0}")]
     OwnExecutable(#[source] io::Error),
+    /// The configuration's `user` does not exist (or the user database cannot be read).
+    #[error("{}: {source}", path.display())]
+    User {
+        /// The configuration file.
+        path: PathBuf,
+        /// What the lookup found.
+        #[source]
+        source: crate::privileges::PrivilegeError,
+    },
+    /// The privilege drop to `user` (or the narrowing of the capabilities) failed.
+    #[error(transparent)]
+    Privileges(#[from] crate::privileges::PrivilegeError),
 }
 
 impl StartError {
@@ -132,6 +144,7 @@ impl StartError {
             | StartError::ControlSocket { .. }
             | StartError::EventLoop { .. }
             | StartError::OwnExecutable(_) => exit::RUNTIME,
+            StartError::User { source, .. } | StartError::Privileges(source) => source.exit_code(),
         }
     }
 }
@@ -159,6 +172,11 @@ pub enum ReloadRefused {
     /// The new configuration moves the listening port or the control socket.
     #[error("listen_port and control_socket cannot change on reload; restart instead")]
     ListenerChanged,
+    /// The new configuration changes `user`.
+    #[error(
+        "`user` is read at start only (the supervisor has already dropped to it); restart instead"
+    )]
+    UserChanged,
     /// The new configuration adds, removes or changes the `cluster` section.
     #[error("the cluster section cannot change on reload (syncd keeps the configuration it was started with); restart instead")]
     ClusterChanged,

@@ -35,6 +35,10 @@ pub fn spawn_worker(
     let spare_floor = pairs[..n].iter().map(|p| p.1).max().unwrap_or(2) + 1;
     let mut cmd = Command::new(exe);
     cmd.args(args).stdin(Stdio::null());
+    // Only the supervisor talks to the service manager (crate::notify).
+    for var in crate::notify::CHILD_ENV_REMOVED {
+        cmd.env_remove(var);
+    }
     // SAFETY: the closure runs in the forked child before exec and only calls fcntl/dup2/close,
     // which are async-signal-safe, on a fixed-size array it owns; it allocates nothing and
     // touches no memory shared with the parent. Every source is first copied above every

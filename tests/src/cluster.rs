@@ -50,6 +50,7 @@ pub fn key_file(lab: &Lab, digit: char) -> PathBuf {
     let path = lab.path("cluster.key");
     std::fs::write(&path, format!("{}\n", digit.to_string().repeat(64))).expect("write key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o600)).expect("chmod");
+    crate::give_to_test_user(&path);
     path
 }
 

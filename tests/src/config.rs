@@ -163,6 +163,15 @@ impl ServerConfig {
         for line in &self.extra {
             let _ = writeln!(s, "    {line},");
         }
+        if let Some(user) = crate::test_user() {
+            if !self
+                .extra
+                .iter()
+                .any(|l| l.trim_start().starts_with("user:"))
+            {
+                let _ = writeln!(s, "    user: {},", quote(&user));
+            }
+        }
         if let Some(d) = &self.durability {
             let _ = writeln!(s, "    durability: {},", quote(d));
         }

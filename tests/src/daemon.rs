@@ -145,8 +145,19 @@ impl<'lab> Daemon<'lab> {
 
     /// Starts prodhcpd on an existing config file without waiting for readiness.
     pub fn spawn(lab: &'lab Lab, ns: &str, config_path: &Path, config: ServerConfig) -> Self {
+        Self::spawn_env(lab, ns, config_path, config, &[])
+    }
+
+    /// As [`Daemon::spawn`], with extra environment variables (`NOTIFY_SOCKET`, …).
+    pub fn spawn_env(
+        lab: &'lab Lab,
+        ns: &str,
+        config_path: &Path,
+        config: ServerConfig,
+        env: &[(&str, &str)],
+    ) -> Self {
         let bin = binary("prodhcpd");
-        let proc = lab.spawn(
+        let proc = lab.spawn_env(
             ns,
             "prodhcpd",
             &[
@@ -154,6 +165,7 @@ impl<'lab> Daemon<'lab> {
                 "--config",
                 config_path.to_str().expect("utf-8 config path"),
             ],
+            env,
         );
         Self {
             lab,

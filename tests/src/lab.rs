@@ -157,6 +157,11 @@ impl Lab {
             .prefix(&format!("prodhcp-{short}-"))
             .tempdir_in("/tmp")
             .unwrap_or_else(|e| panic!("lab {base}: cannot create a scratch dir in /tmp: {e}"));
+        if crate::test_user().is_some() {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .unwrap_or_else(|e| panic!("lab {base}: chmod scratch dir: {e}"));
+        }
         let lab = Self {
             bridge_ns: format!("{base}b"),
             base,

@@ -45,6 +45,29 @@ pub fn preflight(test: &str, programs: &[&str]) -> bool {
     true
 }
 
+/// The environment variable that runs the system tests under the privilege drop: with
+/// `PRODHCP_TEST_USER=nobody`, every [`config::ServerConfig`] gets `user: "nobody"` (unless it
+/// sets `user` itself), lab directories are made traversable and the cluster key is given to
+/// that user, so any system test checks its area with prodhcpd dropped to that user.
+pub const TEST_USER_ENV: &str = "PRODHCP_TEST_USER";
+
+/// The user of [`TEST_USER_ENV`], when set.
+pub fn test_user() -> Option<String> {
+    std::env::var(TEST_USER_ENV).ok().filter(|u| !u.is_empty())
+}
+
+/// Gives `path` to the [`TEST_USER_ENV`] user when one is set (a cluster key it must read).
+pub fn give_to_test_user(path: &std::path::Path) {
+    if let Some(user) = test_user() {
+        let u = nix::unistd::User::from_name(&user)
+            .ok()
+            .flatten()
+            .unwrap_or_else(|| panic!("{TEST_USER_ENV}={user}: no such user"));
+        std::os::unix::fs::chown(path, Some(u.uid.as_raw()), Some(u.gid.as_raw()))
+            .unwrap_or_else(|e| panic!("chown {} to {user}: {e}", path.display()));
+    }
+}
+
 /// Like [`preflight`] for lab tests that do not run prodhcp: root and `programs`, no binaries.
 #[track_caller]
 pub fn preflight_lab(test: &str, programs: &[&str]) -> bool {

@@ -48,6 +48,7 @@ fn key_file(lab: &Lab, name: &str, fill: char, mode: u32) -> PathBuf {
     let text: String = std::iter::repeat_n(fill, 64).collect();
     std::fs::write(&path, format!("{text}\n")).expect("write key");
     std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).expect("chmod key");
+    prodhcp_systests::give_to_test_user(&path);
     path
 }
 

@@ -21,6 +21,15 @@ fn init_logging(filter: &str) {
         .try_init();
 }
 
+/// A child narrows its capabilities to its role's first thing after exec
+/// (`prodhcp_supervisor::privileges`); `Err` is the exit code when it cannot.
+fn enter_child(role: prodhcp_supervisor::privileges::Role) -> Result<(), ExitCode> {
+    prodhcp_supervisor::privileges::enter_child(role).map_err(|e| {
+        eprintln!("prodhcpd: {e}");
+        code(e.exit_code())
+    })
+}
+
 fn code(c: i32) -> ExitCode {
     ExitCode::from(c.clamp(0, 255) as u8)
 }
@@ -133,7 +142,11 @@ fn main() -> ExitCode {
             });
         }
     };
+    use prodhcp_supervisor::privileges::Role;
     if let Some(Sub::Worker(launch)) = args.command {
+        if let Err(c) = enter_child(Role::Worker) {
+            return c;
+        }
         init_logging("info");
         let id = launch.id;
         let r = prodhcp_worker::run::run_worker(launch);
@@ -146,6 +159,9 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Sub::Syncd(launch)) = args.command {
+        if let Err(c) = enter_child(Role::Syncd) {
+            return c;
+        }
         init_logging("info");
         return match prodhcp_syncd::run_process(launch) {
             Ok(()) => code(exit::OK),
@@ -156,6 +172,9 @@ fn main() -> ExitCode {
         };
     }
     if let Some(Sub::Audit(launch)) = args.command {
+        if let Err(c) = enter_child(Role::Audit) {
+            return c;
+        }
         init_logging("info");
         return match prodhcp_audit::process::run_process(launch) {
             Ok(()) => code(exit::OK),

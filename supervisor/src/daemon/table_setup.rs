@@ -126,6 +126,13 @@ pub fn load_config(path: &Path) -> Result<(Config, String), StartError> {
     if let Some(cluster) = &config.cluster {
         prodhcp_syncd::key::load(&cluster.key_file)?;
     }
+    // `--check-config` says so when the user to drop to does not exist.
+    if let Some(user) = &config.user {
+        crate::privileges::ServiceUser::lookup(user).map_err(|source| StartError::User {
+            path: path.to_path_buf(),
+            source,
+        })?;
+    }
     Ok((config, text))
 }
 
