@@ -162,6 +162,16 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         None => None,
     };
 
+    let pool_alarms = crate::alarms::validate_pool_alarms(wire.pool_alarms)?;
+    for s in &subnets {
+        if let Some(t) = s.alarm_thresholds {
+            let path = FieldPath::field("subnets")
+                .index(s.index)
+                .at("alarm_thresholds");
+            crate::alarms::check_hysteresis(pool_alarms.hysteresis, t, path)?;
+        }
+    }
+
     let config = Config {
         state_dir: wire.state_dir,
         control_socket: wire.control_socket,
@@ -180,6 +190,8 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         durability,
         cluster,
         audit,
+        metrics_listen: wire.metrics_listen,
+        pool_alarms,
     };
     check_table_size(&config)?;
     Ok(config)
@@ -279,7 +291,16 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
         }
     }
 
+    let alarm_thresholds = match &wire.alarm_thresholds {
+        Some(list) => Some(crate::alarms::validate_thresholds(
+            list,
+            path().at("alarm_thresholds"),
+        )?),
+        None => None,
+    };
+
     Ok(Subnet {
+        alarm_thresholds,
         index,
         network,
         pools,
