@@ -30,11 +30,11 @@ pub const EXAMPLE_PEN: u32 = 32473;
 pub const LOCAL0: u8 = 16;
 
 /// The severity (RFC 5424 §6.2.1) of an event kind: warning (4) for a decline, an abandoned
-/// slot and a scrub finding; notice (5) for the appliance's start, stop, reload and role
+/// slot, a scrub finding and a pool alarm; notice (5) for the appliance's start, stop, reload and role
 /// changes; informational (6) for the lease transitions.
 pub fn severity(kind: EventKind) -> u8 {
     match kind {
-        EventKind::Decline | EventKind::Abandon | EventKind::Scrub => 4,
+        EventKind::Decline | EventKind::Abandon | EventKind::Scrub | EventKind::PoolAlarm => 4,
         EventKind::Start | EventKind::Stop | EventKind::Reload | EventKind::Role => 5,
         _ => 6,
     }

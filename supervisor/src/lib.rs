@@ -2,11 +2,14 @@
 //! and migration, and the control socket. Its client, `prodhcpctl`, is the `prodhcp-ctl` crate;
 //! the protocol both speak is `prodhcp-proto`.
 
+pub mod alarms;
+pub mod census;
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;
 pub mod error;
 pub mod leases;
+pub mod metrics_http;
 pub mod owners;
 pub mod reload_track;
 pub mod scrub;
