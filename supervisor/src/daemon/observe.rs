@@ -423,6 +423,10 @@ impl Supervisor {
             let f: GaugeFam = fam(reg, name, help);
             set(&f, &[], v);
         };
+        let secs = |reg: &mut Registry, name: &str, help: &str, v: f64| {
+            let f: FloatFam = fam(reg, name, help);
+            f.get_or_create(&Vec::new()).set(v);
+        };
         let st = self.status();
         g(
             reg,
@@ -479,11 +483,11 @@ impl Supervisor {
                 "Unix time the last scrub pass finished",
                 last.finished,
             );
-            g(
+            secs(
                 reg,
-                "prodhcp_scrub_last_duration_milliseconds",
+                "prodhcp_scrub_last_duration_seconds",
                 "Wall time of the last scrub pass",
-                last.duration_ms,
+                last.duration_ms as f64 / 1000.0,
             );
             let f: GaugeFam = fam(
                 reg,
@@ -523,15 +527,20 @@ impl Supervisor {
             "prodhcp_replication_role",
             "1 for this node's replication role (standalone without a cluster)",
         );
-        set(&role, &[("role", &ha.role)], 1);
+        let role_name = if ha.standalone {
+            "standalone"
+        } else {
+            ha.role.as_str()
+        };
+        set(&role, &[("role", role_name)], 1);
         let rl: GaugeFam = fam(
             reg,
             "prodhcp_replication_lag_records",
             "Records the peer has not acknowledged",
         );
-        let rms: GaugeFam = fam(
+        let rms: FloatFam = fam(
             reg,
-            "prodhcp_replication_lag_milliseconds",
+            "prodhcp_replication_lag_seconds",
             "Age of the oldest record the peer has not acknowledged",
         );
         let link: GaugeFam = fam(
@@ -545,7 +554,8 @@ impl Supervisor {
                 ("state", p.replication.state.as_str()),
             ];
             set(&rl, &lbl, p.replication.lag_records);
-            set(&rms, &lbl, p.replication.lag_ms);
+            rms.get_or_create(&l(&lbl))
+                .set(p.replication.lag_ms as f64 / 1000.0);
             set(
                 &link,
                 &[("peer", p.node.as_str())],
@@ -598,19 +608,19 @@ impl Supervisor {
             count(&http, &[("result", result)], v);
         }
         if let Some(d) = self.census.last_duration {
-            g(
+            secs(
                 reg,
-                "prodhcp_pool_census_duration_milliseconds",
+                "prodhcp_pool_census_duration_seconds",
                 "Time the last pass counting every pool's states took",
-                d.as_millis() as u64,
+                d.as_secs_f64(),
             );
         }
         if let Some(d) = self.metrics.last_encode {
-            g(
+            secs(
                 reg,
-                "prodhcp_metrics_encode_microseconds",
+                "prodhcp_metrics_encode_seconds",
                 "Time the previous scrape took to encode",
-                d.as_micros() as u64,
+                d.as_secs_f64(),
             );
         }
     }
