@@ -203,7 +203,7 @@ fn metrics_endpoint_under_load() {
         let want = stats["total"][name]
             .as_u64()
             .unwrap_or_else(|| panic!("{name} in {stats}"));
-        let got = sum(&s, "prodhcp_worker_packets_total", &[("type", name)]);
+        let got = sum(&s, "prodhcp_packets_total", &[("type", name)]);
         assert_eq!(got, want as f64, "{name}: metrics {got}, stats {want}");
     }
     for w in stats["workers"].as_array().expect("workers") {
@@ -211,7 +211,7 @@ fn metrics_endpoint_under_load() {
         let want = w["ack"].as_u64().unwrap_or_else(|| panic!("ack in {w}"));
         let got = sample(
             &s,
-            "prodhcp_worker_packets_total",
+            "prodhcp_packets_total",
             &[("worker", &id), ("type", "ack")],
         );
         assert_eq!(got, Some(want as f64), "worker {id}");

@@ -370,37 +370,37 @@ impl Supervisor {
                 CounterGroup::Packets,
                 fam(
                     reg,
-                    "prodhcp_worker_packets",
+                    "prodhcp_packets",
                     "Packets by message type (received, discover, ..., offer, ack, nak, dropped)",
                 ),
                 "type",
             ),
             (
                 CounterGroup::Drops,
-                fam(reg, "prodhcp_worker_drops", "Dropped requests by reason"),
+                fam(reg, "prodhcp_drops", "Dropped requests by reason"),
                 "reason",
             ),
             (
                 CounterGroup::Sweeper,
                 fam(
                     reg,
-                    "prodhcp_worker_sweeper",
+                    "prodhcp_sweeper",
                     "Lease-table maintenance by the worker's sweeper",
                 ),
                 "action",
             ),
             (
                 CounterGroup::Events,
-                fam(reg, "prodhcp_worker_events", "Other worker events"),
+                fam(reg, "prodhcp_events", "Other worker events"),
                 "event",
             ),
         ];
         let restarts: CounterFam = fam(
             reg,
-            "prodhcp_worker_restarts",
+            "prodhcp_restarts",
             "Times the supervisor restarted the worker",
         );
-        let up: GaugeFam = fam(reg, "prodhcp_worker_running", "1 while the worker runs");
+        let up: GaugeFam = fam(reg, "prodhcp_running", "1 while the worker runs");
         for w in &self.workers {
             let id = w.id.to_string();
             let view = CounterWords::new(self.table.counters(worker_owner(w.id)));
