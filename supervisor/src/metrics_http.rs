@@ -5,7 +5,8 @@
 //! axum) bring a thread pool or an async runtime with them. What is needed is small: one
 //! `GET /metrics`, `Connection: close`. Every step is bounded so that no scraper can stall the
 //! loop or make the supervisor hold much: non-blocking sockets only, at most
-//! [`MAX_CONNECTIONS`] at once (more are accepted and closed, counted), a request of at most
+//! [`MAX_CONNECTIONS`] at once (when full, the oldest connection that has not sent its request
+//! is closed for the new one; counted), a request of at most
 //! [`MAX_REQUEST`] bytes, [`DEADLINE`] from accept to the last byte written (then closed,
 //! counted), and the response written as the socket takes it.
 
@@ -34,16 +35,20 @@ pub struct HttpCounters {
     pub bad_request: u64,
     /// Closed at [`DEADLINE`] before the response was out.
     pub timeout: u64,
-    /// Refused: [`MAX_CONNECTIONS`] were open.
+    /// Refused: [`MAX_CONNECTIONS`] were open, all being answered.
     pub refused: u64,
+    /// Closed before a request came, to make room for a new connection when
+    /// [`MAX_CONNECTIONS`] were open (the oldest silent one goes).
+    pub evicted: u64,
     /// Closed by the peer or an I/O error before the response was out.
     pub aborted: u64,
 }
 
 impl HttpCounters {
     /// `(result label, count)` pairs.
-    pub fn pairs(&self) -> [(&'static str, u64); 7] {
+    pub fn pairs(&self) -> [(&'static str, u64); 8] {
         [
+            ("evicted", self.evicted),
             ("ok", self.ok),
             ("not_found", self.not_found),
             ("bad_method", self.bad_method),

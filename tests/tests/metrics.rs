@@ -6,7 +6,8 @@
 //! sample line must parse, every family has HELP and TYPE, the text ends with `# EOF`), the
 //! pool's `leased` count grows across the scrapes, and once the load is over the per-worker
 //! counters agree with `prodhcpctl stats --json`. Other paths get 404; a client that connects
-//! and says nothing, and one that sends garbage, do not stop the next scrape.
+//! and says nothing (twenty of them, more than the endpoint's 16 connections), and one that
+//! sends garbage, do not stop the next scrape.
 
 use std::collections::HashMap;
 use std::io::Write;
@@ -160,7 +161,11 @@ fn metrics_endpoint_under_load() {
 
     // Scrapes during the load, with a silent client and a garbage client in between.
     let addr = SocketAddrV4::new(std::net::Ipv4Addr::LOCALHOST, PORT);
-    let silent = tcp_connect_in(&t.srv, addr, Duration::from_secs(2)).expect("silent client");
+    // More silent clients than the endpoint keeps connections (16): they must not lock the
+    // scrapes out.
+    let silent: Vec<_> = (0..20)
+        .map(|_| tcp_connect_in(&t.srv, addr, Duration::from_secs(2)).expect("silent client"))
+        .collect();
     let mut garbage = tcp_connect_in(&t.srv, addr, Duration::from_secs(2)).expect("garbage client");
     let _ = garbage.write_all(b"\x00\x01\x02 not http at all\r\n\r\n");
     let mut leased = Vec::new();
@@ -237,7 +242,15 @@ fn metrics_endpoint_under_load() {
         Some(1.0)
     );
     assert_eq!(sample(&s, "prodhcp_table_slots", &[]), Some(5118.0));
-    // The endpoint counted the garbage client as a bad request, the 404s as not found.
+    // The endpoint counted the garbage client as a bad request, the 404s as not found, and
+    // closed silent clients to make room for the scrapes.
+    assert!(
+        sum(
+            &s,
+            "prodhcp_metrics_http_requests_total",
+            &[("result", "evicted")]
+        ) >= 4.0
+    );
     assert!(
         sum(
             &s,

@@ -115,10 +115,32 @@ impl Supervisor {
                 Ok((mut stream, _)) => {
                     let free = (0..metrics_http::MAX_CONNECTIONS)
                         .find(|&k| self.metrics.conns.get(k).is_none_or(Option::is_none));
-                    let Some(k) = free else {
-                        self.metrics.counters.refused += 1;
-                        drop(stream);
-                        continue;
+                    // Full: the oldest connection still silent makes room (idle connections
+                    // must not lock real scrapes out); refused only when all are answering.
+                    let oldest_silent = || {
+                        self.metrics
+                            .conns
+                            .iter()
+                            .enumerate()
+                            .filter_map(|(k, c)| c.as_ref().map(|c| (k, c)))
+                            .filter(|(_, c)| !c.writing())
+                            .min_by_key(|(_, c)| c.deadline)
+                            .map(|(k, _)| k)
+                    };
+                    let k = match free {
+                        Some(k) => k,
+                        None => match oldest_silent() {
+                            Some(k) => {
+                                self.metrics.counters.evicted += 1;
+                                self.close_metrics_conn(k);
+                                k
+                            }
+                            None => {
+                                self.metrics.counters.refused += 1;
+                                drop(stream);
+                                continue;
+                            }
+                        },
                     };
                     if self
                         .poll
