@@ -133,17 +133,20 @@ fn a_pool_past_90_percent_raises_an_alarm_that_clears_on_release() {
     eprintln!("raised: {p}");
     let (ok, text) = d.ctl_text(&["alarms"]);
     assert!(ok, "{text}");
+    eprint!("prodhcpctl alarms:\n{text}");
     assert!(
         text.lines()
             .any(|l| l.contains(POOL) && l.contains("critical") && l.contains("95.0%")),
         "{text}"
     );
     let line = wait_log(&d, "pool alarm raised");
+    eprintln!("log: {line}");
     assert!(line.contains("WARN"), "{line}");
     assert!(line.contains(POOL) && line.contains("critical"), "{line}");
     let m = metric_level(&t);
     assert!(m.ends_with(" 3"), "{m}");
     let ev = wait_audit(&audit_file, "raised");
+    eprintln!("audit: {ev}");
     let finding = ev["finding"].as_str().unwrap_or_default();
     assert!(
         finding.contains(&format!("pool={POOL}")) && finding.contains("level=critical"),
@@ -159,6 +162,7 @@ fn a_pool_past_90_percent_raises_an_alarm_that_clears_on_release() {
     assert!(p["raised_at"].is_null(), "{p}");
     assert!(p["exhaustion_secs"].is_null(), "{p}");
     let line = wait_log(&d, "pool alarm cleared");
+    eprintln!("log: {line}");
     assert!(line.contains("INFO") && line.contains(POOL), "{line}");
     let m = metric_level(&t);
     assert!(m.ends_with(" 0"), "{m}");
