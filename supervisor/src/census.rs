@@ -139,3 +139,52 @@ impl Census {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use shm_layout::{Ring, SUPERVISOR_OWNER};
+
+    #[test]
+    fn a_pass_runs_in_slices_and_counts_each_pool() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = prodhcp_config::parse(&format!(
+            r#"(state_dir: "{}", subnets: [
+                (network: "10.0.0.0/8", pools: ["10.0.0.1-10.1.134.160"],
+                 reservations: [(mac: "02:00:00:00:00:01", address: "10.0.0.5"),
+                                (mac: "02:00:00:00:00:02", address: "10.1.0.5"),
+                                (mac: "02:00:00:00:00:03", address: "10.1.134.160")]),
+                (network: "192.168.0.0/24", pools: ["192.168.0.10-192.168.0.59"],
+                 reservations: [(mac: "02:00:00:00:00:04", address: "192.168.0.20")]),
+            ])"#,
+            dir.path().display()
+        ))
+        .unwrap();
+        let table =
+            Table::create(&dir.path().join("t"), &crate::daemon::table_spec(&config)).unwrap();
+        let ring = Ring::open_or_create(&dir.path().join("r"), SUPERVISOR_OWNER, 1024).unwrap();
+        crate::leases::apply_reservations(&table, &ring, SUPERVISOR_OWNER, &config, None);
+        let a = (Ipv4Addr::new(10, 0, 0, 1), Ipv4Addr::new(10, 1, 134, 160));
+        let b = (
+            Ipv4Addr::new(192, 168, 0, 10),
+            Ipv4Addr::new(192, 168, 0, 59),
+        );
+        let every = Duration::from_secs(10);
+        let t0 = Instant::now();
+        let mut c = Census::default();
+        assert_eq!(c.wake_in(every, t0), Duration::ZERO);
+        // Pool A has 100,000 addresses: more than one slice.
+        c.step(&table, &config, every, t0);
+        assert_eq!(c.get(a.0, a.1), None, "finished in one slice");
+        assert_eq!(c.wake_in(every, t0), TURN);
+        c.step(&table, &config, every, t0);
+        let got_a = c.get(a.0, a.1).expect("pool A counted");
+        assert_eq!(got_a.reserved, 3);
+        assert_eq!(got_a.leased, 0);
+        assert_eq!(c.get(b.0, b.1).map(|s| s.reserved), Some(1));
+        // The next pass waits for `every`.
+        assert!(c.wake_in(every, Instant::now()) > Duration::from_secs(9));
+        c.step(&table, &config, every, Instant::now());
+        assert_eq!(c.get(a.0, a.1), Some(got_a));
+    }
+}
