@@ -59,11 +59,14 @@ pub enum EventKind {
     Role,
     /// The table scrub found something (`finding`).
     Scrub,
+    /// A pool's utilisation alarm was raised or cleared (`cause`: `raised` or `cleared`;
+    /// `finding`: `subnet=… pool=… level=… utilisation=…% free=… estimate=…s`).
+    PoolAlarm,
 }
 
 impl EventKind {
     /// All kinds, in declaration order.
-    pub const ALL: [EventKind; 20] = [
+    pub const ALL: [EventKind; 21] = [
         EventKind::Offer,
         EventKind::Commit,
         EventKind::Renew,
@@ -84,6 +87,7 @@ impl EventKind {
         EventKind::Reload,
         EventKind::Role,
         EventKind::Scrub,
+        EventKind::PoolAlarm,
     ];
 
     /// Stable lower-case name (RFC 5424 MSGID, JSON `event`).
@@ -109,6 +113,7 @@ impl EventKind {
             EventKind::Reload => "reload",
             EventKind::Role => "role",
             EventKind::Scrub => "scrub",
+            EventKind::PoolAlarm => "pool-alarm",
         }
     }
 
@@ -126,6 +131,7 @@ impl EventKind {
                 | EventKind::Reload
                 | EventKind::Role
                 | EventKind::Scrub
+                | EventKind::PoolAlarm
         )
     }
 }
@@ -169,6 +175,13 @@ pub enum ApplianceEvent {
     Scrub {
         /// What it found, in words.
         finding: String,
+    },
+    /// A pool's utilisation alarm changed level.
+    PoolAlarm {
+        /// `raised` or `cleared`.
+        change: String,
+        /// The pool, its level, utilisation, free count and estimate, as `key=value` words.
+        detail: String,
     },
 }
 
@@ -476,6 +489,7 @@ impl AuditEvent {
             ApplianceEvent::Reload { .. } => EventKind::Reload,
             ApplianceEvent::Role { .. } => EventKind::Role,
             ApplianceEvent::Scrub { .. } => EventKind::Scrub,
+            ApplianceEvent::PoolAlarm { .. } => EventKind::PoolAlarm,
         };
         let mut ev = AuditEvent::bare(kind, origin, time_ms);
         match event {
@@ -487,6 +501,10 @@ impl AuditEvent {
                 ev.cause = Some(cause.clone());
             }
             ApplianceEvent::Scrub { finding } => ev.finding = Some(finding.clone()),
+            ApplianceEvent::PoolAlarm { change, detail } => {
+                ev.cause = Some(change.clone());
+                ev.finding = Some(detail.clone());
+            }
         }
         ev
     }

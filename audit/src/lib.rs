@@ -39,8 +39,8 @@
 //! | generation | `generation` | `generation` (number) | reload: the configuration generation | — |
 //! | role-from | `role-from` | `role_from` | role change: before | — |
 //! | role-to | `role-to` | `role_to` | role change: after | — |
-//! | cause | `cause` | `cause` | role change: why | — |
-//! | finding | `finding` | `finding` | scrub: what was found | — |
+//! | cause | `cause` | `cause` | role change: why; pool-alarm: `raised` or `cleared` | — |
+//! | finding | `finding` | `finding` | scrub: what was found; pool-alarm: `subnet=… pool=… level=… utilisation=…% free=… estimate=…` | — |
 //!
 //! Events (`event`): offer, commit, renew, rebind (a REBINDING client's renewal; an
 //! INIT-REBOOT client's is a renew), release, decline, expire, offer-expire, quarantine-end,
@@ -49,7 +49,7 @@
 //! release), import, reservation (reserved or unreserved by configuration), reservation-used
 //! (a `reservations` address committed to its client), abandon, nak (a refused REQUEST: `ip`
 //! and `mac` as above, no lease fields, no client-id), and the appliance's start, stop, reload,
-//! role, scrub.
+//! role, scrub, pool-alarm (a pool's utilisation alarm raised or cleared).
 //!
 //! The CIM / ASIM column is a mapping hint for whoever writes the SIEM's parser, from the
 //! schemas' published field names (ASIM checked against Microsoft's DHCP schema reference:

@@ -86,6 +86,10 @@ fn appliance_event(f: &ApplianceEventFrame) -> Option<ApplianceEvent> {
         "scrub" => ApplianceEvent::Scrub {
             finding: f.finding.clone().unwrap_or_default(),
         },
+        "pool-alarm" => ApplianceEvent::PoolAlarm {
+            change: f.cause.clone().unwrap_or_default(),
+            detail: f.finding.clone().unwrap_or_default(),
+        },
         _ => return None,
     })
 }

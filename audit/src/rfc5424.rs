@@ -30,11 +30,11 @@ pub const EXAMPLE_PEN: u32 = 32473;
 pub const LOCAL0: u8 = 16;
 
 /// The severity (RFC 5424 §6.2.1) of an event kind: warning (4) for a decline, an abandoned
-/// slot and a scrub finding; notice (5) for the appliance's start, stop, reload and role
+/// slot, a scrub finding and a pool alarm; notice (5) for the appliance's start, stop, reload and role
 /// changes; informational (6) for the lease transitions.
 pub fn severity(kind: EventKind) -> u8 {
     match kind {
-        EventKind::Decline | EventKind::Abandon | EventKind::Scrub => 4,
+        EventKind::Decline | EventKind::Abandon | EventKind::Scrub | EventKind::PoolAlarm => 4,
         EventKind::Start | EventKind::Stop | EventKind::Reload | EventKind::Role => 5,
         _ => 6,
     }
@@ -167,6 +167,13 @@ fn summary(ev: &AuditEvent) -> String {
                 ev.role_to.as_deref().unwrap_or("?")
             ));
         }
+        EventKind::PoolAlarm => {
+            s.push_str(&format!(
+                " {} {}",
+                ev.cause.as_deref().unwrap_or("?"),
+                ev.finding.as_deref().unwrap_or("")
+            ));
+        }
         _ => {
             if let Some(w) = who {
                 s.push_str(&format!(" by {w}"));
@@ -243,6 +250,19 @@ mod tests {
             "<133>1 1970-01-01T00:00:00.000Z dhcp1 prodhcp - reload [lease@32473 \
              event=\"reload\" seq=\"1\" time=\"1970-01-01T00:00:00.000Z\" server=\"dhcp1\" \
              node=\"a\" generation=\"7\"] reload generation 7"
+        );
+        let alarm = ApplianceEvent::PoolAlarm {
+            change: "raised".into(),
+            detail: "subnet=10.0.0.0/24 pool=10.0.0.10-10.0.0.29 level=critical".into(),
+        };
+        let ev = AuditEvent::appliance(&alarm, &origin(3), 0);
+        assert_eq!(
+            f.format(&ev),
+            "<132>1 1970-01-01T00:00:00.000Z dhcp1 prodhcp - pool-alarm [lease@32473 \
+             event=\"pool-alarm\" seq=\"3\" time=\"1970-01-01T00:00:00.000Z\" server=\"dhcp1\" \
+             node=\"a\" cause=\"raised\" \
+             finding=\"subnet=10.0.0.0/24 pool=10.0.0.10-10.0.0.29 level=critical\"] \
+             pool-alarm raised subnet=10.0.0.0/24 pool=10.0.0.10-10.0.0.29 level=critical"
         );
         let mut ev = AuditEvent::bare(EventKind::Decline, &origin(2), 1000);
         ev.server = "has space".into();

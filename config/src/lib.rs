@@ -12,6 +12,7 @@
 //! Architecture Invariant: this crate does no I/O besides reading the one file in [`load`],
 //! and nothing in a configuration text can make it panic.
 
+pub mod alarms;
 pub mod audit;
 pub mod cluster;
 mod error;
@@ -28,6 +29,7 @@ mod wire;
 use std::io::Read as _;
 use std::path::Path;
 
+pub use alarms::{PoolAlarms, Thresholds};
 pub use audit::{Audit, AuditHost, AuditTarget, AuditTls, Endpoint};
 pub use cluster::{Cluster, Peer, Replication, ServiceAddress};
 pub use error::ConfigError;

@@ -58,6 +58,10 @@ pub struct Config {
     /// exists is the supervisor's question. Read at start only: a reload that changes it is
     /// refused.
     pub user: Option<String>,
+    /// Where the Prometheus endpoint listens (`GET /metrics`); `None` = no endpoint.
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    /// When pool utilisation raises an alarm (the defaults when the section is absent).
+    pub pool_alarms: crate::alarms::PoolAlarms,
 }
 
 /// What an acknowledged lease survives (`durability` in the file).
@@ -113,6 +117,9 @@ pub struct Subnet {
     /// behind the same relay (split scopes) can answer. NAKs for a client whose known binding
     /// differs from what it asks for are sent either way.
     pub authoritative: bool,
+    /// This subnet's pool alarm thresholds (applies to each of its pools); `None` = the
+    /// `pool_alarms` ones.
+    pub alarm_thresholds: Option<crate::alarms::Thresholds>,
 }
 
 /// A fixed address for a client known by MAC address, client identifier, or both.
@@ -158,6 +165,13 @@ impl Subnet {
 }
 
 impl Config {
+    /// The pool alarm thresholds of `subnet`'s pools: its own, else `pool_alarms`'.
+    pub fn alarm_thresholds(&self, subnet: &Subnet) -> crate::alarms::Thresholds {
+        subnet
+            .alarm_thresholds
+            .unwrap_or(self.pool_alarms.thresholds)
+    }
+
     /// The server identifier (option 54) replies carry and requests are checked against,
     /// when the configuration fixes one: the top-level `server_id`, else the cluster's
     /// `service_address` (so renewing clients follow the active appliance wherever the

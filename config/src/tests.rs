@@ -1776,3 +1776,68 @@ fn user_is_optional_checked_for_syntax_and_never_root() {
         );
     }
 }
+
+#[test]
+fn metrics_listen_and_pool_alarms() {
+    let c = ok(&config_text("", &subnet("")));
+    assert_eq!(c.metrics_listen, None);
+    assert_eq!(c.pool_alarms, alarms::PoolAlarms::default());
+    assert_eq!(c.alarm_thresholds(&c.subnets[0]).0, [80, 90, 95]);
+    let c = ok(&config_text(
+        "    metrics_listen: Some(\"127.0.0.1:9967\"),\n    pool_alarms: (thresholds: [50, 60, 70], hysteresis: 2, interval: 1, rate_window: 30),",
+        &subnet("            alarm_thresholds: Some([10, 20, 30]),"),
+    ));
+    assert_eq!(c.metrics_listen, Some("127.0.0.1:9967".parse().unwrap()));
+    assert_eq!(c.pool_alarms.thresholds.0, [50, 60, 70]);
+    assert_eq!(c.pool_alarms.interval, 1);
+    assert_eq!(c.alarm_thresholds(&c.subnets[0]).0, [10, 20, 30]);
+    // The binary form the workers get keeps the new fields.
+    assert_eq!(handoff::decode(&handoff::encode(&c)).unwrap(), c);
+
+    rejects(
+        &config_text("    metrics_listen: Some(\"localhost\"),", &subnet("")),
+        "metrics_listen",
+        "",
+    );
+    rejects(
+        &config_text("    pool_alarms: (thresholds: [90, 80, 95]),", &subnet("")),
+        "pool_alarms.thresholds",
+        "increase strictly",
+    );
+    rejects(
+        &config_text("    pool_alarms: (thresholds: [80, 90]),", &subnet("")),
+        "pool_alarms.thresholds",
+        "exactly three",
+    );
+    rejects(
+        &config_text("    pool_alarms: (thresholds: [80, 90, 101]),", &subnet("")),
+        "pool_alarms.thresholds",
+        "1 to 100",
+    );
+    rejects(
+        &config_text("    pool_alarms: (interval: 0),", &subnet("")),
+        "pool_alarms.interval",
+        "between 1 and",
+    );
+    rejects(
+        &config_text(
+            "    pool_alarms: (interval: 60, rate_window: 30),",
+            &subnet(""),
+        ),
+        "pool_alarms.rate_window",
+        "between the interval",
+    );
+    rejects(
+        &config_text("    pool_alarms: (hysteresis: 80),", &subnet("")),
+        "pool_alarms.hysteresis",
+        "no room to clear",
+    );
+    rejects(
+        &config_text(
+            "",
+            &subnet("            alarm_thresholds: Some([3, 20, 30]),"),
+        ),
+        "subnets[0].alarm_thresholds",
+        "no room to clear",
+    );
+}

@@ -167,6 +167,15 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
     if let Some(user) = &wire.user {
         check_user_name(user, root("user"))?;
     }
+    let pool_alarms = crate::alarms::validate_pool_alarms(wire.pool_alarms)?;
+    for s in &subnets {
+        if let Some(t) = s.alarm_thresholds {
+            let path = FieldPath::field("subnets")
+                .index(s.index)
+                .at("alarm_thresholds");
+            crate::alarms::check_hysteresis(pool_alarms.hysteresis, t, path)?;
+        }
+    }
 
     let config = Config {
         state_dir: wire.state_dir,
@@ -187,6 +196,8 @@ pub(crate) fn validate(wire: WireConfig) -> Check<Config> {
         cluster,
         audit,
         user: wire.user,
+        metrics_listen: wire.metrics_listen,
+        pool_alarms,
     };
     check_table_size(&config)?;
     Ok(config)
@@ -286,7 +297,16 @@ fn validate_subnet(index: usize, wire: WireSubnet, seen: &mut Seen) -> Check<Sub
         }
     }
 
+    let alarm_thresholds = match &wire.alarm_thresholds {
+        Some(list) => Some(crate::alarms::validate_thresholds(
+            list,
+            path().at("alarm_thresholds"),
+        )?),
+        None => None,
+    };
+
     Ok(Subnet {
+        alarm_thresholds,
         index,
         network,
         pools,

@@ -104,6 +104,9 @@ pub(crate) struct WireConfig {
     pub audit: Option<WireAudit>,
     #[serde(default)]
     pub user: Option<String>,
+    pub metrics_listen: Option<std::net::SocketAddr>,
+    #[serde(default)]
+    pub pool_alarms: Option<crate::alarms::WirePoolAlarms>,
 }
 
 fn default_spool_max_bytes() -> u64 {
@@ -197,6 +200,8 @@ pub(crate) struct WireSubnet {
     pub relays: Vec<Ipv4Addr>,
     #[serde(default)]
     pub authoritative: bool,
+    #[serde(default)]
+    pub alarm_thresholds: Option<Vec<u8>>,
 }
 
 /// One entry of `reservations`.

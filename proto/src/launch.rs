@@ -208,7 +208,7 @@ pub const AUDIT_REPORT_EVERY_MS: u64 = 500;
 pub struct ApplianceEventFrame {
     /// Unix time in ms when it happened.
     pub time_ms: u64,
-    /// `start`, `stop`, `reload`, `role` or `scrub`.
+    /// `start`, `stop`, `reload`, `role`, `scrub` or `pool-alarm`.
     pub event: String,
     /// `reload`: the configuration generation now in force.
     #[serde(default)]
@@ -219,10 +219,10 @@ pub struct ApplianceEventFrame {
     /// `role`: the role after.
     #[serde(default)]
     pub role_to: Option<String>,
-    /// `role`: why.
+    /// `role`: why; `pool-alarm`: `raised` or `cleared`.
     #[serde(default)]
     pub cause: Option<String>,
-    /// `scrub`: what was found.
+    /// `scrub`: what was found; `pool-alarm`: the pool, level, utilisation, free, estimate.
     #[serde(default)]
     pub finding: Option<String>,
 }

@@ -31,6 +31,7 @@ use workers::Worker;
 
 mod audit;
 mod control;
+mod observe;
 mod resize;
 mod syncd;
 mod table_setup;
@@ -45,6 +46,11 @@ const LISTENER: Token = Token(1);
 const SYNCD_CHANNEL: Token = Token(2);
 /// The audit process's channel.
 const AUDIT_CHANNEL: Token = Token(3);
+/// The metrics endpoint's listener.
+const METRICS_LISTENER: Token = Token(4);
+/// Metrics connections: `METRICS_CONN_BASE + k`, k below `metrics_http::MAX_CONNECTIONS`
+/// (inside the worker channel range, whose workers stop at `MAX_WORKERS`; matched first).
+const METRICS_CONN_BASE: usize = 50_000;
 const CHANNEL_BASE: usize = 1000;
 const CONN_BASE: usize = 100_000;
 
@@ -102,6 +108,12 @@ pub struct Supervisor {
     reload_previous: Option<(Config, String)>,
     /// What systemd was told (`READY=1`, `RELOADING=1`, the watchdog).
     notifier: crate::notify::Notifier,
+    /// The Prometheus endpoint (`metrics_listen`).
+    metrics: observe::MetricsEndpoint,
+    /// Pool utilisation alarms.
+    alarms: crate::alarms::Alarms,
+    /// Per-state pool counts for the metrics, counted in slices.
+    census: crate::census::Census,
 }
 
 /// How long a stopping child (worker, syncd) may take after SIGTERM before it is SIGKILLed.
@@ -266,7 +278,11 @@ impl Supervisor {
             reload_track: None,
             reload_previous: None,
             notifier: crate::notify::Notifier::from_env(),
+            metrics: observe::MetricsEndpoint::default(),
+            alarms: crate::alarms::Alarms::default(),
+            census: crate::census::Census::default(),
         };
+        sup.configure_metrics();
         sup.check_evictions();
         // No syncd runs yet: a hold left in a ring by the last run must not keep a worker's
         // replies waiting for a replicated position nobody will publish.
@@ -317,6 +333,14 @@ impl Supervisor {
                     LISTENER => self.accept(),
                     SYNCD_CHANNEL => self.syncd_channel(),
                     AUDIT_CHANNEL => self.audit_channel(),
+                    METRICS_LISTENER => self.metrics_accept(),
+                    Token(t)
+                        if (METRICS_CONN_BASE
+                            ..METRICS_CONN_BASE + crate::metrics_http::MAX_CONNECTIONS)
+                            .contains(&t) =>
+                    {
+                        self.metrics_conn(t - METRICS_CONN_BASE)
+                    }
                     Token(t) if (CHANNEL_BASE..CONN_BASE).contains(&t) => {
                         self.worker_channel(t - CHANNEL_BASE)
                     }
@@ -417,6 +441,7 @@ impl Supervisor {
         if let Some(s) = self.scrub.wake_in() {
             t = t.min(s);
         }
+        t = t.min(self.observe_wake_in());
         let restarts = self.workers.iter().map(Worker::restart_at);
         let syncd = self.syncd.as_ref().map(syncd::Syncd::restart_at);
         let audit = self.audit.as_ref().map(audit::AuditProc::restart_at);
@@ -451,6 +476,7 @@ impl Supervisor {
             self.audit_event(ev);
         }
         self.check_evictions();
+        self.observe_housekeeping();
         // Close idle control connections.
         let stale: Vec<usize> = self
             .conns
@@ -524,6 +550,7 @@ impl Supervisor {
                 self.config_wire = prodhcp_config::handoff::encode(&config);
                 let previous = std::mem::replace(&mut self.config, config);
                 self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
+                self.configure_metrics();
                 leases::apply_reservations(
                     &self.table,
                     &self.sup_ring,
@@ -699,6 +726,7 @@ impl Supervisor {
                     }
                     let failed = std::mem::replace(&mut self.config, config);
                     self.subnet_lookup = prodhcp_config::SubnetLookup::build(&self.config);
+                    self.configure_metrics();
                     self.config_text = text;
                     self.config_wire = prodhcp_config::handoff::encode(&self.config);
                     if self.resize_for_config() && self.audit.is_some() {

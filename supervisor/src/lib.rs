@@ -3,12 +3,15 @@
 //! the protocol both speak is `prodhcp-proto`.
 
 pub mod cli;
+pub mod alarms;
+pub mod census;
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;
 pub mod error;
 pub mod leases;
 pub mod notify;
+pub mod metrics_http;
 pub mod owners;
 pub mod privileges;
 pub mod reload_track;

@@ -54,6 +54,10 @@ pub enum CtlCommand {
         #[command(subcommand)]
         action: Option<ConsumersAction>,
     },
+    /// Every pool's utilisation alarm: level (none, warning, major, critical), utilisation,
+    /// free and total addresses, thresholds, estimated time to exhaustion (while free
+    /// addresses decrease) and since when the level is raised.
+    Alarms,
     /// Hand the active role to another appliance of the cluster (planned: the active stops
     /// taking requests, drains held replies, hands over once the target has every record; the
     /// target takes the service address and answers). Waits until it is done or failed.

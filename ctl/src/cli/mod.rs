@@ -13,6 +13,7 @@
 //! `leases_import` (the bulk commands), `ha` and `audit` (their status texts), `history` (who
 //! held an address, from the audit files; no daemon); this file runs a parsed command.
 
+mod alarms;
 mod args;
 mod audit;
 mod client;
@@ -33,6 +34,7 @@ use std::time::Duration;
 
 use prodhcp_proto::{Command, LeaseRecord, Response, StatsData, StatusData};
 
+pub use alarms::format_alarms;
 pub use args::{
     AuditAction, Cli, ConsumersAction, CtlCommand, ExportFormat, HaAction, HistoryArgs,
     ImportFormatArg, LeasesAction, LeasesArgs, DEFAULT_TIMEOUT_SECS,
@@ -157,6 +159,18 @@ fn run_command(cli: &Cli, io: &mut Output<'_>, stdout_used: &mut bool) -> Result
                 print_json(io.out, &data)
             } else {
                 writeln!(io.out, "dropped consumer {}:{}", target.0, target.1).map_err(stdout_error)
+            }
+        }
+        CtlCommand::Alarms => {
+            let data = failed(connect()?.call(Command::Alarms)?)?;
+            let d: prodhcp_proto::AlarmsData = decode(data.clone())?;
+            *stdout_used = true;
+            if cli.json {
+                print_json(io.out, &data)
+            } else {
+                io.out
+                    .write_all(format_alarms(&d).as_bytes())
+                    .map_err(stdout_error)
             }
         }
         CtlCommand::Switchover { to } => {

@@ -49,6 +49,7 @@
 //! | `ha_status`     | [`HaStatusData`]                         |
 //! | `ha`            | [`HaCommandAccepted`]                    |
 //! | `audit_status`  | [`AuditStatusData`]                      |
+//! | `alarms`        | [`AlarmsData`]                           |
 //!
 //! Import semantics: the server applies the records of a batch in order, so when the same address
 //! appears more than once (Kea memfile and dhcpd.leases are append-only logs) the last record wins.
@@ -62,6 +63,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::hwaddr::HwAddr;
 
+mod alarms;
 mod audit;
 mod consumers;
 mod ha;
@@ -71,6 +73,7 @@ mod status;
 #[cfg(test)]
 mod tests;
 
+pub use alarms::*;
 pub use audit::*;
 pub use consumers::*;
 pub use ha::*;
@@ -162,6 +165,8 @@ pub enum Command {
     },
     /// The audit trail: the audit process, its targets, spool and losses.
     AuditStatus,
+    /// Every pool's utilisation alarm: level, utilisation, free, time-to-exhaustion estimate.
+    Alarms,
 }
 
 impl Command {
@@ -179,6 +184,7 @@ impl Command {
             Command::HaStatus => "ha_status",
             Command::Ha { .. } => "ha",
             Command::AuditStatus => "audit_status",
+            Command::Alarms => "alarms",
         }
     }
 }

@@ -147,6 +147,7 @@ impl Supervisor {
             Command::Status => ok(Response::ok(&self.status())),
             Command::HaStatus => ok(Response::ok(&self.ha_status())),
             Command::AuditStatus => ok(Response::ok(&self.audit_status())),
+            Command::Alarms => ok(Response::ok(&self.alarms_data())),
             Command::Ha { command } => match self.ha_command(command) {
                 Ok(accepted) => ok(Response::ok(&accepted)),
                 Err(e) => Response::error(e),
