@@ -2,16 +2,16 @@
 //! and migration, and the control socket. Its client, `prodhcpctl`, is the `prodhcp-ctl` crate;
 //! the protocol both speak is `prodhcp-proto`.
 
-pub mod cli;
 pub mod alarms;
 pub mod census;
+pub mod cli;
 pub mod consumers;
 pub mod control_server;
 pub mod daemon;
 pub mod error;
 pub mod leases;
-pub mod notify;
 pub mod metrics_http;
+pub mod notify;
 pub mod owners;
 pub mod privileges;
 pub mod reload_track;
