@@ -33,7 +33,15 @@ const LOAD_RATE: u32 = 200;
 /// Measured here: 2224 and 2230 of 4400 ACKed.
 const MIN_LOAD_ACKED: f64 = 0.25;
 /// Least ACKs the scripted client (sequential DORAs, 500 ms timeout) must get in the kill phase.
-const MIN_AGENT_ACKS: usize = 100;
+/// Under a kill every 0.3–1 s the restart backoff (100 ms doubling to 5 s, reset only after
+/// 30 s of healthy running) keeps each worker down much of the phase, and a DORA whose MAC is
+/// steered to a dead worker costs its timeout: measured here (2026-12-02) 52–70 ACKs in 85–100
+/// attempts, with the binaries before and after issue 11 alike. That the workers really come
+/// back is checked after the phase ([`AGENT_ACKS_AFTER`]).
+const MIN_AGENT_ACKS: usize = 40;
+/// DORAs the scripted client makes once the kills stopped and every worker runs again: every
+/// one must be ACKed (new MACs, so both workers' shares are used).
+const AGENT_ACKS_AFTER: u32 = 50;
 /// A second address in the load namespace, mapped to its own subnet, for the scripted client.
 const AGENT_IP: Ipv4Addr = Ipv4Addr::new(198, 18, 0, 4);
 
@@ -81,7 +89,7 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
             }
             n += 1;
         }
-        (acked, n)
+        (acked, n, agent)
     });
 
     let daemon_pid = d.pid();
@@ -112,13 +120,13 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
         }
     }
     stop.store(true, Ordering::Relaxed);
-    let (acked, attempts) = recorder.join().expect("recorder thread");
+    let (mut acked, attempts, agent) = recorder.join().expect("recorder thread");
+    let acked_during = acked.len();
     let load_exit = load.wait_timeout(Duration::from_secs(90));
     assert!(kills >= 10, "only {kills} kills happened");
     assert!(
-        acked.len() >= MIN_AGENT_ACKS,
-        "the scripted client got only {} ACKs in {attempts} attempts",
-        acked.len()
+        acked_during >= MIN_AGENT_ACKS,
+        "the scripted client got only {acked_during} ACKs in {attempts} attempts"
     );
     // dhcpperf exits 0 when the run completed (losses are in its report), 3 when cut short.
     assert!(
@@ -139,6 +147,21 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     assert!(
         restarts > 0,
         "no restarts reported after {kills} kills: {st}"
+    );
+    // Every worker is back: each of these new clients gets its lease at the first try.
+    let mut failed_after = Vec::new();
+    for n in 0..AGENT_ACKS_AFTER {
+        let id = Identity::mac(test_mac(0x61, n));
+        match agent.dora(&id, &Extras::default()) {
+            Ok(b) => acked.push((id.mac_string(), b.address)),
+            Err(e) => failed_after.push(format!("{}: {e}", id.mac_string())),
+        }
+    }
+    assert!(
+        failed_after.is_empty(),
+        "after the kills, with every worker running, {} of {AGENT_ACKS_AFTER} DORAs failed: {:?}",
+        failed_after.len(),
+        failed_after
     );
 
     let export = d.export();
@@ -163,8 +186,8 @@ fn killed_workers_are_restarted_and_no_ack_is_lost() {
     );
     eprintln!(
         "kill_workers: {kills} kills, load ACKs {load_acks} (all {checked} in the export), \
-         scripted client {} ACKs of {attempts}; load: {load_summary}",
-        acked.len()
+         scripted client {acked_during} ACKs of {attempts} during the kills and \
+         {AGENT_ACKS_AFTER} of {AGENT_ACKS_AFTER} after; load: {load_summary}"
     );
     let mut by_addr: HashMap<String, String> = HashMap::new();
     let mut seen = HashSet::new();
