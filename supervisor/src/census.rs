@@ -29,6 +29,19 @@ pub struct StateCounts {
     pub reserved: u64,
 }
 
+impl StateCounts {
+    /// Counts one slot in `state` (free, expired and abandoned slots count nowhere).
+    pub fn add(&mut self, state: LeaseState) {
+        match state {
+            LeaseState::Offered => self.offered += 1,
+            LeaseState::Leased => self.leased += 1,
+            LeaseState::Declined => self.declined += 1,
+            LeaseState::Reserved => self.reserved += 1,
+            _ => {}
+        }
+    }
+}
+
 /// A pool (first, last address) and its slot spans.
 type PoolSpans = ((Ipv4Addr, Ipv4Addr), Vec<Range<u32>>);
 
@@ -114,12 +127,8 @@ impl Census {
             let to = span.end.min(from.saturating_add(budget));
             let c = pass.counts.entry(key).or_default();
             for slot in from..to {
-                match table.read(slot).map(|i| i.state) {
-                    Ok(LeaseState::Offered) => c.offered += 1,
-                    Ok(LeaseState::Leased) => c.leased += 1,
-                    Ok(LeaseState::Declined) => c.declined += 1,
-                    Ok(LeaseState::Reserved) => c.reserved += 1,
-                    _ => {}
+                if let Ok(info) = table.read(slot) {
+                    c.add(info.state);
                 }
             }
             budget -= to - from;

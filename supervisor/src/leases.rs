@@ -84,26 +84,23 @@ pub fn pool_stats(table: &Table, config: &Config) -> Vec<PoolStats> {
         for p in &s.pools {
             // One run of slots, or several when live pool changes grew the pool.
             let spans = table.slot_spans(u32::from(p.first), u32::from(p.last));
-            let mut st = PoolStats {
+            let free = spans.iter().map(|r| table.count_free(r.clone())).sum();
+            let mut c = crate::census::StateCounts::default();
+            for slot in spans.into_iter().flatten() {
+                if let Ok(info) = table.read(slot) {
+                    c.add(info.state);
+                }
+            }
+            out.push(PoolStats {
                 first: p.first,
                 last: p.last,
                 size: p.len(),
-                free: spans.iter().map(|r| table.count_free(r.clone())).sum(),
-                offered: 0,
-                leased: 0,
-                declined: 0,
-                reserved: 0,
-            };
-            for slot in spans.into_iter().flatten() {
-                match table.read(slot).map(|i| i.state) {
-                    Ok(LeaseState::Offered) => st.offered += 1,
-                    Ok(LeaseState::Leased) => st.leased += 1,
-                    Ok(LeaseState::Declined) => st.declined += 1,
-                    Ok(LeaseState::Reserved) => st.reserved += 1,
-                    _ => {}
-                }
-            }
-            out.push(st);
+                free,
+                offered: c.offered,
+                leased: c.leased,
+                declined: c.declined,
+                reserved: c.reserved,
+            });
         }
     }
     out
