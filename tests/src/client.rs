@@ -230,6 +230,17 @@ impl TestClient {
         what: &'static str,
         timeout: Duration,
     ) -> Result<Reply, ExchangeError> {
+        self.await_any(&[xid], what, timeout)
+    }
+
+    /// Waits up to `timeout` for a BOOTREPLY carrying any of `xids` (a late answer to an
+    /// earlier probe counts); other datagrams are counted in `stray_replies` and skipped.
+    pub fn await_any(
+        &self,
+        xids: &[u32],
+        what: &'static str,
+        timeout: Duration,
+    ) -> Result<Reply, ExchangeError> {
         let deadline = Instant::now() + timeout;
         let mut buf = [0u8; 2048];
         loop {
@@ -240,7 +251,7 @@ impl TestClient {
             self.sock.set_read_timeout(Some(left))?;
             match self.sock.recv_from(&mut buf) {
                 Ok((n, _from)) => match Reply::parse(buf.get(..n).unwrap_or(&[])) {
-                    Ok(r) if r.xid == xid && r.op == 2 => return Ok(r),
+                    Ok(r) if xids.contains(&r.xid) && r.op == 2 => return Ok(r),
                     _ => {
                         self.stray_replies.fetch_add(1, Ordering::Relaxed);
                     }

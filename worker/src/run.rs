@@ -105,10 +105,11 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
         owner,
         u64::from(config.ring_capacity),
     )?;
-    let mut durability = config.durability;
+    let durability = config.durability;
     let mut held = HeldReplies::new(config.max_held_replies as usize);
     let serve = ServeConfig::build(config, &table);
     let mut engine = Engine::new(table, ring, owner, serve, args.id, args.workers);
+    let mut durable = DurableSends::new(durability, engine.ring().head());
     // Replies a previous process of this worker held died with it.
     engine.counters().set(Counter::HeldNow, 0);
     write_frame(&mut channel, FrameKind::Applied, b"started")?;
@@ -173,7 +174,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 &mut engine,
                 &udp,
                 &broadcasts,
-                durability,
+                &mut durable,
                 &mut batch,
                 &mut sends,
                 &mut direct,
@@ -191,7 +192,7 @@ pub fn run_worker(args: LaunchArgs) -> Result<(), WorkerError> {
                 Ok(serve)
             }) {
                 Ok(serve) => {
-                    durability = serve.config.durability;
+                    durable.mode = serve.config.durability;
                     held.set_max(serve.config.max_held_replies as usize);
                     engine.reconfigure(serve);
                     sys::trim_heap();
@@ -260,20 +261,50 @@ impl Default for DirectReplies {
     }
 }
 
+/// What the receive path needs for `durability`: with `"power"` only a reply that confirms a
+/// lease (an ACK to a REQUEST) waits for its batch's sync; a reply that confirms nothing
+/// (OFFER, NAK, ACK to INFORM) leaves before it, and a batch with no confirming reply makes no
+/// sync at all. The next sync covers every ring record since the last one, so the records on
+/// disk stay contiguous.
+struct DurableSends {
+    mode: Durability,
+    /// Ring head whose changes (slots and records) are on stable storage, as far as this
+    /// process synced them.
+    synced_upto: u64,
+    /// Routed replies that confirm nothing, sent before the batch's sync.
+    early: SendBatch,
+    /// Clients (chaddr) with a confirming reply in this batch: their later replies in the
+    /// batch wait behind it, so a client's replies keep their order.
+    waiting: Vec<[u8; 16]>,
+}
+
+impl DurableSends {
+    fn new(mode: Durability, ring_head: u64) -> Self {
+        DurableSends {
+            mode,
+            synced_upto: ring_head,
+            early: SendBatch::default(),
+            waiting: Vec::with_capacity(sys::BATCH),
+        }
+    }
+}
+
 /// Serves up to [`MAX_BATCHES_PER_TURN`] batches; returns whether the socket was drained.
 ///
 /// Per receive batch: every request is handled (each table change committed, its ring record
-/// published), then — with `durability: "power"` — the slots and ring records the batch
-/// changed are written to stable storage ([`shm_layout::durable::sync_changes`], one sync per
-/// batch: group commit), and only then are the batch's replies sent. See `shm_layout::durable`
-/// for why that order makes every ACK that leaves the machine survive a power cut. If the sync
-/// fails, the batch's replies are not sent (counted as send errors; the clients retry).
+/// published). With `durability: "power"`, replies that confirm nothing (OFFER, NAK, ACK to
+/// INFORM) are sent at once; then, if the batch has a reply that confirms a lease, the slots
+/// and ring records changed since the last sync are written to stable storage
+/// ([`shm_layout::durable::sync_changes`], one sync per batch: group commit), and only then are
+/// the confirming replies sent. See `shm_layout::durable` for why that order makes every ACK
+/// that leaves the machine survive a power cut. If the sync fails, the confirming replies are
+/// not sent (counted as send errors; the clients retry).
 #[allow(clippy::too_many_arguments)]
 fn serve_udp(
     engine: &mut Engine,
     udp: &OwnedFd,
     broadcasts: &InterfaceBroadcasts,
-    durability: Durability,
+    durable: &mut DurableSends,
     batch: &mut RecvBatch,
     sends: &mut SendBatch,
     direct: &mut DirectReplies,
@@ -300,6 +331,11 @@ fn serve_udp(
         let head_before = engine.ring().head();
         let held_before = held.len();
         let mut held_full = 0u64;
+        let power = durable.mode == Durability::Power;
+        // Replies of this batch that confirm a lease (queued or held): they need the sync.
+        let mut confirming = 0usize;
+        let mut early_failed = 0usize;
+        durable.waiting.clear();
         for i in 0..n {
             let m = batch.meta[i];
             let inc = Incoming {
@@ -323,7 +359,8 @@ fn serve_udp(
             // to a client that has one waiting. See `crate::held`.
             let bytes = &buf[..reply.len];
             let ring = engine.ring();
-            let client_waits = !held.is_empty() && held.holds_client(&client_of(bytes));
+            let client = client_of(bytes);
+            let client_waits = !held.is_empty() && held.holds_client(&client);
             if client_waits || (reply.confirms_lease && ring.hold_replies()) {
                 let head = ring.head();
                 if client_waits || ring.replicated() < head {
@@ -332,6 +369,27 @@ fn serve_udp(
                         .is_err()
                     {
                         held_full += 1;
+                    } else if reply.confirms_lease {
+                        confirming += 1;
+                    }
+                    continue;
+                }
+            }
+            if power {
+                if reply.confirms_lease {
+                    confirming += 1;
+                    durable.waiting.push(client);
+                } else if !durable.waiting.contains(&client) {
+                    // Confirms nothing: it does not wait for the disk.
+                    if reply.ifindex.is_none() {
+                        if let Some(out) = durable.early.next_buf() {
+                            out[..reply.len].copy_from_slice(bytes);
+                            durable.early.push(reply.len, dst);
+                        } else {
+                            unreachable_batch_overflow();
+                        }
+                    } else if sys::send_to(udp, bytes, dst, reply.ifindex, reply.src).is_err() {
+                        early_failed += 1;
                     }
                     continue;
                 }
@@ -355,24 +413,35 @@ fn serve_udp(
         if held_before == 0 && !held.is_empty() && engine.ring().head() != head_before {
             let _ = nix::unistd::write(records_doorbell, &1u64.to_ne_bytes());
         }
-        let durable = match durability {
-            Durability::Process => true,
-            Durability::Power => {
-                match shm_layout::durable::sync_changes(engine.table(), engine.ring(), head_before)
-                {
-                    Ok(_) => true,
-                    Err(e) => {
-                        tracing::warn!(error = %e, "could not write the batch's lease changes to disk; its replies are not sent");
-                        false
-                    }
+        if !durable.early.is_empty() {
+            early_failed += durable.early.flush(udp);
+        }
+        let is_durable = if power && confirming > 0 {
+            match shm_layout::durable::sync_changes(
+                engine.table(),
+                engine.ring(),
+                durable.synced_upto,
+            ) {
+                Ok(upto) => {
+                    durable.synced_upto = upto;
+                    true
+                }
+                Err(e) => {
+                    tracing::warn!(error = %e, "could not write the batch's lease changes to disk; its confirming replies are not sent");
+                    false
                 }
             }
+        } else {
+            true
         };
         let counters = engine.counters();
+        for _ in 0..early_failed {
+            counters.drop_for(Counter::DropSendError);
+        }
         for _ in 0..held_full {
             counters.drop_for(Counter::DropHeldFull);
         }
-        let newly_held = if durable {
+        let newly_held = if is_durable {
             held.len() - held_before
         } else {
             // Its changes are not on disk: its held replies must not leave either.
@@ -387,7 +456,7 @@ fn serve_udp(
         if newly_held > 0 || held_before != held.len() {
             counters.set(Counter::HeldNow, held.len() as u64);
         }
-        let unsent = if durable {
+        let unsent = if is_durable {
             let mut failed = sends.flush(udp);
             for (k, &(len, dst, ifindex, src)) in direct.items.iter().enumerate() {
                 if sys::send_to(udp, &direct.bufs[k][..len], dst, ifindex, src).is_err() {
