@@ -182,6 +182,11 @@ catalogue! {
     /// syncd gone) before their change was replicated, so the change may exist on this
     /// appliance only; the client retries and is served under the new role.
     HeldDropped = 62, "held_dropped", Events, "held_dropped";
+    /// `durability: "power"`: writes of lease changes to stable storage (one per receive batch
+    /// holding a reply that confirms a lease; a batch of OFFERs alone makes none).
+    DiskSyncs = 63, "disk_syncs", Events, "disk_syncs";
+    /// Microseconds spent in those writes: the wait they add to the confirming replies.
+    DiskSyncMicros = 64, "disk_sync_us", Events, "disk_sync_us";
 }
 
 /// A view of one worker's counters: the counter words of its owner record in the lease table

@@ -417,11 +417,16 @@ fn serve_udp(
             early_failed += durable.early.flush(udp);
         }
         let is_durable = if power && confirming > 0 {
-            match shm_layout::durable::sync_changes(
+            let t_sync = Instant::now();
+            let synced = shm_layout::durable::sync_changes(
                 engine.table(),
                 engine.ring(),
                 durable.synced_upto,
-            ) {
+            );
+            let counters = engine.counters();
+            counters.inc(Counter::DiskSyncs);
+            counters.add(Counter::DiskSyncMicros, t_sync.elapsed().as_micros() as u64);
+            match synced {
                 Ok(upto) => {
                     durable.synced_upto = upto;
                     true
