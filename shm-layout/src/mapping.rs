@@ -191,14 +191,23 @@ pub fn page_is_dirty(file: &File, offset: u64) -> io::Result<bool> {
 mod tests {
     use super::*;
 
+    /// Whether this test can read page flags (root); if not, it may skip only when the run
+    /// says so (`PRODHCP_SKIP_SYSTEM_TESTS=1`).
+    fn can_read_page_flags() -> bool {
+        if nix::unistd::geteuid().is_root() {
+            return true;
+        }
+        assert!(
+            std::env::var_os("PRODHCP_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1"),
+            "page_is_dirty needs root; run as root or set PRODHCP_SKIP_SYSTEM_TESTS=1"
+        );
+        eprintln!("SKIPPED: page_is_dirty needs root (PRODHCP_SKIP_SYSTEM_TESTS=1)");
+        false
+    }
+
     #[test]
     fn a_written_page_is_dirty_until_flushed() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("PRODHCP_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1"),
-                "page_is_dirty needs root; run as root or set PRODHCP_SKIP_SYSTEM_TESTS=1"
-            );
-            eprintln!("SKIPPED: page_is_dirty needs root (PRODHCP_SKIP_SYSTEM_TESTS=1)");
+        if !can_read_page_flags() {
             return;
         }
         let dir = tempfile::tempdir().expect("tempdir");
@@ -226,12 +235,7 @@ mod tests {
     /// dirties all of it (so `durability: "power"`'s msync of one slot wrote 2 MiB).
     #[test]
     fn a_store_into_written_zeros_dirties_its_page_not_the_folio_of_the_write() {
-        if !nix::unistd::geteuid().is_root() {
-            assert!(
-                std::env::var_os("PRODHCP_SKIP_SYSTEM_TESTS").is_some_and(|v| v == "1"),
-                "page_is_dirty needs root; run as root or set PRODHCP_SKIP_SYSTEM_TESTS=1"
-            );
-            eprintln!("SKIPPED: page_is_dirty needs root (PRODHCP_SKIP_SYSTEM_TESTS=1)");
+        if !can_read_page_flags() {
             return;
         }
         let dir = tempfile::tempdir_in("/var/tmp").expect("tempdir");
