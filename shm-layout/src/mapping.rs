@@ -88,7 +88,7 @@ impl WordMapping {
 /// a mapping into an unwritten extent faults through the file system's conversion path, which
 /// is slow (measured: 18 % fewer leases/s on a fresh /8 table) and serialises with other faults.
 ///
-/// Each stretch of [`DROP_EVERY`] bytes is then written to disk and dropped from the page cache
+/// Each stretch of 256 MiB (`DROP_EVERY`) is then written to disk and dropped from the page cache
 /// (`fdatasync`, `POSIX_FADV_DONTNEED`), so the mapping later faults the pages in afresh. Left
 /// in the cache, the pages would stay in the large folios (up to 2 MiB) that buffered `write`
 /// builds on file systems with large-folio support (ext4 since Linux 6.16, XFS): a store
