@@ -187,6 +187,10 @@ catalogue! {
     DiskSyncs = 63, "disk_syncs", Events, "disk_syncs";
     /// Microseconds spent in those writes: the wait they add to the confirming replies.
     DiskSyncMicros = 64, "disk_sync_us", Events, "disk_sync_us";
+    /// Datagrams the kernel dropped because the worker's socket receive buffer was full (the
+    /// worker fell behind): the socket's own count (`SO_RXQ_OVFL`) since the supervisor made
+    /// it, as of the last datagram the worker read. Requests lost before any code saw them.
+    KernelDropped = 65, "kernel_dropped", Events, "kernel_dropped";
 }
 
 /// A view of one worker's counters: the counter words of its owner record in the lease table

@@ -54,6 +54,9 @@ fn group_socket(addr: Ipv4Addr, port: u16) -> io::Result<Socket> {
     s.set_recv_buffer_size(8 << 20)?;
     s.set_send_buffer_size(8 << 20)?;
     socket::setsockopt(&s, sockopt::Ipv4PacketInfo, &true).map_err(io::Error::from)?;
+    // Every received datagram carries the socket's count of datagrams the kernel dropped for
+    // a full receive buffer: the worker reports it (`kernel_dropped`).
+    socket::setsockopt(&s, sockopt::RxqOvfl, &1).map_err(io::Error::from)?;
     s.bind(&SocketAddrV4::new(addr, port).into())?;
     Ok(s)
 }

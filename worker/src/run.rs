@@ -318,6 +318,11 @@ fn serve_udp(
             Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
             Err(e) => return Err(e.into()),
         };
+        if let Some(dropped) = batch.kernel_dropped.take() {
+            engine
+                .counters()
+                .set(Counter::KernelDropped, u64::from(dropped));
+        }
         // The gate (the node's role, set by syncd) is read once per batch: every request of
         // the batch is served under the same role. Closed: nobody is answered, and nothing is
         // decoded (a standby's table is a replica; it changes only by replication).

@@ -38,15 +38,30 @@ pub struct RecvBatch {
     pub bufs: Vec<[u8; RECV_BUF]>,
     /// Metadata of the datagrams received by the last call.
     pub meta: Vec<Received>,
+    /// The socket's count of datagrams the kernel dropped because its receive buffer was full
+    /// (`SO_RXQ_OVFL`, set by the supervisor), as of the last datagram received; `None` until
+    /// a datagram brought it.
+    pub kernel_dropped: Option<u32>,
+}
+
+/// Headers for one `recvmmsg` with room for each datagram's control messages (IP_PKTINFO and
+/// the `SO_RXQ_OVFL` drop count).
+///
+/// Made afresh for every call: the kernel shrinks each header's `msg_controllen` to what it
+/// used, and nix's `recvmmsg` does not restore it, so headers kept from one call to the next
+/// have room for IP_PKTINFO alone; a datagram that also carries the drop count then comes back
+/// truncated (`MSG_CTRUNC`) and nix hands out none of its control messages.
+fn recv_headers() -> socket::MultiHeaders<SockaddrIn> {
+    socket::MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(libc::in_pktinfo, u32)))
 }
 
 impl Default for RecvBatch {
     fn default() -> Self {
-        let cmsg = nix::cmsg_space!(libc::in_pktinfo);
         RecvBatch {
-            headers: socket::MultiHeaders::preallocate(BATCH, Some(cmsg)),
+            headers: recv_headers(),
             bufs: vec![[0u8; RECV_BUF]; BATCH],
             meta: Vec::with_capacity(BATCH),
+            kernel_dropped: None,
         }
     }
 }
@@ -55,6 +70,7 @@ impl RecvBatch {
     /// Receives up to [`BATCH`] datagrams without blocking. Returns how many (0 = would block).
     pub fn recv(&mut self, fd: RawFd) -> io::Result<usize> {
         self.meta.clear();
+        self.headers = recv_headers();
         let mut iovs: Vec<[io::IoSliceMut<'_>; 1]> = self
             .bufs
             .iter_mut()
@@ -77,10 +93,14 @@ impl RecvBatch {
             let mut dst = Ipv4Addr::UNSPECIFIED;
             if let Ok(cmsgs) = msg.cmsgs() {
                 for c in cmsgs {
-                    if let ControlMessageOwned::Ipv4PacketInfo(pi) = c {
-                        ifindex = pi.ipi_ifindex as u32;
-                        local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
-                        dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                    match c {
+                        ControlMessageOwned::Ipv4PacketInfo(pi) => {
+                            ifindex = pi.ipi_ifindex as u32;
+                            local = Ipv4Addr::from(u32::from_be(pi.ipi_spec_dst.s_addr));
+                            dst = Ipv4Addr::from(u32::from_be(pi.ipi_addr.s_addr));
+                        }
+                        ControlMessageOwned::RxqOvfl(n) => self.kernel_dropped = Some(n),
+                        _ => {}
                     }
                 }
             }
