@@ -94,6 +94,53 @@ fn caught_up(st: &Value) -> bool {
         && target(st)["lag_records"] == 0
 }
 
+fn unix_ms_now() -> u64 {
+    let since = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("clock after 1970");
+    u64::try_from(since.as_millis()).expect("ms fit u64")
+}
+
+/// Waits (≤ [`CATCH_UP`]) until the trail has caught up with a load that ended at
+/// `ended_unix_ms` and produced `events` generator events, and returns that status.
+///
+/// `caught_up` alone is not enough: the audit process reports at most every 500 ms, so the
+/// report on hand when the load ends can predate its last requests and still read "caught
+/// up" (no lag at that moment) with a `last_seq` short of the last records. The wait takes
+/// only a report received after the load ended that has numbered at least one record per
+/// generator event. If the deadline passes with a caught-up report short of that, it is
+/// returned anyway, so the comparison says which events have no record.
+#[track_caller]
+fn wait_trail_done(
+    d: &Daemon<'_>,
+    ended_unix_ms: u64,
+    events: usize,
+    also: impl Fn(&Value) -> bool,
+) -> Value {
+    let until = Instant::now() + CATCH_UP;
+    loop {
+        let st = audit_status(d);
+        let fresh = st["reported_unix_ms"]
+            .as_u64()
+            .is_some_and(|t| t > ended_unix_ms);
+        let done = fresh && caught_up(&st) && also(&st);
+        let numbered = st["report"]["last_seq"].as_u64().unwrap_or(0) >= events as u64;
+        if done && numbered {
+            return st;
+        }
+        if Instant::now() >= until {
+            assert!(
+                done,
+                "the trail catches up: not within {CATCH_UP:?}; audit status: {st}\nstderr:\n{}",
+                d.process().stderr()
+            );
+            println!("the trail caught up short of {events} records: {st}");
+            return st;
+        }
+        thread::sleep(Duration::from_millis(50));
+    }
+}
+
 /// Waits for dhcpperf to end (bounded by its own hard deadline) and reads its record file.
 fn finish_load(load: &Proc, record: &Path, secs: u64) -> Vec<RecordEvent> {
     let status = load.wait_timeout(Duration::from_secs(secs + 120));
@@ -147,7 +194,7 @@ fn every_ack_and_release_has_exactly_one_record_at_rsyslog() {
         &record,
     );
     let events = finish_load(&load, &record, u64::from(secs));
-    let st = wait_status(&d, "the trail catches up", CATCH_UP, caught_up);
+    let st = wait_trail_done(&d, unix_ms_now(), events.len(), |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     let recs = collected(&rsyslog, last);
     let c = compare(&events, &recs);
@@ -259,7 +306,7 @@ fn rsyslog_stopped_for_a_minute_loses_nothing() {
     rsyslog.start_again();
     println!("rsyslog was down {:?}", down_at.elapsed());
     let events = finish_load(&load, &record, u64::from(secs));
-    let st = wait_status(&d, "the trail catches up", CATCH_UP, caught_up);
+    let st = wait_trail_done(&d, unix_ms_now(), events.len(), |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     let recs = collected(&rsyslog, last);
     let c = compare(&events, &recs);
@@ -330,8 +377,8 @@ fn a_killed_audit_process_resumes_without_a_gap() {
     );
     println!("restarted: {back}");
     let events = finish_load(&load, &record, u64::from(secs));
-    let st = wait_status(&d, "the trail catches up", CATCH_UP, |st| {
-        caught_up(st) && st["restarts"].as_u64().unwrap_or(0) >= 1
+    let st = wait_trail_done(&d, unix_ms_now(), events.len(), |st| {
+        st["restarts"].as_u64().unwrap_or(0) >= 1
     });
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     let recs = collected(&rsyslog, last);
@@ -408,7 +455,7 @@ fn audit_strict_stops_answering_while_the_spool_is_full_and_loses_nothing() {
         st["report"]["strict_blocking"] == false
     });
     let events = finish_load(&load, &record, u64::from(secs));
-    let st = wait_status(&d, "the trail catches up", CATCH_UP, caught_up);
+    let st = wait_trail_done(&d, unix_ms_now(), events.len(), |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     let recs = collected(&rsyslog, last);
     let c = compare(&events, &recs);
