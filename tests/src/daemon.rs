@@ -411,6 +411,17 @@ fn as_array(v: Value) -> Vec<Value> {
     }
 }
 
+/// One counter of the workers' total in a `prodhcpctl stats` answer, by its path under
+/// `total`: `total(&d.stats(), &["events", "disk_syncs"])`, `total(&st, &["received"])`.
+/// Panics naming the path and the answer when it is absent.
+#[track_caller]
+pub fn total(stats: &Value, path: &[&str]) -> u64 {
+    path.iter()
+        .fold(&stats["total"], |v, key| &v[*key])
+        .as_u64()
+        .unwrap_or_else(|| panic!("no total.{} in {stats}", path.join(".")))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

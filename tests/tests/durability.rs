@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use nix::sys::signal::Signal;
 use prodhcp_systests::client::{Extras, Identity, TestClient};
-use prodhcp_systests::daemon::{binary, Daemon};
+use prodhcp_systests::daemon::{binary, total, Daemon};
 use prodhcp_systests::lab::run_bounded;
 use prodhcp_systests::packet::test_mac;
 use prodhcp_systests::preflight;
@@ -197,13 +197,6 @@ fn sigkill_under_load_keeps_every_acked_lease_in_the_table_file() {
     drop(d);
 }
 
-/// `stats` total of worker event `key`.
-fn event(stats: &Value, key: &str) -> u64 {
-    stats["total"]["events"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no events.{key} in {stats}"))
-}
-
 /// With "power" an OFFER confirms nothing and waits for no disk: DISCOVERs alone make no
 /// sync; the REQUESTs that follow make at least one and at most one per ACK, and their time is
 /// counted.
@@ -217,7 +210,7 @@ fn power_durability_syncs_for_acks_not_for_offers() {
     let d = Daemon::start(&t.lab, &t.srv, &cfg);
     let agent = TestClient::relay(&t.load, LOAD_IP, SERVER_IP).expect("relay agent socket");
     let before = d.stats();
-    assert_eq!(event(&before, "disk_syncs"), 0, "{before}");
+    assert_eq!(total(&before, &["events", "disk_syncs"]), 0, "{before}");
     let clients: Vec<Identity> = (1..=20).map(|n| Identity::mac(test_mac(0x62, n))).collect();
     let mut offers = Vec::new();
     for id in &clients {
@@ -228,7 +221,7 @@ fn power_durability_syncs_for_acks_not_for_offers() {
     }
     let after_offers = d.stats();
     assert_eq!(
-        event(&after_offers, "disk_syncs"),
+        total(&after_offers, &["events", "disk_syncs"]),
         0,
         "20 OFFERs made a disk sync: {after_offers}"
     );
@@ -240,14 +233,17 @@ fn power_durability_syncs_for_acks_not_for_offers() {
         assert_eq!(ack.yiaddr, o.yiaddr);
     }
     let after_acks = d.stats();
-    let syncs = event(&after_acks, "disk_syncs");
+    let syncs = total(&after_acks, &["events", "disk_syncs"]);
     println!(
         "20 OFFERs: 0 disk syncs; 20 ACKs: {syncs} disk syncs, {} µs in them",
-        event(&after_acks, "disk_sync_us")
+        total(&after_acks, &["events", "disk_sync_us"])
     );
     assert!(
         (1..=20).contains(&syncs),
         "20 ACKs made {syncs} disk syncs: {after_acks}"
     );
-    assert!(event(&after_acks, "disk_sync_us") > 0, "{after_acks}");
+    assert!(
+        total(&after_acks, &["events", "disk_sync_us"]) > 0,
+        "{after_acks}"
+    );
 }

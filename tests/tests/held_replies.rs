@@ -26,7 +26,7 @@ use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prodhcp_systests::client::{ExchangeError, Extras, Identity, TestClient};
 use prodhcp_systests::config::{ServerConfig, SubnetConfig};
-use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::daemon::{total, Daemon};
 use prodhcp_systests::packet::{opt, test_mac, MessageType, Reply};
 use prodhcp_systests::preflight;
 use prodhcp_systests::topo::{Topology, NET1, POOL1, RELAY1_IP, SERVER_IP};
@@ -103,12 +103,6 @@ fn ack(agent: &TestClient, xid: u32, what: &'static str) -> Reply {
     r
 }
 
-fn counter(stats: &Value, group: &str, key: &str) -> u64 {
-    stats["total"][group][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no {group}.{key} in {stats}"))
-}
-
 #[test]
 fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
     if !preflight("held_replies", &[]) {
@@ -129,8 +123,8 @@ fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
     let lease = d.lease(addr).expect("A's lease is in the table");
     assert_eq!(lease["state"], "leased", "{lease}");
     let s = d.stats();
-    assert_eq!(counter(&s, "events", "held_replies"), 1, "{s}");
-    assert_eq!(counter(&s, "events", "held_now"), 1, "{s}");
+    assert_eq!(total(&s, &["events", "held_replies"]), 1, "{s}");
+    assert_eq!(total(&s, &["events", "held_now"]), 1, "{s}");
     assert!(ring.replicated() < ring.head());
 
     // syncd's part: replicated up to the head. The worker sees it on its next turn.
@@ -154,26 +148,26 @@ fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
         heads.push(ring.head());
         let s = d.stats();
         let (held, full) = if n < 2 { (n as u64 + 1, 0) } else { (2, 1) };
-        assert_eq!(counter(&s, "events", "held_now"), held, "after {n}: {s}");
-        assert_eq!(counter(&s, "drops", "held_full"), full, "after {n}: {s}");
+        assert_eq!(total(&s, &["events", "held_now"]), held, "after {n}: {s}");
+        assert_eq!(total(&s, &["drops", "held_full"]), full, "after {n}: {s}");
     }
     // Replicated up to B's ACK: B's leaves, C's (recorded later) stays held.
     ring.publish_replicated(heads[0]);
     ack(&agent, xids[0], "ACK to B once replicated");
     poll_stats(&d, "B's ACK released, C's held", |s| {
-        counter(s, "events", "held_released") == 2 && counter(s, "events", "held_now") == 1
+        total(s, &["events", "held_released"]) == 2 && total(s, &["events", "held_now"]) == 1
     });
     assert_no_reply(&agent, xids[1], "ACK to C (not replicated)");
     // Clearing the hold drops C's ACK, never sends it; the one dropped at the bound never
     // comes either.
     ring.set_hold(false);
     let s = poll_stats(&d, "C's ACK dropped", |s| {
-        counter(s, "events", "held_dropped") == 1
+        total(s, &["events", "held_dropped"]) == 1
     });
-    assert_eq!(counter(&s, "events", "held_replies"), 3, "{s}");
-    assert_eq!(counter(&s, "events", "held_released"), 2, "{s}");
-    assert_eq!(counter(&s, "events", "held_now"), 0, "{s}");
-    assert_eq!(counter(&s, "drops", "held_full"), 1, "{s}");
+    assert_eq!(total(&s, &["events", "held_replies"]), 3, "{s}");
+    assert_eq!(total(&s, &["events", "held_released"]), 2, "{s}");
+    assert_eq!(total(&s, &["events", "held_now"]), 0, "{s}");
+    assert_eq!(total(&s, &["drops", "held_full"]), 1, "{s}");
     assert_no_reply(&agent, xids[1], "ACK to C (dropped when the hold cleared)");
     assert_no_reply(&agent, xids[2], "ACK to D (dropped at the bound)");
     // C's lease stays committed in this table (the client retries and is served again).
@@ -249,22 +243,22 @@ fn a_killed_syncd_drops_the_held_replies_unsent() {
     let (xid, addr) = offer_then_request(&agent, &id);
     assert_no_reply(&agent, xid, "ACK while syncd runs and the hold is set");
     let before = d.stats();
-    assert_eq!(counter(&before, "events", "held_now"), 1, "{before}");
+    assert_eq!(total(&before, &["events", "held_now"]), 1, "{before}");
 
     let killed = Instant::now();
     kill(Pid::from_raw(pid as i32), Signal::SIGKILL).expect("kill syncd");
     // The supervisor clears the hold and rings the doorbell: the worker drops the ACK.
     let s = poll_stats(&d, "held ACK dropped after syncd was killed", |s| {
-        counter(s, "events", "held_dropped") == 1
+        total(s, &["events", "held_dropped"]) == 1
     });
     println!(
         "SIGKILL of syncd → held ACK dropped (seen in stats): {} µs",
         killed.elapsed().as_micros()
     );
-    assert_eq!(counter(&s, "events", "held_now"), 0, "{s}");
+    assert_eq!(total(&s, &["events", "held_now"]), 0, "{s}");
     assert_eq!(
-        counter(&s, "events", "held_released"),
-        counter(&before, "events", "held_released"),
+        total(&s, &["events", "held_released"]),
+        total(&before, &["events", "held_released"]),
         "{s}"
     );
     assert_no_reply(

@@ -8,29 +8,14 @@ use std::time::{Duration, Instant};
 use nix::sys::signal::{kill, Signal};
 use nix::unistd::Pid;
 use prodhcp_systests::client::{Extras, Identity, TestClient};
-use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::daemon::{total, Daemon};
 use prodhcp_systests::packet::{test_mac, MessageType};
 use prodhcp_systests::preflight;
 use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
-use serde_json::Value;
 
 /// DISCOVERs sent while the workers are stopped: more than any worker socket's receive
 /// buffer holds (8 MiB asked, capped by `net.core.rmem_max`).
 const FLOOD: u64 = 40_000;
-
-/// `stats` total of worker event `key`.
-fn event(stats: &Value, key: &str) -> u64 {
-    stats["total"]["events"][key]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no events.{key} in {stats}"))
-}
-
-/// `stats` total of datagrams the workers read.
-fn received(stats: &Value) -> u64 {
-    stats["total"]["received"]
-        .as_u64()
-        .unwrap_or_else(|| panic!("no received in {stats}"))
-}
 
 /// The server namespace's `/proc/net/udp`.
 fn proc_net_udp(t: &Topology) -> String {
@@ -67,8 +52,8 @@ fn datagrams_the_kernel_drops_for_a_full_buffer_are_counted() {
         .discover(&id, &Extras::default())
         .expect("the worker answers before the test");
     let before = d.stats();
-    assert_eq!(event(&before, "kernel_dropped"), 0, "{before}");
-    let received_before = received(&before);
+    assert_eq!(total(&before, &["events", "kernel_dropped"]), 0, "{before}");
+    let received_before = total(&before, &["received"]);
 
     let workers = d.worker_pids();
     for &w in &workers {
@@ -98,7 +83,7 @@ fn datagrams_the_kernel_drops_for_a_full_buffer_are_counted() {
     let after = loop {
         let _ = agent.discover(&id, &Extras::default());
         let st = d.stats();
-        if event(&st, "kernel_dropped") > 0 {
+        if total(&st, &["events", "kernel_dropped"]) > 0 {
             break st;
         }
         assert!(
@@ -108,8 +93,8 @@ fn datagrams_the_kernel_drops_for_a_full_buffer_are_counted() {
         );
         thread::sleep(Duration::from_millis(100));
     };
-    let dropped = event(&after, "kernel_dropped");
-    let read = received(&after) - received_before;
+    let dropped = total(&after, &["events", "kernel_dropped"]);
+    let read = total(&after, &["received"]) - received_before;
     let kernel = kernel_drops_on_port_67(&t);
     println!(
         "{sent} DISCOVERs sent in {flood_time:?} to stopped workers: {read} read by the \
