@@ -357,20 +357,25 @@ impl<'lab> Rsyslog<'lab> {
     }
 
     /// Every audit record in the log so far, in file order, or the first bad one (see
-    /// [`parse_log`]). A missing log reads as empty.
+    /// [`parse_log`]). A missing log reads as empty. Only complete lines are read: rsyslog
+    /// writes its file in buffer-sized pieces, so the last line may be half written.
     pub fn try_records(&self) -> Result<Vec<AuditRecord>, RecordError> {
-        parse_log(&fs::read_to_string(&self.log).unwrap_or_default())
+        let text = fs::read_to_string(&self.log).unwrap_or_default();
+        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
+        parse_log(complete)
     }
 
-    /// Waits (≤ `timeout`) until the log holds at least `count` audit records and returns
-    /// them (fewer on timeout: the caller's assertion says what is missing). Panics on a bad
-    /// record, as [`Rsyslog::records`].
+    /// Waits (≤ `timeout`) until the log holds at least `count` distinct audit records (by
+    /// `seq`: a resent copy does not count twice) and returns every record (fewer on
+    /// timeout: the caller's assertion says what is missing). Panics on a bad record, as
+    /// [`Rsyslog::records`].
     #[track_caller]
     pub fn wait_for_records(&self, count: usize, timeout: Duration) -> Vec<AuditRecord> {
         let deadline = Instant::now() + timeout;
         loop {
             let recs = self.records();
-            if recs.len() >= count || Instant::now() >= deadline {
+            let distinct: std::collections::HashSet<u64> = recs.iter().map(|r| r.seq).collect();
+            if distinct.len() >= count || Instant::now() >= deadline {
                 return recs;
             }
             thread::sleep(Duration::from_millis(100));

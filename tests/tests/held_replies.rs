@@ -120,10 +120,12 @@ fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
     let a = Identity::mac(test_mac(0x48, 1));
     let (xid, addr) = offer_then_request(&agent, &a);
     assert_no_reply(&agent, xid, "ACK to A");
+    // No reply yet also when the worker has not read the REQUEST: wait until it is held.
+    let s = poll_stats(&d, "A's ACK held", |s| {
+        total(s, &["events", "held_replies"]) == 1
+    });
     let lease = d.lease(addr).expect("A's lease is in the table");
     assert_eq!(lease["state"], "leased", "{lease}");
-    let s = d.stats();
-    assert_eq!(total(&s, &["events", "held_replies"]), 1, "{s}");
     assert_eq!(total(&s, &["events", "held_now"]), 1, "{s}");
     assert!(ring.replicated() < ring.head());
 
@@ -145,9 +147,12 @@ fn an_ack_waits_for_replication_and_the_bound_drops_with_a_count() {
         let (xid, _) = offer_then_request(&agent, id);
         assert_no_reply(&agent, xid, "ACK while the hold is set");
         xids.push(xid);
-        heads.push(ring.head());
-        let s = d.stats();
+        // Held or dropped at the bound: then its commit is in the ring.
         let (held, full) = if n < 2 { (n as u64 + 1, 0) } else { (2, 1) };
+        let s = poll_stats(&d, "the REQUEST held or dropped at the bound", |s| {
+            total(s, &["events", "held_now"]) + total(s, &["drops", "held_full"]) == held + full
+        });
+        heads.push(ring.head());
         assert_eq!(total(&s, &["events", "held_now"]), held, "after {n}: {s}");
         assert_eq!(total(&s, &["drops", "held_full"]), full, "after {n}: {s}");
     }
@@ -242,7 +247,9 @@ fn a_killed_syncd_drops_the_held_replies_unsent() {
     let id = Identity::mac(test_mac(0x4b, 1));
     let (xid, addr) = offer_then_request(&agent, &id);
     assert_no_reply(&agent, xid, "ACK while syncd runs and the hold is set");
-    let before = d.stats();
+    let before = poll_stats(&d, "the ACK held", |s| {
+        total(s, &["events", "held_replies"]) == 1
+    });
     assert_eq!(total(&before, &["events", "held_now"]), 1, "{before}");
 
     let killed = Instant::now();

@@ -99,6 +99,54 @@ fn sum(s: &Scrape, metric: &str, labels: &[(&str, &str)]) -> f64 {
         .sum()
 }
 
+/// The scrape's packet counters, per-worker ACKs and pool gauges equal `stats`' figures, or
+/// the first that does not.
+fn metrics_agree_with_stats(
+    s: &Scrape,
+    stats: &serde_json::Value,
+    pool: &[(&str, &str); 2],
+) -> Result<(), String> {
+    for name in ["received", "discover", "request", "offer", "ack", "dropped"] {
+        let want = stats["total"][name]
+            .as_u64()
+            .unwrap_or_else(|| panic!("{name} in {stats}"));
+        let got = sum(s, "prodhcp_packets_total", &[("type", name)]);
+        if got != want as f64 {
+            return Err(format!("{name}: metrics {got}, stats {want}"));
+        }
+    }
+    for w in stats["workers"].as_array().expect("workers") {
+        let id = w["id"].to_string();
+        let want = w["ack"].as_u64().unwrap_or_else(|| panic!("ack in {w}"));
+        let got = sample(
+            s,
+            "prodhcp_packets_total",
+            &[("worker", &id), ("type", "ack")],
+        );
+        if got != Some(want as f64) {
+            return Err(format!("worker {id} ack: metrics {got:?}, stats {want}"));
+        }
+    }
+    let pool_stats = &stats["pools"][0];
+    let leased = sum(
+        s,
+        "prodhcp_pool_addresses",
+        &[pool[0], pool[1], ("state", "leased")],
+    );
+    let want_leased = pool_stats["leased"].as_u64().expect("leased") as f64;
+    if leased != want_leased {
+        return Err(format!(
+            "pool leased: metrics {leased}, stats {want_leased}"
+        ));
+    }
+    let free = sample(s, "prodhcp_pool_free", pool).expect("free");
+    let want_free = pool_stats["free"].as_u64().expect("free") as f64;
+    if free != want_free {
+        return Err(format!("pool free: metrics {free}, stats {want_free}"));
+    }
+    Ok(())
+}
+
 #[test]
 fn metrics_endpoint_under_load() {
     if !preflight("metrics_endpoint", &["curl"]) {
@@ -199,42 +247,24 @@ fn metrics_endpoint_under_load() {
     assert!(slowest < 2.0, "a scrape took {slowest} s");
 
     // Quiet now: the counters agree with `prodhcpctl stats --json`, and the census caught up.
-    thread::sleep(Duration::from_millis(1500));
-    let stats = d.stats();
-    let (code, body, _) = curl(&t, "/metrics");
-    assert_eq!(code, "200");
-    let s = parse(&body);
-    for name in ["received", "discover", "request", "offer", "ack", "dropped"] {
-        let want = stats["total"][name]
-            .as_u64()
-            .unwrap_or_else(|| panic!("{name} in {stats}"));
-        let got = sum(&s, "prodhcp_packets_total", &[("type", name)]);
-        assert_eq!(got, want as f64, "{name}: metrics {got}, stats {want}");
-    }
-    for w in stats["workers"].as_array().expect("workers") {
-        let id = w["id"].to_string();
-        let want = w["ack"].as_u64().unwrap_or_else(|| panic!("ack in {w}"));
-        let got = sample(
-            &s,
-            "prodhcp_packets_total",
-            &[("worker", &id), ("type", "ack")],
-        );
-        assert_eq!(got, Some(want as f64), "worker {id}");
-    }
+    // The pool gauges move at each census and alarm pass (every second here) and a request
+    // still in flight when dhcpperf exited may be counted late, so the pair (stats, scrape)
+    // is taken again until they agree, for at most 10 s; the last disagreement fails the test.
+    let until = Instant::now() + Duration::from_secs(10);
+    let (stats, s) = loop {
+        thread::sleep(Duration::from_millis(500));
+        let stats = d.stats();
+        let (code, body, _) = curl(&t, "/metrics");
+        assert_eq!(code, "200");
+        let s = parse(&body);
+        match metrics_agree_with_stats(&s, &stats, &pool) {
+            Ok(()) => break (stats, s),
+            Err(e) => assert!(Instant::now() < until, "{e}\nstats: {stats}"),
+        }
+    };
     let acks = stats["total"]["ack"].as_u64().expect("ack");
     assert!(acks > 0, "{stats}");
-    let leased_now = sum(
-        &s,
-        "prodhcp_pool_addresses",
-        &[pool[0], pool[1], ("state", "leased")],
-    );
-    let pool_stats = &stats["pools"][0];
-    assert_eq!(
-        leased_now,
-        pool_stats["leased"].as_u64().expect("leased") as f64
-    );
     let free = sample(&s, "prodhcp_pool_free", &pool).expect("free");
-    assert_eq!(free, pool_stats["free"].as_u64().expect("free") as f64);
     let ratio = sample(&s, "prodhcp_pool_utilisation_ratio", &pool).expect("ratio");
     assert!((ratio - (5118.0 - free) / 5118.0).abs() < 1e-9, "{ratio}");
     assert_eq!(

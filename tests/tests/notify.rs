@@ -177,11 +177,18 @@ fn the_supervisor_alone_tells_systemd_ready_reloading_watchdog_and_stopping() {
         "{} WATCHDOG=1 in 3 s (want about 6)",
         pings.len()
     );
+    // What systemd needs: no gap reaches WATCHDOG_USEC (1 s). The times are when this test
+    // read each message, so one late read shortens the next gap: the pace is checked on the
+    // mean, not on each gap.
     let gaps: Vec<Duration> = pings.windows(2).map(|w| w[1] - w[0]).collect();
     assert!(
-        gaps.iter()
-            .all(|g| *g >= Duration::from_millis(300) && *g <= Duration::from_millis(900)),
-        "watchdog gaps not about 0.5 s: {gaps:?}"
+        gaps.iter().all(|g| *g < Duration::from_secs(1)),
+        "a watchdog gap reached WATCHDOG_USEC (1 s): {gaps:?}"
+    );
+    let mean = gaps.iter().sum::<Duration>() / gaps.len() as u32;
+    assert!(
+        (Duration::from_millis(350)..=Duration::from_millis(700)).contains(&mean),
+        "watchdog pings not about every 0.5 s: mean {mean:?}, gaps {gaps:?}"
     );
 
     // SIGHUP: RELOADING=1 (with MONOTONIC_USEC), then READY=1.

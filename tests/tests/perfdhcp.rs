@@ -8,9 +8,11 @@
 //! ACKed ones (no lease nobody was told about, no address twice).
 
 use std::collections::{BTreeMap, HashMap};
+use std::thread;
+use std::time::{Duration, Instant};
 
 use prodhcp_systests::capture::ReplyCapture;
-use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::daemon::{total, Daemon};
 use prodhcp_systests::packet::MessageType;
 use prodhcp_systests::preflight;
 use prodhcp_systests::tools::run_perfdhcp;
@@ -29,6 +31,18 @@ fn perfdhcp_relay_mode_completes_99_percent() {
     let capture = ReplyCapture::start(&t.load, SERVER_IP, 67).expect("start the ACK capture");
     // One distinct client per exchange (perfdhcp walks its -R range of MACs).
     let r = run_perfdhcp(&t.lab, &t.load, LOAD_IP, SERVER_IP, RATE * SECS, RATE, SECS);
+    // perfdhcp exits with requests in flight: the capture goes on until the server has read
+    // everything (its count of datagrams read stands still for 300 ms; at most 5 s).
+    let quiet_by = Instant::now() + Duration::from_secs(5);
+    let mut read = total(&d.stats(), &["received"]);
+    while Instant::now() < quiet_by {
+        thread::sleep(Duration::from_millis(300));
+        let now = total(&d.stats(), &["received"]);
+        if now == read {
+            break;
+        }
+        read = now;
+    }
     let replies = capture.finish().expect("ACK capture");
     assert!(
         r.discover_sent >= u64::from(RATE * SECS) * 9 / 10,
