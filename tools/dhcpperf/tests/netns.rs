@@ -70,6 +70,21 @@ fn ip(args: &[&str]) {
 }
 
 /// Two namespaces joined by a veth pair: `srv` has .1, `cli` has .2 of 198.18.`net`.0/24.
+/// True when a UDP socket in namespace `ns` is bound to `port` (its `/proc/net/udp`, read from
+/// inside the namespace: local address column `XXXXXXXX:PPPP`, port in hex).
+fn udp_port_bound(ns: &str, port: u16) -> bool {
+    let out = Command::new("ip")
+        .args(["netns", "exec", ns, "cat", "/proc/net/udp"])
+        .output()
+        .expect("read /proc/net/udp");
+    let want = format!(":{port:04X}");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .skip(1)
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .any(|local| local.ends_with(&want))
+}
+
 struct NsPair {
     srv: String,
     cli: String,
@@ -125,6 +140,9 @@ impl NsPair {
         format!("198.18.{}.2", self.net)
     }
 
+    /// Starts a server in `ns` and waits (≤ 10 s) until a socket there is bound to UDP port
+    /// 67. A fixed pause was not enough: on a loaded machine python3 took longer than 300 ms
+    /// to bind, and the first requests of the run went unanswered.
     fn spawn(&mut self, ns: &str, prog: &str, args: &[&str]) {
         let child = Command::new("ip")
             .args(["netns", "exec", ns, prog])
@@ -135,7 +153,14 @@ impl NsPair {
             .spawn()
             .expect("spawn");
         self.children.push(child);
-        thread::sleep(Duration::from_millis(300));
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        while !udp_port_bound(ns, 67) {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "{prog} bound no UDP port 67 in {ns} within 10 s"
+            );
+            thread::sleep(Duration::from_millis(20));
+        }
     }
 
     fn start_responder(&mut self) {
