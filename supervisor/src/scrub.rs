@@ -358,9 +358,8 @@ mod tests {
         assert_eq!(st.phase.as_deref(), Some("slots"));
         assert!(st.progress_percent.is_some_and(|p| p < 100), "{st:?}");
         assert!(st.current.is_some_and(|c| c.slots_checked > 0));
-        // It rests between slices.
-        assert!(s
-            .wake_in()
-            .is_some_and(|w| w > Duration::ZERO && w <= PAUSE));
+        // It rests between slices: a wake-up is due within the pause (zero when more than the
+        // pause has passed since the tick, as it may on a loaded machine).
+        assert!(s.wake_in().is_some_and(|w| w <= PAUSE));
     }
 }

@@ -734,9 +734,9 @@ fn silence_is_detected(heartbeat: Duration, dead_after: Duration) {
         );
         assert!(took <= bound, "took {took:?}, bound {bound:?}");
         // Not before dead_after minus one heartbeat (the last frame came at most one
-        // interval before the cut).
+        // interval before the cut; 100 ms more for a sender delayed on a loaded machine).
         assert!(
-            took + heartbeat + Duration::from_millis(20) >= dead_after,
+            took + heartbeat + Duration::from_millis(100) >= dead_after,
             "took {took:?}"
         );
         assert!(matches!(&ev, Event::LinkDown { peer: Some(p), was_up: true, .. } if p == peer));

@@ -346,18 +346,24 @@ mod tests {
             let w = t.slot_words(slot).unwrap();
             w[0].store(w[0].load(Ordering::Relaxed) | 0x07, Ordering::Release);
         }
-        let t0 = std::time::Instant::now();
-        for _ in 0..100 {
-            for slot in 0..64u32 {
-                assert_eq!(t.read(slot), Err(ReadError::Busy));
-            }
-        }
-        // 6,400 reads: with the spin (256 rounds, half of them yielding) each would cost tens
-        // of microseconds or more; without it, well under a microsecond.
-        let per_read = t0.elapsed() / 6_400;
+        // 10 batches of 640 reads: with the spin (256 rounds, half of them yielding) each read
+        // would cost tens of microseconds or more; without it, well under a microsecond. The
+        // fastest batch is judged, so one preemption on a loaded machine does not count.
+        let per_read = (0..10)
+            .map(|_| {
+                let t0 = std::time::Instant::now();
+                for _ in 0..10 {
+                    for slot in 0..64u32 {
+                        assert_eq!(t.read(slot), Err(ReadError::Busy));
+                    }
+                }
+                t0.elapsed() / 640
+            })
+            .min()
+            .expect("10 batches");
         assert!(
             per_read < std::time::Duration::from_micros(5),
-            "{per_read:?} per read of a stale-locked slot"
+            "{per_read:?} per read of a stale-locked slot (fastest of 10 batches)"
         );
         // A lock whose owner does record an intent for the slot is still waited for.
         t.owner_words(7).unwrap()[INTENT_ACTIVE].store(3 + 1, Ordering::Release);
