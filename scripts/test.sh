@@ -74,10 +74,12 @@ step() {
     shift
     log "$name: $*"
     t0=$(date +%s)
+    CURRENT=$name
     set +e
     "$@"
     rc=$?
     set -e
+    CURRENT=""
     NAMES+=("$name")
     TIMES+=("$(($(date +%s) - t0))s")
     if ((rc == 0)); then
@@ -105,7 +107,19 @@ summary() {
 }
 START=$(date +%s)
 trap 'cleanup_stale_namespaces >/dev/null 2>&1 || true' EXIT
-trap 'echo; echo "interrupted"; summary; exit 130' INT TERM
+# Interrupted: the step that was running is named, and the result is never "all passed".
+CURRENT=""
+interrupted() {
+    echo
+    echo "interrupted"
+    NAMES+=("${CURRENT:-between steps}")
+    RESULTS+=("INTERRUPTED")
+    TIMES+=("-")
+    FAILED=1
+    summary
+    exit 130
+}
+trap interrupted INT TERM
 
 if [[ ${PRODHCP_SKIP_DEPS:-0} == 1 ]]; then
     echo "PRODHCP_SKIP_DEPS=1: not checking dependencies"
