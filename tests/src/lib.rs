@@ -119,6 +119,19 @@ fn is_executable(p: &Path) -> bool {
         .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
 }
 
+/// Milliseconds since the Unix epoch (the clock the daemon's `*_unix_ms` fields use).
+pub fn unix_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// `text` up to and including its last newline: the complete lines of a file another process
+/// is still appending to (its last line may be half written).
+pub fn complete_lines(text: &str) -> &str {
+    text.rfind('\n').map_or("", |i| &text[..=i])
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

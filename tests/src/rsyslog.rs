@@ -361,8 +361,7 @@ impl<'lab> Rsyslog<'lab> {
     /// writes its file in buffer-sized pieces, so the last line may be half written.
     pub fn try_records(&self) -> Result<Vec<AuditRecord>, RecordError> {
         let text = fs::read_to_string(&self.log).unwrap_or_default();
-        let complete = text.rfind('\n').map_or("", |i| &text[..=i]);
-        parse_log(complete)
+        parse_log(crate::complete_lines(&text))
     }
 
     /// Waits (≤ `timeout`) until the log holds at least `count` distinct audit records (by

@@ -29,10 +29,10 @@ use prodhcp_systests::audit_check::{compare, AuditComparison};
 use prodhcp_systests::config::SubnetConfig;
 use prodhcp_systests::daemon::Daemon;
 use prodhcp_systests::lab::Proc;
-use prodhcp_systests::preflight;
 use prodhcp_systests::rsyslog::{AuditRecord, Rsyslog};
 use prodhcp_systests::tools::spawn_dhcpperf_mix;
 use prodhcp_systests::topo::{Topology, LOAD_IP, SERVER_IP};
+use prodhcp_systests::{complete_lines, preflight, unix_ms};
 use serde_json::Value;
 
 /// Where rsyslog listens (the load namespace's address).
@@ -94,15 +94,8 @@ fn caught_up(st: &Value) -> bool {
         && target(st)["lag_records"] == 0
 }
 
-fn unix_ms_now() -> u64 {
-    let since = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock after 1970");
-    u64::try_from(since.as_millis()).expect("ms fit u64")
-}
-
-/// Waits (≤ [`CATCH_UP`]) until the trail has settled after a load that ended at
-/// `ended_unix_ms`: a report received after that moment that is caught up (and passes
+/// Waits (≤ [`CATCH_UP`]) until the trail has settled after a load that has just ended (call
+/// it right after [`finish_load`]): a report received after this call that is caught up (and passes
 /// `also`), and rsyslog's records, which reach that report's `last_seq` and leave no generator
 /// event without its record. Returns that status, the records and their comparison.
 ///
@@ -117,9 +110,9 @@ fn settle(
     d: &Daemon<'_>,
     rsyslog: &Rsyslog<'_>,
     events: &[RecordEvent],
-    ended_unix_ms: u64,
     also: impl Fn(&Value) -> bool,
 ) -> (Value, Vec<AuditRecord>, AuditComparison) {
+    let ended_unix_ms = unix_ms();
     let until = Instant::now() + CATCH_UP;
     loop {
         let st = audit_status(d);
@@ -189,7 +182,7 @@ fn every_ack_and_release_has_exactly_one_record_at_rsyslog() {
         &record,
     );
     let events = finish_load(&load, &record, u64::from(secs));
-    let (st, recs, c) = settle(&d, &rsyslog, &events, unix_ms_now(), |_| true);
+    let (st, recs, c) = settle(&d, &rsyslog, &events, |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     report("no fault", &c, &st);
     assert!(
@@ -206,8 +199,7 @@ fn every_ack_and_release_has_exactly_one_record_at_rsyslog() {
     // were read after the status; a record numbered later may be in one and not yet the
     // other, and the file's last line may be half written).
     let file = std::fs::read_to_string(t.lab.path("audit.jsonl")).expect("audit file");
-    let complete = &file[..file.rfind('\n').map_or(0, |i| i + 1)];
-    let mut file_seqs: Vec<u64> = complete
+    let mut file_seqs: Vec<u64> = complete_lines(&file)
         .lines()
         .map(|l| {
             serde_json::from_str::<Value>(l).expect("a JSON line")["seq"]
@@ -303,7 +295,7 @@ fn rsyslog_stopped_for_a_minute_loses_nothing() {
     rsyslog.start_again();
     println!("rsyslog was down {:?}", down_at.elapsed());
     let events = finish_load(&load, &record, u64::from(secs));
-    let (st, recs, c) = settle(&d, &rsyslog, &events, unix_ms_now(), |_| true);
+    let (st, recs, c) = settle(&d, &rsyslog, &events, |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     report("rsyslog down", &c, &st);
     assert!(c.missing.is_empty(), "{c}");
@@ -372,7 +364,7 @@ fn a_killed_audit_process_resumes_without_a_gap() {
     );
     println!("restarted: {back}");
     let events = finish_load(&load, &record, u64::from(secs));
-    let (st, recs, c) = settle(&d, &rsyslog, &events, unix_ms_now(), |st| {
+    let (st, recs, c) = settle(&d, &rsyslog, &events, |st| {
         st["restarts"].as_u64().unwrap_or(0) >= 1
     });
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
@@ -452,7 +444,7 @@ fn audit_strict_stops_answering_while_the_spool_is_full_and_loses_nothing() {
         st["report"]["strict_blocking"] == false
     });
     let events = finish_load(&load, &record, u64::from(secs));
-    let (st, recs, c) = settle(&d, &rsyslog, &events, unix_ms_now(), |_| true);
+    let (st, recs, c) = settle(&d, &rsyslog, &events, |_| true);
     let last = st["report"]["last_seq"].as_u64().expect("last_seq");
     report("audit_strict", &c, &st);
     assert!(c.acks_seen > 2000, "ACKs before and after the block: {c}");

@@ -29,8 +29,8 @@ use prodhcp_systests::config::ServerConfig;
 use prodhcp_systests::daemon::Daemon;
 use prodhcp_systests::lab::Lab;
 use prodhcp_systests::packet::MessageType;
-use prodhcp_systests::preflight;
 use prodhcp_systests::tools::{dhcpperf_verify, spawn_dhcpperf_dora};
+use prodhcp_systests::{preflight, unix_ms};
 use serde_json::Value;
 
 /// The floating service address.
@@ -136,12 +136,6 @@ fn quiet_gap(acks: &[u64], switches: &[u64]) -> u64 {
         .map(|w| w[1] - w[0])
         .max()
         .unwrap_or(0)
-}
-
-fn unix_ms() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64)
 }
 
 /// Starts A then B and waits for A active (holding the address) and B standby.

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use prodhcp_systests::client::{ExchangeError, Extras, Identity, TestClient};
 use prodhcp_systests::config::{ServerConfig, SubnetConfig};
-use prodhcp_systests::daemon::Daemon;
+use prodhcp_systests::daemon::{total, Daemon};
 use prodhcp_systests::packet::{opt, test_mac, MessageType, RelayAgentInfo, Reply};
 use prodhcp_systests::preflight;
 use prodhcp_systests::topo::{Topology, NET1, POOL1, RELAY1_IP, SERVER_IP};
@@ -582,9 +582,7 @@ fn expired_leases_are_reclaimed_and_reused() {
             // other one expires up to 1 s later.
             let deadline = Instant::now() + Duration::from_secs(5);
             loop {
-                let expired = d.stats()["total"]["sweeper"]["expired"]
-                    .as_u64()
-                    .unwrap_or(0);
+                let expired = total(&d.stats(), &["sweeper", "expired"]);
                 if expired >= 2 && state(d, other) == "expired" {
                     break;
                 }
